@@ -1,0 +1,138 @@
+"""Small random building blocks of the synthetic slide: smooth noise, blobs, periodic textures.
+
+Everything here is a pure function of its random generator and arguments, so the
+same seed always gives the same arrays.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
+    """Zero-mean, unit-variance noise of ``shape`` whose features are about ``scale_px`` wide."""
+    rows, cols = shape
+    scale_px = max(float(scale_px), 1.0)
+    c_rows = max(2, int(math.ceil(rows / scale_px)) + 3)
+    c_cols = max(2, int(math.ceil(cols / scale_px)) + 3)
+    coarse = rng.standard_normal((c_rows, c_cols)).astype(np.float32)
+    # Cubic upsampling of a coarse grid: smooth, cheap, and no FFT boundary effects.
+    fine = cv2.resize(coarse, (int((c_cols - 1) * scale_px), int((c_rows - 1) * scale_px)),
+                      interpolation=cv2.INTER_CUBIC)
+    off_r = int(rng.integers(0, max(1, fine.shape[0] - rows + 1)))
+    off_c = int(rng.integers(0, max(1, fine.shape[1] - cols + 1)))
+    out = fine[off_r:off_r + rows, off_c:off_c + cols]
+    if out.shape != (rows, cols):
+        out = cv2.resize(fine, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    out = out - out.mean()
+    std = float(out.std())
+    return np.ascontiguousarray(out / std if std > 0 else out, dtype=np.float32)
+
+
+def blob_outline(
+    rng: np.random.Generator,
+    center: tuple[float, float],
+    radii: tuple[float, float],
+    angle: float,
+    roughness: float = 0.2,
+    harmonics: int = 7,
+    points: int = 96,
+) -> np.ndarray:
+    """A closed, smooth, irregular outline as an (points, 2) float array of (x, y).
+
+    The radius is modulated by random harmonics 2..``harmonics`` whose amplitudes
+    fall off with order, so the outline is wavy but never self-intersecting for
+    ``roughness`` up to about 0.35.
+    """
+    phi = np.linspace(0.0, 2.0 * np.pi, points, endpoint=False)
+    radius = np.ones_like(phi)
+    for k in range(2, harmonics + 1):
+        amp = roughness * rng.normal() / k ** 1.1
+        radius += amp * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+    radius = np.clip(radius, 0.35, None)
+    x = radii[0] * radius * np.cos(phi)
+    y = radii[1] * radius * np.sin(phi)
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    out = np.empty((points, 2), dtype=np.float64)
+    out[:, 0] = center[0] + x * cos_a - y * sin_a
+    out[:, 1] = center[1] + x * sin_a + y * cos_a
+    return out
+
+
+def blob_outlines(
+    rng: np.random.Generator,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    rx: np.ndarray,
+    ry: np.ndarray,
+    angle: np.ndarray,
+    roughness: float,
+    harmonics: int = 5,
+    points: int = 24,
+) -> np.ndarray:
+    """Many irregular outlines at once: an (n, points, 2) float array (vectorised ``blob_outline``)."""
+    n = len(cx)
+    phi = np.linspace(0.0, 2.0 * np.pi, points, endpoint=False)[None, :]
+    radius = np.ones((n, points))
+    for k in range(2, harmonics + 1):
+        amp = roughness * rng.standard_normal((n, 1)) / k ** 1.1
+        radius += amp * np.cos(k * phi + rng.uniform(0, 2 * np.pi, (n, 1)))
+    radius = np.clip(radius, 0.4, None)
+    x = rx[:, None] * radius * np.cos(phi)
+    y = ry[:, None] * radius * np.sin(phi)
+    cos_a, sin_a = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    out = np.empty((n, points, 2))
+    out[..., 0] = cx[:, None] + x * cos_a - y * sin_a
+    out[..., 1] = cy[:, None] + x * sin_a + y * cos_a
+    return out
+
+
+def periodic_filtered_noise(
+    rng: np.random.Generator, size: int, sigma_along: float, sigma_across: float, angle: float
+) -> np.ndarray:
+    """Periodic (size x size) white noise filtered by a rotated anisotropic Gaussian, unit variance.
+
+    Filtering in the Fourier domain makes the result tile seamlessly, so a crop at
+    any offset (modulo ``size``) is valid texture.
+    """
+    noise = rng.standard_normal((size, size)).astype(np.float32)
+    freq = np.fft.fftfreq(size).astype(np.float32) * 2.0 * np.pi
+    fy, fx = np.meshgrid(freq, freq, indexing="ij")
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    f_along = fx * cos_a + fy * sin_a
+    f_across = -fx * sin_a + fy * cos_a
+    gain = np.exp(-0.5 * ((sigma_along * f_along) ** 2 + (sigma_across * f_across) ** 2))
+    out = np.fft.ifft2(np.fft.fft2(noise) * gain).real.astype(np.float32)
+    out -= out.mean()
+    std = float(out.std())
+    return out / std if std > 0 else out
+
+
+def periodic_warp(rng: np.random.Generator, tex: np.ndarray, amplitude: float, scale: float) -> np.ndarray:
+    """Displace a periodic texture by a smooth periodic field (makes straight fibres wavy)."""
+    size = tex.shape[0]
+    disp = []
+    for _ in range(2):
+        field = periodic_filtered_noise(rng, size, scale, scale, 0.0)
+        disp.append(field * amplitude)
+    grid = np.arange(size, dtype=np.float32)
+    map_x = (grid[None, :] + disp[0]).astype(np.float32)
+    map_y = (grid[:, None] + disp[1]).astype(np.float32)
+    return cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+
+
+def pad_periodic(tex: np.ndarray, pad: int) -> np.ndarray:
+    """Append ``pad`` wrapped rows and columns so any crop of up to ``pad`` pixels is a plain slice."""
+    reps = 1 + (pad + tex.shape[0] - 1) // tex.shape[0]
+    tiled = np.tile(tex, (reps + 1, reps + 1) + (1,) * (tex.ndim - 2))
+    return np.ascontiguousarray(tiled[: tex.shape[0] + pad, : tex.shape[1] + pad])
+
+
+def periodic_crop(padded: np.ndarray, period: int, l0_x: int, l0_y: int, w: int, h: int) -> np.ndarray:
+    """The (h, w) window of a padded periodic texture whose origin sits at level-0 (l0_x, l0_y)."""
+    x = l0_x % period
+    y = l0_y % period
+    return padded[y:y + h, x:x + w]

@@ -1,0 +1,1 @@
+"""Biopsia's window floor: Qt widgets that talk to ``core`` through plain objects."""

@@ -1,0 +1,122 @@
+"""Starting the GUI: the interactive app, and offscreen window screenshots."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from core.errors import BiopsiaError
+
+
+def has_display() -> bool:
+    """Whether a window can be shown (an X or Wayland display, or a platform chosen explicitly)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return os.environ["QT_QPA_PLATFORM"] != "offscreen"
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def ensure_app(offscreen: bool = False):
+    """The QApplication, created on first use."""
+    if offscreen:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PyQt5.QtCore import Qt
+    from PyQt5.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
+        QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("Biopsia")
+        app.setOrganizationName("Biopsia")
+        from gui.icons import icon
+
+        app.setWindowIcon(icon("biopsia"))
+    return app
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Run the event loop until ``condition()`` holds or ``timeout`` seconds pass."""
+    from PyQt5.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        QApplication.processEvents()
+        time.sleep(0.005)
+    return True
+
+
+def open_and_wait(window, path: str | os.PathLike, timeout: float = 60.0):
+    """Open ``path`` in ``window`` and wait for its tab; raises the opening error."""
+    outcome: dict = {}
+    window.slide_opened.connect(lambda view: outcome.setdefault("view", view))
+    window.open_failed.connect(lambda p, msg: outcome.setdefault("error", msg))
+    window.open_slide(path)
+    if not wait_until(lambda: bool(outcome), timeout):
+        raise BiopsiaError(f"{path}: opening took longer than {timeout:.0f} s")
+    if "error" in outcome:
+        raise BiopsiaError(outcome["error"])
+    return outcome["view"]
+
+
+def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tuple[int, int] = (1600, 1000),
+                      mag: float | None = None, include_associated: bool = False, show_grid: bool = False,
+                      timeout: float = 60.0) -> Path:
+    """Render the main window with ``slide`` offscreen, wait until sharp, save a PNG.
+
+    Label and macro images stay out unless ``include_associated``.
+    """
+    ensure_app(offscreen=not has_display())
+    from gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(*size)
+    window.show()
+    try:
+        view = open_and_wait(window, slide, timeout)
+        if show_grid:
+            window.actions["grid"].setChecked(True)
+        if include_associated:
+            window.associated_dock.show()
+        wait_until(lambda: view.width() > 1, 5)
+        if mag is not None and not view.set_magnification(mag):
+            raise BiopsiaError(f"{slide}: cannot show {mag:g}x, the slide states neither objective power nor µm/px")
+        wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), timeout)
+        wait_until(lambda: False, 0.05)  # let the last repaints land
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not window.grab_window(include_associated).save(str(out), "PNG"):
+            raise BiopsiaError(f"{out}: could not write the screenshot")
+        return out
+    finally:
+        window.close()
+        window.deleteLater()
+
+
+def run_gui(paths: list[str], demo: bool = False) -> int:
+    """The interactive application. Without a display it saves a screenshot instead and says where."""
+    if not has_display():
+        from core.demo import ensure_demo_slide
+        from core.paths import cache_dir
+
+        slide = paths[0] if paths else str(ensure_demo_slide())
+        out = cache_dir() / "screenshots" / f"{Path(slide).stem}.png"
+        render_screenshot(slide, out, mag=None)
+        print(f"No display found: rendered the window offscreen to {out}")
+        return 0
+    app = ensure_app()
+    from gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    if demo:
+        from core.demo import ensure_demo_slide
+
+        paths = [str(ensure_demo_slide())] + list(paths)
+    window.open_paths(paths)
+    return app.exec_()

@@ -1,0 +1,58 @@
+"""The layer contract: anything a slide view draws over the slide plugs in here."""
+
+from __future__ import annotations
+
+from PyQt5.QtCore import QObject, pyqtSignal
+from PyQt5.QtGui import QPainter
+
+from core.viewport import Viewport
+
+
+class Layer(QObject):
+    """A named, toggleable, semi-transparent drawing over a slide view.
+
+    Subclasses implement :meth:`paint`; they call :meth:`request_repaint`
+    when their content changes. ``paint`` runs on the GUI thread and must
+    not do I/O.
+    """
+
+    changed = pyqtSignal()  # content, visibility or opacity changed: repaint
+
+    def __init__(self, name: str, visible: bool = True, opacity: float = 1.0):
+        super().__init__()
+        self.name = name
+        self._visible = visible
+        self._opacity = opacity
+
+    @property
+    def visible(self) -> bool:
+        return self._visible
+
+    @visible.setter
+    def visible(self, value: bool) -> None:
+        if value != self._visible:
+            self._visible = bool(value)
+            self.changed.emit()
+
+    @property
+    def opacity(self) -> float:
+        return self._opacity
+
+    @opacity.setter
+    def opacity(self, value: float) -> None:
+        value = min(max(float(value), 0.0), 1.0)
+        if value != self._opacity:
+            self._opacity = value
+            self.changed.emit()
+
+    def paint(self, painter: QPainter, viewport: Viewport) -> None:
+        raise NotImplementedError
+
+    def viewport_changed(self, viewport: Viewport) -> None:
+        """The view moved: start loading whatever the new view needs (never block)."""
+
+    def request_repaint(self) -> None:
+        self.changed.emit()
+
+    def dispose(self) -> None:
+        """The view is closing: stop background work."""

@@ -1,0 +1,356 @@
+"""The main window: slide tabs, docks, menus, status bar."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PyQt5.QtWidgets import (QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QTabWidget)
+
+from core.errors import BiopsiaError
+from core.slide import open_slide, supported_extensions
+from core.slide.settings import SlideSettingsStore, effective_mpp
+from core.tiles import TileCache
+from gui.actions import build_actions, build_menus, build_toolbar
+from gui.docks.associated_dock import AssociatedDock
+from gui.docks.info_dock import InfoDock
+from gui.docks.layers_dock import LayersDock
+from gui.icons import icon
+from gui.settings import Preferences
+from gui.slide_view import SlideView
+from gui.worker import Worker
+
+CONTROLS_HTML = """
+<h3>Mouse</h3>
+<ul><li>Wheel: zoom about the cursor</li><li>Left drag (Move tool), middle drag, or Space + drag: pan</li>
+<li>Overview (top right): click or drag to move there</li></ul>
+<h3>Keyboard</h3>
+<ul><li>Arrow keys: pan</li><li>+ / − (or Ctrl+= / Ctrl+−): zoom in / out</li>
+<li>0: zoom to fit &nbsp; 1: full resolution (1:1)</li>
+<li>Alt+1 … Alt+6: 1.25x, 2.5x, 5x, 10x, 20x, 40x</li>
+<li>G: grid &nbsp; O: overview &nbsp; S: scale bar</li>
+<li>Ctrl+O: open &nbsp; Ctrl+W: close slide &nbsp; Ctrl+E: export view</li></ul>
+"""
+
+
+class MainWindow(QMainWindow):
+    """Biopsia's window. ``slide_opened(view)`` and ``open_failed(path, message)`` report opening."""
+
+    slide_opened = pyqtSignal(object)
+    open_failed = pyqtSignal(str, str)
+
+    def __init__(self, prefs: Preferences | None = None, settings_store: SlideSettingsStore | None = None):
+        super().__init__()
+        self.prefs = prefs or Preferences()
+        self.slide_settings = settings_store or SlideSettingsStore()
+        self.cache = TileCache(self.prefs.cache_megabytes * 1024 * 1024)
+        self.errors: list[str] = []  # every error shown, newest last (for the log and tests)
+        self._opening: dict[str, Worker] = {}
+        self.setWindowTitle("Biopsia")
+        self.setWindowIcon(icon("biopsia"))
+        self.setAcceptDrops(True)
+        self.resize(1600, 1000)
+
+        self.tabs = QTabWidget(self)
+        self.tabs.setDocumentMode(True)
+        self.tabs.setTabsClosable(True)
+        self.tabs.setMovable(True)
+        self.tabs.tabCloseRequested.connect(self.close_tab)
+        self.tabs.currentChanged.connect(self._on_current_changed)
+        self.welcome = QLabel(
+            "<h2>Biopsia</h2><p>Open a whole-slide image with <b>File ▸ Open</b> (Ctrl+O),"
+            " or drop slide files here.</p>"
+        )
+        self.welcome.setAlignment(Qt.AlignCenter)
+        self.tabs.addTab(self.welcome, "Welcome")
+        self.tabs.tabBar().setTabButton(0, self.tabs.tabBar().RightSide, None)
+        self.setCentralWidget(self.tabs)
+
+        self.info_dock = InfoDock(self)
+        self.layers_dock = LayersDock(self)
+        self.associated_dock = AssociatedDock(self)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.info_dock)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.layers_dock)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.associated_dock)
+        self.associated_dock.hide()  # privacy: label and macro only when asked for
+
+        self.actions = build_actions(self)
+        build_menus(self, self.actions)
+        self.addToolBar(build_toolbar(self, self.actions))
+        for dock in (self.info_dock, self.layers_dock, self.associated_dock):
+            self.docks_menu.addAction(dock.toggleViewAction())
+        self.associated_dock.toggleViewAction().setIcon(icon("label"))
+        self._refresh_recent_menu()
+
+        self.pos_label, self.mag_label, self.zoom_label, self.mpp_label, self.load_label = (QLabel() for _ in range(5))
+        self.mpp_label.setStyleSheet("color: #b71c1c; font-weight: bold")
+        for label in (self.mpp_label, self.load_label, self.pos_label, self.mag_label, self.zoom_label):
+            self.statusBar().addPermanentWidget(label)
+        self._on_current_changed()
+
+    # -- opening -------------------------------------------------------------------------
+    def open_paths(self, paths) -> None:
+        for path in paths:
+            self.open_slide(path)
+
+    def open_slide(self, path: str | os.PathLike) -> Worker | None:
+        """Open a slide off the GUI thread; a tab appears when it is ready."""
+        path = os.path.abspath(os.fspath(path))
+        for i in range(self.tabs.count()):
+            view = self.tabs.widget(i)
+            if isinstance(view, SlideView) and str(view.reader.path) == path:
+                self.tabs.setCurrentIndex(i)
+                self.slide_opened.emit(view)
+                return None
+        if path in self._opening:
+            return self._opening[path]
+        self.statusBar().showMessage(f"Opening {Path(path).name}…")
+        worker = Worker(open_slide, path)
+        worker.finished.connect(lambda reader, p=path: self._on_opened(p, reader))
+        worker.failed.connect(lambda err, p=path: self._on_open_failed(p, err))
+        worker.done.connect(lambda p=path: self._opening.pop(p, None))
+        self._opening[path] = worker
+        return worker.start()
+
+    def _on_opened(self, path: str, reader) -> None:
+        mpp, source = effective_mpp(reader, self.slide_settings)
+        view = SlideView(reader, self.cache, mpp, workers=self.prefs.loader_threads)
+        view.mpp_source = source
+        view.grid_layer.visible = self.actions["grid"].isChecked()
+        view.minimap.setVisible(False)
+        view.show_scale_bar = self.actions["scale_bar"].isChecked()
+        view.slide_layer.set_apply_icc(self.actions["icc"].isChecked())
+        view.viewport_changed.connect(lambda _vp, v=view: self._update_status(v))
+        view.cursor_moved.connect(lambda pos, v=view: self._update_cursor(v, pos))
+        view.slide_layer.tile_error.connect(lambda msg, v=view: self._on_tile_error(v, msg))
+        view.slide_layer.overview_ready.connect(
+            lambda v=view: v.minimap.setVisible(self.actions["minimap"].isChecked()))
+        if self.tabs.indexOf(self.welcome) >= 0:
+            self.tabs.removeTab(self.tabs.indexOf(self.welcome))
+        index = self.tabs.addTab(view, reader.display_name)
+        self.tabs.setTabToolTip(index, path)
+        self.tabs.setCurrentIndex(index)
+        self.prefs.add_recent_file(path)
+        self._refresh_recent_menu()
+        self.statusBar().showMessage(f"Opened {reader.display_name}", 4000)
+        self.slide_opened.emit(view)
+
+    def _on_open_failed(self, path: str, err: Exception) -> None:
+        message = str(err) if isinstance(err, BiopsiaError) else f"{path}: unexpected error: {err!r}"
+        self.statusBar().showMessage(f"Could not open {Path(path).name}", 8000)
+        self.show_error("Could not open slide", message)
+        self.open_failed.emit(path, message)
+
+    def _on_tile_error(self, view: SlideView, message: str) -> None:
+        first = view.slide_layer.failed_count <= 1 and not getattr(view, "_tile_error_shown", False)
+        self.statusBar().showMessage(f"Part of {view.reader.display_name} could not be read", 8000)
+        if first:
+            view._tile_error_shown = True
+            self.show_error("Damaged slide",
+                            f"{message}\n\nUnreadable regions are shown hatched in red; the rest of the slide "
+                            "remains usable.")
+
+    def show_error(self, title: str, message: str) -> None:
+        """Tell the user without blocking the event loop."""
+        self.errors.append(message)
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        box.setAttribute(Qt.WA_DeleteOnClose, True)
+        box.open()
+
+    def open_dialog(self) -> None:
+        patterns = " ".join(f"*.{ext}" for ext in supported_extensions())
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Open slides", "", f"Slides and images ({patterns});;All files (*)")
+        self.open_paths(paths)
+
+    def _refresh_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        files = self.prefs.recent_files()
+        for path in files:
+            act = self.recent_menu.addAction(Path(path).name)
+            act.setToolTip(path)
+            act.triggered.connect(lambda _c=False, p=path: self.open_slide(p))
+        if files:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", lambda: (self.prefs.clear_recent_files(),
+                                                              self._refresh_recent_menu()))
+        self.recent_menu.setEnabled(bool(files))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.open_paths(url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile())
+        event.acceptProposedAction()
+
+    # -- tabs --------------------------------------------------------------------------
+    def current_view(self) -> SlideView | None:
+        widget = self.tabs.currentWidget()
+        return widget if isinstance(widget, SlideView) else None
+
+    def views(self) -> list[SlideView]:
+        return [w for w in (self.tabs.widget(i) for i in range(self.tabs.count())) if isinstance(w, SlideView)]
+
+    def with_view(self, fn: Callable[[SlideView], object]) -> None:
+        view = self.current_view()
+        if view is not None:
+            fn(view)
+
+    def close_tab(self, index: int) -> None:
+        view = self.tabs.widget(index)
+        if not isinstance(view, SlideView):
+            return
+        self.tabs.removeTab(index)
+        view.close_view()
+        view.deleteLater()
+        if self.tabs.count() == 0:
+            self.tabs.addTab(self.welcome, "Welcome")
+
+    def close_current(self) -> None:
+        self.close_tab(self.tabs.currentIndex())
+
+    def _on_current_changed(self, _index: int = -1) -> None:
+        view = self.current_view()
+        for v in self.views():
+            if v is not view:
+                v.slide_layer.loader.set_wanted([])  # background tabs stop loading
+        if view is not None:
+            view.set_viewport(view.viewport)
+            self.info_dock.show_info(view.reader.info(), view.mpp, getattr(view, "mpp_source", None))
+            self.actions["icc"].setEnabled(view.reader.icc_profile is not None)
+        else:
+            self.info_dock.show_info(None)
+        self.layers_dock.set_view(view)
+        self.associated_dock.set_reader(view.reader if view else None)
+        for name in ("close", "export_view", "zoom_in", "zoom_out", "zoom_fit", "zoom_1to1", "set_mpp"):
+            self.actions[name].setEnabled(view is not None)
+        self._update_status(view)
+
+    # -- status bar --------------------------------------------------------------------
+    def _update_status(self, view: SlideView | None) -> None:
+        if view is None or view is not self.current_view():
+            if view is None:
+                for label in (self.pos_label, self.mag_label, self.zoom_label, self.mpp_label, self.load_label):
+                    label.setText("")
+            return
+        mag = view.magnification
+        self.mag_label.setText(f"{mag:.1f}x" if mag is not None else "magnification unknown")
+        self.zoom_label.setText(f"zoom {view.viewport.scale * 100:.1f}%")
+        self.mpp_label.setText("" if view.mpp else "µm/px unknown: Slide ▸ Set resolution…")
+        index = self.mag_combo.findData(round(mag, 2) if mag else None)
+        self.mag_combo.setCurrentIndex(index if index >= 0 else 0)
+
+    def _update_cursor(self, view: SlideView, pos) -> None:
+        if pos is None:
+            self.pos_label.setText("")
+            return
+        l0_x, l0_y = pos
+        if view.mpp:
+            self.pos_label.setText(f"x {l0_x * view.mpp[0]:,.1f} µm  y {l0_y * view.mpp[1]:,.1f} µm")
+        else:
+            self.pos_label.setText(f"x {l0_x:,.0f} px  y {l0_y:,.0f} px")
+
+    # -- view options --------------------------------------------------------------------
+    def set_magnification(self, mag: float) -> None:
+        view = self.current_view()
+        if view is not None and not view.set_magnification(mag):
+            self.show_error("Magnification unknown",
+                            f"{view.reader.display_name} states neither objective power nor µm/px. "
+                            "Enter its resolution in Slide ▸ Set resolution….")
+
+    def set_grid_visible(self, on: bool) -> None:
+        for view in self.views():
+            view.grid_layer.visible = on
+
+    def set_minimap_visible(self, on: bool) -> None:
+        for view in self.views():
+            view.minimap.setVisible(on and view.slide_layer.overview is not None)
+
+    def set_scale_bar_visible(self, on: bool) -> None:
+        for view in self.views():
+            view.show_scale_bar = on
+            view.update()
+
+    def set_apply_icc(self, on: bool) -> None:
+        for view in self.views():
+            view.slide_layer.set_apply_icc(on)
+
+    def set_screenshots_private(self, include: bool) -> None:
+        self.prefs.screenshots_include_associated = include
+
+    def set_mpp_dialog(self) -> None:
+        view = self.current_view()
+        if view is None:
+            return
+        current = view.mpp[0] if view.mpp else 0.5
+        value, ok = QInputDialog.getDouble(
+            self, "Slide resolution", f"Micrometres per pixel at full resolution for\n{view.reader.display_name}:",
+            current, 0.01, 100.0, 4)
+        if ok:
+            self.set_slide_mpp(view, (value, value))
+
+    def set_slide_mpp(self, view: SlideView, mpp: tuple[float, float]) -> None:
+        """Apply and remember a user-entered resolution for this slide."""
+        try:
+            self.slide_settings.set_mpp_override(view.reader.path, mpp)
+        except OSError as err:
+            self.show_error("Could not save the resolution", f"{self.slide_settings.path}: {err}")
+        view.mpp_source = "user"
+        view.set_mpp(mpp)
+        self._on_current_changed()
+
+    def cache_size_dialog(self) -> None:
+        value, ok = QInputDialog.getInt(self, "Tile cache", "Memory for decoded tiles (MB):",
+                                        self.prefs.cache_megabytes, 64, 65536, 64)
+        if ok:
+            self.prefs.cache_megabytes = value
+            self.cache.resize(value * 1024 * 1024)
+
+    # -- exports -------------------------------------------------------------------------
+    def grab_window(self, include_associated: bool | None = None) -> QImage:
+        """The window as an image; label and macro are left out unless chosen."""
+        if include_associated is None:
+            include_associated = self.prefs.screenshots_include_associated
+        hide = self.associated_dock.isVisible() and not include_associated
+        if hide:
+            self.associated_dock.hide()
+        image = self.grab().toImage()
+        if hide:
+            self.associated_dock.show()
+        return image
+
+    def export_view_dialog(self) -> None:
+        view = self.current_view()
+        if view is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export view", f"{Path(view.reader.display_name).stem}.png",
+                                              "PNG image (*.png)")
+        if path and not view.grab().save(path, "PNG"):
+            self.show_error("Export failed", f"{path}: could not write the image (check the folder and disk space)")
+
+    def screenshot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save window screenshot", "biopsia.png", "PNG image (*.png)")
+        if path and not self.grab_window().save(path, "PNG"):
+            self.show_error("Screenshot failed", f"{path}: could not write the image")
+
+    # -- help ----------------------------------------------------------------------------
+    def show_controls(self) -> None:
+        QMessageBox.information(self, "Mouse and keyboard", CONTROLS_HTML)
+
+    def show_about(self) -> None:
+        from core import __version__
+
+        QMessageBox.about(self, "About Biopsia",
+                          f"<h3>Biopsia {__version__}</h3><p>Whole-slide viewing, tumour marking and MXNet "
+                          "tumour detection for pathologists.</p>")
+
+    def closeEvent(self, event) -> None:
+        for worker in list(self._opening.values()):
+            worker.cancel()
+        for view in self.views():
+            view.close_view()
+        super().closeEvent(event)

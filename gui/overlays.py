@@ -1,0 +1,106 @@
+"""Things drawn on top of a view in screen space: the scale bar and the overview minimap."""
+
+from __future__ import annotations
+
+from PyQt5.QtCore import QPointF, QRectF, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QFont, QMouseEvent, QPainter, QPaintEvent, QPen
+from PyQt5.QtWidgets import QWidget
+
+from core.viewport import Viewport, format_length_um, nice_length_um
+
+#: Longest the scale bar may be on screen.
+SCALE_BAR_MAX_PX = 160
+
+
+def paint_scale_bar(painter: QPainter, viewport: Viewport, mpp_x: float | None) -> None:
+    """A 1-2-5 scale bar in the bottom-left corner; nothing when µm/px is unknown."""
+    if not mpp_x:
+        return
+    um_per_screen_px = mpp_x / viewport.scale
+    length_um = nice_length_um(SCALE_BAR_MAX_PX * um_per_screen_px)
+    if length_um <= 0:
+        return
+    bar_px = length_um / um_per_screen_px
+    text = format_length_um(length_um)
+    font = QFont(painter.font())
+    font.setPointSizeF(9)
+    painter.setFont(font)
+    text_w = painter.fontMetrics().horizontalAdvance(text)
+    box = QRectF(12, viewport.screen_h - 42, max(bar_px, text_w) + 16, 32)
+    painter.setRenderHint(QPainter.Antialiasing, True)
+    painter.setPen(Qt.NoPen)
+    painter.setBrush(QColor(255, 255, 255, 200))
+    painter.drawRoundedRect(box, 4, 4)
+    x0, y = box.left() + 8, box.bottom() - 8
+    painter.setPen(QPen(QColor(20, 20, 20), 3, Qt.SolidLine, Qt.FlatCap))
+    painter.drawLine(QPointF(x0, y), QPointF(x0 + bar_px, y))
+    painter.setPen(QColor(20, 20, 20))
+    painter.drawText(QRectF(x0, box.top() + 2, box.width() - 16, 16), Qt.AlignLeft | Qt.AlignVCenter, text)
+
+
+class Minimap(QWidget):
+    """The whole slide in miniature with the viewport outlined; click or drag to move there.
+
+    Emits ``move_requested(l0_x, l0_y)``.
+    """
+
+    move_requested = pyqtSignal(float, float)
+    MAX_SIDE = 220
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self._image = None
+        self._viewport: Viewport | None = None
+        self.setCursor(Qt.PointingHandCursor)
+        self.setToolTip("Overview: click or drag to move the view")
+        self.hide()
+
+    def set_image(self, image) -> None:
+        self._image = image
+        w, h = image.width(), image.height()
+        f = self.MAX_SIDE / max(w, h)
+        self.setFixedSize(max(1, round(w * f)) + 4, max(1, round(h * f)) + 4)
+        self.show()
+        self.update()
+
+    def set_viewport(self, viewport: Viewport) -> None:
+        self._viewport = viewport
+        self.update()
+
+    def _image_rect(self) -> QRectF:
+        return QRectF(2, 2, self.width() - 4, self.height() - 4)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        if self._image is None:
+            return
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, True)
+        painter.fillRect(self.rect(), QColor(40, 40, 40, 220))
+        target = self._image_rect()
+        painter.drawImage(target, self._image)
+        vp = self._viewport
+        if vp is not None:
+            sx, sy = target.width() / vp.l0_w, target.height() / vp.l0_h
+            l0_x, l0_y, l0_w, l0_h = vp.visible_l0_rect()
+            rect = QRectF(target.left() + l0_x * sx, target.top() + l0_y * sy, l0_w * sx, l0_h * sy)
+            rect = rect.intersected(target)
+            painter.setPen(QPen(QColor(0, 120, 255), 2))
+            painter.setBrush(QColor(0, 120, 255, 40))
+            painter.drawRect(rect if rect.width() >= 3 else QRectF(rect.center() - QPointF(2, 2), rect.center() + QPointF(2, 2)))
+        painter.end()
+
+    def _emit_move(self, event: QMouseEvent) -> None:
+        if self._viewport is None:
+            return
+        target = self._image_rect()
+        fx = min(max((event.pos().x() - target.left()) / target.width(), 0.0), 1.0)
+        fy = min(max((event.pos().y() - target.top()) / target.height(), 0.0), 1.0)
+        self.move_requested.emit(fx * self._viewport.l0_w, fy * self._viewport.l0_h)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.LeftButton:
+            self._emit_move(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if event.buttons() & Qt.LeftButton:
+            self._emit_move(event)

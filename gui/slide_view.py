@@ -1,0 +1,235 @@
+"""A view of one slide: layers painted through a viewport, navigation, the active tool."""
+
+from __future__ import annotations
+
+from PyQt5.QtCore import QPoint, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QResizeEvent, QWheelEvent
+from PyQt5.QtWidgets import QSizePolicy, QWidget
+
+from core.slide.base import SlideReader
+from core.tiles import TileCache
+from core.viewport import Viewport, magnification_at, scale_for_magnification
+from gui.layers import GridLayer, Layer, SlideLayer
+from gui.overlays import Minimap, paint_scale_bar
+from gui.tools import PanTool, Tool
+
+#: Zoom factor of one mouse-wheel notch or one keyboard zoom step.
+ZOOM_STEP = 1.25
+#: Fraction of the view an arrow key pans by.
+KEY_PAN_FRACTION = 0.15
+BACKGROUND = QColor(218, 218, 222)
+
+
+class SlideView(QWidget):
+    """Shows one slide and the layers over it.
+
+    Signals
+    -------
+    viewport_changed(Viewport)
+    cursor_moved(object)  # (l0_x, l0_y) or None when the cursor leaves
+    sharp()               # every visible tile is at its proper resolution
+    """
+
+    viewport_changed = pyqtSignal(object)
+    cursor_moved = pyqtSignal(object)
+    sharp = pyqtSignal()
+
+    def __init__(self, reader: SlideReader, cache: TileCache, mpp: tuple[float, float] | None = None,
+                 workers: int = 2, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.reader = reader
+        self.mpp = mpp
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setAcceptDrops(False)  # the main window takes drops
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setAttribute(Qt.WA_OpaquePaintEvent, True)
+        self.show_scale_bar = True
+        self._viewport = Viewport.fit(*reader.dimensions, max(self.width(), 1), max(self.height(), 1))
+        self._fitted_once = False
+        self.layers: list[Layer] = []
+        self.slide_layer = SlideLayer(reader, cache, workers)
+        self.grid_layer = GridLayer(mpp[0] if mpp else None)
+        self.add_layer(self.slide_layer)
+        self.add_layer(self.grid_layer)
+        self.slide_layer.sharp.connect(self.sharp)
+        self.minimap = Minimap(self)
+        self.minimap.move_requested.connect(lambda x, y: self.set_viewport(self._viewport.centred_on(x, y)))
+        self.slide_layer.overview_ready.connect(self._on_overview)
+        self._tool: Tool = PanTool()
+        self._tool.activate(self)
+        self._pan_anchor: QPoint | None = None  # middle-button or Space drag
+        self._space_down = False
+
+    # -- layers ------------------------------------------------------------------
+    def add_layer(self, layer: Layer, index: int | None = None) -> None:
+        self.layers.insert(len(self.layers) if index is None else index, layer)
+        layer.changed.connect(self.update)
+        layer.viewport_changed(self._viewport)
+        self.update()
+
+    def remove_layer(self, layer: Layer) -> None:
+        self.layers.remove(layer)
+        layer.changed.disconnect(self.update)
+        self.update()
+
+    # -- viewport ----------------------------------------------------------------
+    @property
+    def viewport(self) -> Viewport:
+        return self._viewport
+
+    def set_viewport(self, viewport: Viewport) -> None:
+        self._viewport = viewport
+        for layer in self.layers:
+            layer.viewport_changed(viewport)
+        self.minimap.set_viewport(viewport)
+        self.update()
+        self.viewport_changed.emit(viewport)
+
+    def pan_by(self, screen_dx: float, screen_dy: float) -> None:
+        self.set_viewport(self._viewport.panned(screen_dx, screen_dy))
+
+    def zoom_by(self, factor: float, screen_x: float | None = None, screen_y: float | None = None) -> None:
+        if screen_x is None:
+            screen_x, screen_y = self.width() / 2, self.height() / 2
+        self.set_viewport(self._viewport.zoomed_about(screen_x, screen_y, factor))
+
+    def zoom_to_fit(self) -> None:
+        self.set_viewport(self._viewport.fitted())
+
+    def zoom_to_scale(self, scale: float) -> None:
+        self.set_viewport(self._viewport.centred_on(self._viewport.l0_cx, self._viewport.l0_cy, scale))
+
+    def centre_on(self, l0_x: float, l0_y: float) -> None:
+        self.set_viewport(self._viewport.centred_on(l0_x, l0_y))
+
+    @property
+    def objective_power(self) -> float | None:
+        return self.reader.objective_power
+
+    @property
+    def magnification(self) -> float | None:
+        return magnification_at(self._viewport.scale, self.objective_power, self.mpp[0] if self.mpp else None)
+
+    def set_magnification(self, mag: float) -> bool:
+        """Show the slide at ``mag`` (e.g. 20 for 20x); False when it cannot be known."""
+        scale = scale_for_magnification(mag, self.objective_power, self.mpp[0] if self.mpp else None)
+        if scale is None:
+            return False
+        self.zoom_to_scale(scale)
+        return True
+
+    def set_mpp(self, mpp: tuple[float, float] | None) -> None:
+        self.mpp = mpp
+        self.grid_layer.mpp_x = mpp[0] if mpp else None
+        self.update()
+        self.viewport_changed.emit(self._viewport)
+
+    # -- tools -------------------------------------------------------------------------
+    @property
+    def tool(self) -> Tool:
+        return self._tool
+
+    def set_tool(self, tool: Tool) -> None:
+        self._tool.deactivate(self)
+        self._tool = tool
+        tool.activate(self)
+
+    # -- Qt events -----------------------------------------------------------------------
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        size = event.size()
+        if not self._fitted_once and size.width() > 1 and size.height() > 1:
+            self._fitted_once = True
+            self.set_viewport(Viewport.fit(*self.reader.dimensions, size.width(), size.height()))
+        else:
+            self.set_viewport(self._viewport.resized(size.width(), size.height()))
+        self.minimap.move(self.width() - self.minimap.width() - 10, 10)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), BACKGROUND)
+        vp = self._viewport
+        for layer in self.layers:
+            if layer.visible and layer.opacity > 0:
+                painter.setOpacity(layer.opacity)
+                layer.paint(painter, vp)
+        painter.setOpacity(1.0)
+        if self.show_scale_bar:
+            paint_scale_bar(painter, vp, self.mpp[0] if self.mpp else None)
+        painter.end()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        notches = event.angleDelta().y() / 120.0
+        if notches:
+            pos = event.pos()
+            self.zoom_by(ZOOM_STEP**notches, pos.x(), pos.y())
+        event.accept()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        self.setFocus(Qt.MouseFocusReason)
+        if event.button() == Qt.MiddleButton or (self._space_down and event.button() == Qt.LeftButton):
+            self._pan_anchor = event.pos()
+            self.setCursor(Qt.ClosedHandCursor)
+        elif not self._tool.mouse_press(event):
+            super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        self.cursor_moved.emit(self._viewport.screen_to_l0(event.pos().x(), event.pos().y()))
+        if self._pan_anchor is not None:
+            delta = event.pos() - self._pan_anchor
+            self._pan_anchor = event.pos()
+            self.pan_by(delta.x(), delta.y())
+        elif not self._tool.mouse_move(event):
+            super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_anchor is not None:
+            self._pan_anchor = None
+            if self._tool.cursor is not None:
+                self.setCursor(self._tool.cursor)
+            else:
+                self.unsetCursor()
+        elif not self._tool.mouse_release(event):
+            super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if not self._tool.mouse_double_click(event):
+            super().mouseDoubleClickEvent(event)
+
+    def leaveEvent(self, event) -> None:
+        self.cursor_moved.emit(None)
+        super().leaveEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if self._tool.key_press(event):
+            return
+        key = event.key()
+        dx = self.width() * KEY_PAN_FRACTION
+        dy = self.height() * KEY_PAN_FRACTION
+        moves = {Qt.Key_Left: (dx, 0), Qt.Key_Right: (-dx, 0), Qt.Key_Up: (0, dy), Qt.Key_Down: (0, -dy)}
+        if key in moves:
+            self.pan_by(*moves[key])
+        elif key in (Qt.Key_Plus, Qt.Key_Equal):
+            self.zoom_by(ZOOM_STEP)
+        elif key in (Qt.Key_Minus, Qt.Key_Underscore):
+            self.zoom_by(1 / ZOOM_STEP)
+        elif key == Qt.Key_Space and not event.isAutoRepeat():
+            self._space_down = True
+        else:
+            super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space_down = False
+        super().keyReleaseEvent(event)
+
+    def _on_overview(self) -> None:
+        self.minimap.set_image(self.slide_layer.overview)
+        self.minimap.set_viewport(self._viewport)
+        self.minimap.move(self.width() - self.minimap.width() - 10, 10)
+
+    def close_view(self) -> None:
+        """Stop loading, release the tiles, close the slide."""
+        for layer in self.layers:
+            layer.dispose()
+        self.reader.close()

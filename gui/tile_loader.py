@@ -1,0 +1,110 @@
+"""Loads display tiles on a bounded pool of threads, newest wishes first.
+
+The view tells the loader which tiles it wants, in priority order, every
+time it moves; anything no longer wanted is dropped before it is read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import cv2
+import numpy as np
+from PyQt5.QtCore import QObject, pyqtSignal
+from PyQt5.QtGui import QImage
+
+from core.errors import SlideError
+from core.slide.base import SlideReader
+from core.tiles import TileCache, TileGrid, TileKey
+
+
+class TileImage:
+    """A decoded tile ready to paint: a QImage over a BGRA buffer it keeps alive."""
+
+    __slots__ = ("image", "buffer", "nbytes")
+
+    def __init__(self, rgb: np.ndarray):
+        self.buffer = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+        h, w = self.buffer.shape[:2]
+        self.image = QImage(self.buffer.data, w, h, 4 * w, QImage.Format_RGB32)
+        self.nbytes = self.buffer.nbytes
+
+
+class TileLoader(QObject):
+    """Reads tiles of one slide into a shared :class:`TileCache`.
+
+    Signals ``tile_loaded(key)`` and ``tile_failed(key, message)`` arrive on
+    the GUI thread.
+    """
+
+    tile_loaded = pyqtSignal(object)
+    tile_failed = pyqtSignal(object, str)
+
+    def __init__(self, reader: SlideReader, grid: TileGrid, cache: TileCache, workers: int = 2):
+        super().__init__()
+        self.reader, self.grid, self.cache = reader, grid, cache
+        self._pending: deque[TileKey] = deque()
+        self._in_flight: set[TileKey] = set()
+        self.failed: dict[TileKey, str] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"tile-loader-{i}", daemon=True) for i in range(max(1, workers))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def set_wanted(self, keys: list[TileKey]) -> None:
+        """Replace the queue with ``keys`` (highest priority first), skipping ones already there."""
+        todo = [k for k in keys if k not in self.failed and k not in self._in_flight and self.cache.peek(k) is None]
+        with self._cond:
+            self._pending = deque(todo)
+            self._cond.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._pending or self._in_flight)
+
+    def forget_failures(self) -> None:
+        self.failed.clear()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._pending.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                key = self._pending.popleft()
+                if key in self._in_flight:
+                    continue
+                self._in_flight.add(key)
+            try:
+                if self.cache.peek(key) is None:
+                    self.cache.put(key, TileImage(self._read(key)))
+                    self.tile_loaded.emit(key)
+            except SlideError as err:
+                self.failed[key] = str(err)
+                self.tile_failed.emit(key, str(err))
+            except (ValueError, RuntimeError, OSError) as err:  # closed slide, decoder errors
+                if not self._stopping:
+                    self.failed[key] = f"{self.reader.display_name}: {err}"
+                    self.tile_failed.emit(key, self.failed[key])
+            finally:
+                with self._cond:
+                    self._in_flight.discard(key)
+
+    def _read(self, key: TileKey) -> np.ndarray:
+        lv_w, lv_h = self.grid.tile_size_of(key)
+        l0_x, l0_y, _, _ = self.grid.tile_l0_rect(key)
+        return self.reader.read_region(round(l0_x), round(l0_y), key.level, lv_w, lv_h)

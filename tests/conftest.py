@@ -1,0 +1,55 @@
+"""Shared fixtures. Every test runs offscreen with its own config, data and cache folders."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Before Qt or Biopsia read them: offscreen Qt, private XDG folders for the whole run.
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+_RUN_HOME = Path(tempfile.mkdtemp(prefix="biopsia-tests-"))
+for _var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+    os.environ[_var] = str(_RUN_HOME / _var.lower())
+
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+SHARED_SLIDES = TESTS.parents[1] / "shared" / "data" / "slides"
+CMU_SVS = DATA / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_folders(tmp_path, monkeypatch):
+    """Each test gets fresh config/data/cache folders, so preferences never leak between tests."""
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / "home" / var.lower()))
+
+
+@pytest.fixture
+def shared_slides() -> Path:
+    if not SHARED_SLIDES.is_dir():
+        pytest.skip(f"vendor test slides not found at {SHARED_SLIDES}")
+    return SHARED_SLIDES
+
+
+@pytest.fixture
+def cmu_svs() -> Path:
+    return CMU_SVS
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory):
+    """A small synthetic slide (4096 x 3072 at 0.5 µm/px) with known tumour, shared by the run."""
+    from core.synth import write_synthetic_slide
+
+    out = tmp_path_factory.mktemp("synth") / "small.tiff"
+    return write_synthetic_slide(out, seed=11, width=4096, height=3072, mpp=0.5)
+
+
+def coordinate_image(width: int, height: int) -> np.ndarray:
+    """Pixels that encode their own position: R = x mod 256, G = y mod 256, B = (x // 256 + y // 256) mod 256."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.dstack([xs % 256, ys % 256, (xs // 256 + ys // 256) % 256]).astype(np.uint8)
