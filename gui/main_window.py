@@ -59,7 +59,6 @@ class MainWindow(QMainWindow):
         self.tabs.setTabsClosable(True)
         self.tabs.setMovable(True)
         self.tabs.tabCloseRequested.connect(self.close_tab)
-        self.tabs.currentChanged.connect(self._on_current_changed)
         self.welcome = QLabel(
             "<h2>Biopsia</h2><p>Open a whole-slide image with <b>File ▸ Open</b> (Ctrl+O),"
             " or drop slide files here.</p>"
@@ -89,6 +88,7 @@ class MainWindow(QMainWindow):
         self.mpp_label.setStyleSheet("color: #b71c1c; font-weight: bold")
         for label in (self.mpp_label, self.load_label, self.pos_label, self.mag_label, self.zoom_label):
             self.statusBar().addPermanentWidget(label)
+        self.tabs.currentChanged.connect(self._on_current_changed)
         self._on_current_changed()
 
     # -- opening -------------------------------------------------------------------------

@@ -180,3 +180,16 @@ def test_grid_and_scale_bar_draw(make_view, qtbot):
     # scale bar: dark bar in the bottom-left box
     bar_row = [QColor(img.pixel(x, 600 - 18)).red() for x in range(20, 60)]
     assert min(bar_row) < 60
+
+
+def test_colour_profile_toggle_changes_pixels(make_view, qtbot):
+    from test_slide_readers import rgb_profile
+
+    grey = np.full((1000, 1000, 3), 64, np.uint8)
+    view = make_view(ArrayReader(grey, icc_profile=rgb_profile()))
+    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=5000)
+    managed = pixel(view, 400, 300)
+    assert managed[0] > 100  # linear-light 64 shown in sRGB is much brighter
+    view.slide_layer.set_apply_icc(False)
+    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=5000)
+    assert pixel(view, 400, 300) == (64, 64, 64)

@@ -56,6 +56,8 @@ class ArrayReader(SlideReader):
     ):
         super().__init__(path)
         self._levels = build_pyramid(as_rgb(rgb))
+        # Kept apart from the pixels so that a closed reader still reports its shape.
+        self._dims = tuple((lv.shape[1], lv.shape[0]) for lv in self._levels)
         self._mpp = mpp
         self._objective = objective_power
         self._vendor = vendor
@@ -65,7 +67,7 @@ class ArrayReader(SlideReader):
 
     @property
     def level_dimensions(self):
-        return tuple((lv.shape[1], lv.shape[0]) for lv in self._levels)
+        return self._dims
 
     @property
     def level_downsamples(self):

@@ -65,6 +65,9 @@ class SlideReader(abc.ABC):
         self._icc_transform = None
         self._icc_failed = False
         self._closed = False
+        # Reads in progress: close() waits for them, since freeing a native handle mid-read crashes.
+        self._usage = threading.Condition()
+        self._active_reads = 0
 
     # -- metadata each backend provides ---------------------------------
     @property
@@ -157,13 +160,20 @@ class SlideReader(abc.ABC):
         SlideReadError
             When the stored data for this region cannot be decoded.
         """
-        if self._closed:
-            raise SlideReadError(self.path, "slide is closed")
         if not 0 <= level < self.level_count:
             raise ValueError(f"level {level} out of range 0..{self.level_count - 1}")
         if lv_w <= 0 or lv_h <= 0:
             raise ValueError(f"region size must be positive, got {lv_w}x{lv_h}")
-        rgb = self._read_region_raw(int(l0_x), int(l0_y), level, int(lv_w), int(lv_h))
+        with self._usage:
+            if self._closed:
+                raise SlideReadError(self.path, "slide is closed")
+            self._active_reads += 1
+        try:
+            rgb = self._read_region_raw(int(l0_x), int(l0_y), level, int(lv_w), int(lv_h))
+        finally:
+            with self._usage:
+                self._active_reads -= 1
+                self._usage.notify_all()
         if self.apply_icc:
             rgb = self._to_srgb(rgb)
         return rgb
@@ -206,10 +216,14 @@ class SlideReader(abc.ABC):
             properties=dict(self.properties),
         )
 
-    def close(self) -> None:
-        if not self._closed:
+    def close(self, timeout: float = 30.0) -> None:
+        """Refuse new reads, wait for reads in progress, then release the backend."""
+        with self._usage:
+            if self._closed:
+                return
             self._closed = True
-            self._close()
+            self._usage.wait_for(lambda: self._active_reads == 0, timeout)
+        self._close()
 
     @property
     def closed(self) -> bool:

@@ -18,7 +18,7 @@ from core.slide.base import DAMAGED_HINT, SlideReader, composite_on_white, plaus
 try:
     import openslide
     from openslide import OpenSlideError, OpenSlideUnsupportedFormatError
-except ImportError:  # pragma: no cover - the dependency is pinned; keep core importable without it
+except (ImportError, OSError):  # pragma: no cover - pinned; keep core importable without the library
     openslide = None
     OpenSlideError = OpenSlideUnsupportedFormatError = OSError
 
@@ -26,25 +26,6 @@ except ImportError:  # pragma: no cover - the dependency is pinned; keep core im
 def openslide_available() -> bool:
     """Whether the OpenSlide library could be loaded."""
     return openslide is not None
-
-
-def detect_openslide_format(path: str | Path) -> str | None:
-    """The OpenSlide vendor name for ``path`` (``aperio``, ``generic-tiff``...) or None, without opening it.
-
-    Parameters
-    ----------
-    path : path-like
-
-    Returns
-    -------
-    str or None
-    """
-    if openslide is None:
-        return None
-    try:
-        return openslide.OpenSlide.detect_format(str(path))
-    except (OpenSlideError, OSError, ValueError):
-        return None
 
 
 class OpenSlideReader(SlideReader):
@@ -72,7 +53,8 @@ class OpenSlideReader(SlideReader):
         except OpenSlideUnsupportedFormatError:
             raise SlideError(path, "OpenSlide does not recognise this format") from None
         except OpenSlideError as err:
-            raise SlideError(path, f"OpenSlide could not open it: {err}", DAMAGED_HINT) from None
+            # Not necessarily damage: OpenSlide also refuses variants it does not support.
+            raise SlideError(path, f"OpenSlide could not open it: {err}") from None
         except OSError as err:  # permission denied, vanished file
             raise SlideError(path, f"could not open the file: {err.strerror or err}") from None
         props = self._slide.properties
@@ -166,8 +148,8 @@ class OpenSlideReader(SlideReader):
         if self._first_error is None:
             self._first_error = reason
         else:
-            hint = ("OpenSlide stops reading a file after its first error "
-                    f"({self._first_error}); close and reopen the slide, and if it persists, {DAMAGED_HINT}")
+            hint = (f'OpenSlide stops reading a file after its first error, here "{self._first_error}": '
+                    f"close and reopen the slide; if it persists, {DAMAGED_HINT}")
         return SlideReadError(
             self.path,
             f"could not decode the region at level {level} ({l0_x}, {l0_y}, {lv_w} x {lv_h}): {reason}",

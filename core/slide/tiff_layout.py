@@ -16,7 +16,7 @@ import numpy as np
 from core.errors import SlideError
 from core.slide.base import DAMAGED_HINT, LABEL, MACRO, THUMBNAIL, composite_on_white
 
-__all__ = ["DAMAGED_HINT", "Plane", "TiffMeta", "associated_series", "find_planes", "tiff_metadata", "to_rgb8"]
+__all__ = ["Plane", "TiffMeta", "associated_series", "find_planes", "tiff_metadata", "to_rgb8"]
 
 MINISWHITE, MINISBLACK, RGB, PALETTE, SEPARATED = 0, 1, 2, 3, 5
 #: Micrometres per OME length unit.
@@ -25,6 +25,7 @@ _OME_UNITS_UM = {"µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm":
 #: Micrometres per TIFF ResolutionUnit (2 inch, 3 centimetre; tifffile adds 4 mm and 5 µm).
 _RESUNIT_UM = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
 _MAX_ASSOCIATED_PIXELS = 64_000_000
+_MAX_PROPERTY = 16_384
 
 
 class Plane:
@@ -233,7 +234,8 @@ def tiff_metadata(tif, page) -> TiffMeta:
                        (306, "DateTime"), (282, "XResolution"), (283, "YResolution"), (296, "ResolutionUnit")):
         tag = page.tags.get(code)
         if tag is not None:
-            props[f"tiff.{name}"] = str(tag.value)
+            value = str(tag.value)  # an OME-XML description can run to megabytes
+            props[f"tiff.{name}"] = value if len(value) <= _MAX_PROPERTY else value[:_MAX_PROPERTY] + " [...]"
     props["tifffile.compression"] = str(getattr(page.compression, "name", page.compression))
     icc = page.tags.get(34675)
     meta.icc_profile = bytes(icc.value) if icc is not None and icc.value else None
@@ -243,8 +245,9 @@ def tiff_metadata(tif, page) -> TiffMeta:
         desc = props.get("tiff.ImageDescription", "")
         mpp = re.search(r"\bMPP\s*=\s*([0-9.]+)", desc)
         mag = re.search(r"\bAppMag\s*=\s*([0-9.]+)", desc)
-        meta.mpp = (float(mpp.group(1)),) * 2 if mpp else None
-        meta.objective = float(mag.group(1)) if mag else None
+        value = _number(mpp.group(1)) if mpp else None
+        meta.mpp = (value, value) if value else None
+        meta.objective = _number(mag.group(1)) if mag else None
     if meta.mpp is None:
         meta.mpp = _resolution_mpp(page)
     return meta
@@ -266,7 +269,8 @@ def _ome_scale(xml: str, props: dict) -> tuple[tuple[float, float] | None, float
             if value is not None:
                 props[f"ome.PhysicalSize{axis}"] = f"{value} {unit}"
             factor = _OME_UNITS_UM.get(unit)
-            sizes.append(float(value) * factor if value is not None and factor else None)
+            number = _number(value)
+            sizes.append(number * factor if number is not None and factor else None)
         if None not in sizes:
             mpp = (sizes[0], sizes[1])
     settings = next((el for el, tag in local.items() if tag == "ObjectiveSettings"), None)
@@ -274,10 +278,18 @@ def _ome_scale(xml: str, props: dict) -> tuple[tuple[float, float] | None, float
     objective = None
     for el, tag in local.items():
         if tag == "Objective" and el.get("NominalMagnification") and (wanted is None or el.get("ID") == wanted):
-            objective = float(el.get("NominalMagnification"))
+            objective = _number(el.get("NominalMagnification"))
             props["ome.NominalMagnification"] = el.get("NominalMagnification")
             break
     return mpp, objective
+
+
+def _number(text: str | None) -> float | None:
+    """A metadata value as float, or None when it is missing or not a number."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _resolution_mpp(page) -> tuple[float, float] | None:

@@ -18,9 +18,8 @@ import numpy as np
 import tifffile
 
 from core.errors import SlideError, SlideReadError
-from core.slide.base import SlideReader, plausible_mpp, white_canvas
+from core.slide.base import DAMAGED_HINT, SlideReader, plausible_mpp, white_canvas
 from core.slide.tiff_layout import (
-    DAMAGED_HINT,
     MINISBLACK,
     RGB,
     Plane,
@@ -66,6 +65,9 @@ class TiffFileReader(SlideReader):
         self._cache: OrderedDict = OrderedDict()
         self._cache_bytes = 0
         self._cache_lock = threading.Lock()
+        truncated = _truncated_header(self.path)
+        if truncated:
+            raise SlideError(path, truncated, DAMAGED_HINT)
         try:
             self._tif = tifffile.TiffFile(str(path))
         except (tifffile.TiffFileError, *DECODE_ERRORS) as err:
@@ -77,7 +79,7 @@ class TiffFileReader(SlideReader):
             raise
         except DECODE_ERRORS as err:
             self._tif.close()
-            raise SlideError(path, f"tifffile cannot read its layout: {err}") from None
+            raise SlideError(path, f"could not read its TIFF layout: {err}") from None
 
     def _setup(self) -> None:
         tif = self._tif
@@ -93,12 +95,34 @@ class TiffFileReader(SlideReader):
         self._properties = meta.properties
         self._icc = meta.icc_profile
         self._associated = associated_series(tif)
-        smallest = self._planes[-1]
-        try:  # reading a sample also proves the compression can be decoded
-            sample = self._read_native(smallest, *_central_box(smallest, 2048))[0]
-        except DECODE_ERRORS as err:
-            raise SlideError(self.path, f"tifffile could not decode its pixels: {err}") from None
-        self._scale = smallest.intensity_scale(sample)
+        self._scale = self._probe(self._planes[-1])
+
+    def _probe(self, plane: Plane):
+        """Decode the centre of the smallest level tile by tile: proves the codec works, and scales deep data.
+
+        One damaged tile must not stop the slide from opening; only a codec
+        that decodes nothing does.
+        """
+        x0, y0, x1, y1 = _central_box(plane, 2048)
+        samples, first_error = [], None
+        for ty in range(y0 // plane.chunk_h, (y1 - 1) // plane.chunk_h + 1):
+            for tx in range(x0 // plane.chunk_w, (x1 - 1) // plane.chunk_w + 1):
+                bx0, by0 = max(tx * plane.chunk_w, x0), max(ty * plane.chunk_h, y0)
+                bx1, by1 = min((tx + 1) * plane.chunk_w, x1), min((ty + 1) * plane.chunk_h, y1)
+                try:
+                    native, missing = self._read_native(plane, bx0, by0, bx1, by1)
+                except DECODE_ERRORS as err:
+                    first_error = first_error or err
+                    continue
+                if not missing.all():
+                    samples.append(native[~missing])
+                    if plane.dtype == np.uint8:
+                        return None  # 8-bit data needs no scale: one good tile is proof enough
+        if not samples:
+            if first_error is None:
+                return None  # nothing was ever written there: white, but readable
+            raise SlideError(self.path, f"could not decode its pixels: {first_error}")
+        return plane.intensity_scale(np.concatenate(samples)[:, None, :])
 
     # -- metadata ----------------------------------------------------------
     @property
@@ -272,3 +296,26 @@ def _central_box(plane: Plane, size: int) -> tuple[int, int, int, int]:
     x0, y0 = (plane.width - w) // 2, (plane.height - h) // 2
     return x0, y0, x0 + w, y0 + h
 
+
+def _truncated_header(path: Path) -> str | None:
+    """A message when a TIFF's first directory lies past the end of the file (a cut-short copy)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            size = fh.seek(0, 2)
+    except OSError:
+        return None
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        return None
+    magic = struct.unpack(order + "H", head[2:4])[0]
+    if magic == 42:
+        first_ifd = struct.unpack(order + "I", head[4:8])[0]
+    elif magic == 43:  # BigTIFF
+        first_ifd = struct.unpack(order + "Q", head[8:16])[0]
+    else:
+        return None
+    if first_ifd >= size:
+        return (f"the file is truncated: it is {size:,} bytes long but its image directory "
+                f"starts at byte {first_ifd:,}")
+    return None

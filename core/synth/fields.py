@@ -10,6 +10,7 @@ import math
 
 import cv2
 import numpy as np
+import scipy.fft
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
@@ -99,13 +100,14 @@ def periodic_filtered_noise(
     any offset (modulo ``size``) is valid texture.
     """
     noise = rng.standard_normal((size, size)).astype(np.float32)
-    freq = np.fft.fftfreq(size).astype(np.float32) * 2.0 * np.pi
-    fy, fx = np.meshgrid(freq, freq, indexing="ij")
+    freq_y = (np.fft.fftfreq(size) * 2.0 * np.pi).astype(np.float32)
+    freq_x = (np.fft.rfftfreq(size) * 2.0 * np.pi).astype(np.float32)
+    fy, fx = np.meshgrid(freq_y, freq_x, indexing="ij")
     cos_a, sin_a = math.cos(angle), math.sin(angle)
     f_along = fx * cos_a + fy * sin_a
     f_across = -fx * sin_a + fy * cos_a
     gain = np.exp(-0.5 * ((sigma_along * f_along) ** 2 + (sigma_across * f_across) ** 2))
-    out = np.fft.ifft2(np.fft.fft2(noise) * gain).real.astype(np.float32)
+    out = scipy.fft.irfft2(scipy.fft.rfft2(noise) * gain, s=(size, size)).astype(np.float32)
     out -= out.mean()
     std = float(out.std())
     return out / std if std > 0 else out

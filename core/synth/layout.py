@@ -62,8 +62,40 @@ def layout_scale(width: int, height: int, mpp: float) -> int:
     return int(max(1, min(scale, max(1, min(width, height) // 64))))
 
 
-def _field_to_polygons(field: np.ndarray, scale: int) -> list[Polygon]:
-    """Outer contours of ``field > 0.5`` as level-0 polygons (marching squares, sub-pixel)."""
+def _circular_noise(rng, n: int, corr: float) -> np.ndarray:
+    """Smooth periodic 1-D noise of length ``n`` (unit variance, correlation ``corr`` samples)."""
+    freq = np.fft.rfftfreq(n) * 2 * np.pi
+    spec = np.fft.rfft(rng.standard_normal(n)) * np.exp(-0.5 * (corr * freq) ** 2)
+    out = np.fft.irfft(spec, n)
+    return out / max(float(out.std()), 1e-9)
+
+
+def _fray(rng, ring: np.ndarray, mpp: float) -> Polygon:
+    """Round the marching-squares facets of an outline and give it a finely irregular, torn edge."""
+    pts = ring[:-1] if np.allclose(ring[0], ring[-1]) else ring
+    for _ in range(2):  # Chaikin corner cutting
+        nxt = np.roll(pts, -1, axis=0)
+        pts = np.stack([0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt], axis=1).reshape(-1, 2)
+    seg = np.hypot(*np.diff(np.vstack([pts, pts[:1]]), axis=0).T)
+    arc = np.concatenate([[0], np.cumsum(seg)])
+    step = 5.0 / mpp  # a vertex every 5 µm
+    n = max(16, int(arc[-1] / step))
+    at = np.linspace(0, arc[-1], n, endpoint=False)
+    closed = np.vstack([pts, pts[:1]])
+    pts = np.column_stack((np.interp(at, arc, closed[:, 0]), np.interp(at, arc, closed[:, 1])))
+    tangent = np.roll(pts, -1, axis=0) - np.roll(pts, 1, axis=0)
+    normal = np.column_stack((tangent[:, 1], -tangent[:, 0]))
+    normal /= np.maximum(np.hypot(normal[:, 0], normal[:, 1]), 1e-9)[:, None]
+    offset_um = 3.5 * _circular_noise(rng, n, 4.0) + 1.2 * _circular_noise(rng, n, 1.0)
+    pts = pts + normal * (offset_um / mpp)[:, None]
+    poly = Polygon(pts).buffer(0)
+    if isinstance(poly, MultiPolygon):
+        poly = max(poly.geoms, key=lambda p: p.area)
+    return Polygon(poly.exterior).simplify(0.2 / mpp)
+
+
+def _field_to_polygons(rng, field: np.ndarray, scale: int, mpp: float) -> list[Polygon]:
+    """Outer contours of ``field > 0.5`` as level-0 polygons (marching squares, then frayed)."""
     padded = np.pad(field, 1, constant_values=0.0)
     polygons = []
     for contour in measure.find_contours(padded, 0.5):
@@ -75,9 +107,9 @@ def _field_to_polygons(field: np.ndarray, scale: int) -> list[Polygon]:
         parts = poly.geoms if isinstance(poly, MultiPolygon) else [poly]
         for part in parts:
             if not part.is_empty and part.area > 0:
-                polygons.append(Polygon(part.exterior).simplify(scale * 0.05))
+                polygons.append(part)
     polygons.sort(key=lambda p: (round(p.bounds[1]), round(p.bounds[0])))
-    return polygons
+    return [_fray(rng, np.asarray(p.exterior.coords), mpp) for p in polygons]
 
 
 def _draw_core(rng, canvas: np.ndarray, cx, cy, length, width, angle) -> None:
@@ -129,7 +161,7 @@ def _tissue(rng, lay_w: int, lay_h: int, px_um: float) -> np.ndarray:
                 _draw_core(rng, shape, cx, cy, length, width, angle)
             else:
                 big = short_um < 3000
-                radius = rng.uniform(0.22, 0.34) * min(lay_w, lay_h) if big else \
+                radius = rng.uniform(0.28, 0.38) * min(lay_w, lay_h) if big else \
                     min(rng.uniform(900, 2600) / px_um, 0.2 * min(lay_w, lay_h))
                 aspect = rng.uniform(1.0, 1.8)
                 outline = blob_outline(rng, (rng.uniform(0.2, 0.8) * lay_w, rng.uniform(0.2, 0.8) * lay_h),
@@ -235,19 +267,18 @@ def make_layout(seed: int, width: int, height: int, mpp: float) -> Layout:
     px_um = scale * mpp  # micrometres per layout pixel
     rng = np.random.default_rng([seed, 1])
     field = _tissue(rng, lay_w, lay_h, px_um)
-    tissue_polygons = _field_to_polygons(field, scale)
+    tissue_polygons = _field_to_polygons(np.random.default_rng([seed, 4]), field, scale, mpp)
     tissue_union = shapely.union_all(tissue_polygons)
     tissue_mask = (_rasterise(tissue_polygons, scale, (lay_h, lay_w)) > 0.5).astype(np.uint8)
     regions = _tumours(np.random.default_rng([seed, 2]), tissue_mask, tissue_union, scale, px_um)
 
     rng = np.random.default_rng([seed, 3])
-    fibre_scale = max(1.5, 160 / px_um)
-    angle = np.arctan2(smooth_noise(rng, (lay_h, lay_w), fibre_scale),
-                       smooth_noise(rng, (lay_h, lay_w), fibre_scale)).astype(np.float32)
+    fibre_scale = max(1.5, 600 / px_um)
+    # one smooth scalar field (not atan2 of two) so the fibre direction has no pinwheels
+    angle = (rng.uniform(0, math.pi) + 1.1 * smooth_noise(rng, (lay_h, lay_w), fibre_scale)).astype(np.float32)
     fibre_w = []
-    for k in range(3):  # weights of the 0°, 60°, 120° fibre textures
-        w = np.cos(2 * (angle - k * math.pi / 3))
-        fibre_w.append(np.clip(w, 0, None) ** 2)
+    for k in range(3):  # smooth (von Mises) weights of the 0°, 60°, 120° fibre textures
+        fibre_w.append(np.exp(1.6 * np.cos(2 * (angle - k * math.pi / 3))))
     total = sum(fibre_w) + 1e-6
     fibre_w = [w / total for w in fibre_w]
     gain_h = 1 + 0.08 * smooth_noise(rng, (lay_h, lay_w), max(2.0, 900 / px_um))

@@ -1,0 +1,241 @@
+"""``write_synthetic_slide``: a deterministic H&E-like whole-slide image with known tumour regions."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import numbers
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from shapely.geometry import MultiPolygon, Polygon, mapping
+from shapely.geometry.polygon import orient
+
+from core.errors import BiopsiaError
+from core.synth.layout import make_layout
+from core.synth.pyramid import Cancelled, PyramidSpec, PyramidWriter
+from core.synth.render import MARGIN, TileRenderer
+from core.synth.scene import make_scene
+from core.synth.sprites import make_sprite_bank, make_textures
+
+MIN_SIDE, MAX_SIDE = 256, 200_000
+SUFFIXES = (".tif", ".tiff", ".svs")
+TUMOUR_CLASS = {"name": "Tumour", "color": [200, 0, 0]}
+_UUID_NAMESPACE = uuid.UUID("5b0f4f7e-5d7c-4a53-9a59-2d1c1c6f8b10")
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """What ``write_synthetic_slide`` wrote, with its ground truth.
+
+    Attributes
+    ----------
+    slide_path, geojson_path : Path
+        The slide file and the tumour annotations beside it.
+    tumour_polygons : list of shapely Polygon
+        Tumour ground truth in level-0 pixels (tumour ∩ tissue); a region the
+        tissue split in two contributes one Polygon per part.
+    tissue_polygons : list of shapely Polygon
+        Tissue fragments in level-0 pixels.
+    width, height : int
+        Level-0 size in pixels.
+    mpp : float
+        Micrometres per level-0 pixel.
+    """
+
+    slide_path: Path
+    geojson_path: Path
+    tumour_polygons: list
+    tissue_polygons: list
+    width: int
+    height: int
+    mpp: float
+
+
+def _check_args(out_path, seed, width, height, mpp, tile, quality) -> Path:
+    path = Path(out_path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"synthetic slide path must end with .tif, .tiff or .svs, got {path.name!r}")
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not MIN_SIDE <= value <= MAX_SIDE:
+            raise ValueError(f"{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, got {value!r}")
+    if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not math.isfinite(mpp) or not 0.05 < mpp <= 20:
+        raise ValueError(f"mpp (micrometres per pixel) must be in (0.05, 20], got {mpp!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile % 16 or not 64 <= tile <= 4096:
+        raise ValueError(f"tile must be a multiple of 16 from 64 to 4096, got {tile!r}")
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    folder = path.parent
+    if not folder.exists():
+        raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(folder))
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "output folder is not a folder", str(folder))
+    return path
+
+
+def _polygon_parts(geom) -> list[Polygon]:
+    if isinstance(geom, Polygon):
+        return [geom] if not geom.is_empty else []
+    return [g for g in getattr(geom, "geoms", []) if isinstance(g, Polygon) and not g.is_empty]
+
+
+def tumour_feature_collection(regions, seed: int) -> dict:
+    """QuPath-compatible GeoJSON of tumour regions (level-0 pixel coordinates, closed rings)."""
+    features = []
+    for i, region in enumerate(regions):
+        parts = [orient(p, 1.0) for p in _polygon_parts(region)]
+        if not parts:
+            continue
+        geom = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+        geometry = json.loads(json.dumps(mapping(geom)))  # tuples -> lists
+        features.append({
+            "type": "Feature",
+            "id": str(uuid.uuid5(_UUID_NAMESPACE, f"synthetic-{seed}-tumour-{i}")),
+            "geometry": _rounded(geometry),
+            "properties": {"objectType": "annotation", "classification": dict(TUMOUR_CLASS), "isLocked": False},
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _rounded(geometry: dict) -> dict:
+    def walk(value):
+        if isinstance(value, list):
+            if value and isinstance(value[0], (int, float)):
+                return [round(float(v), 2) for v in value]
+            return [walk(v) for v in value]
+        return value
+    return {"type": geometry["type"], "coordinates": walk(geometry["coordinates"])}
+
+
+def _create_temp(target: Path) -> tuple[int, Path]:
+    """Create a new hidden temporary file beside ``target`` with the usual (umask) permissions."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(target.parent))
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to ``path`` via a temporary file in the same folder (flush, fsync, rename)."""
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_synthetic_slide(
+    out_path,
+    *,
+    seed: int = 0,
+    width: int = 40000,
+    height: int = 30000,
+    mpp: float = 0.5,
+    svs: bool = False,
+    tile: int = 512,
+    quality: int = 85,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SynthResult:
+    """Write a synthetic H&E-like slide with known tumour regions, and its GeoJSON beside it.
+
+    The image shows tissue fragments (needle cores and pieces) on glass: fibrous
+    stroma, lobules of small glands, ducts, vessels and lymphocytes, and a few
+    carcinoma regions whose texture (crowded pleomorphic nuclei, nests,
+    cribriform lumens, desmoplastic stroma) differs from benign tissue while
+    their mean colour stays close to it. The same seed and size always give the
+    same pixels.
+
+    Parameters
+    ----------
+    out_path : path-like
+        Slide file to write, ending in ``.tif``/``.tiff`` (generic pyramidal TIFF)
+        or ``.svs`` (Aperio layout). The GeoJSON is ``out_path.with_suffix('.geojson')``.
+    seed : int
+        Random seed (non-negative).
+    width, height : int
+        Level-0 size in pixels, 256 to 200,000.
+    mpp : float
+        Micrometres per level-0 pixel, in (0.05, 20]; 0.5 is a 20x scan.
+    svs : bool
+        Write the Aperio SVS layout (thumbnail, label and macro images); implied by a ``.svs`` suffix.
+    tile : int
+        Tile size in pixels (multiple of 16).
+    quality : int
+        JPEG quality, 1 to 100.
+    progress : callable, optional
+        ``progress(done, total)``, called as tiles are written.
+    should_stop : callable, optional
+        Checked between tiles; when it returns True the partial file is deleted
+        and ``BiopsiaError`` is raised.
+
+    Returns
+    -------
+    SynthResult
+
+    Raises
+    ------
+    ValueError
+        For out-of-range arguments or an unsupported file suffix.
+    OSError
+        When the output folder is missing or cannot be written (no file is left behind).
+    BiopsiaError
+        When cancelled through ``should_stop``.
+    """
+    path = _check_args(out_path, seed, width, height, mpp, tile, quality)
+    svs = bool(svs) or path.suffix.lower() == ".svs"
+    seed, width, height, tile, quality, mpp = int(seed), int(width), int(height), int(tile), int(quality), float(mpp)
+
+    def stop_requested() -> bool:
+        return should_stop is not None and bool(should_stop())
+
+    def cancelled() -> BiopsiaError:
+        return BiopsiaError(f"{path}: synthetic slide generation cancelled")
+
+    layout = make_layout(seed, width, height, mpp)
+    if stop_requested():
+        raise cancelled()
+    bank = make_sprite_bank(seed, mpp)
+    textures = make_textures(seed, mpp, tile, MARGIN)
+    scene = make_scene(layout, bank)
+    if stop_requested():
+        raise cancelled()
+    renderer = TileRenderer(layout, scene, bank, textures)
+    spec = PyramidSpec(width=width, height=height, mpp=mpp, tile=tile, quality=quality, svs=svs, seed=seed,
+                       name=path.stem)
+    try:
+        fd, tmp = _create_temp(path)
+        os.close(fd)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write a slide in this folder: {err.strerror}", str(path.parent)) from err
+    try:
+        PyramidWriter(renderer, spec).write(tmp, progress=progress, should_stop=should_stop)
+        os.replace(tmp, path)
+    except Cancelled:
+        tmp.unlink(missing_ok=True)
+        raise cancelled() from None
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise type(err)(err.errno, f"cannot write synthetic slide: {err.strerror}", str(path)) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    geojson_path = path.with_suffix(".geojson")
+    write_json_atomic(geojson_path, tumour_feature_collection(layout.tumour_regions, seed))
+    tumour_polygons = [p for region in layout.tumour_regions for p in _polygon_parts(region)]
+    return SynthResult(slide_path=path, geojson_path=geojson_path, tumour_polygons=tumour_polygons,
+                       tissue_polygons=list(layout.tissue_polygons), width=width, height=height, mpp=mpp)
