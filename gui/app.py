@@ -18,8 +18,12 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+_APP = None  # the QApplication must outlive every caller's local reference
+
+
 def ensure_app(offscreen: bool = False):
     """The QApplication, created on first use."""
+    global _APP
     if offscreen:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PyQt5.QtCore import Qt
@@ -35,6 +39,7 @@ def ensure_app(offscreen: bool = False):
         from gui.icons import icon
 
         app.setWindowIcon(icon("biopsia"))
+    _APP = app
     return app
 
 

@@ -35,8 +35,12 @@ class InfoDock(QDockWidget):
         self.table = QTableWidget(0, 2, self)
         self.table.setHorizontalHeaderLabels(["Property", "Value"])
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setColumnWidth(0, 150)
+        self.table.setTextElideMode(Qt.ElideRight)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.setMinimumWidth(420)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setWordWrap(False)
         self.setWidget(self.table)
@@ -65,5 +69,3 @@ class InfoDock(QDockWidget):
                 return self.table.item(r, 1).text()
         return None
 
-
-__all__ = ["InfoDock", "summary_rows", "Qt"]
