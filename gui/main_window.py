@@ -124,6 +124,7 @@ class MainWindow(QMainWindow):
         view.show_scale_bar = self.actions["scale_bar"].isChecked()
         view.slide_layer.set_apply_icc(self.actions["icc"].isChecked())
         view.viewport_changed.connect(lambda _vp, v=view: self._update_status(v))
+        view.sharp.connect(lambda v=view: self._update_status(v))
         view.cursor_moved.connect(lambda pos, v=view: self._update_cursor(v, pos))
         view.slide_layer.tile_error.connect(lambda msg, v=view: self._on_tile_error(v, msg))
         view.slide_layer.overview_ready.connect(
@@ -241,6 +242,7 @@ class MainWindow(QMainWindow):
         self.mag_label.setText(f"{mag:.1f}x" if mag is not None else "magnification unknown")
         self.zoom_label.setText(f"zoom {view.viewport.scale * 100:.1f}%")
         self.mpp_label.setText("" if view.mpp else "µm/px unknown: Slide ▸ Set resolution…")
+        self.load_label.setText("" if view.slide_layer.is_sharp() else "loading…")
         index = self.mag_combo.findData(round(mag, 2) if mag else None)
         self.mag_combo.setCurrentIndex(index if index >= 0 else 0)
 

@@ -1,7 +1,7 @@
 """Synthetic H&E-like whole-slide images with known tumour regions (for tests, demos and benchmarks).
 
 ``write_synthetic_slide`` plans the slide at low resolution (``layout``), places
-every gland, nest and nucleus (``scene``), renders level-0 tiles on demand
+every gland, nest and nucleus (``scene``, with ``shapes``), renders level-0 tiles on demand
 (``render``, with stamps and textures from ``sprites``) and writes the pyramid
 (``pyramid``, with label, macro and descriptions from ``associated``).
 """

@@ -63,34 +63,6 @@ def blob_outline(
     return out
 
 
-def blob_outlines(
-    rng: np.random.Generator,
-    cx: np.ndarray,
-    cy: np.ndarray,
-    rx: np.ndarray,
-    ry: np.ndarray,
-    angle: np.ndarray,
-    roughness: float,
-    harmonics: int = 5,
-    points: int = 24,
-) -> np.ndarray:
-    """Many irregular outlines at once: an (n, points, 2) float array (vectorised ``blob_outline``)."""
-    n = len(cx)
-    phi = np.linspace(0.0, 2.0 * np.pi, points, endpoint=False)[None, :]
-    radius = np.ones((n, points))
-    for k in range(2, harmonics + 1):
-        amp = roughness * rng.standard_normal((n, 1)) / k ** 1.1
-        radius += amp * np.cos(k * phi + rng.uniform(0, 2 * np.pi, (n, 1)))
-    radius = np.clip(radius, 0.4, None)
-    x = rx[:, None] * radius * np.cos(phi)
-    y = ry[:, None] * radius * np.sin(phi)
-    cos_a, sin_a = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    out = np.empty((n, points, 2))
-    out[..., 0] = cx[:, None] + x * cos_a - y * sin_a
-    out[..., 1] = cy[:, None] + x * sin_a + y * cos_a
-    return out
-
-
 def periodic_filtered_noise(
     rng: np.random.Generator, size: int, sigma_along: float, sigma_across: float, angle: float
 ) -> np.ndarray:
@@ -99,7 +71,7 @@ def periodic_filtered_noise(
     Filtering in the Fourier domain makes the result tile seamlessly, so a crop at
     any offset (modulo ``size``) is valid texture.
     """
-    noise = rng.standard_normal((size, size)).astype(np.float32)
+    noise = rng.standard_normal((size, size), dtype=np.float32)
     freq_y = (np.fft.fftfreq(size) * 2.0 * np.pi).astype(np.float32)
     freq_x = (np.fft.rfftfreq(size) * 2.0 * np.pi).astype(np.float32)
     fy, fx = np.meshgrid(freq_y, freq_x, indexing="ij")
@@ -113,13 +85,27 @@ def periodic_filtered_noise(
     return out / std if std > 0 else out
 
 
+def upsample_periodic(tex: np.ndarray, factor: int) -> np.ndarray:
+    """Bilinear upsampling of a periodic texture that stays periodic (no seam at the wrap)."""
+    if factor == 1:
+        return tex
+    size = tex.shape[0]
+    wrapped = np.pad(tex, 1, mode="wrap")
+    big = cv2.resize(wrapped, ((size + 2) * factor, (size + 2) * factor), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(big[factor:factor + size * factor, factor:factor + size * factor])
+
+
 def periodic_warp(rng: np.random.Generator, tex: np.ndarray, amplitude: float, scale: float) -> np.ndarray:
     """Displace a periodic texture by a smooth periodic field (makes straight fibres wavy)."""
     size = tex.shape[0]
+    # the displacement is smooth: draw it coarsely and upsample
+    factor = 1
+    while factor < 8 and scale / (factor * 2) >= 3 and size % (factor * 2) == 0 and size // (factor * 2) >= 32:
+        factor *= 2
     disp = []
     for _ in range(2):
-        field = periodic_filtered_noise(rng, size, scale, scale, 0.0)
-        disp.append(field * amplitude)
+        field = periodic_filtered_noise(rng, size // factor, scale / factor, scale / factor, 0.0)
+        disp.append(upsample_periodic(field, factor) * amplitude)
     grid = np.arange(size, dtype=np.float32)
     map_x = (grid[None, :] + disp[0]).astype(np.float32)
     map_y = (grid[:, None] + disp[1]).astype(np.float32)
@@ -128,9 +114,8 @@ def periodic_warp(rng: np.random.Generator, tex: np.ndarray, amplitude: float, s
 
 def pad_periodic(tex: np.ndarray, pad: int) -> np.ndarray:
     """Append ``pad`` wrapped rows and columns so any crop of up to ``pad`` pixels is a plain slice."""
-    reps = 1 + (pad + tex.shape[0] - 1) // tex.shape[0]
-    tiled = np.tile(tex, (reps + 1, reps + 1) + (1,) * (tex.ndim - 2))
-    return np.ascontiguousarray(tiled[: tex.shape[0] + pad, : tex.shape[1] + pad])
+    widths = ((0, pad), (0, pad)) + ((0, 0),) * (tex.ndim - 2)
+    return np.ascontiguousarray(np.pad(tex, widths, mode="wrap"))
 
 
 def periodic_crop(padded: np.ndarray, period: int, l0_x: int, l0_y: int, w: int, h: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,26 +57,30 @@ class SynthResult:
     mpp: float
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_args(out_path, seed, width, height, mpp, tile, quality) -> Path:
     path = Path(out_path)
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"synthetic slide path must end with .tif, .tiff or .svs, got {path.name!r}")
     for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not MIN_SIDE <= value <= MAX_SIDE:
+        if not _is_int(value) or not MIN_SIDE <= value <= MAX_SIDE:
             raise ValueError(f"{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, got {value!r}")
     if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not math.isfinite(mpp) or not 0.05 < mpp <= 20:
         raise ValueError(f"mpp (micrometres per pixel) must be in (0.05, 20], got {mpp!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile % 16 or not 64 <= tile <= 4096:
+    if not _is_int(tile) or tile % 16 or not 64 <= tile <= 4096:
         raise ValueError(f"tile must be a multiple of 16 from 64 to 4096, got {tile!r}")
-    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+    if not _is_int(quality) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
     folder = path.parent
     if not folder.exists():
         raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(folder))
     if not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "output folder is not a folder", str(folder))
+        raise NotADirectoryError(errno.ENOTDIR, "output folder is a file, not a folder", str(folder))
     return path
 
 
@@ -206,12 +211,15 @@ def write_synthetic_slide(
     def cancelled() -> BiopsiaError:
         return BiopsiaError(f"{path}: synthetic slide generation cancelled")
 
-    layout = make_layout(seed, width, height, mpp)
-    if stop_requested():
-        raise cancelled()
-    bank = make_sprite_bank(seed, mpp)
-    textures = make_textures(seed, mpp, tile, MARGIN)
-    scene = make_scene(layout, bank)
+    # the stroma textures do not depend on the layout: draw them alongside it
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-setup") as setup:
+        texture_job = setup.submit(make_textures, seed, mpp, tile, MARGIN)
+        layout = make_layout(seed, width, height, mpp)
+        if stop_requested():
+            raise cancelled()
+        bank = make_sprite_bank(seed, mpp)
+        scene = make_scene(layout, bank)
+        textures = texture_job.result()
     if stop_requested():
         raise cancelled()
     renderer = TileRenderer(layout, scene, bank, textures)

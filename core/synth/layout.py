@@ -78,7 +78,7 @@ def _fray(rng, ring: np.ndarray, mpp: float) -> Polygon:
         pts = np.stack([0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt], axis=1).reshape(-1, 2)
     seg = np.hypot(*np.diff(np.vstack([pts, pts[:1]]), axis=0).T)
     arc = np.concatenate([[0], np.cumsum(seg)])
-    step = 5.0 / mpp  # a vertex every 5 µm
+    step = max(5.0 / mpp, 2.0)  # a vertex every 5 µm (or 2 pixels)
     n = max(16, int(arc[-1] / step))
     at = np.linspace(0, arc[-1], n, endpoint=False)
     closed = np.vstack([pts, pts[:1]])

@@ -38,6 +38,8 @@ LEVEL_FACTOR = 4
 _AHEAD = 6
 #: Above this many bytes the level-1 image lives in a memory-mapped scratch file.
 _IN_MEMORY_LIMIT = 1.5e9
+#: Write BigTIFF when the file may grow past this many bytes (classic TIFF stops at 4 GiB).
+_BIGTIFF_ABOVE = 2e9
 
 
 class Cancelled(Exception):
@@ -174,9 +176,10 @@ class PyramidWriter:
         else:
             desc = associated.generic_description(sp.seed, sp.mpp, sp.width, sp.height, sp.tile, sp.quality) \
                 if level == 0 else f"Biopsia synthetic slide level={level} downsample={LEVEL_FACTOR ** level}"
+        # generic-tiff readers need reduced levels flagged; Aperio flags only label (1) and macro (9)
         return dict(shape=(lv_h, lv_w, 3), dtype=np.uint8, photometric="rgb", compression="jpeg",
                     subsampling=(2, 2), tile=(sp.tile, sp.tile), resolution=(res_x, res_y),
-                    resolutionunit="CENTIMETER", description=desc, subfiletype=0 if level == 0 else 1,
+                    resolutionunit="CENTIMETER", description=desc, subfiletype=0 if level == 0 or sp.svs else 1,
                     metadata=None, software="Biopsia")
 
     def _write_stripped(self, tif: tifffile.TiffWriter, rgb: np.ndarray, description: str, jpeg: bool,
@@ -239,7 +242,7 @@ class PyramidWriter:
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="synth")
         try:
             with open(path, "wb") as fh:
-                tif = tifffile.TiffWriter(fh, bigtiff=estimate > 2e9)
+                tif = tifffile.TiffWriter(fh, bigtiff=estimate > _BIGTIFF_ABOVE)
                 try:
                     self._write_pages(tif, pool, level1, counter)
                 except BaseException:

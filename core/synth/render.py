@@ -15,7 +15,7 @@ import numpy as np
 
 from core.synth.fields import periodic_crop
 from core.synth.layout import Layout
-from core.synth.scene import ACINUS, DUCT, LOBULE, NEST, VESSEL, Scene
+from core.synth.scene import LOBULE, Scene
 from core.synth.sprites import SpriteBank, Textures
 
 #: Colour of bare glass (RGB).
@@ -149,9 +149,12 @@ class TileRenderer:
 
     # -- public ---------------------------------------------------------------
     def background(self, w: int, h: int) -> np.ndarray:
-        """Bare glass as rendered in any tile whose origin is a multiple of the tile size."""
-        zero = np.zeros((h + 2 * MARGIN, w + 2 * MARGIN), np.float32)
-        return self._finish(self.composite(zero, zero), 0, 0, w, h)
+        """Bare glass as rendered in any region whose origin is a multiple of the tile size."""
+        step = self.tex.noise_period
+        zero = np.zeros((step + 2 * MARGIN, step + 2 * MARGIN), np.float32)
+        glass = self._finish(self.composite(zero, zero), 0, 0, step, step)
+        reps = (-(-h // step), -(-w // step), 1)
+        return np.ascontiguousarray(np.tile(glass, reps)[:h, :w])
 
     def has_tissue(self, l0_x: int, l0_y: int, w: int, h: int) -> bool:
         """Whether any tissue may be drawn in the region (False means plain glass)."""
@@ -170,7 +173,7 @@ class TileRenderer:
         return out
 
     def _render_tile(self, l0_x: int, l0_y: int, w: int, h: int) -> np.ndarray:
-        """``render`` for a region no larger than the texture padding (one tile)."""
+        """``render`` for a region no larger than the texture padding (one render step)."""
         x0, y0 = l0_x - MARGIN, l0_y - MARGIN
         rw, rh = w + 2 * MARGIN, h + 2 * MARGIN
         state = self._tissue_state(x0, y0, rw, rh)
@@ -187,9 +190,10 @@ class TileRenderer:
         e = np.full((rh, rw), 0.58, np.float32)
         hb = np.full((rh, rw), 0.10, np.float32)
         if float(tumour.max()) > 0.002:
-            # desmoplastic stroma: paler, looser, faintly basophilic
+            # desmoplastic stroma: looser and paler, which also offsets the darker, crowded nests
+            # so that tumour keeps about the mean colour of benign tissue
             fibrous = fibrous + tumour * ((0.45 * fibrous + 0.55 * loose) - fibrous)
-            e = e - 0.12 * tumour
+            e = e - 0.08 * tumour
             hb = hb - 0.06 * tumour
         mat = np.zeros((rh, rw), np.uint8)
         nuc = np.zeros((rh, rw), np.float32)
@@ -207,5 +211,3 @@ class TileRenderer:
         rgb = self.composite(hcon.astype(np.float32), e.astype(np.float32))
         return self._finish(rgb, l0_x, l0_y, w, h)
 
-
-__all__ = ["TileRenderer", "ACINUS", "DUCT", "NEST", "VESSEL"]

@@ -15,36 +15,11 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from core.synth.layout import Layout
+from core.synth.shapes import GridIndex, blob_points, blob_profiles, inside_blobs, jittered_grid, ring_points
 from core.synth.sprites import SpriteBank
 
 # Structure kinds, drawn in this order (lower first) where they overlap.
 LOBULE, DUCT, ACINUS, VESSEL, NEST = range(5)
-_OUTLINE_POINTS = 28
-
-
-class GridIndex:
-    """Points bucketed on a square grid, for "what lies near this rectangle" queries."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, width: int, height: int, bucket: int = 256):
-        self.bucket = bucket
-        self.nbx = max(1, math.ceil(width / bucket))
-        self.nby = max(1, math.ceil(height / bucket))
-        bx = np.clip((np.asarray(x) // bucket).astype(np.int64), 0, self.nbx - 1)
-        by = np.clip((np.asarray(y) // bucket).astype(np.int64), 0, self.nby - 1)
-        key = by * self.nbx + bx
-        self.order = np.argsort(key, kind="stable").astype(np.int64)
-        counts = np.bincount(key, minlength=self.nbx * self.nby)
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def query(self, l0_x0: float, l0_y0: float, l0_x1: float, l0_y1: float, reach: float) -> np.ndarray:
-        """Indices of points within ``reach`` of the rectangle (a superset; callers clip)."""
-        bx0 = int(np.clip((l0_x0 - reach) // self.bucket, 0, self.nbx - 1))
-        bx1 = int(np.clip((l0_x1 + reach) // self.bucket, 0, self.nbx - 1))
-        by0 = int(np.clip((l0_y0 - reach) // self.bucket, 0, self.nby - 1))
-        by1 = int(np.clip((l0_y1 + reach) // self.bucket, 0, self.nby - 1))
-        parts = [self.order[self.starts[by * self.nbx + bx0]:self.starts[by * self.nbx + bx1 + 1]]
-                 for by in range(by0, by1 + 1)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 @dataclass
@@ -73,71 +48,6 @@ class Scene:
     nucleus_index: tuple  # GridIndex per layer
 
 
-def _jittered_grid(rng, bounds, spacing: float, jitter: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
-    """One random point per cell of a square grid over ``bounds`` (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = bounds
-    xs = np.arange(x0, x1, spacing)
-    ys = np.arange(y0, y1, spacing)
-    gx, gy = np.meshgrid(xs, ys)
-    gx = gx.ravel() + spacing * (0.5 + rng.uniform(-jitter, jitter, gx.size))
-    gy = gy.ravel() + spacing * (0.5 + rng.uniform(-jitter, jitter, gy.size))
-    return gx, gy
-
-
-def _blobs(rng, n: int, roughness: float, harmonics: int = 5):
-    """Radial profiles rho(phi) of ``n`` irregular blobs, shape (n, _OUTLINE_POINTS)."""
-    phi = np.linspace(0, 2 * np.pi, _OUTLINE_POINTS, endpoint=False)[None, :]
-    rho = np.ones((n, _OUTLINE_POINTS))
-    for k in range(2, harmonics + 1):
-        rho += roughness * rng.standard_normal((n, 1)) / k ** 1.1 * np.cos(k * phi + rng.uniform(0, 6.3, (n, 1)))
-    return np.clip(rho, 0.45, None)
-
-
-def _outline(cx, cy, rx, ry, angle, rho, scale=1.0) -> np.ndarray:
-    """Outline points (P, 2) of one blob, as cv2 shift-4 integers."""
-    phi = np.linspace(0, 2 * np.pi, len(rho), endpoint=False)
-    x = rx * rho * scale * np.cos(phi)
-    y = ry * rho * scale * np.sin(phi)
-    ca, sa = math.cos(angle), math.sin(angle)
-    pts = np.column_stack((cx + x * ca - y * sa, cy + x * sa + y * ca))
-    return np.round(pts * 16).astype(np.int32)
-
-
-def _ring_points(rng, cx, cy, rx, ry, angle, rho, scale, spacing, jitter=0.2):
-    """Points spaced ``spacing`` apart along each blob's outline scaled by ``scale``; and their angles."""
-    perim = np.pi * (rx + ry) * scale * rho.mean(axis=1)
-    count = np.maximum(3, np.round(perim / spacing)).astype(np.int64)
-    owner = np.repeat(np.arange(len(cx)), count)
-    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    phi = (k + rng.uniform(-jitter, jitter, k.size)) / count[owner] * 2 * np.pi + rng.uniform(0, 6.3, len(cx))[owner]
-    pos = (phi % (2 * np.pi)) / (2 * np.pi) * rho.shape[1]
-    i0 = pos.astype(np.int64) % rho.shape[1]
-    frac = pos - np.floor(pos)
-    r = rho[owner, i0] * (1 - frac) + rho[owner, (i0 + 1) % rho.shape[1]] * frac
-    s = scale[owner] if np.ndim(scale) else scale
-    x = rx[owner] * r * s * np.cos(phi)
-    y = ry[owner] * r * s * np.sin(phi)
-    ca, sa = np.cos(angle[owner]), np.sin(angle[owner])
-    px, py = cx[owner] + x * ca - y * sa, cy[owner] + x * sa + y * ca
-    # direction from the centre: nuclei of glands point radially
-    radial = np.arctan2(py - cy[owner], px - cx[owner])
-    return px, py, radial, owner
-
-
-def _inside_blobs(px, py, owner, cx, cy, rx, ry, angle, rho, shrink=1.0) -> np.ndarray:
-    """Whether each point lies inside its owner blob (optionally shrunk)."""
-    dx, dy = px - cx[owner], py - cy[owner]
-    ca, sa = np.cos(-angle[owner]), np.sin(-angle[owner])
-    u = (dx * ca - dy * sa) / rx[owner]
-    v = (dx * sa + dy * ca) / ry[owner]
-    phi = np.arctan2(v, u) % (2 * np.pi)
-    pos = phi / (2 * np.pi) * rho.shape[1]
-    i0 = pos.astype(np.int64) % rho.shape[1]
-    frac = pos - np.floor(pos)
-    r = rho[owner, i0] * (1 - frac) + rho[owner, (i0 + 1) % rho.shape[1]] * frac
-    return np.hypot(u, v) < r * shrink
-
-
 class _Builder:
     """Accumulates structures and nuclei while the scene is generated."""
 
@@ -146,7 +56,7 @@ class _Builder:
         self.bank = bank
         self.um = 1.0 / layout.mpp
         self.structures: list[Structure] = []
-        self.centres: list[tuple[float, float, float]] = []  # cx, cy, reach
+        self.bboxes: list[tuple[float, float, float, float]] = []  # level-0 x0, y0, x1, y1
         self.nuclei = ([], [])  # per layer: list of (x, y, sprite)
         lay_um = layout.scale * layout.mpp
         tumour = (layout.fields2[..., 2] > 0.5).astype(np.uint8)
@@ -169,12 +79,12 @@ class _Builder:
             self.nuclei[layer].append((np.round(x).astype(np.int32), np.round(y).astype(np.int32),
                                        np.asarray(sprite, np.int32)))
 
-    def add_structure(self, st: Structure, reach: float) -> None:
+    def add_structure(self, st: Structure) -> None:
         pts = st.outer if st.halo is None else st.halo
         x0, y0 = pts.min(axis=0) / 16
         x1, y1 = pts.max(axis=0) / 16
         self.structures.append(st)
-        self.centres.append((x0, y0, x1, y1))
+        self.bboxes.append((x0, y0, x1, y1))
 
 
 def _stroma_cells(b: _Builder, rng) -> None:
@@ -183,19 +93,21 @@ def _stroma_cells(b: _Builder, rng) -> None:
     x0, y0, x1, y1 = b.tissue_bounds
     area_um2 = (x1 - x0) * (y1 - y0) / um2
     lay = b.layout
+    area_px = (x1 - x0) * (y1 - y0)
+    # at very coarse pixel sizes nuclei are sub-pixel: cap their number by pixel area
+    thin = min(1.0, area_px / 30.0 / (area_um2 / 300))
     # fibroblasts
-    n = rng.poisson(area_um2 / 330)
+    n = rng.poisson(area_um2 / 330 * thin)
     x, y = rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)
     keep = b.at(lay.tissue_mask, x, y) > 0
     tum = b.at(lay.fields2[..., 2], x, y)
-    lob = b.at(lay.fields2[..., 3], x, y)
-    density = (1 / 1500) * (1 - tum) + (1 / 950) * tum
+    density = (1 / 1500) * (1 - tum) + (1 / 950) * tum  # desmoplastic stroma is more cellular
     keep &= rng.uniform(0, 1 / 330, n) < density
-    x, y, tum = x[keep], y[keep], tum[keep]
+    x, y = x[keep], y[keep]
     angle = b.at(lay.orientation, x, y) + rng.normal(0, 0.18, len(x))
     b.add_nuclei(0, x, y, b.bank.index("fibro", angle, rng.integers(0, 1 << 30, len(x))))
     # lymphocytes
-    n = rng.poisson(area_um2 / 300)
+    n = rng.poisson(area_um2 / 300 * thin)
     x, y = rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)
     keep = b.at(lay.tissue_mask, x, y) > 0
     near = b.at(b.tumour_out, x, y)
@@ -214,7 +126,7 @@ def _lobules(b: _Builder, rng) -> None:
     """Benign lobules: loose pale stroma holding clusters of small acini."""
     um = b.um
     lay = b.layout
-    cx, cy = _jittered_grid(rng, b.tissue_bounds, 800 * um, 0.4)
+    cx, cy = jittered_grid(rng, b.tissue_bounds, 800 * um, 0.4)
     lob = b.at(lay.fields2[..., 3], cx, cy)
     radius_um = rng.uniform(170, 360, len(cx))
     keep = (b.at(lay.tissue_mask, cx, cy) > 0) & (rng.uniform(0, 1, len(cx)) < 0.25 + 0.9 * lob)
@@ -223,15 +135,15 @@ def _lobules(b: _Builder, rng) -> None:
     n = len(cx)
     aspect = rng.uniform(1.0, 1.6, n)
     rx, ry, ang = r * np.sqrt(aspect), r / np.sqrt(aspect), rng.uniform(0, np.pi, n)
-    rho = _blobs(rng, n, 0.3)
+    rho = blob_profiles(rng, n, 0.3)
     for i in range(n):
-        b.add_structure(Structure(LOBULE, _outline(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i]),
-                                  e=rng.uniform(0.30, 0.38), hb=rng.uniform(0.07, 0.10)), 0)
+        b.add_structure(Structure(LOBULE, blob_points(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i]),
+                                  e=rng.uniform(0.30, 0.38), hb=rng.uniform(0.07, 0.10)))
     # acini inside lobules
-    spacing = 58 * um
+    spacing = max(58 * um, 4.0)
     ax, ay, owner = [], [], []
     for i in range(n):
-        gx, gy = _jittered_grid(rng, (cx[i] - rx[i] - ry[i], cy[i] - rx[i] - ry[i], cx[i] + rx[i] + ry[i],
+        gx, gy = jittered_grid(rng, (cx[i] - rx[i] - ry[i], cy[i] - rx[i] - ry[i], cx[i] + rx[i] + ry[i],
                                       cy[i] + rx[i] + ry[i]), spacing, 0.3)
         ax.append(gx)
         ay.append(gy)
@@ -239,7 +151,7 @@ def _lobules(b: _Builder, rng) -> None:
     if not n:
         return
     ax, ay, owner = np.concatenate(ax), np.concatenate(ay), np.concatenate(owner)
-    inside = _inside_blobs(ax, ay, owner, cx, cy, rx, ry, ang, rho, shrink=0.88)
+    inside = inside_blobs(ax, ay, owner, cx, cy, rx, ry, ang, rho, shrink=0.88)
     inside &= rng.uniform(0, 1, len(ax)) < 0.85
     ax, ay = ax[inside], ay[inside]
     acin_r = rng.uniform(17, 25, len(ax)) * um
@@ -255,7 +167,7 @@ def _glands(b: _Builder, rng, cx, cy, r, kind) -> None:
     um = b.um
     aspect = rng.uniform(1.0, 1.35 if kind == ACINUS else 2.0, n)
     rx, ry, ang = r * np.sqrt(aspect), r / np.sqrt(aspect), rng.uniform(0, np.pi, n)
-    rho = _blobs(rng, n, 0.16 if kind == ACINUS else 0.22)
+    rho = blob_profiles(rng, n, 0.16 if kind == ACINUS else 0.22)
     mean_r = np.sqrt(rx * ry)
     if kind == ACINUS:
         lumen = np.clip(rng.uniform(0.22, 0.45, n) * mean_r, 2.5 * um, None) / mean_r
@@ -263,10 +175,10 @@ def _glands(b: _Builder, rng, cx, cy, r, kind) -> None:
         lumen = np.clip(1 - rng.uniform(18, 30, n) * um / mean_r, 0.3, 0.85)
     secretion = rng.uniform(0, 1, n) < 0.25
     for i in range(n):
-        outer = _outline(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i])
-        inner = _outline(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i], lumen[i])
+        outer = blob_points(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i])
+        inner = blob_points(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i], lumen[i])
         b.add_structure(Structure(kind, outer, e=rng.uniform(0.36, 0.46), hb=rng.uniform(0.09, 0.13),
-                                  lumens=(inner,), lumen_e=0.2 if secretion[i] else 0.02), 0)
+                                  lumens=(inner,), lumen_e=0.2 if secretion[i] else 0.02))
     # luminal nuclei, one ring per ~11 µm of epithelium
     thickness = (1 - lumen) * mean_r / um
     layers = np.clip(np.round(thickness / 11), 1, 3).astype(np.int64)
@@ -276,14 +188,14 @@ def _glands(b: _Builder, rng, cx, cy, r, kind) -> None:
             continue
         frac = (layer + 0.5) / layers[sel]
         scale = lumen[sel] + (1 - lumen[sel]) * (0.15 + 0.7 * frac)
-        px, py, radial, _ = _ring_points(rng, cx[sel], cy[sel], rx[sel], ry[sel], ang[sel], rho[sel], scale,
+        px, py, radial, _ = ring_points(rng, cx[sel], cy[sel], rx[sel], ry[sel], ang[sel], rho[sel], scale,
                                          7.2 * um + layer * um)
         px += rng.normal(0, 0.6 * um, len(px))
         py += rng.normal(0, 0.6 * um, len(py))
         b.add_nuclei(1, px, py, b.bank.index("epi", radial, rng.integers(0, 1 << 30, len(px))))
     # myoepithelial cells just inside the basement membrane, flattened along it
     scale = 1 - 1.8 * um / mean_r
-    px, py, radial, _ = _ring_points(rng, cx, cy, rx, ry, ang, rho, scale, 16 * um, 0.35)
+    px, py, radial, _ = ring_points(rng, cx, cy, rx, ry, ang, rho, scale, 16 * um, 0.35)
     keep = rng.uniform(0, 1, len(px)) < 0.7
     b.add_nuclei(1, px[keep], py[keep], b.bank.index("myo", radial[keep] + np.pi / 2,
                                                      rng.integers(0, 1 << 30, int(keep.sum()))))
@@ -291,7 +203,7 @@ def _glands(b: _Builder, rng, cx, cy, r, kind) -> None:
 
 def _ducts(b: _Builder, rng) -> None:
     um = b.um
-    cx, cy = _jittered_grid(rng, b.tissue_bounds, 850 * um, 0.45)
+    cx, cy = jittered_grid(rng, b.tissue_bounds, 850 * um, 0.45)
     r = rng.uniform(45, 120, len(cx)) * um
     keep = (b.at(b.tissue_in, cx, cy) > r / um * 0.7) & (rng.uniform(0, 1, len(cx)) < 0.6)
     keep &= b.at(b.tumour_out, cx, cy) > r / um * 1.6 + 40
@@ -301,7 +213,7 @@ def _ducts(b: _Builder, rng) -> None:
 def _vessels(b: _Builder, rng) -> None:
     """Capillaries and venules: thin pink wall, flat endothelial nuclei, red cells in the lumen."""
     um = b.um
-    cx, cy = _jittered_grid(rng, b.tissue_bounds, 210 * um, 0.45)
+    cx, cy = jittered_grid(rng, b.tissue_bounds, 210 * um, 0.45)
     keep = (b.at(b.layout.tissue_mask, cx, cy) > 0) & (rng.uniform(0, 1, len(cx)) < 0.4)
     cx, cy = cx[keep], cy[keep]
     n = len(cx)
@@ -310,7 +222,7 @@ def _vessels(b: _Builder, rng) -> None:
     r = rng.uniform(3.5, 11, n) * um
     aspect = rng.uniform(1.0, 2.6, n)
     rx, ry, ang = r * np.sqrt(aspect), r / np.sqrt(aspect), rng.uniform(0, np.pi, n)
-    rho = _blobs(rng, n, 0.12)
+    rho = blob_profiles(rng, n, 0.12)
     wall = 1 + 2.4 * um / np.sqrt(rx * ry)
     congested = rng.uniform(0, 1, n) < 0.55
     for i in range(n):
@@ -324,12 +236,12 @@ def _vessels(b: _Builder, rng) -> None:
             rbc = np.column_stack((cx[i] + ux * ca - uy * sa, cy[i] + ux * sa + uy * ca,
                                    np.full(k, 3.4 * um)))
             rbc = np.round(rbc * 16).astype(np.int32)
-        b.add_structure(Structure(VESSEL, _outline(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i], wall[i]),
+        b.add_structure(Structure(VESSEL, blob_points(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i], wall[i]),
                                   e=rng.uniform(0.55, 0.7), hb=0.05,
-                                  lumens=(_outline(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i]),),
-                                  lumen_e=0.04, rbc=rbc), 0)
+                                  lumens=(blob_points(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i]),),
+                                  lumen_e=0.04, rbc=rbc))
     scale = (1 + wall) / 2
-    px, py, radial, _ = _ring_points(rng, cx, cy, rx, ry, ang, rho, scale, 22 * um, 0.3)
+    px, py, radial, _ = ring_points(rng, cx, cy, rx, ry, ang, rho, scale, 22 * um, 0.3)
     b.add_nuclei(1, px, py, b.bank.index("endo", radial + np.pi / 2, rng.integers(0, 1 << 30, len(px))))
 
 
@@ -337,7 +249,7 @@ def _nests(b: _Builder, rng) -> None:
     """Carcinoma: crowded nests, cords, small tubules and cribriform nests with punched-out lumens."""
     um = b.um
     lay = b.layout
-    cx, cy = _jittered_grid(rng, b.tissue_bounds, 88 * um, 0.45)
+    cx, cy = jittered_grid(rng, b.tissue_bounds, 88 * um, 0.45)
     depth = b.at(b.tumour_in, cx, cy)
     keep = (depth > 0) & (rng.uniform(0, 1, len(cx)) < 0.93) & (b.at(lay.tissue_mask, cx, cy) > 0)
     cx, cy, depth = cx[keep], cy[keep], depth[keep]
@@ -351,8 +263,10 @@ def _nests(b: _Builder, rng) -> None:
     r = np.clip(np.minimum(r, depth + 12), 9, None)
     aspect = np.where(kind == 3, rng.uniform(3.0, 6.0, n), rng.uniform(1.0, 1.7, n))
     rx, ry = r * np.sqrt(aspect) * um, r / np.sqrt(aspect) * um
+    fit = np.minimum(1.0, (depth + 8) / 1.25 * um / np.maximum(rx, ry))  # stay inside the tumour outline
+    rx, ry = np.maximum(rx * fit, 4 * um), np.maximum(ry * fit, 4 * um)
     ang = rng.uniform(0, np.pi, n)
-    rho = _blobs(rng, n, 0.28)
+    rho = blob_profiles(rng, n, 0.28)
     # lumens: up to 8 circles per nest (cx, cy, r in level-0 pixels; r = 0 where absent)
     max_lumens = 8
     lum = np.zeros((n, max_lumens, 3))
@@ -368,31 +282,31 @@ def _nests(b: _Builder, rng) -> None:
     lum[tub, 0, 2] = np.sqrt(rx[tub] * ry[tub]) * rng.uniform(0.3, 0.5, len(tub))
     halo = rng.uniform(0, 1, n) < 0.7
     for i in range(n):
-        outer = _outline(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i])
+        outer = blob_points(cx[i], cy[i], rx[i], ry[i], ang[i], rho[i])
         gap = None
         if halo[i]:  # retraction cleft: a crescent, wider on one side
             shift = rng.uniform(2.0, 6.0) * um
             toward = rng.uniform(0, 2 * np.pi)
-            gap = _outline(cx[i] + shift * math.cos(toward), cy[i] + shift * math.sin(toward), rx[i], ry[i],
+            gap = blob_points(cx[i] + shift * math.cos(toward), cy[i] + shift * math.sin(toward), rx[i], ry[i],
                            ang[i], rho[i], 1 + 2.0 * um / np.sqrt(rx[i] * ry[i]))
         lumens = []
         for lx, ly, lr in lum[i]:
             if lr > 0:
-                lrho = _blobs(rng, 1, 0.1)[0]
-                lumens.append(_outline(lx, ly, lr, lr * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi), lrho))
+                lrho = blob_profiles(rng, 1, 0.1)[0]
+                lumens.append(blob_points(lx, ly, lr, lr * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi), lrho))
         b.add_structure(Structure(NEST, outer, e=rng.uniform(0.33, 0.38), hb=rng.uniform(0.04, 0.06),
-                                  halo=gap, lumens=tuple(lumens), lumen_e=0.02), 0)
+                                  halo=gap, lumens=tuple(lumens), lumen_e=0.02))
     # tumour nuclei: a dense jittered lattice inside each nest, none inside lumens
-    spacing = 10.5 * um
+    spacing = max(10.5 * um, 3.0)
     px, py, owner = [], [], []
     for i in range(n):
         reach = max(rx[i], ry[i]) * rho[i].max()
-        gx, gy = _jittered_grid(rng, (cx[i] - reach, cy[i] - reach, cx[i] + reach, cy[i] + reach), spacing, 0.3)
+        gx, gy = jittered_grid(rng, (cx[i] - reach, cy[i] - reach, cx[i] + reach, cy[i] + reach), spacing, 0.3)
         px.append(gx)
         py.append(gy)
         owner.append(np.full(len(gx), i))
     px, py, owner = np.concatenate(px), np.concatenate(py), np.concatenate(owner)
-    keep = _inside_blobs(px, py, owner, cx, cy, rx, ry, ang, rho, shrink=0.93)
+    keep = inside_blobs(px, py, owner, cx, cy, rx, ry, ang, rho, shrink=0.93)
     for j in range(max_lumens):
         lx, ly, lr = lum[owner, j, 0], lum[owner, j, 1], lum[owner, j, 2]
         keep &= (lr == 0) | (np.hypot(px - lx, py - ly) > lr + 3.0 * um)
@@ -421,7 +335,7 @@ def make_scene(layout: Layout, bank: SpriteBank) -> Scene:
     # draw order: by kind, then by creation order
     order = sorted(range(len(b.structures)), key=lambda i: (b.structures[i].kind, i))
     structures = [b.structures[i] for i in order]
-    bbox = np.array([b.centres[i] for i in order], np.float64).reshape(-1, 4)
+    bbox = np.array([b.bboxes[i] for i in order], np.float64).reshape(-1, 4)
     reach = float(np.max(np.maximum(bbox[:, 2] - bbox[:, 0], bbox[:, 3] - bbox[:, 1]))) / 2 + 2 if len(bbox) else 0.0
     centre_x = (bbox[:, 0] + bbox[:, 2]) / 2 if len(bbox) else np.zeros(0)
     centre_y = (bbox[:, 1] + bbox[:, 3]) / 2 if len(bbox) else np.zeros(0)

@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from core.synth.fields import pad_periodic, periodic_filtered_noise, periodic_warp
+from core.synth.fields import pad_periodic, periodic_filtered_noise, periodic_warp, upsample_periodic
 
 #: Orientation bins of oriented nuclei (spindles, flattened cells), over 0..180°.
 ANGLE_BINS = 12
 #: kind: (oriented, variants)
 KINDS = {
-    "lymph": (False, 48),
-    "fibro": (True, 8),
-    "epi": (True, 8),
+    "lymph": (False, 32),
+    "fibro": (True, 6),
+    "epi": (True, 6),
     "myo": (True, 4),
     "endo": (True, 4),
-    "tumour": (False, 384),
+    "tumour": (False, 256),
     "mitosis": (False, 16),
 }
 _SUPERSAMPLE = 4
@@ -71,7 +71,7 @@ def _render(rng, outline: np.ndarray, level: float, chromatin: float, grain_px: 
     """Rasterise one nucleus: coverage x (level x chromatin texture) + membrane rim + nucleoli."""
     reach = float(np.abs(outline).max()) + 2.0
     size = int(math.ceil(reach)) * 2 + 1
-    ss = _SUPERSAMPLE
+    ss = _SUPERSAMPLE if size < 40 else 2 if size < 100 else 1
     big = size * ss
     centre = size * ss / 2.0
     cover = np.zeros((big, big), np.uint8)
@@ -165,34 +165,32 @@ class Textures:
     fibres: list  # three fibre textures at 0°, 60°, 120°
     loose: np.ndarray  # isotropic, loose (desmoplastic / oedematous) stroma
     grain: np.ndarray  # fine multiplicative granularity for everything stained
-    noise_period: int
+    noise_period: int  # divides the tile size, so every bare-glass tile is the same
     noise_pos: np.ndarray  # uint8 scanner noise added to every pixel ...
     noise_neg: np.ndarray  # ... and subtracted
 
 
-def _upsample_periodic(tex: np.ndarray, factor: int) -> np.ndarray:
-    """Bilinear upsampling of a periodic texture that stays periodic (no seam at the wrap)."""
-    size = tex.shape[0]
-    wrapped = np.pad(tex, 1, mode="wrap")
-    big = cv2.resize(wrapped, ((size + 2) * factor, (size + 2) * factor), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(big[factor:factor + size * factor, factor:factor + size * factor])
+def render_step(tile: int) -> int:
+    """Largest divisor of the tile size up to 512: regions are rendered in chunks this big."""
+    return max(d for d in range(1, min(tile, 512) + 1) if tile % d == 0)
 
 
 def make_textures(seed: int, mpp: float, tile: int, margin: int) -> Textures:
     """Build the stroma and noise textures of a slide (deterministic in ``seed``)."""
     rng = np.random.default_rng([seed, 11])
     um = 1.0 / mpp
-    fine_period = int(2 ** math.ceil(math.log2(max(256.0, min(2048.0, 500 * um)))))
+    fine_period = int(2 ** math.ceil(math.log2(max(256.0, min(1024.0, 500 * um)))))
     # bundles and clefts are large: a longer period (drawn at half resolution) hides their repetition
     period = 2 * fine_period
-    pad = tile + 2 * margin
+    step = render_step(tile)
+    pad = step + 2 * margin
     fibres = []
     for k in range(3):
         angle = k * math.pi / 3
         fine = periodic_filtered_noise(rng, fine_period, 14 * um, 0.9 * um, angle)
         fine = np.tile(periodic_warp(rng, fine, 5 * um, 30 * um), (2, 2))
         bundle = periodic_filtered_noise(rng, fine_period, 30 * um, 4.5 * um, angle)
-        bundle = _upsample_periodic(periodic_warp(rng, bundle, 5 * um, 30 * um), 2)
+        bundle = upsample_periodic(periodic_warp(rng, bundle, 5 * um, 30 * um), 2)
         # collagen bundles with a faint fibrillar grain and occasional clefts between bundles
         tex = 1.0 + 0.17 * fine + 0.14 * bundle
         cleft = np.clip((bundle + 2.1) / 0.5, 0, 1)
@@ -203,16 +201,16 @@ def make_textures(seed: int, mpp: float, tile: int, margin: int) -> Textures:
     loose_fine = periodic_filtered_noise(rng, period_fine, 1.6 * um, 1.6 * um, 0.0)
     loose_wisp = periodic_filtered_noise(rng, period_fine, 12 * um, 1.2 * um, 0.4)
     loose_wisp = periodic_warp(rng, loose_wisp, 8 * um, 25 * um)
-    loose = np.clip(0.85 + 0.2 * loose_fine + 0.35 * loose_wisp, 0.2, 1.6)
+    loose = np.clip(0.9 + 0.15 * loose_fine + 0.2 * loose_wisp, 0.3, 1.5)
     grain = np.clip(1.0 + 0.10 * periodic_filtered_noise(rng, period_fine, 0.5 * um, 0.5 * um, 0.0), 0.7, 1.3)
-    noise = np.clip(np.round(rng.normal(0, 1.1, (tile, tile, 3))), -3, 3).astype(np.int16)
+    noise = np.clip(np.round(rng.normal(0, 1.1, (step, step, 3))), -3, 3).astype(np.int16)
     return Textures(
         period=period,
         fine_period=period_fine,
         fibres=fibres,
         loose=pad_periodic(loose.astype(np.float32), pad),
         grain=pad_periodic(grain.astype(np.float32), pad),
-        noise_period=tile,
+        noise_period=step,
         noise_pos=pad_periodic(np.clip(noise, 0, None).astype(np.uint8), pad),
         noise_neg=pad_periodic(np.clip(-noise, 0, None).astype(np.uint8), pad),
     )

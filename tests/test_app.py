@@ -1,0 +1,25 @@
+"""Starting the app as `make run` does: without a display it renders the demo window to a PNG."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_without_display_renders_a_screenshot_and_says_where(tmp_path, synthetic_slide):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), str(synthetic_slide.slide_path)], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "No display found" in result.stdout
+    shot = Path(result.stdout.strip().split()[-1])
+    assert shot.exists() and shot.is_relative_to(tmp_path / "cache")
+    image = cv2.imread(str(shot))
+    assert image.shape[0] >= 600 and image.shape[1] >= 1000
