@@ -101,12 +101,15 @@ class TileGrid:
 class TileCache:
     """A least-recently-used cache bounded by the total byte size of its values.
 
-    Thread-safe. ``sizeof(value)`` gives each value's size (``value.nbytes`` by default).
+    Thread-safe. ``sizeof(value)`` gives each value's size (``value.nbytes`` by default);
+    ``on_evict(value)`` is called for every value that leaves the cache (to recycle its memory).
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, sizeof: Callable[[Any], int] | None = None):
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, sizeof: Callable[[Any], int] | None = None,
+                 on_evict: Callable[[Any], None] | None = None):
         self.max_bytes = int(max_bytes)
         self._sizeof = sizeof or (lambda value: int(value.nbytes))
+        self._on_evict = on_evict
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -135,37 +138,57 @@ class TileCache:
 
     def put(self, key: Hashable, value: Any) -> None:
         size = self._sizeof(value)
+        gone = []
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
                 self._bytes -= old[1]
+                gone.append(old[0])
             if size > self.max_bytes:
-                return
-            self._items[key] = (value, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, (_, evicted) = self._items.popitem(last=False)
-                self._bytes -= evicted
+                gone.append(value)
+            else:
+                self._items[key] = (value, size)
+                self._bytes += size
+                gone += self._shrink_locked()
+        self._evicted(gone)
+
+    def _shrink_locked(self) -> list:
+        gone = []
+        while self._bytes > self.max_bytes and self._items:
+            _, (value, size) = self._items.popitem(last=False)
+            self._bytes -= size
+            gone.append(value)
+        return gone
+
+    def _evicted(self, values: list) -> None:
+        if self._on_evict is not None:
+            for value in values:
+                self._on_evict(value)
 
     def discard_where(self, predicate: Callable[[Hashable], bool]) -> int:
         """Drop every entry whose key matches; returns how many."""
         with self._lock:
             doomed = [k for k in self._items if predicate(k)]
+            gone = []
             for key in doomed:
-                self._bytes -= self._items.pop(key)[1]
-            return len(doomed)
+                value, size = self._items.pop(key)
+                self._bytes -= size
+                gone.append(value)
+        self._evicted(gone)
+        return len(doomed)
 
     def resize(self, max_bytes: int) -> None:
         with self._lock:
             self.max_bytes = int(max_bytes)
-            while self._bytes > self.max_bytes and self._items:
-                _, (_, evicted) = self._items.popitem(last=False)
-                self._bytes -= evicted
+            gone = self._shrink_locked()
+        self._evicted(gone)
 
     def clear(self) -> None:
         with self._lock:
+            gone = [value for value, _ in self._items.values()]
             self._items.clear()
             self._bytes = 0
+        self._evicted(gone)
 
     @property
     def nbytes(self) -> int:

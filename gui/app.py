@@ -31,6 +31,9 @@ def ensure_app(offscreen: bool = False):
 
     app = QApplication.instance()
     if app is None:
+        from core.memory import tune_allocator
+
+        tune_allocator()
         QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
         QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
         app = QApplication(sys.argv[:1])

@@ -13,7 +13,6 @@ from PyQt5.QtWidgets import (QFileDialog, QInputDialog, QLabel, QMainWindow, QMe
 from core.errors import BiopsiaError
 from core.slide import open_slide, supported_extensions
 from core.slide.settings import SlideSettingsStore, effective_mpp
-from core.tiles import TileCache
 from gui.actions import build_actions, build_menus, build_toolbar
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.info_dock import InfoDock
@@ -21,6 +20,7 @@ from gui.docks.layers_dock import LayersDock
 from gui.icons import icon
 from gui.settings import Preferences
 from gui.slide_view import SlideView
+from gui.tile_loader import TileMemory
 from gui.worker import Worker
 
 CONTROLS_HTML = """
@@ -46,7 +46,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.prefs = prefs or Preferences()
         self.slide_settings = settings_store or SlideSettingsStore()
-        self.cache = TileCache(self.prefs.cache_megabytes * 1024 * 1024)
+        self.tile_memory = TileMemory(self.prefs.cache_megabytes * 1024 * 1024)
+        self.cache = self.tile_memory.cache
         self.errors: list[str] = []  # every error shown, newest last (for the log and tests)
         self._opening: dict[str, Worker] = {}
         self.setWindowTitle("Biopsia")
@@ -117,7 +118,7 @@ class MainWindow(QMainWindow):
 
     def _on_opened(self, path: str, reader) -> None:
         mpp, source = effective_mpp(reader, self.slide_settings)
-        view = SlideView(reader, self.cache, mpp, workers=self.prefs.loader_threads)
+        view = SlideView(reader, self.tile_memory, mpp, workers=self.prefs.loader_threads)
         view.mpp_source = source
         view.grid_layer.visible = self.actions["grid"].isChecked()
         view.minimap.setVisible(False)

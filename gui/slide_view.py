@@ -7,10 +7,10 @@ from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, Q
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
 from core.slide.base import SlideReader
-from core.tiles import TileCache
 from core.viewport import Viewport, magnification_at, scale_for_magnification
 from gui.layers import GridLayer, Layer, SlideLayer
 from gui.overlays import Minimap, paint_scale_bar
+from gui.tile_loader import TileMemory
 from gui.tools import PanTool, Tool
 
 #: Zoom factor of one mouse-wheel notch or one keyboard zoom step.
@@ -34,7 +34,7 @@ class SlideView(QWidget):
     cursor_moved = pyqtSignal(object)
     sharp = pyqtSignal()
 
-    def __init__(self, reader: SlideReader, cache: TileCache, mpp: tuple[float, float] | None = None,
+    def __init__(self, reader: SlideReader, memory: TileMemory, mpp: tuple[float, float] | None = None,
                  workers: int = 2, parent: QWidget | None = None):
         super().__init__(parent)
         self.reader = reader
@@ -48,7 +48,7 @@ class SlideView(QWidget):
         self._viewport = Viewport.fit(*reader.dimensions, max(self.width(), 1), max(self.height(), 1))
         self._fitted_once = False
         self.layers: list[Layer] = []
-        self.slide_layer = SlideLayer(reader, cache, workers)
+        self.slide_layer = SlideLayer(reader, memory, workers)
         self.grid_layer = GridLayer(mpp[0] if mpp else None)
         self.add_layer(self.slide_layer)
         self.add_layer(self.grid_layer)

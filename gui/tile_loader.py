@@ -11,24 +11,57 @@ from collections import deque
 
 import cv2
 import numpy as np
+from PyQt5 import sip
 from PyQt5.QtCore import QObject, pyqtSignal
 from PyQt5.QtGui import QImage
 
+from core.buffer_pool import BufferSlot, SlabPool
 from core.errors import SlideError
 from core.slide.base import SlideReader
-from core.tiles import TileCache, TileGrid, TileKey
+from core.tiles import DEFAULT_CACHE_BYTES, DEFAULT_TILE_SIZE, TileCache, TileGrid, TileKey
 
 
 class TileImage:
-    """A decoded tile ready to paint: a QImage over a BGRA buffer it keeps alive."""
+    """A decoded tile ready to paint: a QImage over a BGRA buffer it keeps alive.
 
-    __slots__ = ("image", "buffer", "nbytes")
+    With a ``pool`` the buffer is a recycled pool slot, returned by :meth:`release`.
+    """
 
-    def __init__(self, rgb: np.ndarray):
-        self.buffer = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
-        h, w = self.buffer.shape[:2]
-        self.image = QImage(self.buffer.data, w, h, 4 * w, QImage.Format_RGB32)
-        self.nbytes = self.buffer.nbytes
+    __slots__ = ("image", "buffer", "nbytes", "_slot")
+
+    def __init__(self, rgb: np.ndarray, pool: SlabPool | None = None):
+        h, w = rgb.shape[:2]
+        self._slot: BufferSlot | None = None
+        if pool is not None and h <= pool.slot_shape[0] and w <= pool.slot_shape[1]:
+            self._slot = pool.acquire()
+            self.buffer = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA, dst=self._slot.array[:h, :w])
+        else:
+            self.buffer = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+        # A pointer, since a pool slot's rows are strided (non-contiguous for a memoryview).
+        self.image = QImage(sip.voidptr(self.buffer.ctypes.data), w, h, self.buffer.strides[0], QImage.Format_RGB32)
+        self.nbytes = pool.slot_bytes if self._slot is not None else self.buffer.nbytes
+
+    def release(self) -> None:
+        """Give the buffer back to its pool (the image must not be drawn afterwards)."""
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
+
+
+class TileMemory:
+    """The app-wide store of decoded tiles: an LRU cache bounded in bytes over recycled buffers.
+
+    Evicted tiles return their buffers to the pool, so a long session reuses the
+    same memory instead of faulting in fresh pages for every tile.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, tile_size: int = DEFAULT_TILE_SIZE):
+        self.tile_size = tile_size
+        self.pool = SlabPool((tile_size, tile_size, 4))
+        self.cache = TileCache(max_bytes, on_evict=TileImage.release)
+
+    def make_tile(self, rgb: np.ndarray) -> TileImage:
+        return TileImage(rgb, self.pool)
 
 
 class TileLoader(QObject):
@@ -41,9 +74,9 @@ class TileLoader(QObject):
     tile_loaded = pyqtSignal(object)
     tile_failed = pyqtSignal(object, str)
 
-    def __init__(self, reader: SlideReader, grid: TileGrid, cache: TileCache, workers: int = 2):
+    def __init__(self, reader: SlideReader, grid: TileGrid, memory: TileMemory, workers: int = 2):
         super().__init__()
-        self.reader, self.grid, self.cache = reader, grid, cache
+        self.reader, self.grid, self.memory, self.cache = reader, grid, memory, memory.cache
         self._pending: deque[TileKey] = deque()
         self._in_flight: set[TileKey] = set()
         self.failed: dict[TileKey, str] = {}
@@ -91,12 +124,12 @@ class TileLoader(QObject):
                 self._in_flight.add(key)
             try:
                 if self.cache.peek(key) is None:
-                    self.cache.put(key, TileImage(self._read(key)))
+                    self.cache.put(key, self.memory.make_tile(self._read(key)))
                     self.tile_loaded.emit(key)
             except SlideError as err:
                 self.failed[key] = str(err)
                 self.tile_failed.emit(key, str(err))
-            except (ValueError, RuntimeError, OSError) as err:  # closed slide, decoder errors
+            except Exception as err:  # noqa: BLE001 - decoder bugs must not kill the loader thread
                 if not self._stopping:
                     self.failed[key] = f"{self.reader.display_name}: {err}"
                     self.tile_failed.emit(key, self.failed[key])

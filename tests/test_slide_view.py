@@ -14,8 +14,8 @@ from conftest import coordinate_image
 from qt_events import drag, wheel
 from core.errors import SlideReadError
 from core.slide.array_reader import ArrayReader
-from core.tiles import TileCache
 from gui.slide_view import SlideView
+from gui.tile_loader import TileMemory
 
 
 class SlowReader(ArrayReader):
@@ -45,7 +45,7 @@ def make_view(qtbot):
     views = []
 
     def make(reader, size=(800, 600), mpp=(0.5, 0.5)):
-        view = SlideView(reader, TileCache(64 * 1024 * 1024), mpp, workers=2)
+        view = SlideView(reader, TileMemory(64 * 1024 * 1024), mpp, workers=2)
         qtbot.addWidget(view)
         view.resize(*size)
         view.show()

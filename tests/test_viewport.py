@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 
 from core.tiles import TileCache, TileGrid, TileKey
@@ -109,3 +111,35 @@ def test_cache_is_bounded_in_bytes_and_lru():
     assert cache.discard_where(lambda k: k == 2) == 1
     cache.resize(300)
     assert cache.nbytes <= 300
+
+
+def test_evicted_values_are_handed_back():
+    class Blob:
+        nbytes = 400
+
+    gone = []
+    cache = TileCache(max_bytes=1000, on_evict=gone.append)
+    blobs = [Blob() for _ in range(4)]
+    for i, blob in enumerate(blobs):
+        cache.put(i, blob)
+    assert gone == [blobs[0], blobs[1]]
+    cache.put(3, blobs[0])  # replacing a key hands back the old value
+    assert gone[-1] is blobs[3]
+    cache.clear()
+    assert set(map(id, gone)) == set(map(id, blobs)) and len(cache) == 0
+
+
+def test_slab_pool_recycles_buffers():
+    from core.buffer_pool import SlabPool
+
+    pool = SlabPool((8, 8, 4), slots_per_slab=4)
+    slots = [pool.acquire() for _ in range(5)]
+    assert pool.allocated_bytes == 2 * 4 * 256
+    for i, slot in enumerate(slots):
+        slot.array[:] = i
+    assert all(int(s.array[0, 0, 0]) == i for i, s in enumerate(slots))  # distinct memory
+    first = slots[0].array
+    slots[0].release()
+    slots[0].release()  # twice is harmless
+    again = pool.acquire()
+    assert np.shares_memory(again.array, first) and pool.allocated_bytes == 2 * 4 * 256

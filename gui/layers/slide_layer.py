@@ -9,10 +9,10 @@ from PyQt5.QtCore import QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter
 
 from core.slide.base import SlideReader
-from core.tiles import TileCache, TileGrid, TileKey, unique
+from core.tiles import TileGrid, TileKey, unique
 from core.viewport import Viewport
 from gui.layers.base import Layer
-from gui.tile_loader import TileImage, TileLoader
+from gui.tile_loader import TileImage, TileLoader, TileMemory
 from gui.worker import Worker
 
 #: Longest side of the whole-slide overview kept in memory (fallback and minimap).
@@ -31,12 +31,12 @@ class SlideLayer(Layer):
     sharp = pyqtSignal()
     tile_error = pyqtSignal(str)
 
-    def __init__(self, reader: SlideReader, cache: TileCache, workers: int = 2, tile_size: int = 512):
+    def __init__(self, reader: SlideReader, memory: TileMemory, workers: int = 2):
         super().__init__("Slide image")
         self.reader = reader
-        self.cache = cache
-        self.grid = TileGrid(tuple(reader.level_dimensions), tuple(reader.level_downsamples), tile_size)
-        self.loader = TileLoader(reader, self.grid, cache, workers)
+        self.cache = memory.cache
+        self.grid = TileGrid(tuple(reader.level_dimensions), tuple(reader.level_downsamples), memory.tile_size)
+        self.loader = TileLoader(reader, self.grid, memory, workers)
         self.loader.tile_loaded.connect(self._on_tile_loaded)
         self.loader.tile_failed.connect(self._on_tile_failed)
         self.overview: QImage | None = None
