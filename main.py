@@ -33,19 +33,22 @@ class ProgressBar:
         self.label, self.stream = label, stream
         self.start = time.monotonic()
         self._last = 0.0
+        self._tty = hasattr(stream, "isatty") and stream.isatty()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if done < total and now - self._last < 0.1:
+        if done < total and now - self._last < (0.1 if self._tty else 5.0):
             return
         self._last = now
         frac = done / total if total else 1.0
         bar = "#" * int(30 * frac)
         elapsed = now - self.start
         eta = elapsed / frac - elapsed if frac > 0 else 0
-        self.stream.write(f"\r{self.label} [{bar:<30}] {done}/{total} {elapsed:5.1f}s left {eta:5.1f}s ")
-        if done >= total:
-            self.stream.write("\n")
+        line = f"{self.label} [{bar:<30}] {done}/{total} {elapsed:5.1f}s left {eta:5.1f}s"
+        if self._tty:  # redraw in place; a log file gets one line every few seconds
+            self.stream.write(f"\r{line} " + ("\n" if done >= total else ""))
+        else:
+            self.stream.write(line + "\n")
         self.stream.flush()
 
 
@@ -135,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except BiopsiaError as err:
         print(f"biopsia: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # disk full, permission denied, missing folder: say which file
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"biopsia: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("biopsia: interrupted", file=sys.stderr)

@@ -227,6 +227,7 @@ class MainWindow(QMainWindow):
         else:
             self.info_dock.show_info(None)
         self.layers_dock.set_view(view)
+        self.setWindowTitle(f"{view.reader.display_name} — Biopsia" if view else "Biopsia")
         self.associated_dock.set_reader(view.reader if view else None)
         for name in ("close", "export_view", "zoom_in", "zoom_out", "zoom_fit", "zoom_1to1", "set_mpp"):
             self.actions[name].setEnabled(view is not None)

@@ -83,9 +83,10 @@ class Minimap(QWidget):
             sx, sy = target.width() / vp.l0_w, target.height() / vp.l0_h
             l0_x, l0_y, l0_w, l0_h = vp.visible_l0_rect()
             rect = QRectF(target.left() + l0_x * sx, target.top() + l0_y * sy, l0_w * sx, l0_h * sy)
+            whole = rect.contains(target)
             rect = rect.intersected(target)
             painter.setPen(QPen(QColor(0, 120, 255), 2))
-            painter.setBrush(QColor(0, 120, 255, 40))
+            painter.setBrush(Qt.NoBrush if whole else QColor(0, 120, 255, 40))
             painter.drawRect(rect if rect.width() >= 3 else QRectF(rect.center() - QPointF(2, 2), rect.center() + QPointF(2, 2)))
         painter.end()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PyQt5.QtCore import QRectF, Qt, pyqtSignal
+from PyQt5.QtCore import QRectF, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter
 
 from core.slide.base import SlideReader
@@ -17,6 +17,8 @@ from gui.worker import Worker
 
 #: Longest side of the whole-slide overview kept in memory (fallback and minimap).
 OVERVIEW_SIZE = 1024
+#: While tiles stream in, repaint at most this often (ms); the last tile repaints at once.
+REPAINT_BATCH_MS = 40
 
 
 class SlideLayer(Layer):
@@ -45,6 +47,10 @@ class SlideLayer(Layer):
         self._visible_keys: set[TileKey] = set()
         self._source = self._make_source()
         self._was_sharp = False
+        self._repaint_timer = QTimer(self)
+        self._repaint_timer.setSingleShot(True)
+        self._repaint_timer.setInterval(REPAINT_BATCH_MS)
+        self._repaint_timer.timeout.connect(self.changed)
         self._overview_worker = Worker(reader.get_thumbnail, (OVERVIEW_SIZE, OVERVIEW_SIZE))
         self._overview_worker.finished.connect(self._on_overview)
         self._overview_worker.failed.connect(lambda err: self.tile_error.emit(str(err)))
@@ -80,19 +86,25 @@ class SlideLayer(Layer):
         self._check_sharp()
 
     def _on_tile_loaded(self, key: TileKey) -> None:
-        if key in self._visible_keys or key.source == self._source:
-            self.changed.emit()
-        self._check_sharp()
+        if not self._check_sharp() and key in self._visible_keys and not self._repaint_timer.isActive():
+            # Batch repaints while tiles stream in: painting after every tile would take
+            # CPU from the loader threads on small machines.
+            self._repaint_timer.start()
 
     def _on_tile_failed(self, key: TileKey, message: str) -> None:
         self.tile_error.emit(message)
-        self.changed.emit()
-        self._check_sharp()
+        if not self._check_sharp():
+            self.changed.emit()
 
-    def _check_sharp(self) -> None:
+    def _check_sharp(self) -> bool:
+        """Emit ``sharp`` (and repaint at once) when the last visible tile arrived; True if so."""
         if not self._was_sharp and self._visible_keys and self.is_sharp():
             self._was_sharp = True
+            self._repaint_timer.stop()
+            self.changed.emit()
             self.sharp.emit()
+            return True
+        return False
 
     def _on_overview(self, rgb: np.ndarray) -> None:
         self._overview_buffer = TileImage(rgb)
