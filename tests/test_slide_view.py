@@ -152,8 +152,8 @@ def test_corrupt_region_is_reported_and_the_rest_still_shows(make_view, qtbot):
     messages = []
     view.slide_layer.tile_error.connect(messages.append)
     view.set_viewport(view.viewport.centred_on(1100, 600, 1.0))
-    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=5000)
-    assert messages and "broken.svs" in messages[0] and "corrupt" in messages[0]
+    qtbot.waitUntil(lambda: view.slide_layer.is_sharp() and messages, timeout=5000)
+    assert "broken.svs" in messages[0] and "corrupt" in messages[0]
     assert view.slide_layer.failed_count >= 1
     sx, sy = view.viewport.l0_to_screen(1100, 600)
     r, g, b = pixel(view, int(sx), int(sy))
@@ -166,13 +166,14 @@ def test_grid_and_scale_bar_draw(make_view, qtbot):
     white = np.full((2000, 3000, 3), 255, np.uint8)
     view = make_view(ArrayReader(white), mpp=(0.5, 0.5))
     view.set_viewport(view.viewport.centred_on(1500, 1000, 1.0))
-    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=5000)
+    qtbot.waitUntil(lambda: view.slide_layer.is_sharp() and view.minimap.isVisible(), timeout=5000)
+    # a row below the overview map and above the scale bar
     img = view.grab().toImage()
-    row = [QColor(img.pixel(x, 150)).red() for x in range(0, 800)]
+    row = [QColor(img.pixel(x, 300)).red() for x in range(0, 800)]
     assert min(row) > 250  # no grid yet
     view.grid_layer.visible = True
     img = view.grab().toImage()
-    row = [QColor(img.pixel(x, 150)).red() for x in range(0, 800)]
+    row = [QColor(img.pixel(x, 300)).red() for x in range(0, 800)]
     dark = [x for x, v in enumerate(row) if v < 200]
     assert len(dark) >= 3  # vertical grid lines cross the row
     spacing_l0 = view.grid_layer.spacing_l0(view.viewport)
