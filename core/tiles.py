@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
+from core.slide.base import best_level_for_downsample
 from core.viewport import Viewport
 
 DEFAULT_TILE_SIZE = 512
@@ -37,12 +38,8 @@ class TileGrid:
     tile_size: int = DEFAULT_TILE_SIZE
 
     def level_for_downsample(self, downsample: float) -> int:
-        """Finest level that is not finer than needed (so tiles are drawn at scale ≤ 1)."""
-        best = 0
-        for level, lv_ds in enumerate(self.level_downsamples):
-            if lv_ds <= downsample * 1.001:
-                best = level
-        return best
+        """Coarsest level still at least as fine as the view (so tiles are drawn at scale ≤ 1)."""
+        return best_level_for_downsample(self.level_downsamples, downsample)
 
     def tile_counts(self, level: int) -> tuple[int, int]:
         lv_w, lv_h = self.level_dimensions[level]

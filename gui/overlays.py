@@ -87,7 +87,9 @@ class Minimap(QWidget):
             rect = rect.intersected(target)
             painter.setPen(QPen(QColor(0, 120, 255), 2))
             painter.setBrush(Qt.NoBrush if whole else QColor(0, 120, 255, 40))
-            painter.drawRect(rect if rect.width() >= 3 else QRectF(rect.center() - QPointF(2, 2), rect.center() + QPointF(2, 2)))
+            if rect.width() < 3:  # deep zoom: a marker that stays visible
+                rect = QRectF(rect.center() - QPointF(2, 2), rect.center() + QPointF(2, 2))
+            painter.drawRect(rect)
         painter.end()
 
     def _emit_move(self, event: QMouseEvent) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from PyQt5.QtCore import QMimeData, QPoint, Qt, QUrl
 from PyQt5.QtGui import QColor, QDropEvent
-from PyQt5.QtWidgets import QApplication
 
 from gui.main_window import MainWindow
 from gui.slide_view import SlideView

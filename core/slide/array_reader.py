@@ -56,8 +56,10 @@ class ArrayReader(SlideReader):
     ):
         super().__init__(path)
         self._levels = build_pyramid(as_rgb(rgb))
-        # Kept apart from the pixels so that a closed reader still reports its shape.
-        self._dims = tuple((lv.shape[1], lv.shape[0]) for lv in self._levels)
+        # Sizes are kept apart from the pixels so that a closed reader still reports its shape.
+        self._level_dimensions = tuple((lv.shape[1], lv.shape[0]) for lv in self._levels)
+        l0_w, l0_h = self._level_dimensions[0]
+        self._level_downsamples = tuple((l0_w / lv_w + l0_h / lv_h) / 2 for lv_w, lv_h in self._level_dimensions)
         self._mpp = mpp
         self._objective = objective_power
         self._vendor = vendor
@@ -66,40 +68,11 @@ class ArrayReader(SlideReader):
         self._icc = icc_profile
 
     @property
-    def level_dimensions(self):
-        return self._dims
-
-    @property
-    def level_downsamples(self):
-        l0_w, l0_h = self.dimensions
-        return tuple((l0_w / lv_w + l0_h / lv_h) / 2 for lv_w, lv_h in self.level_dimensions)
-
-    @property
-    def mpp(self):
-        return self._mpp
-
-    @property
-    def objective_power(self):
-        return self._objective
-
-    @property
-    def vendor(self):
-        return self._vendor
-
-    @property
-    def properties(self):
-        return self._properties
-
-    @property
     def associated_image_names(self):
         return tuple(self._associated)
 
     def associated_image(self, name):
         return self._associated[name]
-
-    @property
-    def icc_profile(self):
-        return self._icc
 
     def _read_region_raw(self, l0_x, l0_y, level, lv_w, lv_h):
         ds = self.level_downsamples[level]

@@ -69,36 +69,46 @@ class SlideReader(abc.ABC):
         self._usage = threading.Condition()
         self._active_reads = 0
 
-    # -- metadata each backend provides ---------------------------------
+    # -- metadata each backend sets in its __init__ ------------------------
+    #: (width, height) of each level, level 0 first.
+    _level_dimensions: tuple[tuple[int, int], ...] = ()
+    #: Downsample factor of each level relative to level 0.
+    _level_downsamples: tuple[float, ...] = ()
+    _mpp: tuple[float, float] | None = None
+    _objective: float | None = None
+    _vendor: str = "unknown"
+    _properties: Mapping[str, str] = {}
+    _icc: bytes | None = None
+
     @property
-    @abc.abstractmethod
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         """(width, height) of each level, level 0 first."""
+        return self._level_dimensions
 
     @property
-    @abc.abstractmethod
     def level_downsamples(self) -> tuple[float, ...]:
         """Downsample factor of each level relative to level 0."""
+        return self._level_downsamples
 
     @property
-    @abc.abstractmethod
     def mpp(self) -> tuple[float, float] | None:
         """Micrometres per level-0 pixel (x, y), or None when the file does not say."""
+        return self._mpp
 
     @property
-    @abc.abstractmethod
     def objective_power(self) -> float | None:
         """Scanner objective magnification (e.g. 20 or 40), or None when unknown."""
+        return self._objective
 
     @property
-    @abc.abstractmethod
     def vendor(self) -> str:
         """Format or scanner vendor, e.g. ``aperio``, ``hamamatsu``, ``ome-tiff``, ``png``."""
+        return self._vendor
 
     @property
-    @abc.abstractmethod
     def properties(self) -> Mapping[str, str]:
         """Every metadata key/value pair the file carries."""
+        return self._properties
 
     @property
     def associated_image_names(self) -> tuple[str, ...]:
@@ -112,7 +122,7 @@ class SlideReader(abc.ABC):
     @property
     def icc_profile(self) -> bytes | None:
         """The embedded ICC colour profile, if any."""
-        return None
+        return self._icc
 
     @abc.abstractmethod
     def _read_region_raw(self, l0_x: int, l0_y: int, level: int, lv_w: int, lv_h: int) -> np.ndarray:
@@ -180,11 +190,7 @@ class SlideReader(abc.ABC):
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The finest level whose downsample does not exceed ``downsample``."""
-        best = 0
-        for level, lv_ds in enumerate(self.level_downsamples):
-            if lv_ds <= downsample * 1.001:
-                best = level
-        return best
+        return best_level_for_downsample(self.level_downsamples, downsample)
 
     def get_thumbnail(self, max_size: tuple[int, int] = (512, 512)) -> np.ndarray:
         """The whole slide fitted into ``max_size`` (width, height), aspect kept."""
@@ -322,6 +328,15 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     rgb = rgba[:, :, :3].astype(np.uint16)
     # Rounded integer form of rgb * a + 255 * (1 - a), with a in [0, 1].
     return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def best_level_for_downsample(level_downsamples, downsample: float) -> int:
+    """Index of the coarsest level still at least as fine as ``downsample`` (so it is drawn at scale ≤ 1)."""
+    best = 0
+    for level, lv_ds in enumerate(level_downsamples):
+        if lv_ds <= downsample * 1.001:  # tolerate rounding in stored downsamples
+            best = level
+    return best
 
 
 def white_canvas(lv_w: int, lv_h: int) -> np.ndarray:

@@ -8,7 +8,6 @@ handle fails too, so the messages below say so and suggest reopening.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -59,8 +58,8 @@ class OpenSlideReader(SlideReader):
             raise SlideError(path, f"could not open the file: {err.strerror or err}") from None
         props = self._slide.properties
         self._properties = dict(props)
-        self._levels = tuple(tuple(int(v) for v in dims) for dims in self._slide.level_dimensions)
-        self._downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        self._level_dimensions = tuple(tuple(int(v) for v in dims) for dims in self._slide.level_dimensions)
+        self._level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
         self._mpp = plausible_mpp(_float(props.get(openslide.PROPERTY_NAME_MPP_X)),
                                   _float(props.get(openslide.PROPERTY_NAME_MPP_Y)))
         objective = _float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
@@ -82,38 +81,9 @@ class OpenSlideReader(SlideReader):
             return None
         return profile.tobytes() if profile is not None else None
 
-    # -- metadata ----------------------------------------------------------
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._levels
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._downsamples
-
-    @property
-    def mpp(self) -> tuple[float, float] | None:
-        return self._mpp
-
-    @property
-    def objective_power(self) -> float | None:
-        return self._objective
-
-    @property
-    def vendor(self) -> str:
-        return self._vendor
-
-    @property
-    def properties(self) -> Mapping[str, str]:
-        return self._properties
-
     @property
     def associated_image_names(self) -> tuple[str, ...]:
         return self._associated_names
-
-    @property
-    def icc_profile(self) -> bytes | None:
-        return self._icc
 
     def associated_image(self, name: str) -> np.ndarray:
         """An associated image (``label``, ``macro``, ``thumbnail``...) as (h, w, 3) uint8 RGB on white.

@@ -12,7 +12,6 @@ import struct
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import tifffile
@@ -87,7 +86,8 @@ class TiffFileReader(SlideReader):
             raise SlideError(self.path, "the TIFF holds no image")
         self._planes: list[Plane] = find_planes(self.path, tif.series[0])
         l0_w, l0_h = self._planes[0].width, self._planes[0].height
-        self._downsamples = tuple((l0_w / p.width + l0_h / p.height) / 2 for p in self._planes)
+        self._level_dimensions = tuple((p.width, p.height) for p in self._planes)
+        self._level_downsamples = tuple((l0_w / p.width + l0_h / p.height) / 2 for p in self._planes)
         meta = tiff_metadata(tif, self._planes[0].pages[0])
         self._vendor = meta.vendor
         self._mpp = plausible_mpp(*meta.mpp) if meta.mpp else None
@@ -126,34 +126,6 @@ class TiffFileReader(SlideReader):
 
     # -- metadata ----------------------------------------------------------
     @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return tuple((p.width, p.height) for p in self._planes)
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._downsamples
-
-    @property
-    def mpp(self) -> tuple[float, float] | None:
-        return self._mpp
-
-    @property
-    def objective_power(self) -> float | None:
-        return self._objective
-
-    @property
-    def vendor(self) -> str:
-        return self._vendor
-
-    @property
-    def properties(self) -> Mapping[str, str]:
-        return self._properties
-
-    @property
-    def icc_profile(self) -> bytes | None:
-        return self._icc
-
-    @property
     def associated_image_names(self) -> tuple[str, ...]:
         return tuple(self._associated)
 
@@ -182,7 +154,7 @@ class TiffFileReader(SlideReader):
     # -- pixels --------------------------------------------------------------
     def _read_region_raw(self, l0_x: int, l0_y: int, level: int, lv_w: int, lv_h: int) -> np.ndarray:
         plane = self._planes[level]
-        ds = self._downsamples[level]
+        ds = self._level_downsamples[level]
         lv_x, lv_y = int(l0_x // ds), int(l0_y // ds)
         canvas = white_canvas(lv_w, lv_h)
         x0, y0 = max(lv_x, 0), max(lv_y, 0)
