@@ -122,7 +122,7 @@ def _run(args) -> int:
     from gui.app import run_gui
 
     if args.command == "demo":
-        return run_gui([], demo=True)
+        return run_gui([], demo=True, progress=ProgressBar("demo slide"))
     return run_gui(list(getattr(args, "slides", []) or []))
 
 

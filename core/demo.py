@@ -16,10 +16,15 @@ def demo_slide_path() -> Path:
     return cache_dir() / "demo" / f"demo-case-seed{DEMO_SEED}.tiff"
 
 
+def demo_slide_exists() -> bool:
+    path = demo_slide_path()
+    return path.exists() and path.with_suffix(".geojson").exists()
+
+
 def ensure_demo_slide(progress: Callable[[int, int], None] | None = None) -> Path:
     """The demo slide's path, generating it (and its ``.geojson`` tumour marks) if missing."""
     path = demo_slide_path()
-    if path.exists() and path.with_suffix(".geojson").exists():
+    if demo_slide_exists():
         return path
     from core.synth import write_synthetic_slide
 

@@ -106,25 +106,36 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
         window.deleteLater()
 
 
-def run_gui(paths: list[str], demo: bool = False) -> int:
-    """The interactive application. Without a display it saves a screenshot instead and says where."""
+def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int], None] | None = None) -> int:
+    """The interactive application. Without a display it saves a screenshot instead and says where.
+
+    ``progress`` reports the demo slide's generation (first run only) when there is no window to show it.
+    """
+    from core.demo import demo_slide_exists, ensure_demo_slide
+
     if not has_display():
-        from core.demo import ensure_demo_slide
         from core.paths import cache_dir
 
-        slide = paths[0] if paths else str(ensure_demo_slide())
+        if not paths and not demo_slide_exists():
+            print("Making the demo slide (first run only)…", file=sys.stderr)
+        slide = paths[0] if paths else str(ensure_demo_slide(progress))
         out = cache_dir() / "screenshots" / f"{Path(slide).stem}.png"
         render_screenshot(slide, out, mag=None)
         print(f"No display found: rendered the window offscreen to {out}")
         return 0
     app = ensure_app()
     from gui.main_window import MainWindow
+    from gui.worker import Worker
 
     window = MainWindow()
     window.show()
-    if demo:
-        from core.demo import ensure_demo_slide
-
-        paths = [str(ensure_demo_slide())] + list(paths)
     window.open_paths(paths)
+    if demo:
+        # Generated off the GUI thread on first use, with progress in the status bar.
+        worker = Worker(ensure_demo_slide)
+        worker.progress.connect(lambda done, total: window.statusBar().showMessage(
+            f"Making the demo slide (first run only): {100 * done // max(total, 1)}%"))
+        worker.finished.connect(window.open_slide)
+        worker.failed.connect(lambda err: window.show_error("Could not make the demo slide", str(err)))
+        worker.start()
     return app.exec_()

@@ -23,3 +23,20 @@ def test_run_without_display_renders_a_screenshot_and_says_where(tmp_path, synth
     assert shot.exists() and shot.is_relative_to(tmp_path / "cache")
     image = cv2.imread(str(shot))
     assert image.shape[0] >= 600 and image.shape[1] >= 1000
+
+
+def test_demo_case_is_made_on_first_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo"], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "Making the demo slide" in result.stderr
+    demo = list((tmp_path / "cache" / "biopsia" / "demo").glob("*.tiff"))
+    assert len(demo) == 1 and demo[0].with_suffix(".geojson").exists()
+    shot = Path(result.stdout.strip().split()[-1])
+    assert shot.exists()
+    # a second run reuses the slide
+    again = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo"], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
+    assert again.returncode == 0 and "Making the demo slide" not in again.stderr
