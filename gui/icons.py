@@ -5,9 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import sys
+
 from PyQt5.QtGui import QIcon
 
-ICON_DIR = Path(__file__).resolve().parent.parent / "icons"
+# In a checkout the icons sit beside gui/; `pip install .` puts them in <prefix>/share/biopsia/icons.
+_CANDIDATES = (Path(__file__).resolve().parent.parent / "icons", Path(sys.prefix) / "share" / "biopsia" / "icons")
+ICON_DIR = next((d for d in _CANDIDATES if d.is_dir()), _CANDIDATES[0])
 
 
 @lru_cache(maxsize=None)
