@@ -6,6 +6,11 @@
     biopsia info SLIDE [--json]         print a slide's metadata
     biopsia screenshot SLIDE --out PNG  render the window offscreen
     biopsia synth OUT.tiff              write a synthetic slide with known tumour
+    biopsia annotations convert IN OUT  convert QuPath GeoJSON / ASAP XML / ImageScope XML
+    biopsia annotations mask SLIDE ANNOTATIONS --level N --out PNG
+                                        write a label mask of the annotations at a level
+    biopsia import-marked ORIGINAL MARKED --out A.geojson
+                                        annotations from a pen-marked copy of a slide
 
 This file only parses the command line and hands over to ``core`` or ``gui``.
 """
@@ -18,7 +23,7 @@ import os
 import sys
 import time
 
-COMMANDS = ("info", "screenshot", "synth", "demo", "gui")
+COMMANDS = ("info", "screenshot", "synth", "annotations", "import-marked", "demo", "gui")
 
 
 def _set_thread_defaults() -> None:
@@ -90,7 +95,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=30000)
     p.add_argument("--mpp", type=float, default=0.5, help="micrometres per pixel (default 0.5, i.e. 20x)")
     p.add_argument("--svs", action="store_true", help="Aperio SVS layout with label and macro images")
+
+    p = sub.add_parser("annotations", help="convert annotation files, or draw them as a mask")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("convert", help="convert between QuPath GeoJSON, ASAP XML and ImageScope XML "
+                           "(by extension; .xml is written as ASAP unless --format imagescope)")
+    a.add_argument("input", help=".geojson, .json or .xml file to read")
+    a.add_argument("output", help="file to write")
+    a.add_argument("--format", choices=("geojson", "asap", "imagescope"), help="output format (default: by extension)")
+    a = actions.add_parser("mask", help="write the annotations as a PNG mask at one pyramid level: with --class, "
+                           "255 inside that class; otherwise class i of n (in file order, from 1) is i * (255 // n)")
+    a.add_argument("slide", help="the slide the annotations belong to (for its level sizes)")
+    a.add_argument("annotations", help=".geojson or .xml annotation file")
+    a.add_argument("--level", type=int, default=0, help="pyramid level (default 0)")
+    a.add_argument("--out", required=True, help="PNG file to write")
+    a.add_argument("--class", dest="class_name", help="only this class (binary mask)")
+
+    p = sub.add_parser("import-marked", help="annotations from a copy of a slide a doctor marked with a pen")
+    p.add_argument("original", help="the slide (or its unmarked image)")
+    p.add_argument("marked", help="the marked copy (PNG or JPEG, may be downscaled)")
+    p.add_argument("--out", required=True, help="annotation file to write (.geojson or .xml)")
+    p.add_argument("--class", dest="class_name", default="Tumour", help="class of the marked regions (default Tumour)")
     return parser
+
+
+def _annotations(args) -> int:
+    from core.annotations.formats import read_annotations, write_annotations
+
+    if args.action == "convert":
+        found = read_annotations(args.input)
+        for warning in found.warnings:
+            print(f"biopsia: warning: {warning}", file=sys.stderr)
+        write_annotations(args.output, found.annotations, found.classes, format=args.format)
+        print(f"{args.output} ({len(found.annotations)} annotations)")
+        return 0
+    import cv2
+
+    from core.annotations.masks import rasterise
+    from core.errors import BiopsiaError
+    from core.slide import open_slide
+
+    with open_slide(args.slide) as reader:
+        if not 0 <= args.level < reader.level_count:
+            raise BiopsiaError(f"{args.slide}: no level {args.level} (the slide has levels 0 to {reader.level_count - 1})")
+        l0_w, l0_h = reader.dimensions
+        lv_w, lv_h = reader.level_dimensions[args.level]
+    found = read_annotations(args.annotations)
+    for warning in found.warnings:
+        print(f"biopsia: warning: {warning}", file=sys.stderr)
+    downsample = max(l0_w / lv_w, l0_h / lv_h)
+    window = (0, 0, lv_w, lv_h)
+    names = [args.class_name] if args.class_name else [c.name for c in found.classes]
+    step = 255 // max(1, len(names))  # class i of n (from 1) is drawn as i * (255 // n), to be visible
+    values = {name: (i + 1) * step for i, name in enumerate(names)}
+    try:
+        mask = rasterise(found.annotations, None, l0_w, l0_h, downsample, values, window=window)
+    except ValueError as err:
+        raise BiopsiaError(f"{args.slide}: level {args.level}: {err}") from err
+    legend = ", ".join(f"{name}={value}" for name, value in values.items())
+    ok, data = cv2.imencode(".png", mask)
+    if not ok:
+        raise BiopsiaError(f"{args.out}: could not encode the mask as PNG")
+    from core.atomic import atomic_write_bytes
+
+    atomic_write_bytes(args.out, data.tobytes())
+    print(f"{args.out} ({lv_w} x {lv_h}; {legend})")
+    return 0
 
 
 def _run(args) -> int:
@@ -118,6 +188,20 @@ def _run(args) -> int:
                                        mpp=args.mpp, svs=args.svs or args.out.lower().endswith(".svs"),
                                        progress=ProgressBar("synth"))
         print(f"{result.slide_path}\n{result.geojson_path} ({len(result.tumour_polygons)} tumour regions)")
+        return 0
+    if args.command == "annotations":
+        return _annotations(args)
+    if args.command == "import-marked":
+        from core.annotations.formats import write_annotations
+        from core.annotations.marked import import_marked
+        from core.annotations.model import DEFAULT_CLASSES
+
+        color = next((c.color for c in DEFAULT_CLASSES if c.name == args.class_name), (220, 30, 30))
+        found = import_marked(args.original, args.marked, class_name=args.class_name, color=color)
+        for warning in found.warnings:
+            print(f"biopsia: warning: {warning}", file=sys.stderr)
+        write_annotations(args.out, found.annotations, found.classes)
+        print(f"{args.out} ({len(found.annotations)} regions)")
         return 0
     from gui.app import run_gui
 

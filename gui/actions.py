@@ -78,6 +78,8 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
     file_menu.addSeparator()
     file_menu.addAction(a["quit"])
 
+    win.edit_menu = bar.addMenu("&Edit")  # filled by gui/annotate.py
+
     view_menu = bar.addMenu("&View")
     for name in ("zoom_in", "zoom_out", "zoom_fit", "zoom_1to1"):
         view_menu.addAction(a[name])
@@ -92,6 +94,8 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
 
     slide_menu = bar.addMenu("&Slide")
     slide_menu.addAction(a["set_mpp"])
+
+    win.tools_menu = bar.addMenu("&Tools")  # filled by gui/annotate.py
 
     settings_menu = bar.addMenu("S&ettings")
     settings_menu.addAction(a["cache"])

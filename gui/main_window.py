@@ -14,6 +14,7 @@ from core.errors import BiopsiaError
 from core.slide import open_slide, supported_extensions
 from core.slide.settings import SlideSettingsStore, effective_mpp
 from gui.actions import build_actions, build_menus, build_toolbar
+from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML, AnnotationController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.info_dock import InfoDock
 from gui.docks.layers_dock import LayersDock
@@ -80,7 +81,12 @@ class MainWindow(QMainWindow):
         self.actions = build_actions(self)
         build_menus(self, self.actions)
         self.addToolBar(build_toolbar(self, self.actions))
-        for dock in (self.info_dock, self.layers_dock, self.associated_dock):
+        self.annotate = AnnotationController(self)  # tools, undo per slide, Annotate toolbar, annotations dock
+        self.addToolBar(self.annotate.toolbar)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.annotate.dock)
+        self.tabifyDockWidget(self.layers_dock, self.annotate.dock)
+        self.annotate.dock.raise_()
+        for dock in (self.info_dock, self.layers_dock, self.annotate.dock, self.associated_dock):
             self.docks_menu.addAction(dock.toggleViewAction())
         self.associated_dock.toggleViewAction().setIcon(icon("label"))
         self._refresh_recent_menu()
@@ -120,6 +126,7 @@ class MainWindow(QMainWindow):
         mpp, source = effective_mpp(reader, self.slide_settings)
         view = SlideView(reader, self.tile_memory, mpp, workers=self.prefs.loader_threads)
         view.mpp_source = source
+        self.annotate.view_opened(view)
         view.grid_layer.visible = self.actions["grid"].isChecked()
         view.minimap.setVisible(False)
         view.show_scale_bar = self.actions["scale_bar"].isChecked()
@@ -227,6 +234,7 @@ class MainWindow(QMainWindow):
         else:
             self.info_dock.show_info(None)
         self.layers_dock.set_view(view)
+        self.annotate.set_view(view)
         self.setWindowTitle(f"{view.reader.display_name} — Biopsia" if view else "Biopsia")
         self.associated_dock.set_reader(view.reader if view else None)
         for name in ("close", "export_view", "zoom_in", "zoom_out", "zoom_fit", "zoom_1to1", "set_mpp"):
@@ -343,7 +351,7 @@ class MainWindow(QMainWindow):
 
     # -- help ----------------------------------------------------------------------------
     def show_controls(self) -> None:
-        QMessageBox.information(self, "Mouse and keyboard", CONTROLS_HTML)
+        QMessageBox.information(self, "Mouse and keyboard", CONTROLS_HTML + ANNOTATE_HTML)
 
     def show_about(self) -> None:
         from core import __version__

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QPoint, Qt, pyqtSignal
-from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QResizeEvent, QWheelEvent
-from PyQt5.QtWidgets import QSizePolicy, QWidget
+from typing import Iterable
 
+from PyQt5.QtCore import QEvent, QPoint, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QResizeEvent, QWheelEvent
+from PyQt5.QtWidgets import QSizePolicy, QUndoStack, QWidget
+
+from core.annotations import AnnotationStore
+from core.annotations.store import ClassesEdit, Edit
 from core.slide.base import SlideReader
 from core.viewport import Viewport, magnification_at, scale_for_magnification
-from gui.layers import GridLayer, Layer, SlideLayer
+from gui.layers import AnnotationLayer, GridLayer, Layer, SlideLayer
 from gui.overlays import Minimap, paint_scale_bar
 from gui.tile_loader import TileMemory
 from gui.tools import PanTool, Tool
+from gui.undo import push_edit
 
 #: Zoom factor of one mouse-wheel notch or one keyboard zoom step.
 ZOOM_STEP = 1.25
@@ -28,11 +33,21 @@ class SlideView(QWidget):
     viewport_changed(Viewport)
     cursor_moved(object)  # (l0_x, l0_y) or None when the cursor leaves
     sharp()               # every visible tile is at its proper resolution
+    selection_changed(object)      # frozenset of selected annotation ids
+    annotations_replaced(object)   # a new AnnotationStore was set
+    current_class_changed(str)
+    tool_changed(object)
+    annotations_edited(object)     # an Edit or ClassesEdit was applied to the store
     """
 
     viewport_changed = pyqtSignal(object)
     cursor_moved = pyqtSignal(object)
     sharp = pyqtSignal()
+    selection_changed = pyqtSignal(object)
+    annotations_replaced = pyqtSignal(object)
+    current_class_changed = pyqtSignal(str)
+    tool_changed = pyqtSignal(object)
+    annotations_edited = pyqtSignal(object)
 
     def __init__(self, reader: SlideReader, memory: TileMemory, mpp: tuple[float, float] | None = None,
                  workers: int = 2, parent: QWidget | None = None):
@@ -50,7 +65,15 @@ class SlideView(QWidget):
         self.layers: list[Layer] = []
         self.slide_layer = SlideLayer(reader, memory, workers)
         self.grid_layer = GridLayer(mpp[0] if mpp else None)
+        # Annotations: level-0 marks with per-slide undo; set `annotations` from outside to load a slide's marks.
+        self._annotations = AnnotationStore()
+        self._annotations.add_listener(self._on_annotations_edited)
+        self._selection: frozenset[str] = frozenset()
+        self._current_class = self._annotations.classes[0].name
+        self.undo_stack = QUndoStack(self)
+        self.annotation_layer = AnnotationLayer(self._annotations)
         self.add_layer(self.slide_layer)
+        self.add_layer(self.annotation_layer)
         self.add_layer(self.grid_layer)
         self.slide_layer.sharp.connect(self.sharp)
         self.minimap = Minimap(self)
@@ -125,6 +148,55 @@ class SlideView(QWidget):
         self.update()
         self.viewport_changed.emit(self._viewport)
 
+    # -- annotations ---------------------------------------------------------------------
+    @property
+    def annotations(self) -> AnnotationStore:
+        return self._annotations
+
+    @annotations.setter
+    def annotations(self, store: AnnotationStore) -> None:
+        """Show ``store`` (a slide's marks); the undo history and selection start afresh."""
+        self._annotations.remove_listener(self._on_annotations_edited)
+        self._annotations = store
+        store.add_listener(self._on_annotations_edited)
+        self.undo_stack.clear()
+        self.annotation_layer.set_store(store)
+        self.selection = ()
+        if store.class_named(self._current_class) is None and store.classes:
+            self.current_class = store.classes[0].name
+        self.annotations_replaced.emit(store)
+
+    def apply_edit(self, edit: Edit | ClassesEdit) -> bool:
+        """Apply an edit through the undo stack; empty edits are dropped. True when applied."""
+        return push_edit(self.undo_stack, self._annotations, edit)
+
+    @property
+    def selection(self) -> frozenset[str]:
+        return self._selection
+
+    @selection.setter
+    def selection(self, ids: Iterable[str]) -> None:
+        ids = frozenset(i for i in ids if i in self._annotations)
+        if ids != self._selection:
+            self._selection = ids
+            self.annotation_layer.set_selection(ids)
+            self.selection_changed.emit(ids)
+
+    @property
+    def current_class(self) -> str:
+        """The class new marks get."""
+        return self._current_class
+
+    @current_class.setter
+    def current_class(self, name: str) -> None:
+        if name != self._current_class:
+            self._current_class = name
+            self.current_class_changed.emit(name)
+
+    def _on_annotations_edited(self, edit) -> None:
+        self.selection = self._selection  # forget deleted ones
+        self.annotations_edited.emit(edit)
+
     # -- tools -------------------------------------------------------------------------
     @property
     def tool(self) -> Tool:
@@ -134,6 +206,8 @@ class SlideView(QWidget):
         self._tool.deactivate(self)
         self._tool = tool
         tool.activate(self)
+        self.update()
+        self.tool_changed.emit(tool)
 
     # -- Qt events -----------------------------------------------------------------------
     def resizeEvent(self, event: QResizeEvent) -> None:
@@ -159,6 +233,9 @@ class SlideView(QWidget):
         painter.end()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
+        if self._tool.wheel(event):
+            event.accept()
+            return
         notches = event.angleDelta().y() / 120.0
         if notches:
             pos = event.pos()
@@ -200,6 +277,12 @@ class SlideView(QWidget):
         self.cursor_moved.emit(None)
         super().leaveEvent(event)
 
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.ShortcutOverride and self._tool.wants_key(event):
+            event.accept()  # the tool takes this key before the window's shortcuts
+            return True
+        return super().event(event)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if self._tool.key_press(event):
             return
@@ -230,6 +313,7 @@ class SlideView(QWidget):
 
     def close_view(self) -> None:
         """Stop loading, release the tiles, close the slide."""
+        self._annotations.remove_listener(self._on_annotations_edited)
         for layer in self.layers:
             layer.dispose()
         self.reader.close()

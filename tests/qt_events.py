@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
-from PyQt5.QtGui import QMouseEvent, QWheelEvent
+from PyQt5.QtGui import QKeyEvent, QMouseEvent, QWheelEvent
 from PyQt5.QtWidgets import QApplication
 
 
@@ -25,4 +25,44 @@ def wheel(widget, pos: QPoint, notches: float) -> None:
     """Turn the mouse wheel by ``notches`` (positive: away from the user, zoom in) over ``pos``."""
     event = QWheelEvent(QPointF(pos), QPointF(widget.mapToGlobal(pos)), QPoint(0, 0), QPoint(0, int(120 * notches)),
                         Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def click(widget, pos: QPoint, button=Qt.LeftButton, modifiers=Qt.NoModifier) -> None:
+    """Press and release at ``pos``."""
+    _send(widget, QEvent.MouseButtonPress, pos, button, button, modifiers)
+    _send(widget, QEvent.MouseButtonRelease, pos, button, Qt.NoButton, modifiers)
+
+
+def double_click(widget, pos: QPoint, button=Qt.LeftButton, modifiers=Qt.NoModifier) -> None:
+    """What Qt delivers for a double-click: press, release, double-click, release."""
+    click(widget, pos, button, modifiers)
+    _send(widget, QEvent.MouseButtonDblClick, pos, button, button, modifiers)
+    _send(widget, QEvent.MouseButtonRelease, pos, button, Qt.NoButton, modifiers)
+
+
+def move(widget, pos: QPoint, buttons=Qt.NoButton, modifiers=Qt.NoModifier) -> None:
+    """Move the cursor to ``pos`` (hovering unless ``buttons`` are held)."""
+    _send(widget, QEvent.MouseMove, pos, Qt.NoButton, buttons, modifiers)
+
+
+def drag_path(widget, points, button=Qt.LeftButton, modifiers=Qt.NoModifier) -> None:
+    """Press at the first point, move through the others with the button held, release at the last."""
+    points = [QPoint(*p) if not isinstance(p, QPoint) else p for p in points]
+    _send(widget, QEvent.MouseButtonPress, points[0], button, button, modifiers)
+    for p in points[1:]:
+        _send(widget, QEvent.MouseMove, p, Qt.NoButton, button, modifiers)
+    _send(widget, QEvent.MouseButtonRelease, points[-1], button, Qt.NoButton, modifiers)
+
+
+def key(widget, key_code, modifiers=Qt.NoModifier, text: str = "") -> None:
+    """A key press and release sent straight to ``widget`` (its shortcuts are not consulted)."""
+    for kind in (QEvent.KeyPress, QEvent.KeyRelease):
+        QApplication.sendEvent(widget, QKeyEvent(kind, key_code, modifiers, text))
+
+
+def ctrl_wheel(widget, pos: QPoint, notches: float) -> None:
+    """The wheel turned with Ctrl held."""
+    event = QWheelEvent(QPointF(pos), QPointF(widget.mapToGlobal(pos)), QPoint(0, 0), QPoint(0, int(120 * notches)),
+                        Qt.NoButton, Qt.ControlModifier, Qt.NoScrollPhase, False)
     QApplication.sendEvent(widget, event)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import math
 import numbers
 import os
@@ -13,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from shapely.geometry import MultiPolygon, Polygon, mapping
-from shapely.geometry.polygon import orient
+from shapely.geometry import MultiPolygon, Polygon
 
+from core.annotations.formats import write_annotations
+from core.annotations.model import Annotation, AnnotationClass
 from core.errors import BiopsiaError
 from core.synth.layout import make_layout
 from core.synth.pyramid import Cancelled, PyramidSpec, PyramidWriter
@@ -25,7 +25,7 @@ from core.synth.sprites import make_sprite_bank, make_textures
 
 MIN_SIDE, MAX_SIDE = 256, 200_000
 SUFFIXES = (".tif", ".tiff", ".svs")
-TUMOUR_CLASS = {"name": "Tumour", "color": [200, 0, 0]}
+TUMOUR_CLASS = AnnotationClass("Tumour", (200, 0, 0))
 _UUID_NAMESPACE = uuid.UUID("5b0f4f7e-5d7c-4a53-9a59-2d1c1c6f8b10")
 
 
@@ -90,32 +90,17 @@ def _polygon_parts(geom) -> list[Polygon]:
     return [g for g in getattr(geom, "geoms", []) if isinstance(g, Polygon) and not g.is_empty]
 
 
-def tumour_feature_collection(regions, seed: int) -> dict:
-    """QuPath-compatible GeoJSON of tumour regions (level-0 pixel coordinates, closed rings)."""
-    features = []
+def tumour_annotations(regions, seed: int) -> list[Annotation]:
+    """Tumour regions as annotations with ids that depend only on the seed (level-0 pixels)."""
+    annotations = []
     for i, region in enumerate(regions):
-        parts = [orient(p, 1.0) for p in _polygon_parts(region)]
+        parts = _polygon_parts(region)
         if not parts:
             continue
         geom = parts[0] if len(parts) == 1 else MultiPolygon(parts)
-        geometry = json.loads(json.dumps(mapping(geom)))  # tuples -> lists
-        features.append({
-            "type": "Feature",
-            "id": str(uuid.uuid5(_UUID_NAMESPACE, f"synthetic-{seed}-tumour-{i}")),
-            "geometry": _rounded(geometry),
-            "properties": {"objectType": "annotation", "classification": dict(TUMOUR_CLASS), "isLocked": False},
-        })
-    return {"type": "FeatureCollection", "features": features}
-
-
-def _rounded(geometry: dict) -> dict:
-    def walk(value):
-        if isinstance(value, list):
-            if value and isinstance(value[0], (int, float)):
-                return [round(float(v), 2) for v in value]
-            return [walk(v) for v in value]
-        return value
-    return {"type": geometry["type"], "coordinates": walk(geometry["coordinates"])}
+        ann_id = uuid.uuid5(_UUID_NAMESPACE, f"synthetic-{seed}-tumour-{i}").hex
+        annotations.append(Annotation(geom, TUMOUR_CLASS.name, id=ann_id))
+    return annotations
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:
@@ -127,20 +112,6 @@ def _create_temp(target: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(target.parent))
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder (flush, fsync, rename)."""
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_synthetic_slide(
@@ -243,7 +214,7 @@ def write_synthetic_slide(
         tmp.unlink(missing_ok=True)
         raise
     geojson_path = path.with_suffix(".geojson")
-    write_json_atomic(geojson_path, tumour_feature_collection(layout.tumour_regions, seed))
+    write_annotations(geojson_path, tumour_annotations(layout.tumour_regions, seed), [TUMOUR_CLASS])
     tumour_polygons = [p for region in layout.tumour_regions for p in _polygon_parts(region)]
     return SynthResult(slide_path=path, geojson_path=geojson_path, tumour_polygons=tumour_polygons,
                        tissue_polygons=list(layout.tissue_polygons), width=width, height=height, mpp=mpp)

@@ -1,7 +1,8 @@
 """Layers drawn by a slide view, bottom to top: slide image, then overlays."""
 
+from gui.layers.annotation_layer import AnnotationLayer
 from gui.layers.base import Layer
 from gui.layers.grid_layer import GridLayer
 from gui.layers.slide_layer import SlideLayer
 
-__all__ = ["Layer", "SlideLayer", "GridLayer"]
+__all__ = ["Layer", "SlideLayer", "AnnotationLayer", "GridLayer"]

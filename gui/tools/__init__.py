@@ -1,9 +1,22 @@
 """Interaction tools of a slide view, registered in one place."""
 
 from gui.tools.base import Tool
+from gui.tools.brush import BrushTool
+from gui.tools.ellipse import EllipseTool
+from gui.tools.eraser import EraserTool
+from gui.tools.freehand import FreehandTool
 from gui.tools.pan import PanTool
+from gui.tools.polygon import PolygonTool
+from gui.tools.rectangle import RectangleTool
+from gui.tools.select import SelectTool
+from gui.tools.vertex import VertexTool
 
-#: Every tool by its id; later issues add annotation tools here.
-TOOLS: dict[str, type[Tool]] = {PanTool.tool_id: PanTool}
+#: Every tool by its id, in toolbar order.
+TOOLS: dict[str, type[Tool]] = {
+    tool.tool_id: tool
+    for tool in (PanTool, SelectTool, VertexTool, PolygonTool, FreehandTool, BrushTool, RectangleTool,
+                 EllipseTool, EraserTool)
+}
 
-__all__ = ["Tool", "PanTool", "TOOLS"]
+__all__ = ["Tool", "PanTool", "SelectTool", "VertexTool", "PolygonTool", "FreehandTool", "BrushTool",
+           "RectangleTool", "EllipseTool", "EraserTool", "TOOLS"]

@@ -16,6 +16,7 @@ class PanTool(Tool):
     shortcut = "M"
     icon = "pan"
     cursor = Qt.OpenHandCursor
+    help = "drag to move around the slide (middle drag or Space+drag work with every tool)"
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,290 @@
+"""What every annotation format shares: the result type, safe reading, coordinate and polygon checks."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.polygon import orient
+
+from core.annotations.geometry import MAX_COORDINATE, check_coordinates, clean
+from core.annotations.model import Annotation, AnnotationClass, Polygonal, new_id
+from core.errors import AnnotationFormatError
+
+#: Larger annotation files are refused (no real annotation file comes near this).
+MAX_FILE_BYTES = 500 * 1024 * 1024
+#: Colour for a class the file names without a colour (the store's fallback).
+DEFAULT_COLOR = (255, 200, 0)
+#: Class given to marks a file leaves unclassified (QuPath's unclassified objects, ASAP's "None" group).
+UNCLASSIFIED = "Unclassified"
+
+
+@dataclass
+class AnnotationSet:
+    """The marks read from one file.
+
+    Attributes
+    ----------
+    annotations : list of Annotation
+        Geometry in level-0 pixels, in file order.
+    classes : list of AnnotationClass
+        Classes found in the file (name, colour), in first-seen order.
+    warnings : list of str
+        Repairs and omissions, each starting with the file path.
+    """
+
+    annotations: list[Annotation] = field(default_factory=list)
+    classes: list[AnnotationClass] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Reading:
+    """Collects classes and warnings while one file is parsed; every message starts with the path."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.warnings: list[str] = []
+        self._classes: dict[str, AnnotationClass] = {}
+        self._ids: set[str] = set()
+
+    def error(self, where: str, problem: str) -> AnnotationFormatError:
+        return AnnotationFormatError(f"{self.path}: {where + ': ' if where else ''}{problem}")
+
+    def warn(self, where: str, problem: str) -> None:
+        self.warnings.append(f"{self.path}: {where + ': ' if where else ''}{problem}")
+
+    def add_class(self, name: str, color: tuple[int, int, int] | None) -> None:
+        """Record a class the first time it is seen (its first colour wins)."""
+        if name not in self._classes:
+            self._classes[name] = AnnotationClass(name, color or DEFAULT_COLOR)
+        elif color is not None and self._classes[name].color == DEFAULT_COLOR and color != DEFAULT_COLOR:
+            self._classes[name] = AnnotationClass(name, color)
+
+    def unique_id(self, wanted: str | None) -> str:
+        """``wanted`` (a UUID normalised to 32 hex digits) unless missing or already taken."""
+        ann_id = normalise_id(wanted) if wanted else None
+        if not ann_id or ann_id in self._ids:
+            ann_id = new_id()
+        self._ids.add(ann_id)
+        return ann_id
+
+    def result(self, annotations: list[Annotation]) -> AnnotationSet:
+        used = {a.class_name for a in annotations}
+        for name in used:
+            self.add_class(name, None)
+        return AnnotationSet(list(annotations), list(self._classes.values()), list(self.warnings))
+
+
+def normalise_id(value) -> str:
+    """UUIDs in any spelling become 32 lower-case hex digits (our ids); other ids are kept as text."""
+    text = str(value).strip()
+    try:
+        return uuid.UUID(text).hex
+    except ValueError:
+        return text
+
+
+def dashed_uuid(ann_id: str) -> str:
+    """Our 32-hex ids written as QuPath expects them (8-4-4-4-12); other ids unchanged."""
+    try:
+        return str(uuid.UUID(ann_id))
+    except ValueError:
+        return ann_id
+
+
+def read_bytes(path) -> bytes:
+    """The whole file, refusing folders, missing files and files beyond :data:`MAX_FILE_BYTES`."""
+    path = Path(path)
+    try:
+        size = os.stat(path).st_size
+        if path.is_dir():
+            raise AnnotationFormatError(f"{path}: is a folder, not an annotation file")
+        if size > MAX_FILE_BYTES:
+            raise AnnotationFormatError(f"{path}: file is {size / 2**20:.0f} MB, more than the "
+                                        f"{MAX_FILE_BYTES // 2**20} MB an annotation file may have")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise AnnotationFormatError(f"{path}: cannot read the file: {err.strerror or err}") from err
+    if not data.strip():
+        raise AnnotationFormatError(f"{path}: the file is empty")
+    return data
+
+
+# -- numbers and polygons ------------------------------------------------------------------
+def number(value, reading: Reading, where: str) -> float:
+    """A coordinate from JSON (int/float) or XML (text, a decimal comma accepted), checked for range."""
+    if isinstance(value, str):
+        text = value.strip()
+        if "," in text and "." not in text:  # some ASAP builds write the locale's decimal comma
+            text = text.replace(",", ".")
+        try:
+            value = float(text)
+        except ValueError:
+            raise reading.error(where, f'coordinates must be numbers, got "{value[:40]}"') from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        shown = value if not isinstance(value, (list, dict)) else type(value).__name__
+        raise reading.error(where, f"coordinates must be numbers, got {shown!r}"[:200])
+    if isinstance(value, int) and abs(value) > MAX_COORDINATE:
+        raise reading.error(where, f"coordinate {value:.3g} is beyond {MAX_COORDINATE:g} pixels")
+    value = float(value)
+    if not math.isfinite(value):
+        raise reading.error(where, f"coordinate {value} is not a finite number")
+    return value
+
+
+def ring(points: Sequence, reading: Reading, where: str) -> list[tuple[float, float]]:
+    """A list of (x, y) from ``[[x, y], ...]`` (JSON) with every value checked."""
+    if not isinstance(points, list):
+        raise reading.error(where, f"a ring must be a list of [x, y] points, got {type(points).__name__}")
+    out = []
+    for point in points:
+        if not isinstance(point, list) or len(point) < 2:
+            raise reading.error(where, f"a point must be [x, y], got {str(point)[:40]}")
+        out.append((number(point[0], reading, where), number(point[1], reading, where)))
+    try:
+        check_coordinates(out)
+    except ValueError as err:
+        raise reading.error(where, str(err)) from None
+    return out
+
+
+def polygon(exterior: list, holes: Iterable[list], reading: Reading, where: str) -> Polygonal | None:
+    """A valid polygon from checked rings; crossing rings are repaired and degenerate ones dropped, with warnings."""
+    if len(set(exterior)) < 3:
+        reading.warn(where, "empty or degenerate polygon dropped")
+        return None
+    holes = [h for h in holes if len(set(h)) >= 3]
+    try:
+        geom = Polygon(exterior, holes)
+    except (ValueError, TypeError) as err:  # shapely refuses some malformed rings outright
+        raise reading.error(where, f"not a polygon: {err}") from None
+    if not geom.is_valid:
+        fixed = clean(geom)
+        if fixed is None:
+            reading.warn(where, "empty or degenerate polygon dropped")
+            return None
+        reading.warn(where, "self-intersecting polygon repaired")
+        return fixed
+    fixed = clean(geom)
+    if fixed is None:
+        reading.warn(where, "empty or degenerate polygon dropped")
+    return fixed
+
+
+def union(parts: list[Polygonal]) -> Polygonal | None:
+    """One geometry from several pieces (touching or overlapping pieces merge)."""
+    polys = [p for part in parts for p in (part.geoms if isinstance(part, MultiPolygon) else [part])]
+    if not polys:
+        return None
+    return clean(polys[0] if len(polys) == 1 else MultiPolygon(polys))
+
+
+def parts_of(geometry: Polygonal) -> list[Polygon]:
+    """Polygon parts with the exterior counter-clockwise and holes clockwise (GeoJSON's order)."""
+    parts = geometry.geoms if isinstance(geometry, MultiPolygon) else [geometry]
+    return [orient(p, 1.0) for p in parts if not p.is_empty]
+
+
+def fmt(value: float) -> str:
+    """A coordinate as short text: integers without a decimal point, else up to 3 decimals."""
+    value = round(float(value), 3)
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def rounded(value: float) -> int | float:
+    value = round(float(value), 3)
+    return int(value) if value == int(value) else value
+
+
+def class_colors(classes: Iterable[AnnotationClass], annotations: Iterable[Annotation]) -> dict[str, tuple]:
+    """Colour per class name for writing: given classes first, the fallback colour for the rest."""
+    colors = {c.name: tuple(int(v) for v in c.color) for c in classes}
+    for ann in annotations:
+        colors.setdefault(ann.class_name, DEFAULT_COLOR)
+    return colors
+
+
+def hex_color(color) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in color))
+
+
+def parse_hex_color(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*#?([0-9a-fA-F]{6})\s*", text)
+    if not match:
+        return None
+    v = int(match.group(1), 16)
+    return (v >> 16) & 255, (v >> 8) & 255, v & 255
+
+
+# -- XML -----------------------------------------------------------------------------------
+_DECL = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """UTF-16 documents re-encoded as UTF-8 (so the entity check below sees plain bytes)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:2] in (b"<\x00", b"\x00<"):
+        encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else (
+            "utf-16-le" if data[:1] == b"<" else "utf-16-be")
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            return data
+        text = re.sub(r"^(\ufeff?<\?xml[^>]*?encoding=)([\"'])[^\"']*\2", r'\1"UTF-8"', text, count=1)
+        return text.lstrip("\ufeff").encode("utf-8")
+    return data
+
+
+def parse_xml(data: bytes, reading: Reading) -> ET.Element:
+    """The root element, refusing DOCTYPE/ENTITY declarations (billion laughs, external entities)."""
+    data = _as_utf8(data)
+    if _DECL.search(data):
+        raise reading.error("", "XML entity declarations are not allowed (<!DOCTYPE or <!ENTITY found)")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as err:
+        line, column = getattr(err, "position", (0, 0))
+        raise reading.error("", f"not valid XML (truncated or damaged?) at line {line}, column {column}: "
+                                f"{str(err).split(':')[0]}") from None
+    except (ValueError, LookupError, RecursionError) as err:
+        raise reading.error("", f"not valid XML: {err}") from None
+
+
+_TAG = re.compile(rb"<\s*([A-Za-z_][\w.:-]*)")
+
+
+def xml_root_tag(data: bytes) -> str | None:
+    """The name of the first element, found cheaply (declarations, comments and processing instructions skipped)."""
+    head = _as_utf8(data[:65536])
+    head = re.sub(rb"<\?.*?\?>|<!--.*?-->", b"", head, flags=re.DOTALL)
+    match = _TAG.search(head)
+    return match.group(1).decode("ascii", "replace") if match else None
+
+
+def float_attr(element: ET.Element, name: str, reading: Reading, where: str) -> float:
+    value = element.get(name)
+    if value is None:
+        raise reading.error(where, f"<{element.tag}> has no {name} attribute")
+    return number(value, reading, where)
+
+
+def checked(points: list[tuple[float, float]], reading: Reading, where: str) -> list[tuple[float, float]]:
+    try:
+        check_coordinates(points)
+    except ValueError as err:
+        raise reading.error(where, str(err)) from None
+    return points
+
+
+def clean_difference(geometry: Polygonal, hole: Polygonal) -> Polygonal | None:
+    """``geometry`` with ``hole`` cut out, repaired; None when nothing is left."""
+    return clean(geometry.difference(hole))

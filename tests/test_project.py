@@ -1,0 +1,192 @@
+"""Projects: create, open, slides, annotation round trip, damaged and newer project files, read-only slides."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from shapely.geometry import box
+
+from core import paths
+from core.annotations import AnnotationStore, ops
+from core.annotations.model import AnnotationClass
+from core.errors import AnnotationFormatError, BiopsiaError
+from core.project import FORMAT_VERSION, Project, ProjectError, default_project
+
+
+@pytest.fixture
+def slide(tmp_path) -> Path:
+    path = tmp_path / "slides" / "case-17.svs"
+    path.parent.mkdir()
+    path.write_bytes(b"stand-in for a slide file")
+    return path
+
+
+def _listing(folder: Path) -> dict:
+    """Every file below ``folder`` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_create_add_slide_and_open_round_trip(tmp_path, slide):
+    project = Project.create(tmp_path / "proj", "Prostate 2026")
+    assert (tmp_path / "proj" / "project.json").is_file()
+    entry = project.add_slide(slide)
+    assert entry.path == slide and entry.name == "case-17.svs" and entry.relative_path is None
+    assert entry.settings == {"mpp_override": None, "fully_annotated": False}
+    # Idempotent by resolved path: another spelling of the same file gives the same entry.
+    link = tmp_path / "link.svs"
+    link.symlink_to(slide)
+    assert project.add_slide(link) is entry
+    assert project.add_slide(slide.parent / ".." / "slides" / slide.name) is entry
+    assert len(project.slides) == 1
+    project.update_settings(entry.id, fully_annotated=True, mpp_override=[0.25, 0.25])
+
+    again = Project.open(tmp_path / "proj")
+    assert again.name == "Prostate 2026"
+    assert again.classes == project.classes
+    [reopened] = again.slides
+    assert reopened.id == entry.id and reopened.path == slide
+    assert reopened.settings["fully_annotated"] is True
+    assert reopened.settings["mpp_override"] == [0.25, 0.25]
+    assert again.warnings == []
+    assert json.loads((tmp_path / "proj" / "project.json").read_text())["version"] == FORMAT_VERSION
+
+
+def test_annotations_round_trip(tmp_path, slide):
+    classes = (AnnotationClass("Tumour", (200, 0, 0)), AnnotationClass("Stroma", (0, 0, 200)))
+    project = Project.create(tmp_path / "proj", "p", classes=classes)
+    entry = project.add_slide(slide)
+    assert project.annotations_path(entry.id) == tmp_path / "proj" / "annotations" / f"{entry.id}.geojson"
+    store = project.load_annotations(entry.id)
+    assert len(store) == 0 and store.classes == classes
+    store.apply(ops.add(box(100, 100, 400, 300), "Tumour"))
+    store.apply(ops.add(box(500, 100, 900, 300), "Stroma"))
+    project.save_annotations(entry.id, store)
+
+    loaded = Project.open(tmp_path / "proj").load_annotations(entry.id)
+    assert [a.class_name for a in loaded.annotations()] == ["Tumour", "Stroma"]
+    for mine, theirs in zip(store.annotations(), loaded.annotations()):
+        assert mine.geometry.equals(theirs.geometry)
+    assert [c.name for c in loaded.classes][:2] == ["Tumour", "Stroma"]
+
+
+def test_remove_slide_keeps_its_annotations(tmp_path, slide):
+    project = Project.create(tmp_path / "proj")
+    entry = project.add_slide(slide)
+    store = project.load_annotations(entry.id)
+    store.apply(ops.add(box(0, 0, 50, 50), "Tumour"))
+    project.save_annotations(entry.id, store)
+    path = project.annotations_path(entry.id)
+    project.remove_slide(entry.id)
+    assert project.slides == [] and Project.open(project.folder).slides == []
+    assert path.is_file()
+    back = project.add_slide(slide)
+    assert back.id == entry.id and len(project.load_annotations(back.id)) == 1
+
+
+def test_add_missing_slide_and_existing_project_are_refused(tmp_path):
+    project = Project.create(tmp_path / "proj")
+    with pytest.raises(ProjectError, match="not found"):
+        project.add_slide(tmp_path / "nowhere.svs")
+    with pytest.raises(ProjectError, match="already exists"):
+        Project.create(tmp_path / "proj")
+
+
+def test_open_missing_project_names_the_file(tmp_path):
+    with pytest.raises(ProjectError) as info:
+        Project.open(tmp_path / "empty")
+    assert str(tmp_path / "empty" / "project.json") in str(info.value)
+    assert isinstance(info.value, BiopsiaError)
+
+
+def test_damaged_project_file_falls_back_to_backup(tmp_path, slide):
+    other = slide.with_name("case-18.svs")
+    other.write_bytes(b"x")
+    project = Project.create(tmp_path / "proj")
+    first = project.add_slide(slide)
+    project.add_slide(other)  # the .bak now holds the project with the first slide only
+    json_path = project.json_path
+    json_path.write_bytes(json_path.read_bytes()[:40])  # truncated, as after a crash on a bad disk
+
+    opened = Project.open(tmp_path / "proj")
+    assert [s.id for s in opened.slides] == [first.id]
+    assert len(opened.warnings) == 1 and "project.json.bak" in opened.warnings[0]
+    assert str(json_path) in opened.warnings[0]
+
+    Path(str(json_path) + ".bak").write_text("{ not json")
+    with pytest.raises(ProjectError, match="damaged") as info:
+        Project.open(tmp_path / "proj")
+    assert str(json_path) in str(info.value)
+
+
+def test_newer_project_version_is_refused_clearly(tmp_path):
+    project = Project.create(tmp_path / "proj")
+    project.save()  # a valid .bak exists, but a newer file must not be "repaired" from it
+    data = json.loads(project.json_path.read_text())
+    data["version"] = FORMAT_VERSION + 1
+    project.json_path.write_text(json.dumps(data))
+    with pytest.raises(ProjectError, match="newer Biopsia") as info:
+        Project.open(tmp_path / "proj")
+    assert str(project.json_path) in str(info.value)
+    assert "Update Biopsia" in str(info.value)
+
+
+def test_slides_inside_a_moved_project_are_found_by_relative_path(tmp_path):
+    folder = tmp_path / "proj"
+    project = Project.create(folder)
+    inside = folder / "slides" / "a.svs"
+    inside.parent.mkdir()
+    inside.write_bytes(b"slide")
+    entry = project.add_slide(inside)
+    assert entry.relative_path == "slides/a.svs"
+    shutil.move(folder, tmp_path / "moved")
+    [moved] = Project.open(tmp_path / "moved").slides
+    assert moved.path == tmp_path / "moved" / "slides" / "a.svs"
+
+
+def test_nothing_is_written_beside_the_slide(tmp_path, slide):
+    slide_folder = slide.parent
+    os.chmod(slide_folder, 0o555)  # read-only media (root ignores this, hence the listing below)
+    try:
+        before = _listing(slide_folder)
+        project = Project.create(tmp_path / "proj")
+        entry = project.add_slide(slide)
+        project.update_settings(entry.id, fully_annotated=True)
+        store = project.load_annotations(entry.id)
+        saver = project.autosaver(entry.id, store, delay=0.05)
+        store.apply(ops.add(box(0, 0, 100, 100), "Tumour"))
+        assert saver.close()
+        project.save_annotations(entry.id, store)
+        assert _listing(slide_folder) == before
+        assert project.annotations_path(entry.id).is_file()
+    finally:
+        os.chmod(slide_folder, 0o755)
+
+
+def test_unreadable_annotation_file_is_never_overwritten(tmp_path, slide):
+    project = Project.create(tmp_path / "proj")
+    entry = project.add_slide(slide)
+    path = project.annotations_path(entry.id)
+    path.write_text('{"type": "FeatureCollection", "features": [{"type": "Feat')
+    garbage = path.read_bytes()
+    with pytest.raises(AnnotationFormatError):
+        project.load_annotations(entry.id)
+    assert entry.annotations_read_only
+    store = AnnotationStore()
+    with pytest.raises(ProjectError, match="will not overwrite") as info:
+        project.autosaver(entry.id, store)
+    assert str(path) in str(info.value)
+    with pytest.raises(ProjectError):
+        project.save_annotations(entry.id, store)
+    assert path.read_bytes() == garbage
+
+
+def test_default_project_lives_in_the_data_folder(slide):
+    project = default_project()
+    assert project.folder == paths.data_dir() / "default-project"
+    entry = project.add_slide(slide)
+    assert [s.id for s in default_project().slides] == [entry.id]
