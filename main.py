@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(1600, 1000), help="window size, e.g. 1600x1000")
     p.add_argument("--mag", type=float, help="magnification, e.g. 5 for 5x (default: fit the slide)")
     p.add_argument("--grid", action="store_true", help="show the measuring grid")
+    p.add_argument("--annotations", help="also show the marks in this file (GeoJSON, ASAP or ImageScope XML)")
     p.add_argument("--include-label", action="store_true",
                    help="show the label and macro images (they may carry patient names)")
 
@@ -178,7 +179,8 @@ def _run(args) -> int:
     if args.command == "screenshot":
         from gui.app import render_screenshot
 
-        out = render_screenshot(args.slide, args.out, args.size, args.mag, args.include_label, args.grid)
+        out = render_screenshot(args.slide, args.out, args.size, args.mag, args.include_label, args.grid,
+                                annotations=args.annotations)
         print(out)
         return 0
     if args.command == "synth":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,20 +29,24 @@ class OpenedSlide:
     warnings: list[str] = field(default_factory=list)
 
 
+_PROJECT_LOCK = threading.Lock()  # slides opened at once must not write project.json together
+
+
 def open_with_annotations(path: str | Path, project: Project | None = None) -> OpenedSlide:
     """Open a slide and its project marks (runs on a worker thread: all file reading happens here)."""
     reader = open_slide(path)
     try:
-        project = project or default_project()
-        entry = project.add_slide(reader.path)
-        load_error = None
-        try:
-            store = project.load_annotations(entry.id)
-        except BiopsiaError as err:
-            load_error = str(err)
-            store = AnnotationStore((), project.classes)
-        warnings = list(project.warnings)
-        project.warnings.clear()
+        with _PROJECT_LOCK:
+            project = project or default_project()
+            entry = project.add_slide(reader.path)
+            load_error = None
+            try:
+                store = project.load_annotations(entry.id)
+            except BiopsiaError as err:
+                load_error = str(err)
+                store = AnnotationStore((), project.classes)
+            warnings = list(project.warnings)
+            project.warnings.clear()
     except BaseException:
         reader.close()
         raise

@@ -74,10 +74,11 @@ def open_and_wait(window, path: str | os.PathLike, timeout: float = 60.0):
 
 def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tuple[int, int] = (1600, 1000),
                       mag: float | None = None, include_associated: bool = False, show_grid: bool = False,
-                      timeout: float = 60.0) -> Path:
+                      timeout: float = 60.0, annotations: str | os.PathLike | None = None) -> Path:
     """Render the main window with ``slide`` offscreen, wait until sharp, save a PNG.
 
-    Label and macro images stay out unless ``include_associated``.
+    Label and macro images stay out unless ``include_associated``. Marks from ``annotations``
+    are shown beside the slide's saved ones without being saved into its project.
     """
     ensure_app(offscreen=not has_display())
     from gui.main_window import MainWindow
@@ -87,6 +88,8 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
     window.show()
     try:
         view = open_and_wait(window, slide, timeout)
+        if annotations is not None:
+            _show_unsaved(view, annotations)
         if show_grid:
             window.actions["grid"].setChecked(True)
         if include_associated:
@@ -106,6 +109,17 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
         window.deleteLater()
 
 
+def _show_unsaved(view, path) -> None:
+    """Show marks from a file on ``view`` through a store of its own, so its project file is not touched."""
+    from core.annotations import AnnotationStore
+    from core.annotations.formats import read_annotations
+
+    extra = read_annotations(path)
+    known = {c.name for c in view.annotations.classes}
+    classes = view.annotations.classes + tuple(c for c in extra.classes if c.name not in known)
+    view.annotations = AnnotationStore(view.annotations.annotations() + list(extra.annotations), classes)
+
+
 def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int], None] | None = None) -> int:
     """The interactive application. Without a display it saves a screenshot instead and says where.
 
@@ -120,7 +134,8 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
             print("Making the demo slide (first run only)…", file=sys.stderr)
         slide = paths[0] if paths else str(ensure_demo_slide(progress))
         out = cache_dir() / "screenshots" / f"{Path(slide).stem}.png"
-        render_screenshot(slide, out, mag=None)
+        marks = Path(slide).with_suffix(".geojson") if not paths else None
+        render_screenshot(slide, out, mag=None, annotations=marks)
         print(f"No display found: rendered the window offscreen to {out}")
         return 0
     app = ensure_app()
@@ -135,7 +150,18 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
         worker = Worker(ensure_demo_slide)
         worker.progress.connect(lambda done, total: window.statusBar().showMessage(
             f"Making the demo slide (first run only): {100 * done // max(total, 1)}%"))
-        worker.finished.connect(window.open_slide)
+        worker.finished.connect(lambda path: _open_demo(window, path))
         worker.failed.connect(lambda err: window.show_error("Could not make the demo slide", str(err)))
         worker.start()
     return app.exec_()
+
+
+def _open_demo(window, path: Path) -> None:
+    """Open the demo slide; the first time, its known tumour regions become its marks (undoable)."""
+
+    def first_time(view) -> None:
+        if view.reader.path == Path(path) and len(view.annotations) == 0 and not view.session.path.exists():
+            window.annotation_files.import_file(view, Path(path).with_suffix(".geojson"))
+
+    window.slide_opened.connect(first_time)
+    window.open_slide(path)

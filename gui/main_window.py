@@ -11,9 +11,12 @@ from PyQt5.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PyQt5.QtWidgets import (QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QTabWidget)
 
 from core.errors import BiopsiaError
-from core.slide import open_slide, supported_extensions
+from core.project import Project, default_project
+from core.slide import supported_extensions
 from core.slide.settings import SlideSettingsStore, effective_mpp
 from gui.actions import build_actions, build_menus, build_toolbar
+from gui.annotation_files import AnnotationFiles, confirm_discard
+from gui.annotation_session import AnnotationSession, OpenedSlide, open_with_annotations
 from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML, AnnotationController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.info_dock import InfoDock
@@ -49,6 +52,7 @@ class MainWindow(QMainWindow):
         self.slide_settings = settings_store or SlideSettingsStore()
         self.tile_memory = TileMemory(self.prefs.cache_megabytes * 1024 * 1024)
         self.cache = self.tile_memory.cache
+        self.project: Project | None = None  # None: slides open into the user's default project
         self.errors: list[str] = []  # every error shown, newest last (for the log and tests)
         self._opening: dict[str, Worker] = {}
         self.setWindowTitle("Biopsia")
@@ -80,6 +84,8 @@ class MainWindow(QMainWindow):
 
         self.actions = build_actions(self)
         build_menus(self, self.actions)
+        self.annotation_files = AnnotationFiles(self)
+        self.annotation_files.add_to_menu(self.annotations_menu)
         self.addToolBar(build_toolbar(self, self.actions))
         self.annotate = AnnotationController(self)  # tools, undo per slide, Annotate toolbar, annotations dock
         self.addToolBar(self.annotate.toolbar)
@@ -115,17 +121,34 @@ class MainWindow(QMainWindow):
         if path in self._opening:
             return self._opening[path]
         self.statusBar().showMessage(f"Opening {Path(path).name}…")
-        worker = Worker(open_slide, path)
-        worker.finished.connect(lambda reader, p=path: self._on_opened(p, reader))
+        worker = Worker(open_with_annotations, path, self._project())
+        worker.finished.connect(lambda opened, p=path: self._on_opened(p, opened))
         worker.failed.connect(lambda err, p=path: self._on_open_failed(p, err))
         worker.done.connect(lambda p=path: self._opening.pop(p, None))
         self._opening[path] = worker
         return worker.start()
 
-    def _on_opened(self, path: str, reader) -> None:
+    def _project(self) -> Project:
+        """The project slides open into: the one chosen, else the user's default project."""
+        if self.project is None:
+            self.project = default_project()
+        return self.project
+
+    def _on_opened(self, path: str, opened: OpenedSlide) -> None:
+        reader = opened.reader
         mpp, source = effective_mpp(reader, self.slide_settings)
         view = SlideView(reader, self.tile_memory, mpp, workers=self.prefs.loader_threads)
         view.mpp_source = source
+        view.annotations = opened.store
+        view.session = AnnotationSession(opened, view)
+        view.session.save_failed.connect(lambda msg, v=view: self._on_save_failed(v, msg))
+        view.session.saved.connect(lambda _rev, v=view: self._on_saved(v))
+        if opened.load_error:
+            self.show_error("Marks could not be read",
+                            f"{opened.load_error}\n\nThe file is left untouched. Marks you draw now are kept "
+                            "in memory only: export them (File ▸ Export annotations) before closing.")
+        if opened.warnings:
+            self.show_error("Marks repaired while loading", "\n".join(opened.warnings[:20]))
         self.annotate.view_opened(view)
         view.grid_layer.visible = self.actions["grid"].isChecked()
         view.minimap.setVisible(False)
@@ -209,10 +232,33 @@ class MainWindow(QMainWindow):
         if view is not None:
             fn(view)
 
-    def close_tab(self, index: int) -> None:
+    def _on_save_failed(self, view: SlideView, message: str) -> None:
+        self.statusBar().showMessage(f"Marks of {view.reader.display_name} NOT saved: retrying", 10000)
+        self.show_error("Marks not saved", f"{message}\n\nYour marks are kept in memory and saving is retried; "
+                        "free disk space or fix permissions.")
+
+    def _on_saved(self, view: SlideView) -> None:
+        if view is self.current_view():
+            self.statusBar().showMessage(f"Marks saved to {view.session.path}", 3000)
+
+    def _unsaved(self, views) -> list[str]:
+        """Flush every view's marks; the problems of those that could not be saved."""
+        problems = []
+        for view in views:
+            saver = view.session.saver
+            if saver is not None and not saver.flush(5.0):
+                problems.append(f"{view.reader.display_name}: {saver.last_error or 'not written yet'}")
+        return problems
+
+    def close_tab(self, index: int, force: bool = False) -> bool:
+        """Close a slide tab once its marks are on disk (or the user accepts losing them)."""
         view = self.tabs.widget(index)
         if not isinstance(view, SlideView):
-            return
+            return False
+        problems = self._unsaved([view])
+        if problems and not force and not confirm_discard(self, problems):
+            return False
+        view.session.close(timeout=1.0)
         self.tabs.removeTab(index)
         view.close_view()
         view.deleteLater()
@@ -361,8 +407,13 @@ class MainWindow(QMainWindow):
                           "tumour detection for pathologists.</p>")
 
     def closeEvent(self, event) -> None:
+        problems = self._unsaved(self.views())
+        if problems and not confirm_discard(self, problems):
+            event.ignore()
+            return
         for worker in list(self._opening.values()):
             worker.cancel()
         for view in self.views():
+            view.session.close(timeout=1.0)
             view.close_view()
         super().closeEvent(event)

@@ -1,0 +1,114 @@
+"""Marks in the window are autosaved to the slide's project, survive reopening, and move in and out of files."""
+
+from __future__ import annotations
+
+import errno
+import time
+
+import pytest
+from shapely.geometry import box
+
+from core.annotations import ops
+from core.annotations.formats import read_annotations, write_annotations
+from core.project import default_project
+from gui.main_window import MainWindow
+
+
+@pytest.fixture
+def make_window(qtbot):
+    windows = []
+
+    def make():
+        win = MainWindow()
+        qtbot.addWidget(win)
+        win.resize(1200, 800)
+        win.show()
+        windows.append(win)
+        return win
+
+    yield make
+    for win in windows:
+        win.close()
+
+
+def open_view(qtbot, win, path):
+    with qtbot.waitSignal(win.slide_opened, timeout=20000) as blocker:
+        win.open_slide(path)
+    return blocker.args[0]
+
+
+def test_edits_are_on_disk_within_two_seconds_and_come_back(qtbot, make_window, cmu_svs):
+    win = make_window()
+    view = open_view(qtbot, win, cmu_svs)
+    assert len(view.annotations) == 0
+    started = time.monotonic()
+    view.apply_edit(ops.add(box(100, 100, 600, 500), "Tumour", note="gland cluster"))
+    path = view.session.path
+    qtbot.waitUntil(lambda: path.exists() and len(read_annotations(path).annotations) == 1, timeout=2500)
+    assert time.monotonic() - started < 2.5
+    view.apply_edit(ops.add(box(700, 700, 900, 900), "Benign"))
+    win.close()  # flushes
+    assert len(read_annotations(path).annotations) == 2
+
+    again = make_window()
+    view2 = open_view(qtbot, again, cmu_svs)
+    marks = sorted(view2.annotations.annotations(), key=lambda a: a.bounds)
+    assert [a.class_name for a in marks] == ["Tumour", "Benign"]
+    assert marks[0].note == "gland cluster" and marks[0].bounds == pytest.approx((100, 100, 600, 500))
+
+
+def test_unreadable_marks_file_is_never_overwritten(qtbot, make_window, cmu_svs):
+    project = default_project()
+    entry = project.add_slide(cmu_svs)
+    bad = project.annotations_path(entry.id)
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text('{"type": "FeatureCollection", "features": [')  # truncated
+    win = make_window()
+    view = open_view(qtbot, win, cmu_svs)
+    assert any("could not be read" in e or bad.name in e for e in win.errors)
+    assert not view.session.autosaving
+    view.apply_edit(ops.add(box(0, 0, 50, 50), "Tumour"))
+    qtbot.wait(1500)
+    assert bad.read_text() == '{"type": "FeatureCollection", "features": ['
+
+
+def test_import_is_one_undoable_edit_and_export_round_trips(qtbot, make_window, synthetic_slide, tmp_path):
+    win = make_window()
+    view = open_view(qtbot, win, synthetic_slide.slide_path)
+    with qtbot.waitSignal(view.annotations_edited, timeout=10000):
+        win.annotation_files.import_file(view, synthetic_slide.geojson_path)
+    truth = read_annotations(synthetic_slide.geojson_path).annotations
+    assert len(view.annotations) == len(truth) > 0
+    view.undo_stack.undo()
+    assert len(view.annotations) == 0
+    view.undo_stack.redo()
+    for fmt, name in (("geojson", "out.geojson"), ("asap", "out-asap.xml"), ("imagescope", "out-scope.xml")):
+        assert win.annotation_files.export_file(view, tmp_path / name, fmt)
+        back = read_annotations(tmp_path / name).annotations
+        assert sum(a.area_l0 for a in back) == pytest.approx(sum(a.area_l0 for a in truth), rel=1e-3)
+
+
+def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu_svs, monkeypatch):
+    win = make_window()
+    view = open_view(qtbot, win, cmu_svs)
+    view.apply_edit(ops.add(box(0, 0, 100, 100), "Tumour"))
+    assert view.session.saver.flush(5)
+    path = view.session.path
+    saved = path.read_bytes()
+
+    import core.autosave
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(core.autosave, "atomic_write_bytes", full)
+    view.apply_edit(ops.add(box(200, 200, 300, 300), "Benign"))
+    qtbot.waitUntil(lambda: any("No space left" in e for e in win.errors), timeout=5000)
+    assert path.read_bytes() == saved  # the last good file is intact
+    assert len(view.annotations) == 2  # the new mark is kept in memory
+    # closing the tab asks first; saying no keeps the slide (and its marks) open
+    monkeypatch.setattr("gui.main_window.confirm_discard", lambda win, problems: False)
+    assert win.close_tab(win.tabs.currentIndex()) is False and win.views() == [view]
+    monkeypatch.undo()  # space is free again: the retry or the next flush saves everything
+    assert view.session.saver.flush(10)
+    assert len(read_annotations(path).annotations) == 2
