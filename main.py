@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open the window (the default)")
     p.add_argument("slides", nargs="*", help="slides to open")
+    p.add_argument("--project", help="project folder: its slides open, and new slides join it")
     sub.add_parser("demo", help="open the bundled demo case (made on first use)")
 
     p = sub.add_parser("info", help="print a slide's metadata")
@@ -209,7 +210,7 @@ def _run(args) -> int:
 
     if args.command == "demo":
         return run_gui([], demo=True, progress=ProgressBar("demo slide"))
-    return run_gui(list(getattr(args, "slides", []) or []))
+    return run_gui(list(getattr(args, "slides", []) or []), project=getattr(args, "project", None))
 
 
 def main(argv: list[str] | None = None) -> int:

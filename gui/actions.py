@@ -73,7 +73,7 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
     file_menu.addMenu(win.recent_menu)
     file_menu.addAction(a["close"])
     file_menu.addSeparator()
-    win.annotations_menu = file_menu.addMenu("&Annotations")
+    win.annotations_menu = file_menu.addMenu("&Projects and annotations")
     file_menu.addAction(a["export_view"])
     file_menu.addAction(a["screenshot"])
     file_menu.addSeparator()

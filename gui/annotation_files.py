@@ -45,6 +45,9 @@ class AnnotationFiles:
         self._workers: set[Worker] = set()
 
     def add_to_menu(self, menu: QMenu) -> None:
+        menu.addAction("&New project…", self.win.new_project_dialog)
+        menu.addAction("&Open project…", self.win.open_project_dialog)
+        menu.addSeparator()
         menu.addAction("&Import annotations…", self.import_dialog)
         menu.addAction("E&xport annotations…", self.export_dialog)
         menu.addAction("Import &pen-marked image…", self.import_marked_dialog)

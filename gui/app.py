@@ -120,7 +120,8 @@ def _show_unsaved(view, path) -> None:
     view.annotations = AnnotationStore(view.annotations.annotations() + list(extra.annotations), classes)
 
 
-def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int], None] | None = None) -> int:
+def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int], None] | None = None,
+            project: str | None = None) -> int:
     """The interactive application. Without a display it saves a screenshot instead and says where.
 
     ``progress`` reports the demo slide's generation (first run only) when there is no window to show it.
@@ -144,6 +145,8 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
 
     window = MainWindow()
     window.show()
+    if project:
+        window.open_project(project)
     window.open_paths(paths)
     if demo:
         # Generated off the GUI thread on first use, with progress in the status bar.

@@ -134,6 +134,38 @@ class MainWindow(QMainWindow):
             self.project = default_project()
         return self.project
 
+    def use_project(self, project: Project, open_slides: bool = True) -> None:
+        """Slides opened from now on belong to ``project``; its slides open in tabs."""
+        self.project = project
+        self.setWindowTitle(f"{project.name} — Biopsia")
+        self.statusBar().showMessage(f"Project {project.name}: {project.folder}", 6000)
+        if open_slides:
+            self.open_paths(str(entry.path) for entry in project.slides)
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if folder:
+            self.open_project(folder)
+
+    def open_project(self, folder) -> Project | None:
+        try:
+            project = Project.open(folder)
+        except BiopsiaError as err:
+            self.show_error("Could not open project", str(err))
+            return None
+        for warning in project.warnings:
+            self.show_error("Project repaired", warning)
+        self.use_project(project)
+        return project
+
+    def new_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new project")
+        if folder:
+            try:
+                self.use_project(Project.create(folder, Path(folder).name))
+            except (BiopsiaError, OSError) as err:
+                self.show_error("Could not create project", str(err))
+
     def _on_opened(self, path: str, opened: OpenedSlide) -> None:
         reader = opened.reader
         mpp, source = effective_mpp(reader, self.slide_settings)

@@ -112,3 +112,25 @@ def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu
     monkeypatch.undo()  # space is free again: the retry or the next flush saves everything
     assert view.session.saver.flush(10)
     assert len(read_annotations(path).annotations) == 2
+
+
+def test_a_project_folder_holds_its_slides_and_marks(qtbot, make_window, cmu_svs, tmp_path):
+    from core.project import Project
+
+    folder = tmp_path / "study"
+    win = make_window()
+    win.use_project(Project.create(folder, "Study"))
+    view = open_view(qtbot, win, cmu_svs)
+    view.apply_edit(ops.add(box(10, 10, 400, 300), "Tumour"))
+    win.close()
+    marks = list((folder / "annotations").glob("*.geojson"))
+    assert len(marks) == 1 and len(read_annotations(marks[0]).annotations) == 1
+
+    again = make_window()
+    with qtbot.waitSignal(again.slide_opened, timeout=20000) as blocker:
+        again.open_project(folder)
+    assert len(blocker.args[0].annotations) == 1 and again.project.folder == folder
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "project.json").write_text("{not json")
+    assert again.open_project(broken) is None and "project.json" in again.errors[-1]
