@@ -134,3 +134,29 @@ def test_a_project_folder_holds_its_slides_and_marks(qtbot, make_window, cmu_svs
     broken.mkdir()
     (broken / "project.json").write_text("{not json")
     assert again.open_project(broken) is None and "project.json" in again.errors[-1]
+
+
+def test_pen_marked_copy_imported_over_the_open_slide(qtbot, make_window, synthetic_slide, tmp_path):
+    import cv2
+    import numpy as np
+    import shapely
+
+    from core.slide import open_slide
+
+    truth = shapely.union_all([a.geometry for a in read_annotations(synthetic_slide.geojson_path).annotations])
+    with open_slide(synthetic_slide.slide_path) as reader:
+        copy = reader.get_thumbnail((1024, 1024)).copy()
+    scale = copy.shape[1] / synthetic_slide.width
+    for part in shapely.get_parts(truth):
+        ring = np.round(np.asarray(part.exterior.coords) * scale).astype(np.int32)
+        cv2.polylines(copy, [ring], True, (0, 90, 255), 3, cv2.LINE_AA)  # a blue pen
+    marked = tmp_path / "marked.jpg"
+    cv2.imwrite(str(marked), cv2.cvtColor(copy, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+    win = make_window()
+    view = open_view(qtbot, win, synthetic_slide.slide_path)
+    with qtbot.waitSignal(view.annotations_edited, timeout=20000):
+        win.annotation_files.import_marked(view, marked, "Tumour")
+    found = shapely.union_all([a.geometry for a in view.annotations])
+    assert found.intersection(truth).area / found.union(truth).area > 0.8
+    assert {a.class_name for a in view.annotations} == {"Tumour"}
