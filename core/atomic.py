@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 
-def _create_temp(target: Path) -> tuple[int, Path]:
+def create_temp(target: Path) -> tuple[int, Path]:
     """A new hidden temporary file beside ``target`` (same folder, so the rename is atomic)."""
     for _ in range(100):
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -67,7 +67,7 @@ def atomic_write_bytes(path, data: bytes, backup: bool = False) -> None:
     """
     path = Path(path)
     try:
-        fd, tmp = _create_temp(path)
+        fd, tmp = create_temp(path)
     except OSError as err:
         raise type(err)(err.errno, f"cannot write here: {err.strerror or err}", str(path)) from err
     try:

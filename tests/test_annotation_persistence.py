@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import box
 
 from core.annotations import ops
-from core.annotations.formats import read_annotations, write_annotations
+from core.annotations.formats import read_annotations
 from core.project import default_project
 from gui.main_window import MainWindow
 

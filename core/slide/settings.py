@@ -10,11 +10,11 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 from core import paths
+from core.atomic import atomic_write_bytes
 from core.slide.base import SlideReader
 
 _VERSION = 1
@@ -154,17 +154,7 @@ class SlideSettingsStore:
         """Write atomically: temporary file in the same folder, flush, fsync, rename over."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"version": _VERSION, "slides": slides}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
+        atomic_write_bytes(self.path, text.encode("utf-8"))
 
 
 def effective_mpp(reader: SlideReader, store: SlideSettingsStore | None = None):
@@ -200,17 +190,3 @@ def _key(slide_path: str | Path) -> str:
 def _positive(value) -> bool:
     """Whether value is a finite number above zero."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); harmless to skip where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

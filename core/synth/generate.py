@@ -15,6 +15,7 @@ from typing import Callable
 from shapely.geometry import MultiPolygon, Polygon
 
 from core.annotations.formats import write_annotations
+from core.atomic import create_temp
 from core.annotations.model import Annotation, AnnotationClass
 from core.errors import BiopsiaError
 from core.synth.layout import make_layout
@@ -103,17 +104,6 @@ def tumour_annotations(regions, seed: int) -> list[Annotation]:
     return annotations
 
 
-def _create_temp(target: Path) -> tuple[int, Path]:
-    """Create a new hidden temporary file beside ``target`` with the usual (umask) permissions."""
-    for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(target.parent))
-
-
 def write_synthetic_slide(
     out_path,
     *,
@@ -197,7 +187,7 @@ def write_synthetic_slide(
     spec = PyramidSpec(width=width, height=height, mpp=mpp, tile=tile, quality=quality, svs=svs, seed=seed,
                        name=path.stem)
     try:
-        fd, tmp = _create_temp(path)
+        fd, tmp = create_temp(path)
         os.close(fd)
     except OSError as err:
         raise type(err)(err.errno, f"cannot write a slide in this folder: {err.strerror}", str(path.parent)) from err
