@@ -1,0 +1,231 @@
+"""The labelled tile grid: square tiles of one physical size, labelled from a doctor's marks.
+
+Frames: tile positions and sizes are level-0 pixels (``l0_x``, ``tile_l0``); a tile is read from
+pyramid level ``level`` at ``read_px`` level pixels and resized to ``tile_px``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from core.annotations.masks import rasterise
+from core.annotations.model import BENIGN, EXCLUDE, TUMOUR, Annotation
+from core.errors import BiopsiaError
+from core.slide.base import SlideReader
+from core.tissue import TissueMask, AreaSum
+
+#: Labels of kept tiles; dropped tiles have ``DROPPED``.
+TUMOUR_LABEL, NON_TUMOUR_LABEL, DROPPED = 1, 0, -1
+#: Why each tile got its label (``TilePlan.reason``), and the names ``TilePlan.counts`` uses.
+REASONS = ("tumour", "non_tumour", "background", "low_tissue", "excluded", "pen", "ambiguous", "unlabelled")
+(TUMOUR_TILE, NON_TUMOUR_TILE, BACKGROUND, LOW_TISSUE, EXCLUDED, PEN, AMBIGUOUS, UNLABELLED) = range(len(REASONS))
+#: Mark sub-pixels per tile side when marks are rasterised for coverage.
+SUBPIXELS = 8
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Tiles of ``tile_px`` pixels at ``mpp`` micrometres per pixel (128 px at 1 µm/px ≈ 10x)."""
+
+    tile_px: int = 128
+    mpp: float = 1.0
+
+    def __post_init__(self) -> None:
+        if int(self.tile_px) <= 0 or not (self.mpp > 0 and math.isfinite(self.mpp)):
+            raise ValueError(f"a tile needs a positive size and µm/px, got {self.tile_px} px at {self.mpp}")
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Every tile of a slide's grid with its label.
+
+    Attributes
+    ----------
+    spec : TileSpec
+    tile_l0 : int
+        Tile side in level-0 pixels.
+    level : int
+        Pyramid level tiles are read from.
+    read_px : int
+        Tile side in pixels of ``level`` (resized to ``spec.tile_px`` when different).
+    l0_x, l0_y : ndarray of int64
+        Top-left corners in level-0 pixels, row-major over the grid.
+    label : ndarray of int8
+        ``TUMOUR_LABEL``, ``NON_TUMOUR_LABEL`` or ``DROPPED``.
+    reason : ndarray of int8
+        Index into ``REASONS``.
+    tissue_fraction, tumour_fraction : ndarray of float32
+        Share of the tile that is tissue, and that Tumour marks cover.
+    grid_shape : (int, int)
+        (rows, cols) of the grid.
+    """
+
+    spec: TileSpec
+    tile_l0: int
+    level: int
+    read_px: int
+    l0_x: np.ndarray
+    l0_y: np.ndarray
+    label: np.ndarray
+    reason: np.ndarray
+    tissue_fraction: np.ndarray
+    tumour_fraction: np.ndarray
+    grid_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.l0_x)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of tiles per reason (``tumour``, ``non_tumour``, ``background``, ...); they sum to the grid."""
+        found = np.bincount(self.reason.astype(np.int64), minlength=len(REASONS))
+        return {name: int(n) for name, n in zip(REASONS, found)}
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Indices of labelled tiles."""
+        return np.flatnonzero(self.label != DROPPED)
+
+
+def tile_size_l0(reader: SlideReader, spec: TileSpec) -> int:
+    """Side of a ``spec`` tile in level-0 pixels of ``reader``.
+
+    Raises
+    ------
+    BiopsiaError
+        When the slide does not say its µm/px.
+    """
+    if not reader.mpp:
+        raise BiopsiaError(f"{reader.display_name}: the slide does not say its micrometres per pixel, so tiles "
+                           f"of {spec.mpp:g} µm/px cannot be cut from it (enter its µm/px in the slide settings)")
+    slide_mpp = (reader.mpp[0] + reader.mpp[1]) / 2
+    return max(1, round(spec.tile_px * spec.mpp / slide_mpp))
+
+
+def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotations: Iterable[Annotation] = (),
+               fully_annotated: bool = True, tumour_min: float = 0.5, normal_max: float = 0.05,
+               tissue_min: float = 0.5, stride: int | None = None, benign_min: float = 0.5,
+               exclude_max: float = 0.01, pen_max: float = 0.05, background_max: float = 0.05) -> TilePlan:
+    """Lay a grid of tiles over a slide and label each from the marks.
+
+    Parameters
+    ----------
+    reader : SlideReader
+        The slide; it must know its µm/px.
+    spec : TileSpec
+        Tile size in pixels and µm/px, so that 20x and 40x scans give the same physical tiles.
+    tissue : TissueMask
+        From :func:`core.tissue.detect_tissue`.
+    annotations : iterable of Annotation
+        Marks in level-0 pixels; classes Tumour, Benign and Exclude are used.
+    fully_annotated : bool
+        Every tumour on the slide is marked, so unmarked tissue is non-tumour; when False only
+        tissue inside Benign marks is.
+    tumour_min : float
+        Tumour coverage from which a tile is Tumour.
+    normal_max : float
+        Tumour coverage up to which a tile is Non-tumour; tiles in between are ambiguous.
+    tissue_min : float
+        Tissue fraction a tile needs to be kept.
+    stride : int, optional
+        Step between tiles in level-0 pixels (default: the tile size, no overlap).
+    benign_min : float
+        Benign coverage that puts a tile inside Benign marks.
+    exclude_max, pen_max : float
+        Tiles where Exclude marks, or pen ink, cover more than this are dropped.
+    background_max : float
+        Tiles with at most this tissue fraction are background (reported apart from low tissue).
+
+    Returns
+    -------
+    TilePlan
+
+    Raises
+    ------
+    BiopsiaError
+        When the slide does not say its µm/px.
+    """
+    tile_l0 = tile_size_l0(reader, spec)
+    stride = tile_l0 if stride is None else int(stride)
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    l0_w, l0_h = reader.dimensions
+    cols = max(0, (l0_w - tile_l0) // stride + 1)
+    rows = max(0, (l0_h - tile_l0) // stride + 1)
+    grid_y, grid_x = np.mgrid[0:rows, 0:cols]
+    l0_x = (grid_x.ravel() * stride).astype(np.int64)
+    l0_y = (grid_y.ravel() * stride).astype(np.int64)
+
+    tissue_fraction = np.asarray(tissue.fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
+    pen_fraction = np.asarray(tissue.pen_fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
+    marks = list(annotations)
+    coverage = _Coverage(marks, l0_w, l0_h, tile_l0 / SUBPIXELS)
+    tumour = coverage.fraction(TUMOUR.name, l0_x, l0_y, tile_l0)
+    benign = coverage.fraction(BENIGN.name, l0_x, l0_y, tile_l0)
+    exclude = coverage.fraction(EXCLUDE.name, l0_x, l0_y, tile_l0)
+
+    # the first rule that applies wins, in this order
+    reason = np.full(len(l0_x), AMBIGUOUS, np.int8)
+    rules = [
+        (tissue_fraction <= background_max, BACKGROUND),
+        (exclude > exclude_max, EXCLUDED),
+        (pen_fraction > pen_max, PEN),
+        (tissue_fraction < tissue_min, LOW_TISSUE),
+        (tumour >= tumour_min, TUMOUR_TILE),
+        ((tumour <= normal_max) & (fully_annotated | (benign >= benign_min)), NON_TUMOUR_TILE),
+        (tumour <= normal_max, UNLABELLED),
+    ]
+    undecided = np.ones(len(l0_x), bool)
+    for condition, code in rules:
+        hit = undecided & condition
+        reason[hit] = code
+        undecided &= ~hit
+    label = np.full(len(l0_x), DROPPED, np.int8)
+    label[reason == TUMOUR_TILE] = TUMOUR_LABEL
+    label[reason == NON_TUMOUR_TILE] = NON_TUMOUR_LABEL
+
+    downsample = tile_l0 / spec.tile_px
+    level = reader.best_level_for_downsample(downsample)
+    read_px = max(1, round(tile_l0 / reader.level_downsamples[level]))
+    return TilePlan(spec=spec, tile_l0=tile_l0, level=level, read_px=read_px, l0_x=l0_x, l0_y=l0_y, label=label,
+                    reason=reason, tissue_fraction=tissue_fraction, tumour_fraction=tumour.astype(np.float32),
+                    grid_shape=(rows, cols))
+
+
+class _Coverage:
+    """Share of level-0 squares covered by each class's marks, from one raster per class."""
+
+    def __init__(self, marks: list[Annotation], l0_w: int, l0_h: int, downsample: float):
+        self.marks, self.l0_w, self.l0_h, self.downsample = marks, l0_w, l0_h, downsample
+        self._sums: dict[str, AreaSum | None] = {}
+
+    def fraction(self, class_name: str, l0_x: np.ndarray, l0_y: np.ndarray, tile_l0: int) -> np.ndarray:
+        if class_name not in self._sums:
+            wanted = [m for m in self.marks if m.class_name == class_name]
+            raster = rasterise(wanted, class_name, self.l0_w, self.l0_h, self.downsample) if wanted else None
+            self._sums[class_name] = AreaSum(raster) if raster is not None else None
+        area_sum = self._sums[class_name]
+        if area_sum is None:
+            return np.zeros(len(l0_x), np.float64)
+        x0, y0 = l0_x / self.downsample, l0_y / self.downsample
+        size = tile_l0 / self.downsample
+        # the raster is ceil(l0 / downsample) wide; tiles lie inside the slide, so no clipping share is needed
+        return np.asarray(area_sum.mean(x0, y0, x0 + size, y0 + size), np.float64).reshape(-1)
+
+
+def read_tile(reader: SlideReader, plan: TilePlan, i: int) -> np.ndarray:
+    """Pixels of tile ``i``: a (tile_px, tile_px, 3) uint8 RGB array.
+
+    Read from ``plan.level`` and resized with area averaging when that level is not exactly
+    the tile's resolution.
+    """
+    tile_px = plan.spec.tile_px
+    rgb = reader.read_region(int(plan.l0_x[i]), int(plan.l0_y[i]), plan.level, plan.read_px, plan.read_px)
+    if plan.read_px != tile_px:
+        rgb = cv2.resize(rgb, (tile_px, tile_px), interpolation=cv2.INTER_AREA)
+    return rgb
