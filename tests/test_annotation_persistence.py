@@ -160,3 +160,20 @@ def test_pen_marked_copy_imported_over_the_open_slide(qtbot, make_window, synthe
     found = shapely.union_all([a.geometry for a in view.annotations])
     assert found.intersection(truth).area / found.union(truth).area > 0.8
     assert {a.class_name for a in view.annotations} == {"Tumour"}
+
+
+def test_demo_opens_with_its_known_tumour_as_marks_once(qtbot, make_window, synthetic_slide):
+    from gui.app import _open_demo
+
+    truth = read_annotations(synthetic_slide.geojson_path).annotations
+    win = make_window()
+    _open_demo(win, synthetic_slide.slide_path)
+    qtbot.waitUntil(lambda: bool(win.views()) and len(win.views()[0].annotations) == len(truth), timeout=20000)
+    view = win.views()[0]
+    view.apply_edit(ops.delete(view.annotations, [truth[0].id]))  # the doctor disagrees with one region
+    win.close()
+    again = make_window()
+    _open_demo(again, synthetic_slide.slide_path)  # not imported a second time over the doctor's edits
+    qtbot.waitUntil(lambda: bool(again.views()), timeout=20000)
+    qtbot.wait(300)
+    assert len(again.views()[0].annotations) == len(truth) - 1
