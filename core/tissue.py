@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy import ndimage
 from shapely import affinity
 
 from core.annotations.masks import vectorise
@@ -193,10 +192,12 @@ def detect_tissue(reader: SlideReader, target_mpp: float = 16.0, max_side: int =
 
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hue, sat = hsv[:, :, 0], hsv[:, :, 1]
-    od = _od_sum(rgb)
-    background = (rgb.min(axis=2) > WHITE_LEVEL) | (od < MIN_OD)
-    pen = _pen(rgb, hue, sat) if detect_pen else np.zeros_like(background)
-    candidates = sat[~background & ~pen]
+    red, green, blue = cv2.split(rgb)  # per-channel planes: reductions over the last axis are slow in numpy
+    od = _od_sum(red, green, blue)
+    background = (cv2.min(cv2.min(red, green), blue) > WHITE_LEVEL) | (od < MIN_OD)
+    brightest = cv2.max(cv2.max(red, green), blue)
+    pen = _pen(brightest, hue, sat) if detect_pen else np.zeros_like(background)
+    candidates = sat[~pen]  # glass included: Otsu separates it from stain, even where tissue is scarce
     sat_threshold = MIN_SATURATION
     if candidates.size > 16:
         otsu, _ = cv2.threshold(candidates.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -207,7 +208,7 @@ def detect_tissue(reader: SlideReader, target_mpp: float = 16.0, max_side: int =
     radius = int(np.clip(round(radius), 1, 8))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     tissue = cv2.morphologyEx(tissue.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
-    tissue = ndimage.binary_fill_holes(tissue)
+    tissue = _fill_holes(tissue)
     pen_wide = cv2.dilate(pen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 if pen.any() else pen
     tissue &= ~pen_wide
     min_px = min_area_um2 / mask_mpp ** 2 if mask_mpp else min_area_px
@@ -226,16 +227,27 @@ def _read_low_resolution(reader: SlideReader, downsample: float, mask_w: int, ma
     return rgb
 
 
-def _od_sum(rgb: np.ndarray) -> np.ndarray:
+#: Optical density of each 8-bit value.
+_OD = (-np.log((np.arange(256) + 1.0) / 256.0)).astype(np.float32)
+
+
+def _od_sum(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
     """Optical density summed over the three channels (0 on white glass)."""
-    lut = (-np.log((np.arange(256) + 1.0) / 256.0)).astype(np.float32)
-    return lut[rgb].sum(axis=2)
+    return _OD[red] + _OD[green] + _OD[blue]
 
 
-def _pen(rgb: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
+def _pen(brightest: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
     """Ink: strongly saturated hues outside H&E's pink-purple, or near-black pixels."""
     off_hue = (hue > HE_HUE_HIGH) & (hue < HE_HUE_LOW)
-    return (off_hue & (sat > PEN_SATURATION)) | (rgb.max(axis=2) < DARK_LEVEL)
+    return (off_hue & (sat > PEN_SATURATION)) | (brightest < DARK_LEVEL)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with enclosed holes filled, like ``scipy.ndimage.binary_fill_holes`` but several times faster."""
+    # flood the glass from a one-pixel frame; whatever the flood cannot reach is tissue or a hole in it
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(padded, None, (0, 0), 2, flags=4)
+    return padded[1:-1, 1:-1] != 2
 
 
 def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:

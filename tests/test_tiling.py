@@ -1,0 +1,173 @@
+"""The labelled tile grid: labels against known tumour, physical tile size, marks, errors, pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import Point, box
+
+from core.annotations.formats import read_annotations
+from core.annotations.model import Annotation
+from core.errors import BiopsiaError
+from core.slide import ArrayReader, open_slide
+from core.tiling import (DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
+                         TileSpec, plan_tiles, read_tile, tile_size_l0)
+from core.tissue import detect_tissue
+from tests.test_tissue import GREEN, he_image
+
+
+@pytest.fixture(scope="module")
+def synth(synthetic_slide):
+    marks = read_annotations(synthetic_slide.geojson_path).annotations
+    with open_slide(synthetic_slide.slide_path) as reader:
+        tissue = detect_tissue(reader)
+        plan = plan_tiles(reader, TileSpec(), tissue, marks)
+    return synthetic_slide, marks, tissue, plan
+
+
+def centres(plan: TilePlan, indices) -> list[Point]:
+    half = plan.tile_l0 / 2
+    return [Point(plan.l0_x[i] + half, plan.l0_y[i] + half) for i in indices]
+
+
+def test_tumour_tiles_lie_in_the_known_tumour(synth):
+    result, _, _, plan = synth
+    truth = shapely.union_all(result.tumour_polygons)
+    tumour = np.flatnonzero(plan.label == TUMOUR_LABEL)
+    normal = np.flatnonzero(plan.label == NON_TUMOUR_LABEL)
+    assert len(tumour) >= 5 and len(normal) >= 5
+    for i, centre in zip(tumour, centres(plan, tumour)):
+        assert truth.buffer(plan.tile_l0 * 0.25).contains(centre)
+        tile = box(plan.l0_x[i], plan.l0_y[i], plan.l0_x[i] + plan.tile_l0, plan.l0_y[i] + plan.tile_l0)
+        assert truth.intersection(tile).area / tile.area > 0.45
+    for i, centre in zip(normal, centres(plan, normal)):
+        assert not truth.contains(centre)
+        tile = box(plan.l0_x[i], plan.l0_y[i], plan.l0_x[i] + plan.tile_l0, plan.l0_y[i] + plan.tile_l0)
+        assert truth.intersection(tile).area / tile.area < 0.08
+    assert (plan.tissue_fraction[plan.label != DROPPED] >= 0.5).all()
+
+
+def test_counts_add_up_to_the_grid(synth):
+    result, _, _, plan = synth
+    rows, cols = plan.grid_shape
+    assert plan.tile_l0 == 256  # 128 px at 1 µm/px on a 0.5 µm/px slide
+    assert (rows, cols) == (result.height // 256, result.width // 256)
+    assert len(plan) == rows * cols == sum(plan.counts.values())
+    assert set(plan.counts) == set(REASONS)
+    assert plan.counts["tumour"] == (plan.label == TUMOUR_LABEL).sum()
+    assert plan.counts["non_tumour"] == (plan.label == NON_TUMOUR_LABEL).sum()
+    assert plan.counts["background"] > 0
+    assert len(plan.kept) == plan.counts["tumour"] + plan.counts["non_tumour"]
+    assert plan.l0_x.max() + plan.tile_l0 <= result.width and plan.l0_y.max() + plan.tile_l0 <= result.height
+
+
+def test_stride_overlaps_tiles(synth):
+    result, marks, tissue, _ = synth
+    with open_slide(result.slide_path) as reader:
+        plan = plan_tiles(reader, TileSpec(), tissue, marks, stride=128)
+    assert plan.grid_shape == ((result.height - 256) // 128 + 1, (result.width - 256) // 128 + 1)
+    assert sum(plan.counts.values()) == len(plan)
+
+
+def test_same_physical_tiles_at_20x_and_40x():
+    rgb40 = he_image(2400, 1800, seed=2)
+    rgb20 = cv2.resize(rgb40, (1200, 900), interpolation=cv2.INTER_AREA)
+    mark40 = Annotation(box(600, 600, 1400, 1200), "Tumour")
+    mark20 = Annotation(box(300, 300, 700, 600), "Tumour")
+    plans = []
+    for rgb, mpp, mark in ((rgb40, 0.25, mark40), (rgb20, 0.5, mark20)):
+        reader = ArrayReader(rgb, mpp=(mpp, mpp))
+        plan = plan_tiles(reader, TileSpec(64, 2.0), detect_tissue(reader), [mark])
+        assert plan.tile_l0 * mpp == pytest.approx(128.0)
+        assert read_tile(reader, plan, int(plan.kept[0])).shape == (64, 64, 3)
+        plans.append((plan, mpp))
+    (a, mpp_a), (b, mpp_b) = plans
+    assert a.grid_shape == b.grid_shape
+    assert np.array_equal(a.l0_x * mpp_a, b.l0_x * mpp_b)
+    assert np.array_equal(a.label, b.label)
+    assert (a.label == TUMOUR_LABEL).sum() > 0
+
+
+def test_exclude_marks_drop_tiles(synth):
+    result, marks, tissue, plan = synth
+    tumour = np.flatnonzero(plan.label == TUMOUR_LABEL)
+    x, y = plan.l0_x[tumour[0]], plan.l0_y[tumour[0]]
+    exclude = Annotation(box(x + 10, y + 10, x + 200, y + 200), "Exclude")
+    with open_slide(result.slide_path) as reader:
+        excluded = plan_tiles(reader, TileSpec(), tissue, [*marks, exclude])
+    assert excluded.reason[tumour[0]] == EXCLUDED and excluded.label[tumour[0]] == DROPPED
+    assert excluded.counts["excluded"] == 1
+    assert excluded.counts["tumour"] == plan.counts["tumour"] - 1
+
+
+def test_partly_annotated_slides_take_non_tumour_only_from_benign_marks(synth):
+    result, marks, tissue, plan = synth
+    normal = np.flatnonzero(plan.label == NON_TUMOUR_LABEL)
+    chosen = normal[: max(2, len(normal) // 3)]
+    x0, y0 = plan.l0_x[chosen].min(), plan.l0_y[chosen].min()
+    x1, y1 = plan.l0_x[chosen].max() + plan.tile_l0, plan.l0_y[chosen].max() + plan.tile_l0
+    benign = box(x0, y0, x1, y1)
+    with open_slide(result.slide_path) as reader:
+        partial = plan_tiles(reader, TileSpec(), tissue, [*marks, Annotation(benign, "Benign")],
+                             fully_annotated=False)
+        unmarked = plan_tiles(reader, TileSpec(), tissue, marks, fully_annotated=False)
+    kept_normal = np.flatnonzero(partial.label == NON_TUMOUR_LABEL)
+    assert len(kept_normal) >= len(chosen)
+    assert all(benign.contains(c) for c in centres(partial, kept_normal))
+    assert partial.counts["unlabelled"] > 0
+    assert np.array_equal(partial.label == TUMOUR_LABEL, plan.label == TUMOUR_LABEL)
+    assert unmarked.counts["non_tumour"] == 0
+    assert unmarked.counts["unlabelled"] == plan.counts["non_tumour"]
+    assert (unmarked.reason[plan.label == NON_TUMOUR_LABEL] == UNLABELLED).all()
+
+
+def test_pen_tiles_are_dropped():
+    rgb = he_image(1600, 1200)
+    cv2.line(rgb, (200, 600), (1400, 600), GREEN, 60)
+    reader = ArrayReader(rgb, mpp=(1.0, 1.0))
+    plan = plan_tiles(reader, TileSpec(64, 2.0), detect_tissue(reader))
+    on_line = (plan.l0_y <= 600) & (plan.l0_y + plan.tile_l0 > 600) & (plan.l0_x >= 300) & (plan.l0_x < 1200)
+    assert on_line.sum() > 3
+    assert (plan.reason[on_line] == PEN).all()
+    near_line = (plan.l0_y <= 630) & (plan.l0_y + plan.tile_l0 > 570) & (plan.l0_x + plan.tile_l0 > 170) \
+        & (plan.l0_x < 1430)
+    assert (near_line[plan.reason == PEN]).all()
+    assert plan.counts["non_tumour"] > 0
+
+
+def test_a_slide_without_mpp_is_refused():
+    reader = ArrayReader(he_image(800, 600), path="case-17.png")
+    with pytest.raises(BiopsiaError, match="case-17.png.*micrometres per pixel"):
+        tile_size_l0(reader, TileSpec())
+    with pytest.raises(BiopsiaError, match="case-17.png"):
+        plan_tiles(reader, TileSpec(), detect_tissue(reader))
+
+
+def test_read_tile_gives_the_tile_pixels():
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (500, 480, 3), np.uint8)  # small enough to be one level
+    reader = ArrayReader(rgb, mpp=(0.5, 0.5))
+    plan = plan_tiles(reader, TileSpec(64, 1.0), detect_tissue(reader), stride=100)
+    assert (plan.level, plan.read_px, plan.tile_l0) == (0, 128, 128)
+    for i in (0, len(plan) - 1):
+        x, y = int(plan.l0_x[i]), int(plan.l0_y[i])
+        expected = cv2.resize(reader.read_region(x, y, 0, 128, 128), (64, 64), interpolation=cv2.INTER_AREA)
+        tile = read_tile(reader, plan, i)
+        assert tile.shape == (64, 64, 3) and tile.dtype == np.uint8
+        assert np.array_equal(tile, expected)
+
+
+def test_read_tile_uses_a_coarser_level(synth):
+    result, _, _, _ = synth
+    with open_slide(result.slide_path) as reader:
+        tissue = detect_tissue(reader)
+        plan = plan_tiles(reader, TileSpec(128, 4.0), tissue)  # 1024 level-0 px: read from level 1 (4x)
+        assert (plan.tile_l0, plan.level, plan.read_px) == (1024, 1, 256)
+        i = int(np.argmax(plan.tissue_fraction))
+        x, y = int(plan.l0_x[i]), int(plan.l0_y[i])
+        tile = read_tile(reader, plan, i)
+        direct = cv2.resize(reader.read_region(x, y, 0, 1024, 1024), (128, 128), interpolation=cv2.INTER_AREA)
+    assert tile.shape == (128, 128, 3)
+    assert np.abs(tile.astype(int) - direct.astype(int)).mean() < 4
