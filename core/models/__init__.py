@@ -1,0 +1,1 @@
+"""MXNet models: architectures (`zoo`), the one model thread (`engine`), saved bundles (`bundle`)."""

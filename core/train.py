@@ -1,0 +1,354 @@
+"""Train a tile classifier with MXNet Gluon and save the best epoch as a model bundle.
+
+All MXNet work runs on the model thread (`core.models.engine`); `train` submits itself there and
+waits, so ``progress`` and ``should_stop`` are called from the model thread. Batches are augmented in
+numpy by a small thread pool a few batches ahead, so the network does not wait for them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import DatasetError, ModelError
+from core.metrics import BinaryMetrics
+from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, normalise, save_bundle
+from core.models.engine import describe_device, engine, parse_device
+from core.models.zoo import build
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+PREFETCH = 3
+
+
+@dataclass
+class TileArrays:
+    """Tiles in memory: ``images`` uint8 RGB ``(N, H, W, 3)``, ``labels`` int ``(N,)`` indexing ``classes``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str] = field(default_factory=lambda: ["Non-tumour", "Tumour"])
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images)
+        self.labels = np.asarray(self.labels).astype(np.int64).ravel()
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def check(self, name: str = "dataset", need_all_classes: bool = True) -> None:
+        """Raise DatasetError when the arrays cannot be trained on."""
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise DatasetError(f"{name}: tiles must be uint8 RGB shaped (N, H, W, 3), got "
+                               f"{self.images.dtype} {self.images.shape}")
+        if len(self) == 0 or self.images.shape[0] != len(self):
+            raise DatasetError(f"{name}: {self.images.shape[0]} tiles but {len(self)} labels")
+        if self.labels.min() < 0 or self.labels.max() >= len(self.classes):
+            raise DatasetError(f"{name}: labels must lie in 0..{len(self.classes) - 1} ({self.classes})")
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        missing = [c for c, n in zip(self.classes, counts) if n == 0]
+        if need_all_classes and missing:
+            raise DatasetError(f"{name}: no tiles of class {', '.join(missing)}; a classifier needs examples "
+                               f"of every class (counts: {dict(zip(self.classes, counts.tolist()))})")
+
+    @classmethod
+    def from_folder(cls, path) -> "TileArrays":
+        """Read patches from ``path/<class name>/*.png|jpg``; classes are the subfolders, sorted by name.
+
+        Raises
+        ------
+        DatasetError
+            When the folder has no class subfolders, a file is unreadable, or tile sizes differ.
+        """
+        import cv2
+
+        root = Path(path)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: dataset folder does not exist")
+        class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+        if not class_dirs:
+            raise DatasetError(f"{root}: expected one subfolder per class holding PNG/JPEG patches")
+        images, labels = [], []
+        for index, folder in enumerate(class_dirs):
+            for file in sorted(folder.iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+                if bgr is None:
+                    raise DatasetError(f"{file}: not a readable image; remove or replace it")
+                if images and bgr.shape != images[0].shape:
+                    raise DatasetError(f"{file}: tile is {bgr.shape[1]}x{bgr.shape[0]} px but others are "
+                                       f"{images[0].shape[1]}x{images[0].shape[0]} px; export tiles of one size")
+                images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                labels.append(index)
+        if not images:
+            raise DatasetError(f"{root}: no PNG/JPEG patches in its class subfolders")
+        return cls(np.stack(images), np.asarray(labels), [p.name for p in class_dirs])
+
+
+@dataclass
+class ProgressEvent:
+    """One report from training: after each batch (``metrics`` None) or each epoch (``metrics`` set)."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    metrics: dict | None = None
+
+
+@dataclass
+class TrainResult:
+    """What `train` did: ``bundle`` is the best checkpoint's folder (None if no epoch finished)."""
+
+    bundle: Path | None
+    best_epoch: int | None
+    best_score: float | None
+    epochs_run: int
+    history: list[dict]
+    cancelled: bool = False
+    stopped_early: bool = False
+    device: str = ""
+
+
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random flips, 90-degree rotations and a mild per-channel stain/brightness jitter (uint8 in, out)."""
+    out = np.empty_like(images)
+    for i, tile in enumerate(images):
+        if rng.random() < 0.5:
+            tile = tile[:, ::-1]
+        if rng.random() < 0.5:
+            tile = tile[::-1]
+        tile = np.rot90(tile, int(rng.integers(4)))
+        scale = rng.uniform(0.92, 1.08, 3)  # per-channel: stain intensity
+        shift = rng.uniform(-12, 12, 3) + rng.uniform(-10, 10)  # per-channel hue drift + brightness
+        out[i] = np.clip(tile.astype(np.float32) * scale + shift, 0, 255).astype(np.uint8)
+    return out
+
+
+def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return (labels.size / (n_classes * np.maximum(counts, 1))).astype(np.float32)
+
+
+def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cnn", epochs: int = 10,
+          batch_size: int = 64, lr: float = 1e-3, optimizer: str = "adam", seed: int = 0,
+          device: str = "auto", class_weighting: bool = True, augment: bool = True,
+          early_stopping_patience: int | None = 5, progress: Callable | None = None,
+          should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
+          lr_schedule: str = "cosine") -> TrainResult:
+    """Train ``arch`` on tiles, validate every epoch, keep the best epoch (by validation AUC) as a bundle.
+
+    Parameters
+    ----------
+    train_data, val_data : TileArrays
+        Tiles of one size; every class must be present in both.
+    out_dir : path-like
+        Receives ``best/`` (the bundle to use), ``last/`` (resumable checkpoint) and ``history.json``.
+    arch : str
+        A key of `core.models.zoo.ARCHS`.
+    epochs, batch_size : int
+    lr : float
+        Initial learning rate, decayed by ``lr_schedule`` (``"cosine"`` or ``"step"``: x0.1 at 50%, 75%).
+    optimizer : {"adam", "sgd"}
+        SGD uses momentum 0.9 and weight decay 1e-4.
+    seed : int
+        Seeds MXNet and numpy (shuffling and augmentation).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"gpu:N"`` (see `core.models.engine.parse_device`).
+    class_weighting : bool
+        Weight the loss by inverse class frequency.
+    augment : bool
+        Random flips, rotations and stain jitter on training tiles.
+    early_stopping_patience : int or None
+        Stop after this many epochs without a better validation score.
+    progress : callable, optional
+        Called with a `ProgressEvent` after each batch and each epoch.
+    should_stop : callable, optional
+        Checked before each batch; when it returns True training stops and the best checkpoint is kept.
+    resume : bool
+        Continue from ``out_dir/last`` if present.
+    mpp : float, optional
+        Micrometres per pixel of the tiles, recorded in the bundle.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DatasetError
+        For empty, mis-shaped or single-class data.
+    ModelError
+        For an unknown architecture or unavailable device.
+    """
+    train_data.check("training data")
+    val_data.check("validation data")
+    if train_data.images.shape[1:] != val_data.images.shape[1:]:
+        raise DatasetError(f"training tiles are {train_data.images.shape[1:3]} px but validation tiles are "
+                           f"{val_data.images.shape[1:3]} px")
+    if list(train_data.classes) != list(val_data.classes):
+        raise DatasetError(f"training classes {train_data.classes} differ from validation {val_data.classes}")
+    settings = dict(arch=arch, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                    optimizer=optimizer, seed=int(seed), class_weighting=class_weighting, augment=augment,
+                    early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule)
+    return engine().run(_run_training, train_data, val_data, Path(out_dir), settings, device, mpp,
+                        progress, should_stop, resume)
+
+
+def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, epoch: int, do_augment: bool,
+             mean: np.ndarray, std: np.ndarray, pool: ThreadPoolExecutor):
+    """Yield (x, y) numpy batches, prepared by ``pool`` up to `PREFETCH` batches ahead."""
+    starts = range(0, order.size, batch_size)
+
+    def prepare(index: int, start: int):
+        idx = order[start:start + batch_size]
+        tiles = data.images[idx]
+        if do_augment:
+            tiles = augment(tiles, np.random.default_rng((seed, epoch, index)))
+        return normalise(tiles, mean, std), data.labels[idx].astype(np.float32)
+
+    pending = []
+    for index, start in enumerate(starts):
+        pending.append(pool.submit(prepare, index, start))
+        if len(pending) > PREFETCH:
+            yield pending.pop(0).result()
+    for future in pending:
+        yield future.result()
+
+
+def _evaluate(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, loss_fn) -> dict:
+    """Validation loss, accuracy and (for two classes) screening metrics; on the model thread."""
+    import mxnet as mx
+
+    order = np.arange(len(data))
+    probs, losses = [], []
+    for x, y in _batches(data, order, batch_size, 0, 0, False, mean, std, pool):
+        out = net(mx.nd.array(x, ctx=ctx))
+        losses.append(loss_fn(out, mx.nd.array(y, ctx=ctx)).asnumpy())
+        probs.append(mx.nd.softmax(out, axis=1).asnumpy())
+    prob = np.concatenate(probs)
+    result = {"loss": float(np.concatenate(losses).mean()),
+              "accuracy": float(np.mean(prob.argmax(1) == data.labels))}
+    if prob.shape[1] == 2:
+        binary = BinaryMetrics(data.labels, prob[:, 1]).as_dict()
+        result.update({k: binary[k] for k in ("sensitivity", "specificity", "auc", "auc_reason")})
+    return result
+
+
+def _score(metrics: dict) -> float:
+    """Higher is better: validation AUC, else accuracy (several classes)."""
+    auc = metrics.get("auc")
+    return float(auc) if auc is not None else float(metrics["accuracy"])
+
+
+def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, progress, should_stop, resume):
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    ctx = parse_device(device)
+    mx.random.seed(s["seed"])
+    rng = np.random.default_rng(s["seed"])
+    n_classes = len(train_data.classes)
+    tile_px = int(train_data.images.shape[1])
+    mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    batches = math.ceil(len(train_data) / s["batch_size"])
+    total_updates = max(1, s["epochs"] * batches)
+
+    net = build(s["arch"], n_classes)
+    net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
+    net.hybridize(static_alloc=True)
+    if s["lr_schedule"] == "step":
+        schedule = mx.lr_scheduler.MultiFactorScheduler(
+            [max(1, int(total_updates * f)) for f in (0.5, 0.75)], factor=0.1, base_lr=s["lr"])
+    else:
+        schedule = mx.lr_scheduler.CosineScheduler(total_updates, base_lr=s["lr"], final_lr=s["lr"] * 0.01)
+    opt_args = {"learning_rate": s["lr"], "lr_scheduler": schedule}
+    if s["optimizer"] == "sgd":
+        opt_args.update(momentum=0.9, wd=1e-4)
+    elif s["optimizer"] != "adam":
+        raise ModelError(f"unknown optimizer {s['optimizer']!r}; choose 'adam' or 'sgd'")
+    # Parameters in structural order ("0.0.weight", ...), the same for every instance of the network,
+    # so saved optimizer states line up on resume (global names like conv12_ differ between instances).
+    params = [p for _, p in sorted(net._collect_params_with_prefix().items())]
+    trainer = gluon.Trainer(params, s["optimizer"], opt_args)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    weights = _class_weights(train_data.labels, n_classes) if s["class_weighting"] else np.ones(n_classes, np.float32)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_dir, best_dir = out_dir / "last", out_dir / "best"
+    state = {"epoch": -1, "best_epoch": None, "best_score": None, "stale": 0, "history": []}
+    if resume and (last_dir / "state.json").is_file():
+        state = json.loads((last_dir / "state.json").read_text(encoding="utf-8"))
+        net.load_parameters(str(last_dir / "train.params"), ctx=ctx)
+        trainer.load_states(str(last_dir / "trainer.states"))
+        rng = np.random.default_rng((s["seed"], state["epoch"] + 1))
+
+    cancelled = stopped_early = False
+    pool = ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2))), thread_name_prefix="biopsia-batches")
+    try:
+        for epoch in range(state["epoch"] + 1, s["epochs"]):
+            order = rng.permutation(len(train_data))
+            running, seen = 0.0, 0
+            for b, (x, y) in enumerate(_batches(train_data, order, s["batch_size"], s["seed"], epoch,
+                                                s["augment"], mean, std, pool)):
+                if should_stop is not None and should_stop():
+                    cancelled = True
+                    break
+                xb, yb = mx.nd.array(x, ctx=ctx), mx.nd.array(y, ctx=ctx)
+                wb = mx.nd.array(weights[y.astype(np.int64)], ctx=ctx).reshape((-1, 1))
+                with autograd.record():
+                    loss = loss_fn(net(xb), yb, wb)
+                loss.backward()
+                trainer.step(xb.shape[0])
+                running += float(loss.sum().asscalar())
+                seen += xb.shape[0]
+                if progress is not None:
+                    progress(ProgressEvent(epoch, s["epochs"], b + 1, batches, running / seen))
+            if cancelled:
+                break
+            metrics = _evaluate(net, val_data, s["batch_size"], ctx, mean, std, pool, loss_fn)
+            metrics.update(epoch=epoch, train_loss=running / max(seen, 1), lr=trainer.learning_rate)
+            state["history"].append(metrics)
+            state["epoch"] = epoch
+            score = _score(metrics)
+            info = ModelInfo(s["arch"], list(train_data.classes), tile_px, mpp, IMAGENET_MEAN, IMAGENET_STD,
+                             training=_summary(train_data, val_data, s, epoch), metrics=metrics)
+            if state["best_score"] is None or score > state["best_score"]:
+                state.update(best_score=score, best_epoch=epoch, stale=0)
+                save_bundle(best_dir, net, info)
+            else:
+                state["stale"] += 1
+            save_bundle(last_dir, net, info)
+            net.save_parameters(str(last_dir / "train.params"))
+            trainer.save_states(str(last_dir / "trainer.states"))
+            (last_dir / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+            if progress is not None:
+                progress(ProgressEvent(epoch, s["epochs"], batches, batches, metrics["train_loss"], metrics))
+            patience = s["early_stopping_patience"]
+            if patience is not None and state["stale"] >= patience:
+                stopped_early = True
+                break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    (out_dir / "history.json").write_text(json.dumps(state["history"], indent=1), encoding="utf-8")
+    return TrainResult(
+        bundle=best_dir if state["best_epoch"] is not None else None, best_epoch=state["best_epoch"],
+        best_score=state["best_score"], epochs_run=len(state["history"]), history=state["history"],
+        cancelled=cancelled, stopped_early=stopped_early, device=describe_device(ctx))
+
+
+def _summary(train_data: TileArrays, val_data: TileArrays, s: dict, epoch: int) -> dict:
+    """Training data and settings recorded in ``model.json``."""
+    def counts(d):
+        return dict(zip(d.classes, np.bincount(d.labels, minlength=len(d.classes)).tolist()))
+    return {"train_tiles": counts(train_data), "val_tiles": counts(val_data), "epoch": epoch,
+            "settings": dict(s)}

@@ -1,0 +1,165 @@
+"""core.models: architectures, the one model thread, bundles."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from core.errors import ModelError
+from core.models import bundle as bundle_mod
+from core.models.bundle import ModelInfo, load_bundle, save_bundle
+from core.models.engine import ModelThread, describe_device, engine, parse_device
+from core.models.zoo import ARCHS, build
+
+
+@pytest.fixture(scope="module")
+def model_thread():
+    thread = ModelThread(name="test-model")
+    yield thread
+    thread.shutdown()
+
+
+def test_jobs_run_on_one_thread_in_order(model_thread):
+    idents = [model_thread.submit(threading.get_ident).result(5) for _ in range(5)]
+    assert len(set(idents)) == 1 and idents[0] == model_thread.ident != threading.get_ident()
+    order = []
+    futures = [model_thread.submit(order.append, i) for i in range(20)]
+    [f.result(5) for f in futures]
+    assert order == list(range(20))
+
+
+def test_exceptions_propagate_through_future(model_thread):
+    def boom():
+        raise ValueError("bad tile")
+
+    with pytest.raises(ValueError, match="bad tile"):
+        model_thread.submit(boom).result(5)
+    assert model_thread.submit(lambda x, y=1: x + y, 2, y=3).result(5) == 5  # still alive
+
+
+def test_shutdown_refuses_new_jobs():
+    thread = ModelThread()
+    thread.shutdown()
+    with pytest.raises(ModelError):
+        thread.submit(print)
+
+
+def test_singleton_engine():
+    assert engine() is engine()
+
+
+def test_devices():
+    import mxnet as mx
+
+    ctx = parse_device("auto")
+    assert ctx == (mx.gpu(0) if mx.context.num_gpus() > 0 else mx.cpu())
+    assert parse_device("cpu") == mx.cpu()
+    assert describe_device(mx.cpu()).startswith("CPU (")
+    assert describe_device(mx.gpu(0)) == "GPU 0"
+    with pytest.raises(ModelError, match="not available"):
+        parse_device("gpu:7")
+    with pytest.raises(ModelError, match="not understood"):
+        parse_device("tpu")
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_architectures_give_class_scores(model_thread, arch):
+    def job():
+        import mxnet as mx
+
+        net = build(arch, classes=3)
+        net.initialize(mx.init.Xavier())
+        return net(mx.nd.zeros((2, 3, 64, 64))).shape
+
+    assert model_thread.run(job) == (2, 3)
+
+
+def test_unknown_architecture_lists_choices():
+    with pytest.raises(ModelError, match="cnn, resnet18"):
+        build("vgg99")
+
+
+def _saved_bundle(folder, tile_px=32):
+    import mxnet as mx
+
+    net = build("cnn")
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    info = ModelInfo("cnn", ["Non-tumour", "Tumour"], tile_px, mpp=0.5, metrics={"auc": 0.9})
+    tiles = np.random.default_rng(0).integers(0, 256, (4, tile_px, tile_px, 3), dtype=np.uint8)
+    mean = np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
+    before = mx.nd.softmax(net(mx.nd.array(bundle_mod.normalise(tiles, mean, std))), axis=1).asnumpy()
+    save_bundle(folder, net, info)
+    return tiles, before
+
+
+def test_bundle_round_trip_identical(model_thread, tmp_path):
+    tiles, before = model_thread.run(_saved_bundle, tmp_path)
+    doc = json.loads((tmp_path / "model.json").read_text())
+    assert doc["classes"] == ["Non-tumour", "Tumour"] and doc["input"]["layout"] == "NCHW"
+    assert set(doc["software"]) == {"biopsia", "mxnet", "numpy", "python"}
+    loaded = model_thread.run(load_bundle, tmp_path)
+    after = model_thread.run(loaded.predict, tiles)
+    np.testing.assert_array_equal(after, before)
+    assert loaded.info.mpp == 0.5 and loaded.info.metrics == {"auc": 0.9}
+
+
+def test_truncated_params_names_file(model_thread, tmp_path):
+    model_thread.run(_saved_bundle, tmp_path)
+    params = tmp_path / "model-0000.params"
+    params.write_bytes(params.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="model-0000.params.*re-export"):
+        model_thread.run(load_bundle, tmp_path)
+
+
+def test_missing_symbol_names_file(model_thread, tmp_path):
+    model_thread.run(_saved_bundle, tmp_path)
+    (tmp_path / "model-symbol.json").unlink()
+    with pytest.raises(ModelError, match="model-symbol.json.*missing"):
+        model_thread.run(load_bundle, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"tile_px": "128"}, "tile_px"),
+        ({"format_version": 99}, "newer"),
+        ({"architecture": "alexnet"}, "architecture"),
+    ],
+)
+def test_bad_model_json_names_file(model_thread, tmp_path, change, message):
+    model_thread.run(_saved_bundle, tmp_path)
+    path = tmp_path / "model.json"
+    doc = json.loads(path.read_text())
+    doc.update(change)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match=f"model.json.*{message}"):
+        model_thread.run(load_bundle, tmp_path)
+
+
+def test_unreadable_model_json(model_thread, tmp_path):
+    model_thread.run(_saved_bundle, tmp_path)
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="model.json.*unreadable"):
+        model_thread.run(load_bundle, tmp_path)
+
+
+def test_params_from_another_network_names_file(model_thread, tmp_path):
+    model_thread.run(_saved_bundle, tmp_path / "a")
+
+    def other_weights():
+        import mxnet as mx
+
+        net = build("cnn", classes=3)  # same graph shape except the head
+        net.initialize()
+        net.hybridize()
+        net(mx.nd.zeros((1, 3, 32, 32)))
+        net.export(str(tmp_path / "c" / "model"))
+
+    (tmp_path / "c").mkdir()
+    model_thread.run(other_weights)
+    (tmp_path / "a" / "model-0000.params").write_bytes((tmp_path / "c" / "model-0000.params").read_bytes())
+    with pytest.raises(ModelError, match="model-0000.params.*do not match"):
+        model_thread.run(load_bundle, tmp_path / "a")
