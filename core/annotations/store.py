@@ -103,12 +103,11 @@ class AnnotationStore:
             if not self._items:
                 return []
             if self._tree is None:
+                # Tree indices follow drawing order, so sorted hits come out oldest first.
                 self._tree_ids = list(self._items)
                 self._tree = STRtree([box(*self._items[i].bounds) for i in self._tree_ids])
-            hits = self._tree.query(box(l0_x0, l0_y0, l0_x1, l0_y1))
-            order = {ann_id: n for n, ann_id in enumerate(self._items)}
-            found = [self._tree_ids[i] for i in hits]
-            return [self._items[i] for i in sorted(found, key=order.__getitem__)]
+            hits = sorted(self._tree.query(box(l0_x0, l0_y0, l0_x1, l0_y1)))
+            return [self._items[self._tree_ids[i]] for i in hits]
 
     def at_point(self, l0_x: float, l0_y: float, tolerance: float = 0.0) -> list[Annotation]:
         """Annotations covering (or within ``tolerance`` of) a point, topmost first."""
