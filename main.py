@@ -11,6 +11,12 @@
                                         write a label mask of the annotations at a level
     biopsia import-marked ORIGINAL MARKED --out A.geojson
                                         annotations from a pen-marked copy of a slide
+    biopsia dataset SLIDE_OR_PROJECT... --out DIR
+                                        labelled tiles as MXNet RecordIO, lists and a manifest
+    biopsia train DATASET --out MODEL   train a tile classifier (MXNet Gluon)
+    biopsia test MODEL DATASET [--json] a model's confusion matrix, sensitivity, specificity, AUC
+    biopsia validate-framework {mnist,fashion-mnist,cifar10} DIR
+                                        check MXNet training on a public benchmark
 
 This file only parses the command line and hands over to ``core`` or ``gui``.
 """
@@ -23,7 +29,8 @@ import os
 import sys
 import time
 
-COMMANDS = ("info", "screenshot", "synth", "annotations", "import-marked", "demo", "gui")
+COMMANDS = ("info", "screenshot", "synth", "annotations", "import-marked", "dataset", "train", "test",
+            "validate-framework", "demo", "gui")
 
 
 def _set_thread_defaults() -> None:
@@ -118,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("marked", help="the marked copy (PNG or JPEG, may be downscaled)")
     p.add_argument("--out", required=True, help="annotation file to write (.geojson or .xml)")
     p.add_argument("--class", dest="class_name", default="Tumour", help="class of the marked regions (default Tumour)")
+    from core.ml_commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -194,6 +204,10 @@ def _run(args) -> int:
         return 0
     if args.command == "annotations":
         return _annotations(args)
+    if args.command in ("dataset", "train", "test", "validate-framework"):
+        from core.ml_commands import run
+
+        return run(args, ProgressBar)
     if args.command == "import-marked":
         from core.annotations.formats import write_annotations
         from core.annotations.marked import import_marked

@@ -92,25 +92,28 @@ class TilePlan:
         return np.flatnonzero(self.label != DROPPED)
 
 
-def tile_size_l0(reader: SlideReader, spec: TileSpec) -> int:
+def tile_size_l0(reader: SlideReader, spec: TileSpec, slide_mpp: tuple[float, float] | None = None) -> int:
     """Side of a ``spec`` tile in level-0 pixels of ``reader``.
+
+    ``slide_mpp`` (e.g. a value the user entered) replaces the µm/px the file records.
 
     Raises
     ------
     BiopsiaError
-        When the slide does not say its µm/px.
+        When neither the slide nor ``slide_mpp`` gives its µm/px.
     """
-    if not reader.mpp:
+    mpp = slide_mpp or reader.mpp
+    if not mpp:
         raise BiopsiaError(f"{reader.display_name}: the slide does not say its micrometres per pixel, so tiles "
                            f"of {spec.mpp:g} µm/px cannot be cut from it (enter its µm/px in the slide settings)")
-    slide_mpp = (reader.mpp[0] + reader.mpp[1]) / 2
-    return max(1, round(spec.tile_px * spec.mpp / slide_mpp))
+    return max(1, round(spec.tile_px * spec.mpp / ((mpp[0] + mpp[1]) / 2)))
 
 
 def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotations: Iterable[Annotation] = (),
                fully_annotated: bool = True, tumour_min: float = 0.5, normal_max: float = 0.05,
                tissue_min: float = 0.5, stride: int | None = None, benign_min: float = 0.5,
-               exclude_max: float = 0.01, pen_max: float = 0.05, background_max: float = 0.05) -> TilePlan:
+               exclude_max: float = 0.01, pen_max: float = 0.05, background_max: float = 0.05,
+               slide_mpp: tuple[float, float] | None = None) -> TilePlan:
     """Lay a grid of tiles over a slide and label each from the marks.
 
     Parameters
@@ -140,6 +143,8 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
         Tiles where Exclude marks, or pen ink, cover more than this are dropped.
     background_max : float
         Tiles with at most this tissue fraction are background (reported apart from low tissue).
+    slide_mpp : (float, float), optional
+        The slide's µm/px when it differs from what the file records (a value the user entered).
 
     Returns
     -------
@@ -150,7 +155,7 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
     BiopsiaError
         When the slide does not say its µm/px.
     """
-    tile_l0 = tile_size_l0(reader, spec)
+    tile_l0 = tile_size_l0(reader, spec, slide_mpp)
     stride = tile_l0 if stride is None else int(stride)
     if stride <= 0:
         raise ValueError(f"stride must be positive, got {stride}")

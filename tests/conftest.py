@@ -49,6 +49,19 @@ def synthetic_slide(tmp_path_factory):
     return write_synthetic_slide(out, seed=11, width=4096, height=3072, mpp=0.5)
 
 
+@pytest.fixture(scope="session")
+def slide_pair(tmp_path_factory):
+    """Two synthetic slides (8192 x 6144 at 0.5 µm/px, seeds 21 and 22) with known tumour, for training.
+
+    Each has its tumour marks in ``<stem>.geojson`` beside it.
+    """
+    from core.synth import write_synthetic_slide
+
+    folder = tmp_path_factory.mktemp("pair")
+    return [write_synthetic_slide(folder / f"pair{seed}.tiff", seed=seed, width=8192, height=6144, mpp=0.5)
+            for seed in (21, 22)]
+
+
 def coordinate_image(width: int, height: int) -> np.ndarray:
     """Pixels that encode their own position: R = x mod 256, G = y mod 256, B = (x // 256 + y // 256) mod 256."""
     ys, xs = np.mgrid[0:height, 0:width]

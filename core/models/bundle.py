@@ -129,6 +129,25 @@ def _bad(path: Path, problem: str, hint: str) -> ModelError:
     return ModelError(f"{path}: {problem} ({hint})")
 
 
+def resolve_bundle(path) -> Path:
+    """The bundle folder meant by ``path``: the folder itself, or the ``best/`` bundle of a training folder.
+
+    Raises
+    ------
+    ModelError
+        When neither holds a ``model.json``.
+    """
+    folder = Path(path).expanduser()
+    if (folder / META_FILE).is_file():
+        return folder
+    if (folder / "best" / META_FILE).is_file():
+        return folder / "best"
+    if not folder.exists():
+        raise _bad(folder, "model folder does not exist", "give the folder 'biopsia train --out' wrote")
+    raise _bad(folder, f"not a model: no {META_FILE} in it or in best/",
+               "give the folder 'biopsia train --out' wrote, or its best/ folder")
+
+
 def read_info(folder) -> ModelInfo:
     """Read and check ``model.json`` of a bundle, without MXNet.
 

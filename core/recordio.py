@@ -1,0 +1,135 @@
+"""MXNet's RecordIO container, written and read without MXNet (same bytes as ``mx.recordio``).
+
+A record is ``magic (uint32) | lrecord (uint32) | payload | zero padding to 4 bytes`` with
+``lrecord = cflag << 29 | length``. A payload that holds the magic number at a 4-byte boundary is
+split there into parts (cflag 1 first, 2 middle, 3 last) and the reader puts the magic back, as
+dmlc-core's writer does. An image record's payload is an ``IRHeader`` (``flag, label, id, id2``)
+followed by the encoded image. The ``.idx`` file lists ``key<TAB>byte offset`` per line.
+
+Writing with plain file calls keeps a full disk an ordinary ``OSError`` and lets any thread write.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+_HEADER = struct.Struct("<IfQQ")  # mx.recordio.IRHeader: flag, label, id, id2
+
+
+class RecordIOError(ValueError):
+    """A RecordIO file is damaged: bad magic, truncated record, or an index pointing nowhere."""
+
+
+def pack_image_record(label: float, record_id: int, image_bytes: bytes) -> bytes:
+    """IRHeader (flag 0, one float label) followed by the encoded image, as ``mx.recordio.pack``."""
+    return _HEADER.pack(0, float(label), int(record_id), 0) + image_bytes
+
+
+def unpack_image_record(payload: bytes) -> tuple[float, int, bytes]:
+    """``(label, id, image bytes)`` of a record written by `pack_image_record` or ``mx.recordio.pack``.
+
+    Multi-label headers (flag > 0) give the first label.
+    """
+    if len(payload) < _HEADER.size:
+        raise RecordIOError(f"record of {len(payload)} bytes is shorter than its {_HEADER.size}-byte header")
+    flag, label, record_id, _ = _HEADER.unpack_from(payload)
+    body = payload[_HEADER.size:]
+    if flag > 0:
+        labels = struct.unpack_from(f"<{flag}f", body)
+        label, body = labels[0], body[4 * flag:]
+    return float(label), int(record_id), body
+
+
+class RecordWriter:
+    """Append records to ``rec_path`` and write ``idx_path`` on `close` (use as a context manager)."""
+
+    def __init__(self, rec_path, idx_path):
+        self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
+        self._file = open(self.rec_path, "wb")
+        self._index: list[tuple[int, int]] = []
+
+    def write(self, key: int, payload: bytes) -> None:
+        self._index.append((int(key), self._file.tell()))
+        self._file.write(_encode(payload))
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+        finally:
+            self._file.close()
+        self.idx_path.write_text("".join(f"{k}\t{pos}\n" for k, pos in self._index), encoding="ascii")
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
+
+
+def _encode(payload: bytes) -> bytes:
+    parts, start = [], 0
+    aligned_end = len(payload) // 4 * 4
+    found = payload.find(_MAGIC_BYTES)
+    while 0 <= found < aligned_end:
+        if found % 4 == 0:
+            parts.append((1 if start == 0 else 2, payload[start:found]))
+            start = found + 4
+            found = payload.find(_MAGIC_BYTES, start)
+        else:
+            found = payload.find(_MAGIC_BYTES, found + 1)
+    parts.append((3 if start else 0, payload[start:]))
+    out = bytearray()
+    for cflag, data in parts:
+        out += _MAGIC_BYTES + struct.pack("<I", (cflag << 29) | len(data)) + data
+    out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+class RecordReader:
+    """Random access to the records of ``rec_path`` through its ``.idx`` file."""
+
+    def __init__(self, rec_path, idx_path=None):
+        self.rec_path = Path(rec_path)
+        self.idx_path = Path(idx_path) if idx_path else self.rec_path.with_suffix(".idx")
+        self.offsets: dict[int, int] = {}
+        try:
+            lines = self.idx_path.read_text(encoding="ascii").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise RecordIOError(f"{self.idx_path}: index unreadable ({err})") from err
+        for n, line in enumerate(lines, 1):
+            fields = line.split("\t")
+            if len(fields) != 2 or not fields[0].strip().lstrip("-").isdigit() or not fields[1].strip().isdigit():
+                raise RecordIOError(f"{self.idx_path}, line {n}: expected 'key<TAB>offset', got {line[:60]!r}")
+            self.offsets[int(fields[0])] = int(fields[1])
+        self._data = self.rec_path.read_bytes()
+
+    @property
+    def keys(self) -> list[int]:
+        return list(self.offsets)
+
+    def read(self, key: int) -> bytes:
+        pos = self.offsets[key]
+        payload = bytearray()
+        while True:
+            if pos + 8 > len(self._data):
+                raise RecordIOError(f"{self.rec_path}: record {key} is cut off at byte {pos}")
+            magic, lrec = struct.unpack_from("<II", self._data, pos)
+            if magic != MAGIC:
+                raise RecordIOError(f"{self.rec_path}: no record {key} at byte {pos} (bad magic number)")
+            cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+            end = pos + 8 + length
+            if end > len(self._data):
+                raise RecordIOError(f"{self.rec_path}: record {key} is cut off (file ends at {len(self._data)})")
+            payload += self._data[pos + 8:end]
+            pos = end + (-length % 4)
+            if cflag in (0, 3):
+                return bytes(payload)
+            payload += _MAGIC_BYTES
