@@ -10,12 +10,15 @@ DEBS    := libglib2.0-0 libgl1 libfontconfig1 libxext6 fonts-dejavu-core libgomp
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 export OMP_NUM_THREADS ?= $(NPROC)
 
-.PHONY: run test setup debs bench clean help
+FASHION := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test setup debs bench fashion-mnist clean help
 
 help:
 	@echo "make run    set up, then open Biopsia on the demo case (offscreen screenshot without a display)"
 	@echo "make test   set up, then run the whole test suite offscreen"
 	@echo "make bench  run the benchmarks in bench/ (prints JSON)"
+	@echo "make fashion-mnist  check MXNet training on Debian's Fashion-MNIST (installs dataset-fashion-mnist)"
 
 run: setup
 	$(VPY) main.py demo
@@ -26,6 +29,14 @@ test: setup
 bench: setup
 	QT_QPA_PLATFORM=offscreen $(VPY) bench/viewer.py
 	$(VPY) bench/synth.py
+	$(VPY) bench/tissue.py
+	$(VPY) bench/dataset.py
+	$(VPY) bench/train_pipeline.py
+
+# The study checked MXNet on MNIST and CIFAR-10 first; this is the same check on Fashion-MNIST.
+fashion-mnist: setup
+	@$(MAKE) --no-print-directory debs DEBS=dataset-fashion-mnist
+	$(VPY) main.py validate-framework fashion-mnist $(FASHION) --epochs 8 --device cpu
 
 setup: debs $(STAMP)
 

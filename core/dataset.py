@@ -262,7 +262,7 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
     for i, source in enumerate(sources):
         try:
             with open_slide(source.path) as reader:
-                tissue = detect_tissue(reader)
+                tissue = detect_tissue(reader, slide_mpp=source.mpp)
                 plans.append(plan_tiles(reader, spec, tissue, source.annotations, source.fully_annotated,
                                         slide_mpp=source.mpp, **(labelling or {})))
         except BiopsiaError as err:

@@ -59,7 +59,7 @@ def add_parsers(sub) -> None:
                                  "test split, else a part of the training tiles")
     p.add_argument("--val-ratio", type=float, default=0.2,
                    help="share held out for validation when there is no test split (default 0.2)")
-    p.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better AUC")
+    p.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a lower validation loss")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or stain jitter")
     p.add_argument("--resume", action="store_true", help="continue from MODEL/last")
 

@@ -105,7 +105,7 @@ def tile_size_l0(reader: SlideReader, spec: TileSpec, slide_mpp: tuple[float, fl
     mpp = slide_mpp or reader.mpp
     if not mpp:
         raise BiopsiaError(f"{reader.display_name}: the slide does not say its micrometres per pixel, so tiles "
-                           f"of {spec.mpp:g} µm/px cannot be cut from it (enter its µm/px in the slide settings)")
+                           f"of {spec.mpp:g} µm/px cannot be cut from it (in the window: Slide ▸ Set resolution (µm/px)…)")
     return max(1, round(spec.tile_px * spec.mpp / ((mpp[0] + mpp[1]) / 2)))
 
 

@@ -148,7 +148,7 @@ def _clipped_share(lo, hi, size: int):
 
 def detect_tissue(reader: SlideReader, target_mpp: float = 16.0, max_side: int = 2048, min_side: int = 512,
                   min_area_um2: float = 20_000.0, min_area_px: int = 16, closing_um: float = 32.0,
-                  detect_pen: bool = True) -> TissueMask:
+                  detect_pen: bool = True, slide_mpp: tuple[float, float] | None = None) -> TissueMask:
     """Find the tissue of a slide from a low-resolution level (never level 0 unless the slide is small).
 
     Tissue is where saturation is above its Otsu threshold and the optical density is above glass;
@@ -174,13 +174,16 @@ def detect_tissue(reader: SlideReader, target_mpp: float = 16.0, max_side: int =
         Diameter of the closing that joins tissue across small gaps (16 mask px at most without µm/px).
     detect_pen : bool
         Flag pen ink; False counts every stained pixel as tissue.
+    slide_mpp : (float, float), optional
+        The slide's µm/px when it differs from what the file records (a value the user entered).
 
     Returns
     -------
     TissueMask
     """
     l0_w, l0_h = reader.dimensions
-    mpp = float(np.mean(reader.mpp)) if reader.mpp else None
+    stated = slide_mpp or reader.mpp
+    mpp = float(np.mean(stated)) if stated else None
     downsample = max(l0_w, l0_h) / max_side
     if mpp is not None:
         downsample = max(downsample, min(target_mpp / mpp, max(l0_w, l0_h) / min_side))

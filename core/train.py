@@ -106,7 +106,11 @@ class ProgressEvent:
 
 @dataclass
 class TrainResult:
-    """What `train` did: ``bundle`` is the best checkpoint's folder (None if no epoch finished)."""
+    """What `train` did: ``bundle`` is the best checkpoint's folder (None if no epoch finished).
+
+    The best epoch has the lowest validation loss; ``best_score`` is its validation AUC (accuracy
+    for more than two classes).
+    """
 
     bundle: Path | None
     best_epoch: int | None
@@ -144,7 +148,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           early_stopping_patience: int | None = 5, progress: Callable | None = None,
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
           lr_schedule: str = "cosine") -> TrainResult:
-    """Train ``arch`` on tiles, validate every epoch, keep the best epoch (by validation AUC) as a bundle.
+    """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
     ----------
@@ -168,7 +172,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     augment : bool
         Random flips, rotations and stain jitter on training tiles.
     early_stopping_patience : int or None
-        Stop after this many epochs without a better validation score.
+        Stop after this many epochs without a lower validation loss.
     progress : callable, optional
         Called with a `ProgressEvent` after each batch and each epoch.
     should_stop : callable, optional
@@ -243,8 +247,25 @@ def _evaluate(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, loss
     return result
 
 
+def _recalibrate_batchnorm(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, batches: int = 10) -> None:
+    """Refresh BatchNorm running statistics from training tiles (forward passes in training mode).
+
+    Running statistics trail the weights, so after few updates they describe an older network and
+    inference-mode predictions drift; a short pass over unaugmented training tiles brings them up to date.
+    """
+    import mxnet as mx
+    from mxnet import autograd
+
+    # cycle through small sets, so the statistics forget their old values (BN_MOMENTUM ** batches)
+    wanted = batches * batch_size
+    order = np.resize(np.random.default_rng(0).permutation(len(data)), wanted)
+    with autograd.train_mode():
+        for x, _ in _batches(data, order, batch_size, 0, 0, False, mean, std, pool):
+            net(mx.nd.array(x, ctx=ctx)).wait_to_read()
+
+
 def _score(metrics: dict) -> float:
-    """Higher is better: validation AUC, else accuracy (several classes)."""
+    """The validation AUC, else accuracy (several classes): reported, not used to pick the epoch."""
     auc = metrics.get("auc")
     return float(auc) if auc is not None else float(metrics["accuracy"])
 
@@ -315,6 +336,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
                     progress(ProgressEvent(epoch, s["epochs"], b + 1, batches, running / seen))
             if cancelled:
                 break
+            _recalibrate_batchnorm(net, train_data, s["batch_size"], ctx, mean, std, pool)
             metrics = _evaluate(net, val_data, s["batch_size"], ctx, mean, std, pool, loss_fn)
             metrics.update(epoch=epoch, train_loss=running / max(seen, 1), lr=trainer.learning_rate)
             state["history"].append(metrics)
@@ -322,8 +344,10 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
             score = _score(metrics)
             info = ModelInfo(s["arch"], list(train_data.classes), tile_px, mpp, IMAGENET_MEAN, IMAGENET_STD,
                              training=_summary(train_data, val_data, s, epoch), metrics=metrics)
-            if state["best_score"] is None or score > state["best_score"]:
-                state.update(best_score=score, best_epoch=epoch, stale=0)
+            # the best epoch has the lowest validation loss: it rewards calibrated probabilities, which
+            # thresholds need, where AUC only ranks
+            if state.get("best_loss") is None or metrics["loss"] < state["best_loss"]:
+                state.update(best_score=score, best_loss=metrics["loss"], best_epoch=epoch, stale=0)
                 save_bundle(best_dir, net, info)
             else:
                 state["stale"] += 1

@@ -21,7 +21,7 @@ SPEC = TileSpec(64, 2.0)
 
 @pytest.fixture(scope="module")
 def pair_plan(slide_pair):
-    return plan_dataset(sources_from_paths([s.slide_path for s in slide_pair]), SPEC, test_slides=["pair21"])
+    return plan_dataset(sources_from_paths([s.slide_path for s in slide_pair]), SPEC, test_slides=["pair29"])
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_damaged_recordio_is_reported(tmp_path):
 # -- sources and plans ----------------------------------------------------------------------------
 def test_slides_with_marks_beside_them(slide_pair):
     sources = sources_from_paths([s.slide_path for s in slide_pair])
-    assert [s.name for s in sources] == ["pair21", "pair22"]
+    assert [s.name for s in sources] == ["pair29", "pair30"]
     assert all(s.fully_annotated and s.annotations for s in sources)
     assert sum(a.class_name == "Tumour" for a in sources[0].annotations) == len(slide_pair[0].tumour_polygons)
 
@@ -103,7 +103,7 @@ def test_missing_paths_and_plain_folders(tmp_path):
 
 
 def test_by_slide_split_keeps_slides_apart(pair_plan, slide_pair):
-    assert pair_plan.slide_splits() == {"pair21": "test", "pair22": "train"}
+    assert pair_plan.slide_splits() == {"pair29": "test", "pair30": "train"}
     counts = pair_plan.counts()
     assert all(n > 0 for split in counts.values() for n in split.values())
     # labels agree with the known tumour: a tumour tile's centre lies in a tumour polygon
@@ -144,7 +144,7 @@ def test_random_split_is_stratified_and_seeded(slide_pair):
 def test_no_labelled_tiles_says_why(slide_pair):
     [source] = sources_from_paths([slide_pair[0].slide_path], fully_annotated=False)
     source.annotations = [a for a in source.annotations if a.class_name != "Tumour"]
-    with pytest.raises(DatasetError, match=r"no labelled tiles on pair21 .*'unlabelled': \d+.*fully annotated"):
+    with pytest.raises(DatasetError, match=r"no labelled tiles on pair29 .*'unlabelled': \d+.*fully annotated"):
         plan_dataset([source], SPEC)
 
 
@@ -185,7 +185,7 @@ def test_manifest_lists_and_csv_agree(written, pair_plan):
     lines = (out / "train.lst").read_text().splitlines()
     assert len(lines) == sum(manifest["counts"]["train"].values())
     index, label, path = lines[0].split("\t")
-    assert index == "0" and label in ("0", "1") and path.startswith("pair22/") and path.endswith(".png")
+    assert index == "0" and label in ("0", "1") and path.startswith("pair30/") and path.endswith(".png")
     rows = (out / "tiles.csv").read_text().splitlines()
     assert rows[0].startswith("split,record,slide,x,y,size_l0,tile_px,mpp,label,class")
     assert len(rows) - 1 == pair_plan.label.size

@@ -54,7 +54,8 @@ def test_learns_textures(trained):
     assert seconds < 60
     assert not result.cancelled and result.device.startswith("CPU")
     assert result.best_score > 0.9, result.history
-    assert max(h["auc"] for h in result.history) == result.best_score
+    best = result.history[result.best_epoch]
+    assert best["loss"] == min(h["loss"] for h in result.history) and best["auc"] == result.best_score
     epoch_events = [e for e in events if e.metrics is not None]
     assert len(epoch_events) == result.epochs_run and "sensitivity" in epoch_events[-1].metrics
     assert events[0].batch == 1 and events[0].batches == 8

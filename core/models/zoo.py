@@ -9,12 +9,17 @@ from mxnet.gluon import nn
 
 from core.errors import ModelError
 
+#: BatchNorm running statistics follow the batches faster than MXNet's default (0.9): a few slides
+#: give only tens of updates per training run, and with 0.9 the statistics used at inference would
+#: still be mostly their initial values (predictions collapse to one class).
+BN_MOMENTUM = 0.8
+
 
 def _conv_block(channels: int) -> nn.HybridSequential:
     block = nn.HybridSequential()
     block.add(
         nn.Conv2D(channels, kernel_size=3, padding=1, use_bias=False),
-        nn.BatchNorm(),
+        nn.BatchNorm(momentum=BN_MOMENTUM),
         nn.Activation("relu"),
         nn.MaxPool2D(pool_size=2, strides=2),
     )
@@ -52,14 +57,14 @@ class BasicBlockV1(nn.HybridBlock):
         self.body = nn.HybridSequential()
         self.body.add(
             nn.Conv2D(channels, 3, stride, 1, use_bias=False),
-            nn.BatchNorm(),
+            nn.BatchNorm(momentum=BN_MOMENTUM),
             nn.Activation("relu"),
             nn.Conv2D(channels, 3, 1, 1, use_bias=False),
-            nn.BatchNorm(),
+            nn.BatchNorm(momentum=BN_MOMENTUM),
         )
         if downsample:
             self.downsample = nn.HybridSequential()
-            self.downsample.add(nn.Conv2D(channels, 1, stride, use_bias=False), nn.BatchNorm())
+            self.downsample.add(nn.Conv2D(channels, 1, stride, use_bias=False), nn.BatchNorm(momentum=BN_MOMENTUM))
         else:
             self.downsample = None
 
@@ -83,7 +88,7 @@ def resnet18_v1(classes: int = 2) -> nn.HybridSequential:
     net = nn.HybridSequential()
     net.add(
         nn.Conv2D(64, 7, 2, 3, use_bias=False),
-        nn.BatchNorm(),
+        nn.BatchNorm(momentum=BN_MOMENTUM),
         nn.Activation("relu"),
         nn.MaxPool2D(3, 2, 1),
     )
