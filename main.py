@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=30000)
     p.add_argument("--mpp", type=float, default=0.5, help="micrometres per pixel (default 0.5, i.e. 20x)")
     p.add_argument("--svs", action="store_true", help="Aperio SVS layout with label and macro images")
+    p.add_argument("--resection", action="store_true",
+                   help="one large section filling most of the glass (default: needle cores and small pieces)")
 
     p = sub.add_parser("annotations", help="convert annotation files, or draw them as a mask")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -199,6 +201,7 @@ def _run(args) -> int:
 
         result = write_synthetic_slide(args.out, seed=args.seed, width=args.width, height=args.height,
                                        mpp=args.mpp, svs=args.svs or args.out.lower().endswith(".svs"),
+                                       specimen="resection" if args.resection else "biopsy",
                                        progress=ProgressBar("synth"))
         print(f"{result.slide_path}\n{result.geojson_path} ({len(result.tumour_polygons)} tumour regions)")
         return 0

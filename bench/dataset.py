@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Dataset benchmark: a 30,000-tile RecordIO dataset from a 20x synthetic slide, timed end to end.
 
-The slide (80,000 x 60,000 px at 0.5 µm/px, seed 1) is generated into the cache on first use (a few
-minutes). The timed part is what ``biopsia dataset`` does: tissue detection, the labelled grid
+The slide (70,000 x 56,000 px at 0.5 µm/px, seed 1: one large resection section) is generated into
+the cache on first use (a few minutes). The timed part is what ``biopsia dataset`` does: tissue detection, the labelled grid
 (128 px tiles at 1 µm/px from the marks), then reading, resizing and JPEG-encoding 30,000 kept tiles
 and writing train/test .rec/.idx/.lst, tiles.csv and the manifest. Prints JSON.
 
@@ -29,15 +29,15 @@ from core.dataset import _ordered, plan_dataset, sources_from_paths, write_datas
 from core.paths import cache_dir  # noqa: E402
 from core.tiling import TileSpec  # noqa: E402
 
-WIDTH, HEIGHT, SEED = 80000, 60000, 1
+WIDTH, HEIGHT, SEED = 70000, 56000, 1
 
 
 def big_slide() -> Path:
-    path = cache_dir() / "bench" / f"synth-{WIDTH}x{HEIGHT}-seed{SEED}.tiff"
+    path = cache_dir() / "bench" / f"synth-resection-{WIDTH}x{HEIGHT}-seed{SEED}.tiff"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(ROOT / "main.py"), "synth", str(path), "--seed", str(SEED),
-                        "--width", str(WIDTH), "--height", str(HEIGHT)], check=True)
+                        "--width", str(WIDTH), "--height", str(HEIGHT), "--resection"], check=True)
     return path
 
 
@@ -67,7 +67,7 @@ def main() -> None:
         size = sum(f.stat().st_size for f in Path(out).iterdir())
     total = planned + written
     print(json.dumps({
-        "slide": f"{slide.name} ({WIDTH} x {HEIGHT} px, 0.5 µm/px)",
+        "slide": f"{slide.name} ({WIDTH} x {HEIGHT} px, 0.5 µm/px, resection)",
         "cores": os.cpu_count(), "workers": args.workers or "default",
         "labelled_tiles_on_slide": int(kept), "tiles_written": int(plan.label.size),
         "counts": manifest["counts"],

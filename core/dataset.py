@@ -187,13 +187,18 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
 def sources_from_project(project, slide_ids=None, fully_annotated: bool | None = None) -> list[SlideSource]:
     """Slides of an open `core.project.Project` (all, or those in ``slide_ids``) with their saved marks.
 
+    A slide's µm/px comes from its project settings, else from a value entered in the window, else
+    from the file.
+
     Raises
     ------
     DatasetError
         When a slide's mark file cannot be read (the message names it).
     """
     from core.errors import AnnotationFormatError
+    from core.slide.settings import SlideSettingsStore
 
+    settings = SlideSettingsStore()
     entries = project.slides if slide_ids is None else [project.slide(i) for i in slide_ids]
     sources, taken = [], set()
     for entry in entries:
@@ -203,7 +208,8 @@ def sources_from_project(project, slide_ids=None, fully_annotated: bool | None =
             raise DatasetError(str(err)) from err
         full = bool(entry.settings.get("fully_annotated", False)) if fully_annotated is None else fully_annotated
         override = entry.settings.get("mpp_override")
-        mpp = (float(override[0]), float(override[1])) if override else None
+        # a µm/px entered in the window (Slide ▸ Set resolution) lives in the user's slide settings
+        mpp = (float(override[0]), float(override[1])) if override else settings.get_mpp_override(entry.path)
         sources.append(SlideSource(Path(entry.path), _unique_name(Path(entry.path).stem, taken), marks, full, mpp))
     return sources
 
@@ -211,7 +217,8 @@ def sources_from_project(project, slide_ids=None, fully_annotated: bool | None =
 # -- planning ------------------------------------------------------------------------------------
 def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split: str = "by-slide",
                  ratio: float = 0.7, seed: int = 0, test_slides=None, labelling: dict | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> DatasetPlan:
+                 progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> DatasetPlan | None:
     """Detect tissue, lay the tile grid and label every slide, then split the kept tiles.
 
     Parameters
@@ -233,6 +240,8 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
         Keyword arguments for `core.tiling.plan_tiles` (``tumour_min``, ``normal_max``, ``tissue_min``...).
     progress : callable, optional
         ``progress(slides_done, slides)``.
+    should_stop : callable, optional
+        Checked between slides; when it returns True planning stops and None is returned.
 
     Raises
     ------
@@ -260,6 +269,8 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
 
     plans: list[TilePlan] = []
     for i, source in enumerate(sources):
+        if should_stop is not None and should_stop():
+            return None
         try:
             with open_slide(source.path) as reader:
                 tissue = detect_tissue(reader, slide_mpp=source.mpp)

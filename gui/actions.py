@@ -57,6 +57,8 @@ def build_actions(win: "MainWindow") -> dict[str, QAction]:
         "screenshots_label": _action(win, "Include label && macro in screenshots", win.set_screenshots_private,
                                      None, None, checkable=True, checked=win.prefs.screenshots_include_associated),
         "cache": _action(win, "Tile &cache size…", win.cache_size_dialog),
+        "train": _action(win, "&Train…", win.show_training_panel, None, "train",
+                         tip="Train a tumour classifier on the project's slides"),
         "controls": _action(win, "&Mouse and keyboard", win.show_controls, "F1"),
         "about": _action(win, "&About Biopsia", win.show_about),
     }
@@ -97,6 +99,9 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
     slide_menu.addAction(a["set_mpp"])
 
     win.tools_menu = bar.addMenu("&Tools")  # filled by gui/annotate.py
+
+    win.model_menu = bar.addMenu("&Model")
+    win.model_menu.addAction(a["train"])
 
     settings_menu = bar.addMenu("S&ettings")
     settings_menu.addAction(a["cache"])

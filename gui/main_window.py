@@ -21,6 +21,7 @@ from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML, AnnotationController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.info_dock import InfoDock
 from gui.docks.layers_dock import LayersDock
+from gui.docks.tiles_dock import TilesDock
 from gui.icons import icon
 from gui.settings import Preferences
 from gui.slide_view import SlideView
@@ -91,8 +92,12 @@ class MainWindow(QMainWindow):
         self.addToolBar(self.annotate.toolbar)
         self.addDockWidget(Qt.RightDockWidgetArea, self.annotate.dock)
         self.tabifyDockWidget(self.layers_dock, self.annotate.dock)
+        self.tiles_dock = TilesDock(self)  # tile grid preview and counts before exporting a dataset
+        self.addDockWidget(Qt.RightDockWidgetArea, self.tiles_dock)
+        self.tabifyDockWidget(self.annotate.dock, self.tiles_dock)
+        self.tiles_dock.toggleViewAction().setIcon(icon("tiles"))
         self.annotate.dock.raise_()
-        for dock in (self.info_dock, self.layers_dock, self.annotate.dock, self.associated_dock):
+        for dock in (self.info_dock, self.layers_dock, self.annotate.dock, self.tiles_dock, self.associated_dock):
             self.docks_menu.addAction(dock.toggleViewAction())
         self.associated_dock.toggleViewAction().setIcon(icon("label"))
         self._refresh_recent_menu()
@@ -311,6 +316,7 @@ class MainWindow(QMainWindow):
             self.actions["icc"].setEnabled(view.reader.icc_profile is not None)
         else:
             self.info_dock.show_info(None)
+        self.tiles_dock.set_view(view)  # first: it gives the view its tile layer, which the Layers dock lists
         self.layers_dock.set_view(view)
         self.annotate.set_view(view)
         self.setWindowTitle(f"{view.reader.display_name} — Biopsia" if view else "Biopsia")
@@ -427,6 +433,19 @@ class MainWindow(QMainWindow):
         if path and not self.grab_window().save(path, "PNG"):
             self.show_error("Screenshot failed", f"{path}: could not write the image")
 
+    # -- model ---------------------------------------------------------------------------
+    def show_training_panel(self):
+        """Model ▸ Train…: the non-modal training panel, listing the current project's slides."""
+        from gui.training_panel import TrainingPanel  # pyqtgraph loads on first use
+
+        if getattr(self, "training_panel", None) is None:
+            self.training_panel = TrainingPanel(self)
+        self.training_panel.set_project(self._project())
+        self.training_panel.show()
+        self.training_panel.raise_()
+        self.training_panel.activateWindow()
+        return self.training_panel
+
     # -- help ----------------------------------------------------------------------------
     def show_controls(self) -> None:
         QMessageBox.information(self, "Mouse and keyboard", CONTROLS_HTML + ANNOTATE_HTML)
@@ -445,6 +464,8 @@ class MainWindow(QMainWindow):
             return
         for worker in list(self._opening.values()):
             worker.cancel()
+        if getattr(self, "training_panel", None) is not None:
+            self.training_panel.cancel()  # stops after the current batch; the best epoch is kept
         for view in self.views():
             view.session.close(timeout=1.0)
             view.close_view()

@@ -285,3 +285,19 @@ def test_a_real_full_filesystem(pair_plan, tmp_path):
         assert list(mount.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True, timeout=10)
+
+
+def test_planning_stops_when_asked_and_uses_entered_mpp(slide_pair, tmp_path):
+    from core.project import Project
+    from core.slide.settings import SlideSettingsStore
+
+    sources = sources_from_paths([s.slide_path for s in slide_pair])
+    assert plan_dataset(sources, SPEC, should_stop=lambda: True) is None
+    project = Project.create(tmp_path / "proj")
+    entry = project.add_slide(slide_pair[0].slide_path)
+    project.update_settings(entry.id, fully_annotated=True)
+    SlideSettingsStore().set_mpp_override(slide_pair[0].slide_path, 1.0)  # as Slide ▸ Set resolution does
+    [source] = sources_from_project(project)
+    assert source.mpp == (1.0, 1.0)
+    plan = plan_dataset([source], SPEC)
+    assert plan.plans[0].tile_l0 == 128  # 64 px at 2 µm/px is 128 px at the entered 1 µm/px

@@ -116,6 +116,7 @@ def write_synthetic_slide(
     quality: int = 85,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    specimen: str = "biopsy",
 ) -> SynthResult:
     """Write a synthetic H&E-like slide with known tumour regions, and its GeoJSON beside it.
 
@@ -148,6 +149,8 @@ def write_synthetic_slide(
     should_stop : callable, optional
         Checked between tiles; when it returns True the partial file is deleted
         and ``BiopsiaError`` is raised.
+    specimen : {"biopsy", "resection"}
+        Needle cores and small pieces (default), or one large section filling most of the glass.
 
     Returns
     -------
@@ -163,6 +166,8 @@ def write_synthetic_slide(
         When cancelled through ``should_stop``.
     """
     path = _check_args(out_path, seed, width, height, mpp, tile, quality)
+    if specimen not in ("biopsy", "resection"):
+        raise ValueError(f"specimen must be 'biopsy' or 'resection', got {specimen!r}")
     svs = bool(svs) or path.suffix.lower() == ".svs"
     seed, width, height, tile, quality, mpp = int(seed), int(width), int(height), int(tile), int(quality), float(mpp)
 
@@ -175,7 +180,7 @@ def write_synthetic_slide(
     # the stroma textures do not depend on the layout: draw them alongside it
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-setup") as setup:
         texture_job = setup.submit(make_textures, seed, mpp, tile, MARGIN)
-        layout = make_layout(seed, width, height, mpp)
+        layout = make_layout(seed, width, height, mpp, specimen)
         if stop_requested():
             raise cancelled()
         bank = make_sprite_bank(seed, mpp)

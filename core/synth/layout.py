@@ -137,8 +137,12 @@ def _draw_core(rng, canvas: np.ndarray, cx, cy, length, width, angle) -> None:
         cv2.line(canvas, p0, p1, 0.0, max(1, int(rng.uniform(0.04, 0.15) * width)), cv2.LINE_8, 2)
 
 
-def _tissue(rng, lay_w: int, lay_h: int, px_um: float) -> np.ndarray:
-    """Tissue presence field (float32, layout pixels, tissue where > 0.5), holes filled."""
+def _tissue(rng, lay_w: int, lay_h: int, px_um: float, specimen: str = "biopsy") -> np.ndarray:
+    """Tissue presence field (float32, layout pixels, tissue where > 0.5), holes filled.
+
+    ``specimen="biopsy"``: needle cores and small pieces; ``"resection"``: one large piece filling most
+    of the glass, as a section of a surgical specimen.
+    """
     short_um, long_um = min(lay_w, lay_h) * px_um, max(lay_w, lay_h) * px_um
     margin = 0.06 * min(lay_w, lay_h)
     allowed = np.zeros((lay_h, lay_w), np.uint8)
@@ -146,7 +150,9 @@ def _tissue(rng, lay_w: int, lay_h: int, px_um: float) -> np.ndarray:
     gap = max(1, int(round(120 / px_um)))
     placed = np.zeros((lay_h, lay_w), np.float32)
     horizontal = lay_w >= lay_h
-    if short_um >= 3000:
+    if specimen == "resection":
+        wanted = ["section"]
+    elif short_um >= 3000:
         wanted = ["core"] * int(rng.integers(2, 5)) + ["blob"] * int(rng.integers(1, 4))
     else:
         wanted = ["blob"] * int(rng.integers(1, 3))
@@ -159,6 +165,10 @@ def _tissue(rng, lay_w: int, lay_h: int, px_um: float) -> np.ndarray:
                 angle = rng.normal(0, 0.12) + (0 if horizontal else math.pi / 2)
                 cx, cy = rng.uniform(0.25, 0.75) * lay_w, rng.uniform(0.12, 0.88) * lay_h
                 _draw_core(rng, shape, cx, cy, length, width, angle)
+            elif kind == "section":
+                outline = blob_outline(rng, (lay_w / 2, lay_h / 2), (0.43 * lay_w, 0.43 * lay_h),
+                                       rng.uniform(-0.1, 0.1), roughness=0.15, harmonics=6)
+                cv2.fillPoly(shape, [np.round(outline * 4).astype(np.int32)], 1.0, cv2.LINE_8, 2)
             else:
                 big = short_um < 3000
                 radius = rng.uniform(0.28, 0.38) * min(lay_w, lay_h) if big else \
@@ -260,13 +270,14 @@ def _rasterise(geoms, scale: int, shape: tuple[int, int]) -> np.ndarray:
     return canvas.astype(np.float32) / 255.0
 
 
-def make_layout(seed: int, width: int, height: int, mpp: float) -> Layout:
-    """Plan a synthetic slide: tissue fragments, tumour regions and smooth fields."""
+def make_layout(seed: int, width: int, height: int, mpp: float, specimen: str = "biopsy") -> Layout:
+    """Plan a synthetic slide: tissue fragments (``specimen`` "biopsy" or "resection"), tumour regions
+    and smooth fields."""
     scale = layout_scale(width, height, mpp)
     lay_w, lay_h = math.ceil(width / scale), math.ceil(height / scale)
     px_um = scale * mpp  # micrometres per layout pixel
     rng = np.random.default_rng([seed, 1])
-    field = _tissue(rng, lay_w, lay_h, px_um)
+    field = _tissue(rng, lay_w, lay_h, px_um, specimen)
     tissue_polygons = _field_to_polygons(np.random.default_rng([seed, 4]), field, scale, mpp)
     tissue_union = shapely.union_all(tissue_polygons)
     tissue_mask = (_rasterise(tissue_polygons, scale, (lay_h, lay_w)) > 0.5).astype(np.uint8)

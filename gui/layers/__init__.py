@@ -4,5 +4,6 @@ from gui.layers.annotation_layer import AnnotationLayer
 from gui.layers.base import Layer
 from gui.layers.grid_layer import GridLayer
 from gui.layers.slide_layer import SlideLayer
+from gui.layers.tile_preview_layer import TilePreviewLayer
 
-__all__ = ["Layer", "SlideLayer", "AnnotationLayer", "GridLayer"]
+__all__ = ["Layer", "SlideLayer", "AnnotationLayer", "GridLayer", "TilePreviewLayer"]

@@ -1,0 +1,163 @@
+"""The tile grid a dataset would be cut into, coloured by label, drawn over the slide before exporting."""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt5.QtCore import QRectF, Qt
+from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPen
+
+from core.tiling import REASONS, TilePlan
+from core.viewport import Viewport
+from gui.layers.base import Layer
+
+#: Fill of each tile reason (``core.tiling.REASONS``) as (r, g, b, alpha): kept tiles strong, dropped ones
+#: distinct, background barely there so the slide stays readable.
+REASON_COLOURS: dict[str, tuple[int, int, int, int]] = {
+    "tumour": (220, 20, 60, 150),        # crimson
+    "non_tumour": (0, 150, 136, 80),     # teal
+    "background": (120, 144, 156, 18),   # faint grey: only shows where the grid lies
+    "low_tissue": (255, 160, 0, 120),    # amber
+    "excluded": (69, 90, 100, 160),      # slate
+    "pen": (121, 85, 72, 160),           # brown
+    "ambiguous": (156, 39, 176, 150),    # purple: between tumour and non-tumour coverage
+    "unlabelled": (158, 158, 158, 120),  # grey: tissue nobody said anything about
+}
+#: Names shown in the legend, in ``REASONS`` order.
+REASON_NAMES = {"tumour": "Tumour", "non_tumour": "Non-tumour", "background": "Background",
+                "low_tissue": "Low tissue", "excluded": "Excluded", "pen": "Pen ink", "ambiguous": "Ambiguous",
+                "unlabelled": "Unlabelled"}
+#: Reasons for which a tile is dropped from the dataset (hatched when zoomed in).
+DROPPED_REASONS = ("low_tissue", "excluded", "pen", "ambiguous", "unlabelled")
+#: Tiles at least this many screen pixels wide get outlines; dropped ones a hatch too.
+OUTLINE_MIN_PX = 24.0
+#: At most this many tiles get outlines in one paint (a guard for tiny tiles on huge screens).
+MAX_OUTLINED = 20000
+
+_PALETTE = np.array([REASON_COLOURS[name] for name in REASONS], np.uint16)
+_BACKGROUND = REASONS.index("background")
+_DROPPED = np.array([REASONS.index(name) for name in DROPPED_REASONS])
+
+
+def reason_image(plan: TilePlan) -> tuple[QImage, np.ndarray]:
+    """One premultiplied ARGB pixel per tile (row-major like the grid), and the buffer it lives in."""
+    rows, cols = plan.grid_shape
+    rgba = _PALETTE[plan.reason.astype(np.intp)].reshape(rows, cols, 4)
+    alpha = rgba[..., 3:4]
+    premultiplied = np.concatenate([(rgba[..., :3] * alpha + 127) // 255, alpha], axis=2).astype(np.uint8)
+    bgra = np.ascontiguousarray(premultiplied[..., [2, 1, 0, 3]])
+    image = QImage(bgra.data, cols, rows, cols * 4, QImage.Format_ARGB32_Premultiplied)
+    return image, bgra
+
+
+class TilePreviewLayer(Layer):
+    """Draws a :class:`core.tiling.TilePlan`: one filled square per tile, coloured by its reason.
+
+    At any zoom the fill is one image with a pixel per tile, scaled without smoothing, so tens of
+    thousands of tiles cost one ``drawImage``; once tiles are large on screen the visible ones also
+    get outlines, and dropped ones a hatch.
+    """
+
+    def __init__(self):
+        super().__init__("Tile grid", visible=False, opacity=1.0)
+        self.plan: TilePlan | None = None
+        self._image: QImage | None = None
+        self._buffer: np.ndarray | None = None  # keeps the image's pixels alive
+        self.outlined_count = 0  # tiles outlined by the last paint (tests)
+        self._screen: QImage | None = None
+        self._screen_key = None
+
+    def set_plan(self, plan: TilePlan | None) -> None:
+        self.plan = plan
+        if plan is None or len(plan) == 0:
+            self._image = self._buffer = None
+        else:
+            self._image, self._buffer = reason_image(plan)
+        self._screen_key = None
+        self.changed.emit()
+
+    def dispose(self) -> None:
+        self.plan = self._image = self._buffer = self._screen = self._screen_key = None
+
+    def _pitch(self) -> tuple[float, float]:
+        """Level-0 step between neighbouring tiles (the tile side unless the plan overlaps tiles)."""
+        plan = self.plan
+        rows, cols = plan.grid_shape
+        pitch_x = float(plan.l0_x[1] - plan.l0_x[0]) if cols > 1 else float(plan.tile_l0)
+        pitch_y = float(plan.l0_y[cols] - plan.l0_y[0]) if rows > 1 else float(plan.tile_l0)
+        return pitch_x, pitch_y
+
+    def visible_range(self, viewport: Viewport) -> tuple[int, int, int, int]:
+        """Grid rows and columns ``(row0, row1, col0, col1)`` (ends exclusive) that meet the view."""
+        rows, cols = self.plan.grid_shape
+        pitch_x, pitch_y = self._pitch()
+        tile_l0 = self.plan.tile_l0
+        l0_x, l0_y, l0_w, l0_h = viewport.visible_l0_rect()
+        col0 = int(np.clip(np.floor((l0_x - tile_l0) / pitch_x) + 1, 0, cols))
+        col1 = int(np.clip(np.floor((l0_x + l0_w) / pitch_x) + 1, 0, cols))
+        row0 = int(np.clip(np.floor((l0_y - tile_l0) / pitch_y) + 1, 0, rows))
+        row1 = int(np.clip(np.floor((l0_y + l0_h) / pitch_y) + 1, 0, rows))
+        return row0, row1, col0, col1
+
+    def paint(self, painter: QPainter, viewport: Viewport) -> None:
+        if self._image is None:
+            self.outlined_count = 0
+            return
+        # drawn once per view position into a screen-sized image: tiles arriving repaint the view often
+        ratio = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
+        key = (viewport, ratio, id(self.plan))
+        if key != self._screen_key:
+            self._screen = QImage(round(viewport.screen_w * ratio), round(viewport.screen_h * ratio),
+                                  QImage.Format_ARGB32_Premultiplied)
+            self._screen.setDevicePixelRatio(ratio)
+            self._screen.fill(Qt.transparent)
+            screen_painter = QPainter(self._screen)
+            self._paint_tiles(screen_painter, viewport)
+            screen_painter.end()
+            self._screen_key = key
+        painter.drawImage(0, 0, self._screen)
+
+    def _paint_tiles(self, painter: QPainter, viewport: Viewport) -> None:
+        self.outlined_count = 0
+        row0, row1, col0, col1 = self.visible_range(viewport)
+        if row0 >= row1 or col0 >= col1:
+            return
+        pitch_x, pitch_y = self._pitch()
+        scale = viewport.scale
+        # screen frame: the grid's pixel (col, row) covers level-0 [col * pitch, (col + 1) * pitch)
+        sx0, sy0 = viewport.l0_to_screen(col0 * pitch_x, row0 * pitch_y)
+        target = QRectF(sx0, sy0, (col1 - col0) * pitch_x * scale, (row1 - row0) * pitch_y * scale)
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, False)
+        painter.drawImage(target, self._image, QRectF(col0, row0, col1 - col0, row1 - row0))
+        tile_screen = self.plan.tile_l0 * scale
+        if tile_screen >= OUTLINE_MIN_PX and (row1 - row0) * (col1 - col0) <= MAX_OUTLINED:
+            self._paint_outlines(painter, viewport, (row0, row1, col0, col1), (pitch_x, pitch_y))
+
+    def _paint_outlines(self, painter: QPainter, viewport: Viewport, window, pitch) -> None:
+        row0, row1, col0, col1 = window
+        pitch_x, pitch_y = pitch
+        rows, cols = self.plan.grid_shape
+        reason = self.plan.reason.reshape(rows, cols)[row0:row1, col0:col1]
+        side = self.plan.tile_l0 * viewport.scale
+        rr, cc = np.nonzero(reason != _BACKGROUND)
+        if not len(rr):
+            return
+        sx, sy = viewport.l0_to_screen(0.0, 0.0)
+        xs = sx + (cc + col0) * pitch_x * viewport.scale
+        ys = sy + (rr + row0) * pitch_y * viewport.scale
+        n = len(rr)
+        rects = list(map(QRectF, (xs + 0.5).tolist(), (ys + 0.5).tolist(), [side - 1] * n, [side - 1] * n))
+        codes = reason[rr, cc]
+        painter.setRenderHint(QPainter.Antialiasing, False)
+        dropped = np.flatnonzero(np.isin(codes, _DROPPED))
+        if len(dropped):  # a hatch says "left out" apart from the colour
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QBrush(QColor(55, 71, 79, 110), Qt.BDiagPattern))
+            painter.drawRects([rects[k] for k in dropped.tolist()])
+        painter.setBrush(Qt.NoBrush)
+        for code in np.unique(codes).tolist():
+            r, g, b, _ = REASON_COLOURS[REASONS[code]]
+            pen = QPen(QColor(r, g, b, 180), 1)
+            pen.setCosmetic(True)
+            painter.setPen(pen)
+            painter.drawRects([rects[k] for k in np.flatnonzero(codes == code).tolist()])
+        self.outlined_count = len(rects)

@@ -1,0 +1,210 @@
+"""Model ▸ Train… offscreen: real synthetic slides, real MXNet training, the GUI kept responsive."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before MXNet loads: OpenMP spinning on shared cores costs 2-3x
+
+import json
+import time
+
+import pytest
+from PyQt5.QtCore import Qt, QTimer
+
+from core.annotations.formats import read_annotations
+from core.annotations.store import AnnotationStore
+from core.project import Project
+from core.train import ProgressEvent
+from gui.main_window import MainWindow
+from gui.training_panel import FULL, TILES, USE
+
+TRAIN_SEED, TEST_SEED = 8, 3  # about 300 and 640 labelled tiles of 64 px at 2 µm/px
+TIMEOUT = 120_000
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    """Two synthetic slides with known tumour, 6144 x 4608 px at 1 µm/px (seconds to write)."""
+    from core.synth import write_synthetic_slide
+
+    out = tmp_path_factory.mktemp("training-slides")
+    return {seed: write_synthetic_slide(out / f"synth-{seed}.tiff", seed=seed, width=6144, height=4608, mpp=1.0)
+            for seed in (TRAIN_SEED, TEST_SEED)}
+
+
+def make_project(folder, slides, marks: bool = True, fully_annotated: bool = True):
+    """A project holding both slides, their tumour marks imported from the synthetic ground truth."""
+    project = Project.create(folder, "Training test")
+    ids = {}
+    for seed, synth in slides.items():
+        entry = project.add_slide(synth.slide_path)
+        if marks:
+            loaded = read_annotations(synth.geojson_path)
+            project.save_annotations(entry.id, AnnotationStore(loaded.annotations, loaded.classes))
+        project.update_settings(entry.id, fully_annotated=fully_annotated)
+        ids[seed] = entry.id
+    return project, ids
+
+
+@pytest.fixture
+def window(qtbot):
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+def open_panel(qtbot, window, project, ids, epochs: int = 3):
+    """Model ▸ Train…, slide roles and cheap settings, as a user would choose them."""
+    window.use_project(project, open_slides=False)
+    assert window.actions["train"] in window.model_menu.actions()
+    window.actions["train"].trigger()
+    panel = window.training_panel
+    qtbot.waitExposed(panel)
+    assert panel.table.rowCount() == 2
+    panel.set_slide_choice(ids[TRAIN_SEED], use=True, role="Train")
+    panel.set_slide_choice(ids[TEST_SEED], use=True, role="Test")
+    panel.tile_px.setValue(64)
+    panel.tile_mpp.setValue(2.0)
+    panel.epochs.setValue(epochs)
+    panel.batch_size.setValue(32)
+    panel.lr.setValue(0.003)
+    panel.device.setCurrentText("cpu")
+    return panel
+
+
+class Heartbeat:
+    """A 10 ms timer on the GUI thread; ``worst`` is the longest gap between its ticks, in seconds."""
+
+    def __init__(self):
+        self.worst, self.ticks, self._last = 0.0, 0, time.perf_counter()
+        self.timer = QTimer(interval=10, timeout=self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.worst = max(self.worst, now - self._last)
+        self._last, self.ticks = now, self.ticks + 1
+
+    def stop(self) -> "Heartbeat":
+        self.timer.stop()
+        return self
+
+
+def run(qtbot, panel, until=None) -> tuple[str, Heartbeat]:
+    """Click Start (and Cancel once ``until()`` holds); the way the run ended and the GUI's heartbeat."""
+    beat = Heartbeat()
+    with qtbot.waitSignal(panel.run_ended, timeout=TIMEOUT) as ended:
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+        if until is not None:
+            qtbot.waitUntil(until, timeout=TIMEOUT)
+            assert panel.cancel_button.isEnabled() and not panel.start_button.isEnabled()
+            qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+    return ended.args[0], beat.stop()
+
+
+def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides)
+    panel = open_panel(qtbot, window, project, ids, epochs=3)
+    name = panel.name.text()
+    assert name.startswith("model-")
+    qtbot.waitUntil(lambda: panel.device_label.text().startswith("Trains on: CPU"), timeout=TIMEOUT)
+
+    state, beat = run(qtbot, panel)
+
+    assert state == "finished", panel.error
+    result = panel.result
+    bundle = project.folder / "models" / name / "best"
+    assert result.bundle == bundle and (bundle / "model.json").is_file() and result.epochs_run == 3
+    info = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
+    assert info["tile_px"] == 64 and info["mpp"] == 2.0
+    # validation ran on the test slide's tiles only (a split by slide), shown per slide in the table
+    test_row = [r for r in range(2) if panel.table.item(r, USE).data(Qt.UserRole) == ids[TEST_SEED]][0]
+    tumour, non_tumour = (int(v.replace(",", "")) for v in panel.table.item(test_row, TILES).text().split(" / "))
+    assert info["training"]["val_tiles"] == {"Non-tumour": non_tumour, "Tumour": tumour}
+    assert panel.best_metrics["auc"] >= 0.95, result.history  # measured 0.985
+    assert panel.best_metrics == next(h for h in result.history if h["epoch"] == result.best_epoch)
+    for key in ("auc", "sensitivity", "specificity", "accuracy"):
+        assert panel.metric_labels[key].text() == f"{panel.best_metrics[key]:.3f}"
+    assert panel.path_edit.text() == str(bundle)
+    assert panel.status.text().startswith("Done in ") and "— test AUC 0.9" in panel.status.text()
+    # one point per finished epoch on every epoch curve, the running loss once per batch
+    for curve in (panel.train_curve, panel.val_curve, *panel.metric_curves.values()):
+        assert list(curve.getData()[0]) == [1, 2, 3]
+    batches = panel._last_event.batches
+    assert len(panel.batch_curve.getData()[0]) == 3 * batches
+    assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.name.text() != name  # a fresh name for the next model
+    assert beat.ticks > 100 and beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
+
+
+def test_cancel_at_the_first_batch_saves_nothing_and_the_gui_stays_responsive(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides)
+    panel = open_panel(qtbot, window, project, ids, epochs=20)
+    name = panel.name.text()
+
+    state, beat = run(qtbot, panel, until=lambda: isinstance(panel._last_event, ProgressEvent))
+
+    assert state == "cancelled"
+    assert panel.result.cancelled and panel.result.bundle is None and panel.result.epochs_run == 0
+    assert panel.status.text() == "Cancelled before an epoch ended: no model was saved."
+    assert not (project.folder / "models" / name).exists()
+    assert panel.start_button.isEnabled() and panel.table.isEnabled()
+    assert beat.ticks > 20 and beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
+
+
+def test_cancel_after_an_epoch_keeps_the_best_epoch(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides)
+    panel = open_panel(qtbot, window, project, ids, epochs=20)
+
+    state, beat = run(qtbot, panel, until=lambda: len(panel.history) == 1)
+
+    assert state == "cancelled"
+    result = panel.result
+    assert result.cancelled and result.epochs_run == 1 and result.best_epoch == 0
+    assert (result.bundle / "model.json").is_file() and panel.path_edit.text() == str(result.bundle)
+    assert panel.status.text().startswith("Cancelled: the best epoch is kept")
+    assert beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
+
+
+def test_slides_without_tumour_marks_say_what_to_mark(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides, marks=False, fully_annotated=True)
+    panel = open_panel(qtbot, window, project, ids)
+
+    state, _ = run(qtbot, panel)
+
+    assert state == "failed"
+    assert panel.error.startswith("The training slides have no Tumour tiles: mark tumour regions")
+    assert panel.error_label.isVisible() and "no Tumour tiles" in panel.error_label.text()
+    assert window.errors[-1] == panel.error  # also told through the window's message box
+    assert panel.start_button.isEnabled() and not (project.folder / "models").exists()
+
+
+def test_unmarked_tissue_of_partly_annotated_slides_is_not_non_tumour(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides, marks=True, fully_annotated=False)
+    panel = open_panel(qtbot, window, project, ids)
+
+    state, _ = run(qtbot, panel)
+
+    assert state == "failed"
+    assert "no Non-tumour tiles: mark Benign regions or tick fully annotated" in panel.error
+    # the fix, in the panel itself: ticking "fully annotated" is saved in the project
+    for row in range(panel.table.rowCount()):
+        assert panel.table.item(row, FULL).checkState() == Qt.Unchecked
+        panel.table.item(row, FULL).setCheckState(Qt.Checked)
+    assert all(e.settings["fully_annotated"] for e in Project.open(project.folder).slides)
+
+
+def test_a_by_slide_split_needs_train_and_test_slides(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides)
+    panel = open_panel(qtbot, window, project, ids)
+    panel.set_slide_choice(ids[TEST_SEED], use=True, role="Train")
+    assert panel.start() is None and not panel.running
+    assert "one the role Test" in panel.error
+    panel.set_slide_choice(ids[TEST_SEED], use=True, role="Test")
+    panel.name.setText("../elsewhere")
+    assert panel.start() is None and "Model name" in panel.error
