@@ -131,8 +131,10 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < 0.5:
             tile = tile[::-1]
         tile = np.rot90(tile, int(rng.integers(4)))
-        scale = rng.uniform(0.92, 1.08, 3)  # per-channel: stain intensity
-        shift = rng.uniform(-12, 12, 3) + rng.uniform(-10, 10)  # per-channel hue drift + brightness
+        # mild, as "light" stain augmentation in the literature: stronger jitter hid the darker, denser
+        # nuclei of tumour on the synthetic slides and cost cross-slide specificity (0.79 against 0.88)
+        scale = rng.uniform(0.96, 1.04, 3)  # per-channel: stain intensity
+        shift = rng.uniform(-5, 5, 3) + rng.uniform(-5, 5)  # per-channel hue drift + brightness
         out[i] = np.clip(tile.astype(np.float32) * scale + shift, 0, 255).astype(np.uint8)
     return out
 

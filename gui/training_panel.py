@@ -1,141 +1,41 @@
 """Train a model: pick the project's slides and settings, start, watch the curves, cancel, find the bundle.
 
-The job runs on a `gui.worker.Worker`: it plans the tiles, reads them, then calls `core.train.train`,
-which runs on the model thread. Every report (stages, `ProgressEvent` s, the result) reaches the panel
-through the worker's ``partial`` signal, queued to the GUI thread; nothing off that thread touches a widget.
+The job (`core.training_job.run_job`) runs on a `gui.worker.Worker`: it plans the tiles, reads them, then
+calls `core.train.train`, which runs on the model thread. Every report (stages, `ProgressEvent` s, the
+result) reaches the panel through the worker's ``partial`` signal, queued to the GUI thread; nothing off
+that thread touches a widget. The curves are `gui.training_plots.TrainingCurves`.
 """
 
 from __future__ import annotations
 
 import html
-import re
-import shutil
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections import Counter
 from pathlib import Path
 
-import pyqtgraph as pg
-from PyQt5.QtCore import QTimer, QUrl, Qt, pyqtSignal
-from PyQt5.QtGui import QDesktopServices, QFont, QGuiApplication
-from PyQt5.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGridLayout,
-                             QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
-                             QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QFont, QGuiApplication
+from PyQt5.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView,
+                             QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QTableWidget,
+                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from core.errors import BiopsiaError, DatasetError
 from core.tiling import TileSpec
 from core.train import ProgressEvent, TrainResult
+from core.training_job import (MODELS_DIR, Planned, Stage, TrainingJob, best_so_far, default_model_name, describe,
+                               new_job, run_job)
 from gui.icons import icon
-from gui.worker import Cancelled, Worker
+from gui.training_plots import BestEpochBox, TrainingCurves
+from gui.worker import Worker
 
 ROLES = ("Train", "Test")
 DEVICES = ("auto", "cpu", "gpu:0")
-MODELS_DIR = "models"
-REDRAW_MS = 100  # batch reports are drawn at most this often; epoch ends at once
-INK, ACCENT, BLUE, GREEN, ORANGE, GREY = "#37474f", "#c2185b", "#1565c0", "#2e7d32", "#ef6c00", "#b0bec5"
 ERROR_STYLE = "color: #b71c1c; background: #ffebee; border: 1px solid #ef9a9a; border-radius: 3px; padding: 6px"
 COLUMNS = ("Use", "Slide", "Role", "Fully\nannotated", "Marks", "Tiles T / N")
 TILES_TIP = "Tumour / non-tumour tiles found on the slide when training starts"
 USE, NAME, ROLE, FULL, MARKS, TILES = range(len(COLUMNS))
 
 
-# -- the job (no widgets: runs on a worker thread) ---------------------------------------------------
-@dataclass
-class TrainingJob:
-    """Everything one run needs, fixed when Start is pressed."""
-
-    project: object  # core.project.Project
-    slide_ids: list[str]
-    test_ids: list[str]
-    spec: TileSpec
-    out_dir: Path
-    arch: str = "cnn"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    device: str = "auto"
-    mpp_overrides: dict = field(default_factory=dict)  # slide id -> (x, y) µm/px the user entered
-
-
-@dataclass
-class Stage:
-    """A step before training: ``text`` with ``done`` of ``total``."""
-
-    text: str
-    done: int
-    total: int
-
-
-@dataclass
-class Planned:
-    """The labelled tiles: ``counts`` as `DatasetPlan.counts`, ``per_slide`` {slide id: (tumour, non-tumour)}."""
-
-    counts: dict
-    per_slide: dict
-
-
-def check_counts(counts: dict) -> None:
-    """Raise DatasetError, saying what to mark, when a split lacks a class."""
-    for split, who in (("train", "training"), ("test", "test")):
-        if counts[split]["Tumour"] == 0:
-            raise DatasetError(f"The {who} slides have no Tumour tiles: mark tumour regions on them with the "
-                               "Tumour class, or choose other slides")
-        if counts[split]["Non-tumour"] == 0:
-            raise DatasetError(f"The {who} slides have no Non-tumour tiles: mark Benign regions or tick "
-                               "fully annotated")
-
-
-def run_job(job: TrainingJob, partial, should_stop) -> TrainResult:
-    """Plan, read and train; reports through ``partial``. Raises Cancelled when stopped before training."""
-    from core.dataset import load_tiles, plan_dataset, sources_from_project
-    from core.train import train
-
-    sources = sources_from_project(job.project, job.slide_ids)
-    for slide_id, source in zip(job.slide_ids, sources):
-        if source.mpp is None and job.mpp_overrides.get(slide_id):
-            source.mpp = tuple(job.mpp_overrides[slide_id])
-    names = dict(zip(job.slide_ids, (s.name for s in sources)))
-    partial(Stage("Finding tissue and labelling tiles", 0, len(sources)))
-    plan = plan_dataset(sources, job.spec, "by-slide", test_slides=[names[i] for i in job.test_ids],
-                        progress=lambda d, t: partial(Stage("Finding tissue and labelling tiles", d, t)))
-    per_slide = {slide_id: tuple(int(((plan.slide == n) & (plan.label == c)).sum()) for c in (1, 0))
-                 for n, slide_id in enumerate(job.slide_ids)}
-    partial(Planned(plan.counts(), per_slide))
-    check_counts(plan.counts())
-    total = int(plan.label.size)
-    tiles = {}
-    for split, offset in (("train", 0), ("test", int(plan.select("train").size))):
-        tiles[split] = load_tiles(plan, split, should_stop=should_stop,
-                                  progress=lambda d, _t, o=offset: partial(Stage("Reading tiles", o + d, total)))
-        if tiles[split] is None:
-            raise Cancelled()
-    partial(Stage("Starting training", 0, 0))
-    result = train(tiles["train"], tiles["test"], job.out_dir, arch=job.arch, epochs=job.epochs,
-                   batch_size=job.batch_size, lr=job.lr, device=job.device, progress=partial,
-                   should_stop=should_stop, mpp=job.spec.mpp)
-    if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
-        shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
-    partial(result)  # a cancelled Worker reports no result: hand it over first
-    return result
-
-
-def describe(device: str) -> str:
-    """Words for the context ``device`` resolves to (asked on the model thread)."""
-    from core.models.engine import describe_device, engine, parse_device
-
-    return engine().run(lambda: describe_device(parse_device(device)))
-
-
-def default_model_name(models: Path) -> str:
-    """``model-YYYYmmdd-HHMM``, with a suffix when that folder is taken."""
-    base = datetime.now().strftime("model-%Y%m%d-%H%M")
-    name, n = base, 2
-    while (models / name).exists():
-        name, n = f"{base}-{n}", n + 1
-    return name
-
-
-# -- the panel -------------------------------------------------------------------------------------
 class TrainingPanel(QDialog):
     """Non-modal "Train a model" window of a `MainWindow` (or any parent with ``project``).
 
@@ -158,10 +58,7 @@ class TrainingPanel(QDialog):
         self.best_metrics: dict | None = None
         self.error: str | None = None
         self.history: list[dict] = []
-        self._batch_x: list[float] = []
-        self._batch_y: list[float] = []
         self._last_event: ProgressEvent | None = None
-        self._redraw = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self._draw_batches)
         self._device_worker: Worker | None = None
         self._started = 0.0
 
@@ -199,7 +96,7 @@ class TrainingPanel(QDialog):
         self.table.verticalHeader().setDefaultSectionSize(30)
         self.table.itemChanged.connect(self._on_item_changed)
         hint = QLabel("Test slides validate the model after every epoch (a split by slide); the epoch with "
-                      "the best test AUC is kept.", wordWrap=True)
+                      "the lowest validation loss is kept.", wordWrap=True)
         hint.setStyleSheet("color: #607d8b")
         box = QVBoxLayout(self.slides_box)
         box.addWidget(self.table)
@@ -231,14 +128,10 @@ class TrainingPanel(QDialog):
         self.name.setToolTip("The model is saved in the project's models folder under this name")
         settings = QGroupBox("Settings")
         form = QFormLayout(settings)
-        form.addRow("Architecture", self.arch)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Tiles", tiles_row)
-        form.addRow("Device", self.device)
-        form.addRow("", self.device_label)
-        form.addRow("Model name", self.name)
+        for label, field in (("Architecture", self.arch), ("Epochs", self.epochs), ("Batch size", self.batch_size),
+                             ("Learning rate", self.lr), ("Tiles", tiles_row), ("Device", self.device),
+                             ("", self.device_label), ("Model name", self.name)):
+            form.addRow(label, field)
 
         self.start_button = QPushButton(icon("train"), "Start training")
         self.start_button.setDefault(True)
@@ -269,51 +162,10 @@ class TrainingPanel(QDialog):
         self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.hide()
 
-        pg.setConfigOptions(antialias=True)
-        self.loss_plot = _plot("Loss", "cross-entropy")
-        self.metric_plot = _plot("Validation on the test slides", "score", legend_offset=(-10, -30))
-        self.metric_plot.setYRange(-0.06, 1.06, padding=0)
-        self.metric_plot.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
-        self.batch_curve = self.loss_plot.plot(name="training (running, per batch)", pen=pg.mkPen(GREY, width=1))
-        self.train_curve = self.loss_plot.plot(name="training", pen=pg.mkPen(INK, width=2), symbol="o",
-                                               symbolSize=6, symbolBrush=INK, symbolPen=None)
-        self.val_curve = self.loss_plot.plot(name="validation", pen=pg.mkPen(ACCENT, width=2), symbol="o",
-                                             symbolSize=6, symbolBrush=ACCENT, symbolPen=None)
-        self.metric_curves = {}
-        for key, name, colour, style in (("auc", "AUC", ACCENT, Qt.SolidLine),
-                                         ("accuracy", "accuracy", BLUE, Qt.SolidLine),
-                                         ("sensitivity", "sensitivity", GREEN, Qt.DashLine),
-                                         ("specificity", "specificity", ORANGE, Qt.DashLine)):
-            solid = style == Qt.SolidLine
-            self.metric_curves[key] = self.metric_plot.plot(
-                name=name, pen=pg.mkPen(colour, width=2 if solid else 1.5, style=style),
-                symbol="o" if solid else None, symbolSize=6, symbolBrush=colour, symbolPen=None)
+        self.curves = TrainingCurves()
+        self.curves.batches_drawn.connect(self._show_batch_status)
 
-        result_box = QGroupBox("Best epoch")
-        grid = QGridLayout(result_box)
-        self.metric_labels = {}
-        for col, (key, text, colour) in enumerate((("auc", "AUC", ACCENT), ("sensitivity", "Sensitivity", GREEN),
-                                                   ("specificity", "Specificity", ORANGE),
-                                                   ("accuracy", "Accuracy", BLUE))):
-            caption = QLabel(text, alignment=Qt.AlignCenter)
-            caption.setStyleSheet("color: #607d8b")
-            value = QLabel("—", alignment=Qt.AlignCenter)
-            value.setStyleSheet(f"font-size: 18pt; font-weight: bold; color: {colour}")
-            grid.addWidget(value, 0, col)
-            grid.addWidget(caption, 1, col)
-            self.metric_labels[key] = value
-        self.best_label = QLabel(wordWrap=True)
-        self.path_edit = QLineEdit(readOnly=True, placeholderText="The model is saved here when an epoch ends")
-        self.open_button = QPushButton(icon("open"), "Open folder")
-        self.open_button.clicked.connect(self.open_folder)
-        self.copy_button = QPushButton("Copy path")
-        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.path_edit.text()))
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.path_edit, 1)
-        path_row.addWidget(self.copy_button)
-        path_row.addWidget(self.open_button)
-        grid.addWidget(self.best_label, 2, 0, 1, 4)
-        grid.addLayout(path_row, 3, 0, 1, 4)
+        self.best_box = BestEpochBox()
 
         widget = QWidget()
         layout = QVBoxLayout(widget)
@@ -321,9 +173,8 @@ class TrainingPanel(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(self.progress)
         layout.addWidget(self.error_label)
-        layout.addWidget(self.loss_plot, 1)
-        layout.addWidget(self.metric_plot, 1)
-        layout.addWidget(result_box)
+        layout.addWidget(self.curves, 1)
+        layout.addWidget(self.best_box)
         return widget
 
     # -- the project's slides --------------------------------------------------------------------
@@ -379,9 +230,7 @@ class TrainingPanel(QDialog):
             marks = self.project.load_annotations(slide_id).annotations()
         except (BiopsiaError, OSError) as err:
             return f"unreadable: {err}"
-        counts = {}
-        for mark in marks:
-            counts[mark.class_name] = counts.get(mark.class_name, 0) + 1
+        counts = Counter(mark.class_name for mark in marks)
         return ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "none"
 
     def _choices(self) -> dict[str, tuple[bool, str]]:
@@ -440,32 +289,16 @@ class TrainingPanel(QDialog):
 
     def make_job(self) -> TrainingJob:
         """The job the table and settings describe. Raises DatasetError when they do not make one."""
-        if self.project is None:
-            raise DatasetError("No project: open a slide or a project first")
-        choices = self._choices()
-        ids = [i for i, (use, _) in choices.items() if use]
-        test_ids = [i for i in ids if choices[i][1] == "Test"]
-        if not ids:
-            raise DatasetError("Tick the slides to use")
-        if not test_ids or len(test_ids) == len(ids):
-            raise DatasetError("Give at least one slide the role Train and one the role Test: the model "
-                               "learns on the Train slides and is validated on the Test slides")
-        name = self.name.text().strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]*", name):
-            raise DatasetError(f"Model name {name!r}: use letters, digits, '-', '_' and '.'")
-        out_dir = Path(self.project.folder) / MODELS_DIR / name
-        if out_dir.exists():
-            raise DatasetError(f"{out_dir}: a model of that name exists in this project; choose another name")
-        overrides = {}
-        store = getattr(self.main_window, "slide_settings", None)
-        if store is not None:
-            for slide_id in ids:
-                override = store.get_mpp_override(self.project.slide(slide_id).path)
-                if override:
-                    overrides[slide_id] = tuple(override)
-        return TrainingJob(self.project, ids, test_ids, TileSpec(self.tile_px.value(), self.tile_mpp.value()),
-                           out_dir, self.arch.currentText(), self.epochs.value(), self.batch_size.value(),
-                           self.lr.value(), self.device.currentText(), overrides)
+        job = new_job(self.project, self._choices(), self.name.text(),
+                      TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
+                      epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
+                      device=self.device.currentText())
+        store = getattr(self.main_window, "slide_settings", None)  # µm/px entered in the window
+        for slide_id in job.slide_ids if store is not None else ():
+            override = store.get_mpp_override(self.project.slide(slide_id).path)
+            if override:
+                job.mpp_overrides[slide_id] = tuple(override)
+        return job
 
     def start(self) -> Worker | None:
         """Start training with the current choices; problems are shown in the panel."""
@@ -488,10 +321,7 @@ class TrainingPanel(QDialog):
         self._set_running(True)
         self.status.setText("Starting…")
         self.progress.setRange(0, 0)
-        step = max(1, -(-job.epochs // 10))  # whole epochs, at most about ten labels
-        for plot in (self.loss_plot, self.metric_plot):
-            plot.setXRange(0, job.epochs, padding=0.04)
-            plot.getAxis("bottom").setTickSpacing(step, step)
+        self.curves.start(job.epochs)
         return self.worker.start()
 
     def _flush_marks(self, slide_ids) -> None:
@@ -520,13 +350,9 @@ class TrainingPanel(QDialog):
 
     def _clear(self) -> None:
         self.result = self.best_metrics = self.error = self._last_event = None
-        self.history, self._batch_x, self._batch_y = [], [], []
-        for curve in (self.batch_curve, self.train_curve, self.val_curve, *self.metric_curves.values()):
-            curve.setData([], [])
-        for label in self.metric_labels.values():
-            label.setText("—")
-        self.best_label.setText("")
-        self.path_edit.setText("")
+        self.history = []
+        self.curves.clear()
+        self.best_box.clear()
         self.error_label.hide()
         for row in range(self.table.rowCount()):
             self.table.item(row, TILES).setText("—")
@@ -551,38 +377,24 @@ class TrainingPanel(QDialog):
         for row in range(self.table.rowCount()):
             counts = planned.per_slide.get(self.table.item(row, USE).data(Qt.UserRole))
             self.table.item(row, TILES).setText(f"{counts[0]:,} / {counts[1]:,}" if counts else "—")
-        train, test = planned.counts["train"], planned.counts["test"]
-        self.best_label.setText(f"Tiles: train {train['Tumour']:,} tumour / {train['Non-tumour']:,} non-tumour; "
-                                f"test {test['Tumour']:,} / {test['Non-tumour']:,}")
+        self.best_box.show_tiles(planned.counts)
 
     def _on_progress(self, event: ProgressEvent) -> None:
         self._last_event = event
         if event.metrics is None:
-            self._batch_x.append(event.epoch + event.batch / event.batches)
-            self._batch_y.append(event.loss)
-            if not self._redraw.isActive():
-                self._redraw.start()
+            self.curves.add_batch(event.epoch, event.batch, event.batches, event.loss)
             return
         self.history.append(dict(event.metrics))
-        self._draw_batches()
-        x = [h["epoch"] + 1 for h in self.history]
-        self.train_curve.setData(x, [h["train_loss"] for h in self.history])
-        self.val_curve.setData(x, [h["loss"] for h in self.history])
-        for key, curve in self.metric_curves.items():
-            pairs = [(xi, h[key]) for xi, h in zip(x, self.history) if h.get(key) is not None]
-            curve.setData([p[0] for p in pairs], [p[1] for p in pairs])
-        best = max(self.history, key=lambda h: h["auc"] if h.get("auc") is not None else h["accuracy"])
-        self._show_best(best)
+        self.curves.set_history(self.history)
+        self._show_best(best_so_far(self.history))  # the epoch core.train keeps: lowest validation loss
 
-    def _draw_batches(self) -> None:
-        self.batch_curve.setData(self._batch_x, self._batch_y)
+    def _show_batch_status(self) -> None:
         event = self._last_event
         if event is None or self.worker is None or self.worker.is_cancelled:
             return
         text = f"Epoch {event.epoch + 1}/{event.epochs}, batch {event.batch}/{event.batches}, loss {event.loss:.3f}"
         if self.history:
-            last = self.history[-1]
-            auc = last.get("auc")
+            auc = self.history[-1].get("auc")
             text += f"   ·   last validation: AUC {auc:.3f}" if auc is not None else ""
         self.status.setText(text)
         self.progress.setRange(0, event.epochs * event.batches)
@@ -590,17 +402,11 @@ class TrainingPanel(QDialog):
 
     def _show_best(self, metrics: dict) -> None:
         self.best_metrics = metrics
-        for key, label in self.metric_labels.items():
-            value = metrics.get(key)
-            label.setText("—" if value is None else f"{value:.3f}")
-        self.best_label.setText(f"Epoch {metrics['epoch'] + 1} of {len(self.history)} so far "
-                                f"(validation loss {metrics['loss']:.3f}), saved as:")
-        if self.job is not None:
-            self._show_path(self.job.out_dir / "best")
+        self.best_box.show_epoch(metrics, len(self.history), self.job.out_dir / "best" if self.job else None)
 
     def _ended(self, state: str, result: TrainResult | None) -> None:
-        self._redraw.stop()
-        self._draw_batches()
+        self.curves.draw_batches()
+        self.curves.stop()
         self.worker = None
         self._set_running(False)
         self.result = result
@@ -608,13 +414,8 @@ class TrainingPanel(QDialog):
         self.progress.setValue(1 if state == "finished" else 0)
         if result is not None and result.bundle is not None:
             best = next(h for h in result.history if h["epoch"] == result.best_epoch)
-            self._show_best(best)
-            ran = f"{result.epochs_run} epoch{'s' if result.epochs_run != 1 else ''} on {result.device}"
-            why = (" (cancelled)" if result.cancelled else
-                   " (stopped early: no better epoch)" if result.stopped_early else "")
-            self.best_label.setText(f"Epoch {best['epoch'] + 1} of {ran}{why}; validation loss {best['loss']:.3f}. "
-                                    "The model is saved in the project:")
-            self._show_path(result.bundle)
+            self.best_metrics = best
+            self.best_box.show_result(best, result)
             auc = f" — test AUC {best['auc']:.3f}" if best.get("auc") is not None else ""
             took = _duration(time.monotonic() - self._started)
             self.status.setText(("Cancelled: the best epoch is kept" if state == "cancelled" else f"Done in {took}")
@@ -629,7 +430,7 @@ class TrainingPanel(QDialog):
         message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error: {err!r}"
         running = self.worker is not None
         self.worker = None
-        self._redraw.stop()
+        self.curves.stop()
         self._set_running(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -646,15 +447,6 @@ class TrainingPanel(QDialog):
         if hasattr(self.main_window, "show_error"):
             self.main_window.show_error(title, message)
 
-    def _show_path(self, path: Path) -> None:
-        self.path_edit.setText(str(path))
-        self.path_edit.setToolTip(str(path))
-
-    def open_folder(self) -> None:
-        path = Path(self.path_edit.text())
-        if self.path_edit.text() and path.exists():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
-
 
 def _duration(seconds: float) -> str:
     """``"48 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
@@ -666,19 +458,3 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def _plot(title: str, y_label: str, legend_offset=(-10, 10)) -> pg.PlotWidget:
-    plot = pg.PlotWidget(background="w")
-    plot.setTitle(title, color=INK, size="11pt")
-    plot.setLabel("bottom", "epoch", color=INK)
-    if y_label:
-        plot.setLabel("left", y_label, color=INK)
-    for side in ("left", "bottom"):
-        axis = plot.getAxis(side)
-        axis.setPen(pg.mkPen(INK))
-        axis.setTextPen(pg.mkPen(INK))
-    plot.getAxis("left").setWidth(58)  # the same in both plots, so their epochs line up
-    plot.showGrid(x=True, y=True, alpha=0.15)
-    plot.addLegend(offset=legend_offset, labelTextColor=INK, brush=pg.mkBrush(255, 255, 255, 220))
-    plot.setMenuEnabled(False)
-    plot.setMinimumHeight(160)
-    return plot

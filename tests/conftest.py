@@ -62,6 +62,25 @@ def slide_pair(tmp_path_factory):
             for seed in (29, 30)]
 
 
+@pytest.fixture(scope="session")
+def small_model(slide_pair, tmp_path_factory):
+    """A compact CNN trained on ``slide_pair[1]`` (seed 30), 64 px tiles at
+    2 µm/px, 12 epochs on the CPU (about 20 s); ``slide_pair[0]`` (seed 29) is a slide it never saw.
+
+    Returns the bundle folder.
+    """
+    from core.dataset import load_tiles, plan_dataset, sources_from_paths
+    from core.tiling import TileSpec
+    from core.train import train
+
+    plan = plan_dataset(sources_from_paths([slide_pair[1].slide_path]), TileSpec(64, 2.0), split="random",
+                        ratio=0.8, seed=0)
+    result = train(load_tiles(plan, "train"), load_tiles(plan, "test"), tmp_path_factory.mktemp("model"),
+                   epochs=12, batch_size=16, lr=2e-3, device="cpu", early_stopping_patience=None, mpp=2.0)
+    assert result.bundle is not None
+    return result.bundle
+
+
 def coordinate_image(width: int, height: int) -> np.ndarray:
     """Pixels that encode their own position: R = x mod 256, G = y mod 256, B = (x // 256 + y // 256) mod 256."""
     ys, xs = np.mgrid[0:height, 0:width]

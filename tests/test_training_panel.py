@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before MXNet loads: OpenMP spinning on shared cores costs 2-3x
-
 import json
 import time
 
 import pytest
 from PyQt5.QtCore import Qt, QTimer
+from PyQt5.QtWidgets import QLabel
 
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
@@ -129,14 +126,14 @@ def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, t
     assert panel.best_metrics["auc"] >= 0.95, result.history  # measured 0.985
     assert panel.best_metrics == next(h for h in result.history if h["epoch"] == result.best_epoch)
     for key in ("auc", "sensitivity", "specificity", "accuracy"):
-        assert panel.metric_labels[key].text() == f"{panel.best_metrics[key]:.3f}"
-    assert panel.path_edit.text() == str(bundle)
+        assert panel.best_box.metric_labels[key].text() == f"{panel.best_metrics[key]:.3f}"
+    assert panel.best_box.path_edit.text() == str(bundle)
     assert panel.status.text().startswith("Done in ") and "— test AUC 0.9" in panel.status.text()
     # one point per finished epoch on every epoch curve, the running loss once per batch
-    for curve in (panel.train_curve, panel.val_curve, *panel.metric_curves.values()):
+    for curve in (panel.curves.train_curve, panel.curves.val_curve, *panel.curves.metric_curves.values()):
         assert list(curve.getData()[0]) == [1, 2, 3]
     batches = panel._last_event.batches
-    assert len(panel.batch_curve.getData()[0]) == 3 * batches
+    assert len(panel.curves.batch_curve.getData()[0]) == 3 * batches
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert panel.name.text() != name  # a fresh name for the next model
     assert beat.ticks > 100 and beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
@@ -166,7 +163,7 @@ def test_cancel_after_an_epoch_keeps_the_best_epoch(qtbot, window, slides, tmp_p
     assert state == "cancelled"
     result = panel.result
     assert result.cancelled and result.epochs_run == 1 and result.best_epoch == 0
-    assert (result.bundle / "model.json").is_file() and panel.path_edit.text() == str(result.bundle)
+    assert (result.bundle / "model.json").is_file() and panel.best_box.path_edit.text() == str(result.bundle)
     assert panel.status.text().startswith("Cancelled: the best epoch is kept")
     assert beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
 
@@ -208,3 +205,24 @@ def test_a_by_slide_split_needs_train_and_test_slides(qtbot, window, slides, tmp
     panel.set_slide_choice(ids[TEST_SEED], use=True, role="Test")
     panel.name.setText("../elsewhere")
     assert panel.start() is None and "Model name" in panel.error
+
+
+def test_the_best_epoch_shown_is_the_lowest_validation_loss_not_the_highest_auc(qtbot):
+    """The panel shows the epoch core.train keeps (lowest validation loss), while it runs too."""
+    from gui.training_panel import TrainingPanel
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    assert any("the epoch with the lowest validation loss is kept" in label.text()
+               for label in panel.slides_box.findChildren(QLabel))
+    history = [{"epoch": 0, "loss": 0.40, "train_loss": 0.6, "auc": 0.90, "accuracy": 0.80, "sensitivity": 0.7,
+                "specificity": 0.9},
+               {"epoch": 1, "loss": 0.30, "train_loss": 0.5, "auc": 0.93, "accuracy": 0.85, "sensitivity": 0.8,
+                "specificity": 0.9},
+               {"epoch": 2, "loss": 0.35, "train_loss": 0.4, "auc": 0.97, "accuracy": 0.88, "sensitivity": 0.9,
+                "specificity": 0.86}]
+    for metrics in history:
+        panel._on_report(ProgressEvent(metrics["epoch"], 3, 10, 10, metrics["train_loss"], metrics))
+    assert panel.best_metrics == history[1]
+    assert panel.best_box.metric_labels["auc"].text() == "0.930"
+    assert panel.best_box.best_label.text().startswith("Epoch 2 of 3 so far (validation loss 0.300)")

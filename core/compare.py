@@ -1,0 +1,163 @@
+"""The network against the doctors: tile-level comparison of a probability grid with a slide's marks.
+
+Per slide: the truth of each grid tile from the marks (as the tile dataset labels them), the confusion
+matrix in the study's layout, screening metrics, and the disagreement map with its regions (false
+positives: the network says tumour where the doctors did not; false negatives: the reverse), largest first.
+Across slides: the same, summed and per slide, as CSV and JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from core.metrics import BinaryMetrics
+from core.predict import ProbabilityGrid
+
+#: Disagreement map values.
+NOT_COMPARED, AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = -1, 0, 1, 2, 3
+
+
+def truth_for_grid(grid: ProbabilityGrid, annotations, fully_annotated: bool = True, tumour_min: float = 0.5,
+                   normal_max: float = 0.05, benign_min: float = 0.5) -> np.ndarray:
+    """What the marks say of each grid tile: 1 tumour, 0 non-tumour, -1 unknown (ambiguous, excluded, unmarked).
+
+    Coverage rules are those of the tile dataset (`core.tiling.plan_tiles`): Tumour marks covering at least
+    ``tumour_min`` make a tumour tile; at most ``normal_max`` a non-tumour one when the slide is fully
+    annotated or the tile lies in Benign marks; tiles touched by Exclude marks are unknown.
+    """
+    from core.annotations.model import BENIGN, EXCLUDE, TUMOUR
+    from core.tiling import _Coverage
+
+    rows, cols = grid.shape
+    ys, xs = np.mgrid[0:rows, 0:cols]
+    l0_x = (grid.origin[0] + xs.ravel() * grid.stride).astype(np.int64)
+    l0_y = (grid.origin[1] + ys.ravel() * grid.stride).astype(np.int64)
+    coverage = _Coverage(list(annotations), grid.slide_size[0], grid.slide_size[1], max(1.0, grid.tile_l0 / 8))
+    tumour = coverage.fraction(TUMOUR.name, l0_x, l0_y, grid.tile_l0)
+    benign = coverage.fraction(BENIGN.name, l0_x, l0_y, grid.tile_l0)
+    exclude = coverage.fraction(EXCLUDE.name, l0_x, l0_y, grid.tile_l0)
+    truth = np.full(l0_x.size, -1, np.int8)
+    truth[(tumour <= normal_max) & (fully_annotated | (benign >= benign_min))] = 0
+    truth[tumour >= tumour_min] = 1
+    truth[exclude > 0.01] = -1
+    return truth.reshape(rows, cols)
+
+
+@dataclass
+class Region:
+    """A connected group of disagreeing tiles."""
+
+    kind: str  # "false positive" or "false negative"
+    tiles: int
+    bbox_l0: tuple[int, int, int, int]  # x, y, w, h
+    centre_l0: tuple[float, float]
+    mean_probability: float
+
+
+@dataclass
+class SlideComparison:
+    """A slide's tile-level comparison at one threshold.
+
+    Attributes
+    ----------
+    name : str
+    metrics : BinaryMetrics
+        Over tiles that have both a probability and a known truth.
+    disagreement : ndarray of int8
+        `NOT_COMPARED`, `AGREE_NEGATIVE`, `AGREE_POSITIVE`, `FALSE_POSITIVE` or `FALSE_NEGATIVE` per cell.
+    regions : list of Region
+        Disagreement regions, largest first.
+    """
+
+    name: str
+    metrics: BinaryMetrics
+    disagreement: np.ndarray
+    regions: list[Region] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        out = {"slide": self.name, **self.metrics.as_dict()}
+        out["regions"] = [{"kind": r.kind, "tiles": r.tiles, "bbox_l0": list(r.bbox_l0),
+                           "centre_l0": list(r.centre_l0), "mean_probability": r.mean_probability}
+                          for r in self.regions]
+        return out
+
+
+def compare(grid: ProbabilityGrid, truth: np.ndarray, threshold: float = 0.5, name: str = "") -> SlideComparison:
+    """Compare predicted tiles with the marks' truth (from `truth_for_grid`) at ``threshold``.
+
+    Raises
+    ------
+    ValueError
+        When ``truth`` does not have the grid's shape.
+    """
+    truth = np.asarray(truth)
+    if truth.shape != grid.shape:
+        raise ValueError(f"truth is {truth.shape} but the grid is {grid.shape}")
+    known = grid.done & (truth >= 0)
+    metrics = BinaryMetrics(truth[known], grid.probs[known], threshold)
+    called = np.zeros(grid.shape, bool)
+    called[grid.done] = grid.probs[grid.done] >= threshold
+    disagreement = np.full(grid.shape, NOT_COMPARED, np.int8)
+    disagreement[known & ~called & (truth == 0)] = AGREE_NEGATIVE
+    disagreement[known & called & (truth == 1)] = AGREE_POSITIVE
+    disagreement[known & called & (truth == 0)] = FALSE_POSITIVE
+    disagreement[known & ~called & (truth == 1)] = FALSE_NEGATIVE
+    regions = _regions(grid, disagreement, FALSE_POSITIVE, "false positive") + \
+        _regions(grid, disagreement, FALSE_NEGATIVE, "false negative")
+    regions.sort(key=lambda r: r.tiles, reverse=True)
+    return SlideComparison(name or grid.slide, metrics, disagreement, regions)
+
+
+def _regions(grid: ProbabilityGrid, disagreement: np.ndarray, code: int, kind: str) -> list[Region]:
+    mask = (disagreement == code).astype(np.uint8)
+    if not mask.any():
+        return []
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    out = []
+    for k in range(1, count):
+        x, y, w, h, n = (int(v) for v in stats[k])
+        x0, y0, _, _ = grid.cell_rect(y, x)
+        size = grid.stride
+        cx, cy = centroids[k]
+        out.append(Region(kind, n, (int(x0), int(y0), int(w * size), int(h * size)),
+                          (float(grid.cell_rect(0, 0)[0] + (cx + 0.5) * size),
+                           float(grid.cell_rect(0, 0)[1] + (cy + 0.5) * size)),
+                          float(np.nanmean(grid.probs[labels == k]))))
+    return out
+
+
+def summarise(comparisons: list[SlideComparison], threshold: float = 0.5) -> dict:
+    """Per-slide rows and the sum over slides (tiles pooled), as plain values."""
+    if not comparisons:
+        return {"threshold": threshold, "slides": [], "total": None}
+    labels = np.concatenate([c.metrics.labels for c in comparisons])
+    probs = np.concatenate([c.metrics.probabilities for c in comparisons])
+    total = BinaryMetrics(labels, probs, threshold)
+    return {"threshold": threshold, "slides": [c.as_dict() for c in comparisons],
+            "total": {"slide": "all slides", **total.as_dict()}, "table": total.confusion_table_text()}
+
+
+CSV_COLUMNS = ("slide", "n", "tp", "fp", "tn", "fn", "sensitivity", "specificity", "ppv", "npv", "accuracy", "f1",
+               "auc")
+
+
+def summary_csv(summary: dict) -> str:
+    """The per-slide rows and the total as CSV text."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    rows = list(summary["slides"]) + ([summary["total"]] if summary.get("total") else [])
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
+                         for k in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, indent=1)

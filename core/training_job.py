@@ -1,0 +1,228 @@
+"""One training run of the GUI's training panel, without widgets: plan the tiles, read them, train.
+
+`run_job` runs on a worker thread; `core.train.train` hands the MXNet work to the model thread. Every
+report reaches the caller through one ``partial(obj)`` callable, in this order: `Stage` (planning),
+`Planned` (the labelled tiles), `Stage` (reading tiles), `core.train.ProgressEvent` s (batches and
+epochs) and finally the `core.train.TrainResult`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from core.errors import DatasetError
+from core.tiling import TileSpec
+
+MODELS_DIR = "models"  # a project's trained models live in <project>/models/<name>
+
+
+@dataclass
+class TrainingJob:
+    """Everything one run needs, fixed when it starts.
+
+    Parameters
+    ----------
+    project : core.project.Project
+        The project holding the slides and their marks.
+    slide_ids : list of str
+        Project slide ids to use, training and test.
+    test_ids : list of str
+        The slides (a subset of ``slide_ids``) that form the validation split.
+    spec : TileSpec
+        Tile size and µm/px.
+    out_dir : Path
+        Folder the model is written to (``best/``, ``last/``, ``history.json``).
+    arch, epochs, batch_size, lr, device
+        Passed on to `core.train.train`.
+    mpp_overrides : dict
+        {slide id: (x, y) µm/px} entered in the window, for slides whose file lacks one.
+    """
+
+    project: object
+    slide_ids: list[str]
+    test_ids: list[str]
+    spec: TileSpec
+    out_dir: Path
+    arch: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: str = "auto"
+    mpp_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """A step before training: ``text`` with ``done`` of ``total`` (``total`` 0: no count)."""
+
+    text: str
+    done: int
+    total: int
+
+
+@dataclass
+class Planned:
+    """The labelled tiles: ``counts`` as `DatasetPlan.counts`, ``per_slide`` {slide id: (tumour, non-tumour)}."""
+
+    counts: dict
+    per_slide: dict
+
+
+def check_counts(counts: dict) -> None:
+    """Check that both splits have tiles of both classes.
+
+    Parameters
+    ----------
+    counts : dict
+        ``{"train": {"Tumour": n, "Non-tumour": n}, "test": {...}}`` as `DatasetPlan.counts` gives.
+
+    Raises
+    ------
+    DatasetError
+        When a split lacks a class; the message says what to mark.
+    """
+    for split, who in (("train", "training"), ("test", "test")):
+        if counts[split]["Tumour"] == 0:
+            raise DatasetError(f"The {who} slides have no Tumour tiles: mark tumour regions on them with the "
+                               "Tumour class, or choose other slides")
+        if counts[split]["Non-tumour"] == 0:
+            raise DatasetError(f"The {who} slides have no Non-tumour tiles: mark Benign regions or tick "
+                               "fully annotated")
+
+
+def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> TrainingJob:
+    """The job for the slides ticked in ``choices``, its model saved as ``name`` in the project.
+
+    Parameters
+    ----------
+    project : core.project.Project or None
+    choices : dict
+        {slide id: (use, role)}: ``use`` True for the slides to train or test on, ``role`` ``"Train"``
+        or ``"Test"``.
+    name : str
+        The model's folder name under the project's ``models`` folder.
+    spec : TileSpec
+    **settings
+        `TrainingJob` fields: ``arch``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``mpp_overrides``.
+
+    Raises
+    ------
+    DatasetError
+        When there is no project, no ticked slide, no Train or no Test slide, the name is not a plain
+        folder name, or a model of that name exists.
+    """
+    if project is None:
+        raise DatasetError("No project: open a slide or a project first")
+    ids = [i for i, (use, _) in choices.items() if use]
+    test_ids = [i for i in ids if choices[i][1] == "Test"]
+    if not ids:
+        raise DatasetError("Tick the slides to use")
+    if not test_ids or len(test_ids) == len(ids):
+        raise DatasetError("Give at least one slide the role Train and one the role Test: the model "
+                           "learns on the Train slides and is validated on the Test slides")
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]*", name):
+        raise DatasetError(f"Model name {name!r}: use letters, digits, '-', '_' and '.'")
+    out_dir = Path(project.folder) / MODELS_DIR / name
+    if out_dir.exists():
+        raise DatasetError(f"{out_dir}: a model of that name exists in this project; choose another name")
+    return TrainingJob(project, ids, test_ids, spec, out_dir, **settings)
+
+
+def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Callable[[], bool]):
+    """Plan the tiles of ``job``'s slides, read them and train a model.
+
+    Parameters
+    ----------
+    job : TrainingJob
+    partial : callable
+        Called with every report (`Stage`, `Planned`, `core.train.ProgressEvent`, then the
+        `core.train.TrainResult`), from the calling thread or the model thread.
+    should_stop : callable
+        Returns True to cancel: planning and reading stop at the next chunk, training after the
+        current batch (the best epoch so far is kept).
+
+    Returns
+    -------
+    TrainResult or None
+        None when stopped before training began (nothing is written then).
+
+    Raises
+    ------
+    DatasetError
+        When the slides or marks cannot make a dataset (which slide, what to mark).
+    """
+    from core.dataset import load_tiles, plan_dataset, sources_from_project
+    from core.train import train
+
+    sources = sources_from_project(job.project, job.slide_ids)
+    for slide_id, source in zip(job.slide_ids, sources):
+        if source.mpp is None and job.mpp_overrides.get(slide_id):
+            source.mpp = tuple(job.mpp_overrides[slide_id])
+    names = dict(zip(job.slide_ids, (s.name for s in sources)))
+    planning = "Finding tissue and labelling tiles"
+    partial(Stage(planning, 0, len(sources)))
+    plan = plan_dataset(sources, job.spec, "by-slide", test_slides=[names[i] for i in job.test_ids],
+                        progress=lambda d, t: partial(Stage(planning, d, t)), should_stop=should_stop)
+    if plan is None:
+        return None
+    per_slide = {slide_id: tuple(int(((plan.slide == n) & (plan.label == c)).sum()) for c in (1, 0))
+                 for n, slide_id in enumerate(job.slide_ids)}
+    partial(Planned(plan.counts(), per_slide))
+    check_counts(plan.counts())
+    total = int(plan.label.size)
+    tiles = {}
+    for split, offset in (("train", 0), ("test", int(plan.select("train").size))):
+        tiles[split] = load_tiles(plan, split, should_stop=should_stop,
+                                  progress=lambda d, _t, o=offset: partial(Stage("Reading tiles", o + d, total)))
+        if tiles[split] is None:
+            return None
+    partial(Stage("Starting training", 0, 0))
+    result = train(tiles["train"], tiles["test"], job.out_dir, arch=job.arch, epochs=job.epochs,
+                   batch_size=job.batch_size, lr=job.lr, device=job.device, progress=partial,
+                   should_stop=should_stop, mpp=job.spec.mpp)
+    if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
+        shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
+    # a cancelled gui.worker.Worker emits no result, so the result is also reported, for the panel
+    partial(result)
+    return result
+
+
+def describe(device: str) -> str:
+    """Words for the context ``device`` (``"auto"``, ``"cpu"``, ``"gpu:0"``) resolves to.
+
+    Asked on the model thread; raises `core.errors.ModelError` when that device is not available.
+    """
+    from core.models.engine import describe_device, engine, parse_device
+
+    return engine().run(lambda: describe_device(parse_device(device)))
+
+
+def default_model_name(models: Path) -> str:
+    """A fresh folder name under ``models``: ``model-YYYYmmdd-HHMM``, with ``-2``, ``-3``... when taken."""
+    base = datetime.now().strftime("model-%Y%m%d-%H%M")
+    name, n = base, 2
+    while (models / name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def best_so_far(history: list[dict]) -> dict | None:
+    """The epoch `core.train.train` keeps as the best: the lowest validation loss (the first of equal ones).
+
+    Parameters
+    ----------
+    history : list of dict
+        Metrics per epoch, as `core.train.ProgressEvent.metrics` / `TrainResult.history` give them.
+
+    Returns
+    -------
+    dict or None
+        That epoch's entry of ``history``; None when ``history`` is empty.
+    """
+    return min(history, key=lambda h: h["loss"]) if history else None
