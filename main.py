@@ -17,6 +17,10 @@
     biopsia test MODEL DATASET [--json] a model's confusion matrix, sensitivity, specificity, AUC
     biopsia validate-framework {mnist,fashion-mnist,cifar10} DIR
                                         check MXNet training on a public benchmark
+    biopsia predict SLIDE... --model MODEL --out DIR
+                                        probability grids, heatmaps, overviews, TIFF overlays
+    biopsia evaluate DIR [--annotations ...] [--json]
+                                        predictions against the doctors' marks
 
 This file only parses the command line and hands over to ``core`` or ``gui``.
 """
@@ -30,7 +34,7 @@ import sys
 import time
 
 COMMANDS = ("info", "screenshot", "synth", "annotations", "import-marked", "dataset", "train", "test",
-            "validate-framework", "demo", "gui")
+            "validate-framework", "predict", "evaluate", "demo", "gui")
 
 
 def _set_thread_defaults() -> None:
@@ -127,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("marked", help="the marked copy (PNG or JPEG, may be downscaled)")
     p.add_argument("--out", required=True, help="annotation file to write (.geojson or .xml)")
     p.add_argument("--class", dest="class_name", default="Tumour", help="class of the marked regions (default Tumour)")
-    from core.ml_commands import add_parsers
+    from core import ml_commands, predict_commands
 
-    add_parsers(sub)
+    ml_commands.add_parsers(sub)
+    predict_commands.add_parsers(sub)
     return parser
 
 
@@ -209,6 +214,10 @@ def _run(args) -> int:
         return _annotations(args)
     if args.command in ("dataset", "train", "test", "validate-framework"):
         from core.ml_commands import run
+
+        return run(args, ProgressBar)
+    if args.command in ("predict", "evaluate"):
+        from core.predict_commands import run
 
         return run(args, ProgressBar)
     if args.command == "import-marked":

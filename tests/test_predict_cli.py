@@ -1,0 +1,76 @@
+"""`biopsia predict` and `biopsia evaluate`, run as a user runs them, with a real model on a slide it never saw."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from core.predict import ProbabilityGrid
+from core.slide import open_slide
+from tests.test_cli import biopsia
+
+
+@pytest.fixture(scope="module")
+def predicted(slide_pair, small_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predicted")
+    broken = out / "broken.svs"
+    broken.write_bytes(b"not a slide at all")
+    done = biopsia("predict", slide_pair[0].slide_path, broken, "--model", small_model.parent, "--out", out / "run",
+                   "--device", "cpu", timeout=300)
+    return out / "run", done, broken
+
+
+def test_predict_writes_every_output(predicted, slide_pair):
+    folder, done, broken = predicted
+    assert done.returncode == 1  # one slide failed, the other was still done
+    assert f"{broken}" in done.stderr and "Traceback" not in done.stderr
+    slide = folder / "pair29"
+    assert f"{slide}: " in done.stdout and "tiles/s" in done.stdout
+    grid = ProbabilityGrid.load(slide / "grid.npz")
+    assert grid.complete and grid.slide == str(slide_pair[0].slide_path)
+    with open(slide / "tiles.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == grid.done.sum()
+    r, c = int(rows[5]["row"]), int(rows[5]["col"])
+    assert float(rows[5]["probability"]) == pytest.approx(grid.probs[r, c], abs=1e-4)
+    overview = cv2.imread(str(slide / "overview.png"))
+    heat = cv2.imread(str(slide / "heatmap.png"), cv2.IMREAD_UNCHANGED)
+    assert overview.shape[:2] == heat.shape[:2] and max(overview.shape[:2]) == 2048 and heat.shape[2] == 4
+    with open_slide(slide / "overlay.tif") as overlay:
+        assert overlay.dimensions == (8192, 6144) and overlay.level_count >= 3
+        x, y, _, _ = grid.tile_rect(r, c)
+        value = overlay.read_region(x + 5, y + 5, 0, 1, 1)[0, 0, 0]
+        assert value == 1 + round(254 * float(grid.probs[r, c]))
+    assert not (folder / "broken").exists()
+
+
+def test_evaluate_against_the_marks_beside_the_slide(predicted, tmp_path):
+    folder, _, _ = predicted
+    done = biopsia("evaluate", folder, "--json", "--csv", tmp_path / "rows.csv")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    total = summary["total"]
+    assert total["auc"] >= 0.95 and total["sensitivity"] >= 0.9
+    assert [row["slide"] for row in summary["slides"]] == ["pair29"]
+    assert (tmp_path / "rows.csv").read_text().splitlines()[-1].startswith(f"all slides,{total['n']},{total['tp']}")
+    text = biopsia("evaluate", folder)
+    assert "Screening test  Negative" in text.stdout and "pair29:" in text.stdout
+
+
+def test_evaluate_without_marks_or_predictions(predicted, tmp_path):
+    folder, _, _ = predicted
+    (tmp_path / "other.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    none = biopsia("evaluate", folder, "--annotations", tmp_path / "other.geojson")
+    assert none.returncode == 1 and "no prediction has marks to compare with" in none.stderr
+    assert "pair29.tiff: no marks found; left out" in none.stderr
+    empty = biopsia("evaluate", tmp_path)
+    assert empty.returncode == 1 and "no predictions" in empty.stderr
+
+
+def test_predict_refuses_a_missing_model(slide_pair, tmp_path):
+    done = biopsia("predict", slide_pair[0].slide_path, "--model", tmp_path / "none", "--out", tmp_path / "o")
+    assert done.returncode == 1 and "model folder does not exist" in done.stderr
