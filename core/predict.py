@@ -253,7 +253,7 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     from core.models.bundle import read_info, resolve_bundle
     from core.slide import open_slide
     from core.slide.base import SlideReader
-    from core.tiling import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tile
+    from core.tiling import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
     from core.tissue import detect_tissue
 
     model_dir = resolve_bundle(model_dir)
@@ -278,10 +278,7 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
                                predicted=wanted.reshape(rows, cols))
 
         def read_batch(indices: np.ndarray) -> np.ndarray:
-            out = np.empty((indices.size, info.tile_px, info.tile_px, 3), np.uint8)
-            for j, i in enumerate(indices):
-                out[j] = read_tile(reader, plan, int(i))
-            return out
+            return read_tiles(reader, plan, indices)
 
         batches = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
         total = int(order.size)
