@@ -73,12 +73,15 @@ class SlideComparison:
         `NOT_COMPARED`, `AGREE_NEGATIVE`, `AGREE_POSITIVE`, `FALSE_POSITIVE` or `FALSE_NEGATIVE` per cell.
     regions : list of Region
         Disagreement regions, largest first.
+    grid : ProbabilityGrid or None
+        The grid compared (its geometry places the disagreement map on the slide).
     """
 
     name: str
     metrics: BinaryMetrics
     disagreement: np.ndarray
     regions: list[Region] = field(default_factory=list)
+    grid: ProbabilityGrid | None = None
 
     def as_dict(self) -> dict:
         out = {"slide": self.name, **self.metrics.as_dict()}
@@ -111,7 +114,7 @@ def compare(grid: ProbabilityGrid, truth: np.ndarray, threshold: float = 0.5, na
     regions = _regions(grid, disagreement, FALSE_POSITIVE, "false positive") + \
         _regions(grid, disagreement, FALSE_NEGATIVE, "false negative")
     regions.sort(key=lambda r: r.tiles, reverse=True)
-    return SlideComparison(name or grid.slide, metrics, disagreement, regions)
+    return SlideComparison(name or grid.slide, metrics, disagreement, regions, grid)
 
 
 def _regions(grid: ProbabilityGrid, disagreement: np.ndarray, code: int, kind: str) -> list[Region]:

@@ -1,0 +1,294 @@
+"""The heatmap and disagreement layers: colours, threshold, smooth mode, outlines, progressive filling."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PyQt5.QtGui import QImage, QPainter
+from shapely.geometry import Point
+from shapely.ops import unary_union
+
+from core.compare import FALSE_NEGATIVE, FALSE_POSITIVE, compare
+from core.predict import PartialResult, ProbabilityGrid
+from core.slide import open_slide
+from core.viewport import Viewport
+from gui.layers.disagreement_layer import FALSE_NEGATIVE_COLOUR, FALSE_POSITIVE_COLOUR, FILL_ALPHA
+from gui.layers.heatmap_layer import COLORMAPS, HeatmapLayer, colour_at
+from gui.slide_view import SlideView
+from gui.tile_loader import TileMemory
+
+TIMEOUT = 15000
+STRIDE = 128  # level-0 pixels per cell: 32 x 24 cells over the 4096 x 3072 synthetic slide
+TUMOUR_P, BENIGN_P = 0.9, 0.1
+
+
+def make_grid(synth, stride: int = STRIDE) -> ProbabilityGrid:
+    """0.9 on tiles whose centre is in the known tumour, 0.1 on other tissue, NaN off tissue."""
+    rows, cols = synth.height // stride, synth.width // stride
+    tumour, tissue = unary_union(synth.tumour_polygons), unary_union(synth.tissue_polygons)
+    probs = np.full((rows, cols), np.nan, np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            centre = Point((c + 0.5) * stride, (r + 0.5) * stride)
+            if tumour.contains(centre):
+                probs[r, c] = TUMOUR_P
+            elif tissue.contains(centre):
+                probs[r, c] = BENIGN_P
+    return ProbabilityGrid(probs=probs, origin=(0, 0), stride=stride, tile_l0=stride, tile_px=64, mpp=2.0,
+                           slide_size=(synth.width, synth.height), slide=str(synth.slide_path), complete=True)
+
+
+def interior_cell(grid: ProbabilityGrid, value: float) -> tuple[int, int]:
+    """A cell of ``value`` whose eight neighbours share it (no edge effects), nearest the grid's middle."""
+    probs = grid.probs
+    rows, cols = probs.shape
+    best = None
+    for r in range(1, rows - 1):
+        for c in range(1, cols - 1):
+            if np.all(probs[r - 1:r + 2, c - 1:c + 2] == np.float32(value)):
+                d = (r - rows / 2) ** 2 + (c - cols / 2) ** 2
+                if best is None or d < best[0]:
+                    best = (d, (r, c))
+    assert best is not None, f"no interior cell of {value}"
+    return best[1]
+
+
+def pixels(image: QImage) -> np.ndarray:
+    """RGB array (h, w, 3) of an image."""
+    image = image.convertToFormat(QImage.Format_RGB32)
+    ptr = image.constBits()
+    ptr.setsize(image.byteCount())
+    bgra = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)[:, :image.width()]
+    return bgra[..., [2, 1, 0]].astype(int).copy()
+
+
+def cell_centre_px(view, grid, row, col) -> tuple[int, int]:
+    x, y, w, h = grid.cell_rect(row, col)
+    sx, sy = view.viewport.l0_to_screen(x + w / 2, y + h / 2)
+    return int(sx), int(sy)
+
+
+def blend(base, colour, opacity):
+    return np.asarray(base) * (1 - opacity) + np.asarray(colour) * opacity
+
+
+@pytest.fixture(scope="module")
+def grid(synthetic_slide):
+    return make_grid(synthetic_slide)
+
+
+@pytest.fixture
+def view(qtbot, synthetic_slide):
+    reader = open_slide(synthetic_slide.slide_path)
+    v = SlideView(reader, TileMemory(64 * 1024 * 1024))
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    with qtbot.waitSignal(v.sharp, timeout=TIMEOUT):
+        v.show()
+        qtbot.waitExposed(v)
+    v.heatmap_layer.show_legend = v.disagreement_layer.show_legend = False  # pixel checks anywhere in the view
+    yield v
+    v.close_view()
+
+
+def zoom_to(qtbot, view, l0_point, scale) -> None:
+    """Centre on a level-0 point at ``scale`` and wait for the sharp tiles (cells 64 px wide at 0.5)."""
+    view.set_viewport(view.viewport.centred_on(l0_point[0], l0_point[1], scale))
+    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=TIMEOUT)
+
+
+def grab(view) -> np.ndarray:
+    return pixels(view.grab().toImage())
+
+
+def test_tile_colours_are_the_colour_map_blended_at_the_opacity(view, grid):
+    layer = view.heatmap_layer
+    assert not layer.visible and view.layers.index(layer) == 1  # right over the slide, hidden without a grid
+    base = grab(view)
+    layer.set_grid(grid)
+    layer.set_opacity(0.5)
+    assert layer.visible and layer.colormap == "viridis"
+    shot = grab(view)
+    for value in (TUMOUR_P, BENIGN_P):
+        x, y = cell_centre_px(view, grid, *interior_cell(grid, value))
+        expected = blend(base[y, x], colour_at("viridis", value), 0.5)
+        assert np.abs(shot[y, x] - expected).max() <= 4, (value, shot[y, x], expected)
+    off = np.argwhere(np.isnan(grid.probs))[0]  # no tissue: the slide untouched
+    x, y = cell_centre_px(view, grid, *off)
+    assert np.abs(shot[y, x] - base[y, x]).max() <= 2
+
+    layer.set_colormap("magma")
+    shot = grab(view)
+    x, y = cell_centre_px(view, grid, *interior_cell(grid, TUMOUR_P))
+    assert np.abs(shot[y, x] - blend(base[y, x], colour_at("magma", TUMOUR_P), 0.5)).max() <= 4
+    assert set(COLORMAPS) >= {"viridis", "magma", "cividis", "turbo"}
+    with pytest.raises(ValueError):
+        layer.set_colormap("rainbow-unknown")
+
+
+def test_threshold_hides_lower_cells(view, grid):
+    base = grab(view)
+    layer = view.heatmap_layer
+    layer.set_grid(grid)
+    layer.set_opacity(0.6)
+    layer.set_threshold(0.5)
+    shot = grab(view)
+    x, y = cell_centre_px(view, grid, *interior_cell(grid, BENIGN_P))
+    assert np.abs(shot[y, x] - base[y, x]).max() <= 2
+    x, y = cell_centre_px(view, grid, *interior_cell(grid, TUMOUR_P))
+    assert np.abs(shot[y, x] - blend(base[y, x], colour_at("viridis", TUMOUR_P), 0.6)).max() <= 4
+
+
+def _row_across_boundary(grid):
+    """(row, col) of a tumour cell whose right neighbour is benign, with a tumour cell left of it."""
+    probs = grid.probs
+    for r, c in np.argwhere(probs == np.float32(TUMOUR_P)):
+        if 0 < c < probs.shape[1] - 1 and probs[r, c - 1] == np.float32(TUMOUR_P) and \
+                probs[r, c + 1] == np.float32(BENIGN_P):
+            return int(r), int(c)
+    raise AssertionError("no tumour/benign boundary")
+
+
+def test_smooth_mode_interpolates_across_boundaries(qtbot, view, grid):
+    layer = view.heatmap_layer
+    layer.set_grid(grid)
+    layer.set_opacity(1.0)
+    r, c = _row_across_boundary(grid)
+    zoom_to(qtbot, view, grid.cell_rect(r, c + 1)[:2], 0.5)  # cells 64 px wide
+    x0, y = cell_centre_px(view, grid, r, c)
+    x1, _ = cell_centre_px(view, grid, r, c + 1)
+    hi, lo, mid = (np.array(colour_at("viridis", p)) for p in (TUMOUR_P, BENIGN_P, 0.5))
+
+    def near_middle(shot):
+        line = shot[y, x0:x1 + 1]
+        far = [px for px in line if min(np.abs(px - hi).max(), np.abs(px - lo).max()) > 25]
+        return len(far), min(np.abs(px - mid).max() for px in line)
+
+    assert near_middle(grab(view))[0] == 0  # tiles: two colours, a sharp step
+    layer.set_mode("smooth")
+    count, closest = near_middle(grab(view))
+    assert count >= 10 and closest <= 12  # a ramp through the colour map's middle
+    with pytest.raises(ValueError):
+        layer.set_mode("blurry")
+
+
+def test_outlines_follow_the_cells_above_threshold(qtbot, view, grid):
+    layer = view.heatmap_layer
+    layer.set_grid(grid)
+    layer.set_opacity(0.01)  # the fill all but gone: the outlines stay at full strength
+    layer.set_threshold(0.5)
+    r, c = _row_across_boundary(grid)
+    zoom_to(qtbot, view, grid.cell_rect(r, c + 1)[:2], 0.5)
+    x, y = cell_centre_px(view, grid, r, c)
+    edge_x = round(view.viewport.l0_to_screen(grid.cell_rect(r, c + 1)[0], 0)[0])
+    before = grab(view)
+    layer.set_outlines(True)
+    shot = grab(view)
+    white = np.all(shot[y - 5:y + 6, edge_x - 2:edge_x + 3] >= 250, axis=2)
+    assert white.sum() >= 8  # a crisp white line along the cell edge
+    assert np.abs(shot[y, x] - before[y, x]).max() <= 1  # inside a cell: untouched
+
+
+def test_update_cells_fills_in_progressively(view, grid):
+    layer = view.heatmap_layer
+    base = grab(view)
+    empty = ProbabilityGrid(probs=np.full(grid.shape, np.nan, np.float32), origin=grid.origin, stride=grid.stride,
+                            tile_l0=grid.tile_l0, tile_px=grid.tile_px, mpp=grid.mpp, slide_size=grid.slide_size,
+                            predicted=grid.done)
+    layer.set_grid(empty)
+    layer.set_opacity(0.5)
+    cells = np.argwhere(grid.done)
+    batches = np.array_split(cells, 3)
+    probe = [tuple(b[len(b) // 2]) for b in batches]
+    for i, batch in enumerate(batches):
+        layer.update_cells(PartialResult(batch[:, 0], batch[:, 1], grid.probs[batch[:, 0], batch[:, 1]],
+                                         sum(len(b) for b in batches[:i + 1]), len(cells), 100.0))
+        shot = grab(view)
+        for j, (r, c) in enumerate(probe):
+            x, y = cell_centre_px(view, grid, r, c)
+            coloured = np.abs(shot[y, x] - base[y, x]).max() > 6
+            assert coloured == (j <= i), (i, j)
+    assert np.array_equal(np.isfinite(empty.probs), grid.done)
+
+
+def test_legend_shows_the_colour_bar_and_threshold(view, grid):
+    layer = view.heatmap_layer
+    layer.set_grid(grid)
+    layer.set_threshold(0.3)
+    legend = pixels(layer.legend_image(220, 60))
+    assert legend.shape == (60, 220, 3)
+    row = legend[30]
+    right = np.array(colour_at("viridis", 0.97))
+    assert np.abs(row[200:211] - right).max(axis=1).min() <= 10  # the top of the map on the right
+    assert np.any(np.all(np.abs(row - (200, 0, 0)) <= 40, axis=1))  # the threshold marked in red
+    small = pixels(layer.legend_image(220, 34))  # the size the prediction dock uses
+    assert np.abs(small[small.shape[0] // 3, 200:211] - right).max(axis=1).min() <= 10
+    layer.show_legend = True  # and in the view's bottom-right corner
+    shot = grab(view)
+    corner = shot[-60:, -200:].reshape(-1, 3)
+    assert np.any(np.abs(corner - right).max(axis=1) <= 10)
+
+
+def test_paint_is_fast_on_a_large_grid(qtbot):
+    # a slide-like map: smooth probabilities with blobs of tumour, no tissue outside a disc
+    rng = np.random.default_rng(0)
+    probs = cv2.GaussianBlur(rng.random((300, 300)).astype(np.float32), (0, 0), 6)
+    probs = (probs - probs.min()) / (probs.max() - probs.min())
+    ys, xs = np.mgrid[0:300, 0:300]
+    probs[(ys - 150) ** 2 + (xs - 150) ** 2 > 140 ** 2] = np.nan
+    grid = ProbabilityGrid(probs=probs, origin=(0, 0), stride=256, tile_l0=256, tile_px=256, mpp=0.5,
+                           slide_size=(76800, 76800))
+    layer = HeatmapLayer()
+    layer.set_grid(grid)
+    layer.set_threshold(0.4)
+    layer.set_outlines(True)
+    target = QImage(1600, 1000, QImage.Format_ARGB32_Premultiplied)
+    worst = 0.0
+    for mode in ("tiles", "smooth"):
+        layer.set_mode(mode)
+        for scale in (0.012, 0.1, 1.0):
+            vp = Viewport(76800, 76800, 1600, 1000, 30000.5, 40000.5, scale)
+            layer.state.touch()  # as after a partial result: nothing cached but the smooth map
+            painter = QPainter(target)
+            layer.paint(painter, vp)  # first paint builds caches (smooth map, outlines)
+            painter.end()
+            vp = Viewport(76800, 76800, 1600, 1000, 30100.5, 40100.5, scale)  # a pan: the screen image redrawn
+            start = time.perf_counter()
+            painter = QPainter(target)
+            layer.paint(painter, vp)
+            painter.end()
+            worst = max(worst, time.perf_counter() - start)
+    assert worst < 0.1, worst  # generous on a shared CI core; a few ms on a desktop
+
+
+def test_disagreement_colours_at_planted_errors(view, grid):
+    probs = grid.probs.copy()
+    truth = np.where(np.isnan(probs), -1, (probs > 0.5).astype(np.int8)).astype(np.int8)
+    fn_cell, fp_cell = interior_cell(grid, TUMOUR_P), interior_cell(grid, BENIGN_P)
+    probs[fn_cell] = 0.2  # the network misses a tumour tile
+    probs[fp_cell] = 0.8  # and calls a benign tile tumour
+    planted = ProbabilityGrid(probs=probs, origin=grid.origin, stride=grid.stride, tile_l0=grid.tile_l0,
+                              tile_px=grid.tile_px, mpp=grid.mpp, slide_size=grid.slide_size)
+    comparison = compare(planted, truth, 0.5)
+    assert comparison.disagreement[fp_cell] == FALSE_POSITIVE and comparison.disagreement[fn_cell] == FALSE_NEGATIVE
+    base = grab(view)
+    view.heatmap_layer.set_grid(planted)
+    view.heatmap_layer.visible = False  # the disagreement layer alone; the grid gives it the cells' geometry
+    layer = view.disagreement_layer
+    assert not layer.visible
+    layer.set_comparison(comparison)
+    assert layer.visible
+    shot = grab(view)
+    alpha = FILL_ALPHA / 255
+    for cell, colour in ((fp_cell, FALSE_POSITIVE_COLOUR), (fn_cell, FALSE_NEGATIVE_COLOUR)):
+        x, y = cell_centre_px(view, planted, *cell)
+        expected = blend(base[y, x], (colour.red(), colour.green(), colour.blue()), alpha)
+        assert np.abs(shot[y, x] - expected).max() <= 5, (cell, shot[y, x], expected)
+    agree = (fn_cell[0], fn_cell[1] + 1)  # a tumour tile both call tumour
+    x, y = cell_centre_px(view, planted, *agree)
+    assert np.abs(shot[y, x] - base[y, x]).max() <= 2  # agreements are not drawn
+    layer.set_comparison(None)
+    assert not layer.visible
