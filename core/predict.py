@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -210,7 +210,8 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
                   tissue_min: float = PREDICT_TISSUE_MIN,
                   progress: Callable[[int, int], None] | None = None,
                   partial: Callable[[PartialResult], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> ProbabilityGrid:
+                  should_stop: Callable[[], bool] | None = None,
+                  started: Callable[[ProbabilityGrid], None] | None = None) -> ProbabilityGrid:
     """Predict every tissue tile of a slide with a model bundle.
 
     Parameters
@@ -238,6 +239,9 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
         Called with a `PartialResult` after each batch (on the model thread).
     should_stop : callable, optional
         Checked between batches; when true the run ends and the grid is returned with ``complete`` False.
+    started : callable, optional
+        Called once before the first batch (on the calling thread) with a copy of the empty grid: its
+        geometry and the ``predicted`` mask, for drawing cells as they come.
 
     Returns
     -------
@@ -261,7 +265,7 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     identity = model_identity(model_dir)
     owned = not isinstance(slide, SlideReader)
     reader = open_slide(slide) if owned else slide
-    started = time.perf_counter()
+    t_start = time.perf_counter()
     try:
         mpp = tuple(slide_mpp) if slide_mpp else reader.mpp
         check_model_for_slide(info, mpp, reader.display_name, model_dir)
@@ -273,9 +277,12 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
         wanted = ~np.isin(plan.reason, (BACKGROUND, LOW_TISSUE, PEN))
         order = np.flatnonzero(wanted)
         grid = ProbabilityGrid(probs=np.full((rows, cols), np.nan, np.float32), origin=(0, 0),
-                               stride=int(stride or plan.tile_l0), tile_l0=plan.tile_l0, tile_px=info.tile_px, mpp=float(info.mpp),
+                               stride=int(stride or plan.tile_l0), tile_l0=plan.tile_l0, tile_px=info.tile_px,
+                               mpp=float(info.mpp),
                                slide_size=tuple(reader.dimensions), slide=str(reader.path), model=identity,
                                predicted=wanted.reshape(rows, cols))
+        if started is not None:
+            started(replace(grid, probs=grid.probs.copy(), predicted=grid.predicted.copy()))
 
         def read_batch(indices: np.ndarray) -> np.ndarray:
             return read_tiles(reader, plan, indices)
@@ -283,9 +290,9 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
         batches = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
         total = int(order.size)
         complete = _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, total, workers,
-                                        progress, partial, should_stop, started)
+                                        progress, partial, should_stop, t_start)
         grid.complete = complete
-        grid.seconds = time.perf_counter() - started
+        grid.seconds = time.perf_counter() - t_start
         return grid
     finally:
         if owned:
@@ -293,7 +300,7 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
 
 
 def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, total, workers, progress, partial,
-                         should_stop, started) -> bool:
+                         should_stop, t_start) -> bool:
     """Feed batches read by a thread pool to the network on the model thread; True when all were done."""
     import os
 
@@ -324,7 +331,7 @@ def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, tot
                 if progress is not None:
                     progress(done, total)
                 if partial is not None:
-                    rate = done / max(time.perf_counter() - started, 1e-6)
+                    rate = done / max(time.perf_counter() - t_start, 1e-6)
                     partial(PartialResult(r, c, probs, done, total, rate))
             return True
         finally:

@@ -51,6 +51,8 @@ def build_actions(win: "MainWindow") -> dict[str, QAction]:
                            checked=True),
         "scale_bar": _action(win, "Show &scale bar", win.set_scale_bar_visible, "S", "scale-bar", checkable=True,
                              checked=True),
+        "side_by_side": _action(win, "Side by &side", win.set_side_by_side, "F6", "side-by-side", checkable=True,
+                                tip="The network's heatmap beside the doctors' marks, pan and zoom in step"),
         "icc": _action(win, "Apply &colour profile", win.set_apply_icc, None, "colour-profile", checkable=True,
                        checked=True, tip="Convert the slide's embedded ICC colour profile to sRGB"),
         "set_mpp": _action(win, "Set &resolution (µm/px)…", win.set_mpp_dialog, None, "resolution"),
@@ -59,12 +61,21 @@ def build_actions(win: "MainWindow") -> dict[str, QAction]:
         "cache": _action(win, "Tile &cache size…", win.cache_size_dialog),
         "train": _action(win, "&Train…", win.show_training_panel, None, "train",
                          tip="Train a tumour classifier on the project's slides"),
+        "predict": _action(win, "&Predict…", lambda: _raise_dock(win.prediction_dock), None, "predict",
+                           tip="Run a model over the current slide: a tumour heatmap"),
+        "evaluate": _action(win, "&Evaluate…", lambda: _raise_dock(win.evaluation_dock), None, None,
+                            tip="Compare the model's heatmap with the doctors' marks"),
         "controls": _action(win, "&Mouse and keyboard", win.show_controls, "F1"),
         "about": _action(win, "&About Biopsia", win.show_about),
     }
     for i, mag in enumerate(MAGNIFICATION_PRESETS, start=1):
         a[f"mag_{mag:g}"] = _action(win, f"{mag:g}x", lambda m=mag: win.set_magnification(m), f"Alt+{i}")
     return a
+
+
+def _raise_dock(dock) -> None:
+    dock.show()
+    dock.raise_()
 
 
 def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
@@ -92,6 +103,7 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
     view_menu.addSeparator()
     for name in ("grid", "minimap", "scale_bar", "icc"):
         view_menu.addAction(a[name])
+    view_menu.addAction(a["side_by_side"])
     view_menu.addSeparator()
     win.docks_menu = view_menu.addMenu("&Panels")
 
@@ -102,6 +114,8 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
 
     win.model_menu = bar.addMenu("&Model")
     win.model_menu.addAction(a["train"])
+    win.model_menu.addAction(a["predict"])
+    win.model_menu.addAction(a["evaluate"])
 
     settings_menu = bar.addMenu("S&ettings")
     settings_menu.addAction(a["cache"])
@@ -130,6 +144,6 @@ def build_toolbar(win: "MainWindow", a: dict[str, QAction]) -> QToolBar:
     )
     tb.addWidget(win.mag_combo)
     tb.addSeparator()
-    for name in ("grid", "minimap", "scale_bar", "icc"):
+    for name in ("grid", "minimap", "scale_bar", "icc", "side_by_side"):
         tb.addAction(a[name])
     return tb

@@ -19,12 +19,15 @@ from gui.annotation_files import AnnotationFiles, confirm_discard
 from gui.annotation_session import AnnotationSession, OpenedSlide, open_with_annotations
 from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML, AnnotationController
 from gui.docks.associated_dock import AssociatedDock
+from gui.docks.evaluation_dock import EvaluationDock
 from gui.docks.info_dock import InfoDock
 from gui.docks.layers_dock import LayersDock
+from gui.docks.prediction_dock import PredictionDock
 from gui.docks.tiles_dock import TilesDock
 from gui.icons import icon
 from gui.settings import Preferences
 from gui.slide_view import SlideView
+from gui.split_view import SplitView, slide_view_of, split_tab, unsplit_tab
 from gui.tile_loader import TileMemory
 from gui.worker import Worker
 
@@ -96,8 +99,18 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.RightDockWidgetArea, self.tiles_dock)
         self.tabifyDockWidget(self.annotate.dock, self.tiles_dock)
         self.tiles_dock.toggleViewAction().setIcon(icon("tiles"))
+        self.prediction_dock = PredictionDock(self)  # run a model over the slide: the heatmap
+        self.evaluation_dock = EvaluationDock(self)  # the network against the doctors' marks
+        for dock in (self.prediction_dock, self.evaluation_dock):
+            self.addDockWidget(Qt.RightDockWidgetArea, dock)
+            self.tabifyDockWidget(self.tiles_dock, dock)
+        self.prediction_dock.toggleViewAction().setIcon(icon("predict"))
+        self.prediction_dock.grid_changed.connect(self.evaluation_dock.on_grid_changed)
+        self.prediction_dock.threshold_changed.connect(self.evaluation_dock.set_threshold)
+        self.evaluation_dock.threshold_chosen.connect(self.prediction_dock.set_threshold)
         self.annotate.dock.raise_()
-        for dock in (self.info_dock, self.layers_dock, self.annotate.dock, self.tiles_dock, self.associated_dock):
+        for dock in (self.info_dock, self.layers_dock, self.annotate.dock, self.tiles_dock, self.prediction_dock,
+                     self.evaluation_dock, self.associated_dock):
             self.docks_menu.addAction(dock.toggleViewAction())
         self.associated_dock.toggleViewAction().setIcon(icon("label"))
         self._refresh_recent_menu()
@@ -118,8 +131,8 @@ class MainWindow(QMainWindow):
         """Open a slide off the GUI thread; a tab appears when it is ready."""
         path = os.path.abspath(os.fspath(path))
         for i in range(self.tabs.count()):
-            view = self.tabs.widget(i)
-            if isinstance(view, SlideView) and str(view.reader.path) == path:
+            view = slide_view_of(self.tabs.widget(i))
+            if view is not None and str(view.reader.path) == path:
                 self.tabs.setCurrentIndex(i)
                 self.slide_opened.emit(view)
                 return None
@@ -258,11 +271,10 @@ class MainWindow(QMainWindow):
 
     # -- tabs --------------------------------------------------------------------------
     def current_view(self) -> SlideView | None:
-        widget = self.tabs.currentWidget()
-        return widget if isinstance(widget, SlideView) else None
+        return slide_view_of(self.tabs.currentWidget())
 
     def views(self) -> list[SlideView]:
-        return [w for w in (self.tabs.widget(i) for i in range(self.tabs.count())) if isinstance(w, SlideView)]
+        return [v for v in map(slide_view_of, (self.tabs.widget(i) for i in range(self.tabs.count()))) if v is not None]
 
     def with_view(self, fn: Callable[[SlideView], object]) -> None:
         view = self.current_view()
@@ -289,13 +301,16 @@ class MainWindow(QMainWindow):
 
     def close_tab(self, index: int, force: bool = False) -> bool:
         """Close a slide tab once its marks are on disk (or the user accepts losing them)."""
-        view = self.tabs.widget(index)
-        if not isinstance(view, SlideView):
+        view = slide_view_of(self.tabs.widget(index))
+        if view is None:
             return False
+        if isinstance(self.tabs.widget(index), SplitView):
+            unsplit_tab(self.tabs, self.tabs.widget(index))  # the right pane goes; the view closes as usual
         problems = self._unsaved([view])
         if problems and not force and not confirm_discard(self, problems):
             return False
         view.session.close(timeout=1.0)
+        self.prediction_dock.view_closing(view)  # cancels its run: nothing is applied to the view afterwards
         self.tabs.removeTab(index)
         view.close_view()
         view.deleteLater()
@@ -317,12 +332,17 @@ class MainWindow(QMainWindow):
         else:
             self.info_dock.show_info(None)
         self.tiles_dock.set_view(view)  # first: it gives the view its tile layer, which the Layers dock lists
+        self.prediction_dock.set_view(view)
+        self.evaluation_dock.set_view(view)
         self.layers_dock.set_view(view)
         self.annotate.set_view(view)
         self.setWindowTitle(f"{view.reader.display_name} — Biopsia" if view else "Biopsia")
         self.associated_dock.set_reader(view.reader if view else None)
-        for name in ("close", "export_view", "zoom_in", "zoom_out", "zoom_fit", "zoom_1to1", "set_mpp"):
+        for name in ("close", "export_view", "zoom_in", "zoom_out", "zoom_fit", "zoom_1to1", "set_mpp", "side_by_side"):
             self.actions[name].setEnabled(view is not None)
+        blocked = self.actions["side_by_side"].blockSignals(True)
+        self.actions["side_by_side"].setChecked(isinstance(self.tabs.currentWidget(), SplitView))
+        self.actions["side_by_side"].blockSignals(blocked)
         self._update_status(view)
 
     # -- status bar --------------------------------------------------------------------
@@ -370,6 +390,19 @@ class MainWindow(QMainWindow):
         for view in self.views():
             view.show_scale_bar = on
             view.update()
+
+    def set_side_by_side(self, on: bool) -> SplitView | None:
+        """View ▸ Side by side: the current tab as two synchronised views (heatmap | marks), or one again."""
+        widget, view = self.tabs.currentWidget(), self.current_view()
+        if view is None or on == isinstance(widget, SplitView):
+            return widget if isinstance(widget, SplitView) else None
+        if on:
+            widget = split_tab(self.tabs, view, self.tile_memory)
+            widget.close_requested.connect(lambda: self.actions["side_by_side"].setChecked(False))
+        else:
+            unsplit_tab(self.tabs, widget)
+        self._on_current_changed()
+        return widget if on else None
 
     def set_apply_icc(self, on: bool) -> None:
         for view in self.views():
@@ -466,6 +499,9 @@ class MainWindow(QMainWindow):
             worker.cancel()
         if getattr(self, "training_panel", None) is not None:
             self.training_panel.cancel()  # stops after the current batch; the best epoch is kept
+        self.prediction_dock.cancel()  # a partial heatmap is never saved
+        for split in [w for w in map(self.tabs.widget, range(self.tabs.count())) if isinstance(w, SplitView)]:
+            unsplit_tab(self.tabs, split)  # the right panes stop reading before the slides close
         for view in self.views():
             view.session.close(timeout=1.0)
             view.close_view()

@@ -12,7 +12,7 @@ from core.annotations import AnnotationStore
 from core.annotations.store import ClassesEdit, Edit
 from core.slide.base import SlideReader
 from core.viewport import Viewport, magnification_at, scale_for_magnification
-from gui.layers import AnnotationLayer, GridLayer, Layer, SlideLayer
+from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer
 from gui.overlays import Minimap, paint_scale_bar
 from gui.tile_loader import TileMemory
 from gui.tools import PanTool, Tool
@@ -72,7 +72,12 @@ class SlideView(QWidget):
         self._current_class = self._annotations.classes[0].name
         self.undo_stack = QUndoStack(self)
         self.annotation_layer = AnnotationLayer(self._annotations)
+        # the network's view (issue 5), hidden until a prediction or comparison is set; under the marks
+        self.heatmap_layer = HeatmapLayer()
+        self.disagreement_layer = DisagreementLayer(grid_source=lambda: self.heatmap_layer.grid)
         self.add_layer(self.slide_layer)
+        self.add_layer(self.heatmap_layer)
+        self.add_layer(self.disagreement_layer)
         self.add_layer(self.annotation_layer)
         self.add_layer(self.grid_layer)
         self.slide_layer.sharp.connect(self.sharp)

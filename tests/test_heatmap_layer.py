@@ -280,7 +280,8 @@ def test_disagreement_colours_at_planted_errors(view, grid):
     layer = view.disagreement_layer
     assert not layer.visible
     layer.set_comparison(comparison)
-    assert layer.visible
+    assert not layer.visible  # it never covers the heatmap by itself
+    layer.visible = True
     shot = grab(view)
     alpha = FILL_ALPHA / 255
     for cell, colour in ((fp_cell, FALSE_POSITIVE_COLOUR), (fn_cell, FALSE_NEGATIVE_COLOUR)):

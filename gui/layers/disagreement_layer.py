@@ -43,18 +43,17 @@ class DisagreementLayer(Layer):
         self._source: DisagreementLayer | None = None
 
     def set_comparison(self, comparison: SlideComparison | None, grid=None) -> None:
-        """Show ``comparison``; ``grid`` (the `ProbabilityGrid` compared) gives the cells' geometry.
+        """Hold ``comparison`` (shown when the layer is switched on: Layers dock, or the Disagreement pane of
+        the side-by-side view); ``grid`` (the `ProbabilityGrid` compared) gives the cells' geometry.
 
         Without ``grid``: ``comparison.grid`` when it has one, else ``grid_source()`` (the view's heatmap grid).
+        The layer never switches itself on: it would cover the heatmap after every prediction.
         """
-        had = self.comparison is not None
         self.comparison = comparison
         self._grid = grid if grid is not None else getattr(comparison, "grid", None)
         self._rebuild()
         if comparison is None:
             self.visible = False
-        elif not had:
-            self.visible = True
         self.changed.emit()
 
     @property

@@ -1,0 +1,172 @@
+"""The Evaluation dock offscreen: a saved prediction against the marks, its table, ROC and threshold; all slides.
+
+Grids come from conftest's ``small_model`` run once over both synthetic slides of ``slide_pair`` (one of
+them it was trained on); they are saved into each test's project as the Prediction dock saves them, so
+opening a slide shows its grid and the dock compares it without running the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PyQt5.QtCore import Qt
+from shapely.geometry import box
+
+from core.annotations.formats import read_annotations
+from core.annotations.model import Annotation
+from core.annotations.store import AnnotationStore
+from core.compare import compare, summarise, truth_for_grid
+from core.predict import predict_slide, prediction_path
+from core.project import Project
+from gui.main_window import MainWindow
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def grids(slide_pair, small_model):
+    """{slide path: ProbabilityGrid} of the small model over both slides (a second or two each)."""
+    return {synth.slide_path: predict_slide(synth.slide_path, small_model, device="cpu") for synth in slide_pair}
+
+
+@pytest.fixture
+def window(qtbot):
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1400, 1000)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+@pytest.fixture
+def project(tmp_path, slide_pair, grids):
+    """Both slides with their tumour marks, fully annotated, each with its saved prediction."""
+    project = Project.create(tmp_path / "project", "Evaluation test")
+    for synth in slide_pair:
+        entry = project.add_slide(synth.slide_path)
+        loaded = read_annotations(synth.geojson_path)
+        project.save_annotations(entry.id, AnnotationStore(loaded.annotations, loaded.classes))
+        project.update_settings(entry.id, fully_annotated=True)
+        grid = grids[synth.slide_path]
+        grid.save(prediction_path(project, entry.id, grid.model))
+    return project
+
+
+def open_evaluation(qtbot, window, project, path):
+    window.use_project(project, open_slides=False)
+    dock = window.evaluation_dock
+    with qtbot.waitSignal(dock.evaluated, timeout=TIMEOUT, check_params_cb=lambda c: c is not None):
+        with qtbot.waitSignal(window.slide_opened, timeout=TIMEOUT) as opened:
+            window.open_slide(path)
+        window.actions["evaluate"].trigger()
+    return opened.args[0], dock
+
+
+def table_counts(dock) -> dict:
+    return {name: int(item.text().replace(",", "")) for name, item in dock.cells.items()}
+
+
+def expected(view, grid, threshold):
+    truth = truth_for_grid(grid, view.annotations.annotations(), fully_annotated=True)
+    return compare(grid, truth, threshold)
+
+
+def test_table_metrics_roc_and_target_threshold_follow_core(qtbot, window, project, slide_pair, grids):
+    view, dock = open_evaluation(qtbot, window, project, slide_pair[0].slide_path)
+    grid = view.prediction.grid
+    assert view.prediction.state == "saved" and np.array_equal(grid.probs, grids[slide_pair[0].slide_path].probs,
+                                                               equal_nan=True)
+    want = expected(view, grid, 0.5).metrics
+    c = want.counts
+    assert table_counts(dock) == {"tn": c.tn, "fn": c.fn, "neg_total": c.tn + c.fn, "fp": c.fp, "tp": c.tp,
+                                  "pos_total": c.fp + c.tp, "neg_truth": c.tn + c.fp, "pos_truth": c.fn + c.tp,
+                                  "total": c.total}
+    assert c.tp > 10 and c.tn > 10
+    # the study's layout: screening test (rows) against true diagnosis (columns)
+    assert dock.table.item(0, 2).text() == "True diagnosis" and dock.table.item(2, 0).text() == "Screening test"
+    assert [dock.table.item(1, col).text() for col in (2, 3, 4)] == ["Negative", "Positive", "Total"]
+    assert [dock.table.item(row, 1).text() for row in (2, 3, 4)] == ["Negative", "Positive", "Total"]
+    for key, label in dock.metric_labels.items():
+        assert label.text() == f"{getattr(want, key):.3f}", key
+    assert want.auc > 0.9
+    fpr, tpr, _ = want.roc()
+    x, y = dock.roc_curve.getData()
+    assert np.allclose(x, fpr) and np.allclose(y, tpr)
+    px, py = dock.operating_point.getData()
+    assert np.allclose([px[0], py[0]], [1 - want.specificity, want.sensitivity])
+
+    dock.target.setValue(0.99)
+    target = want.threshold_for_sensitivity(0.99)
+    assert dock.target_threshold == pytest.approx(target) and f"{target:.4f}" in dock.target_label.text()
+    with qtbot.waitSignal(dock.evaluated, timeout=TIMEOUT):
+        qtbot.mouseClick(dock.use_button, Qt.LeftButton)
+    used = window.prediction_dock.threshold()
+    assert used <= target and target - used < 0.001 and dock.threshold == used
+    at_target = expected(view, grid, used).metrics
+    assert at_target.sensitivity >= 0.99
+    assert table_counts(dock)["fn"] == at_target.counts.fn and table_counts(dock)["tp"] == at_target.counts.tp
+    layer = getattr(view, "disagreement_layer", None)
+    if layer is not None and hasattr(layer, "comparison"):
+        assert layer.comparison is dock.comparison
+
+    # the marks change: the comparison follows (debounced, off the GUI thread)
+    before = table_counts(dock)["total"]
+    rows, cols = np.nonzero(grid.done)
+    x0, y0 = grid.tile_rect(int(np.median(rows)), int(np.median(cols)))[:2]
+    mark = Annotation(box(x0, y0, x0 + 4 * grid.tile_l0, y0 + 4 * grid.tile_l0), "Exclude")
+    with qtbot.waitSignal(dock.evaluated, timeout=TIMEOUT):
+        view.apply_edit(view.annotations.replace_all(view.annotations.annotations() + [mark], "Exclude"))
+    assert table_counts(dock)["total"] == expected(view, grid, used).metrics.counts.total < before
+
+
+def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_path):
+    view, dock = open_evaluation(qtbot, window, project, slide_pair[0].slide_path)
+    dock.tabs.setCurrentIndex(1)
+    with qtbot.waitSignal(dock.summary_ready, timeout=TIMEOUT):
+        qtbot.mouseClick(dock.summary_button, Qt.LeftButton)
+    comparisons = []
+    for entry in project.slides:
+        grid = view.prediction.grid if entry.id == view.session.entry.id else None
+        if grid is None:
+            from core.predict import ProbabilityGrid, saved_predictions
+            grid = ProbabilityGrid.load(saved_predictions(project, entry.id)[0])
+        truth = truth_for_grid(grid, project.load_annotations(entry.id).annotations(), fully_annotated=True)
+        comparisons.append(compare(grid, truth, 0.5, name=entry.name))
+    want = summarise(comparisons, 0.5)
+    table = dock.summary_table  # one column per slide, the sum last; rows as core.compare.CSV_COLUMNS
+    assert table.columnCount() == 3
+    assert [table.horizontalHeaderItem(c).text() for c in range(3)] == [c.name for c in comparisons] + ["all slides"]
+    assert table.verticalHeaderItem(0).text() == "Tiles" and table.verticalHeaderItem(11).text() == "AUC"
+    assert [int(table.item(0, c).text().replace(",", "")) for c in range(3)] == \
+        [c.metrics.counts.total for c in comparisons] + [want["total"]["n"]]
+    assert table.item(11, 2).text() == f"{want['total']['auc']:.3f}"
+    assert want["total"]["tp"] == sum(c.metrics.counts.tp for c in comparisons)
+
+    csv_path = dock.export(tmp_path / "evaluation.csv", "csv")
+    rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()))
+    assert [r["slide"] for r in rows] == [c.name for c in comparisons] + ["all slides"]
+    assert [int(r["tp"]) for r in rows] == [s["tp"] for s in want["slides"]] + [want["total"]["tp"]]
+    assert float(rows[-1]["auc"]) == pytest.approx(want["total"]["auc"], abs=1e-4)
+    doc = json.loads(dock.export(tmp_path / "evaluation.json", "json").read_text(encoding="utf-8"))
+    assert doc["total"]["n"] == want["total"]["n"] and len(doc["slides"]) == 2
+    assert dock.csv_button.isEnabled() and dock.json_button.isEnabled()
+
+
+def test_no_prediction_says_so(qtbot, window, tmp_path, slide_pair):
+    project = Project.create(tmp_path / "empty", "Empty")
+    window.use_project(project, open_slides=False)
+    with qtbot.waitSignal(window.slide_opened, timeout=TIMEOUT):
+        window.open_slide(slide_pair[1].slide_path)
+    dock = window.evaluation_dock
+    qtbot.waitUntil(lambda: window.current_view().prediction.state == "", timeout=TIMEOUT)
+    assert "No prediction" in dock.status.text() and dock.cells["total"].text() == "–"
+    assert not dock.use_button.isEnabled()
+    with qtbot.waitSignal(dock.summary_ready, timeout=TIMEOUT):
+        dock.compute_summary()
+    assert dock.summary_table.columnCount() == 0 and "No slide" in dock.summary_status.text()
+    assert not dock.csv_button.isEnabled()
