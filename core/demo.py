@@ -8,6 +8,8 @@ from typing import Callable
 from core.paths import cache_dir
 
 DEMO_SEED = 10  # five tissue fragments, three tumour regions (about 12 % of the tissue)
+#: The bundled demo model (`make demo-model`): trained on synthetic tissue, not for diagnosis.
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo-model"
 DEMO_SIZE = (24000, 18000)
 DEMO_MPP = 0.5
 

@@ -26,7 +26,7 @@ def ensure_app(offscreen: bool = False):
     global _APP
     if offscreen:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PyQt5.QtCore import Qt
+    from PyQt5.QtCore import QTimer, Qt
     from PyQt5.QtWidgets import QApplication
 
     app = QApplication.instance()
@@ -135,8 +135,11 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
             print("Making the demo slide (first run only)…", file=sys.stderr)
         slide = paths[0] if paths else str(ensure_demo_slide(progress))
         out = cache_dir() / "screenshots" / f"{Path(slide).stem}.png"
-        marks = Path(slide).with_suffix(".geojson") if not paths else None
-        render_screenshot(slide, out, mag=None, annotations=marks)
+        if demo and not paths:
+            print("Predicting the demo slide with the demo model…", file=sys.stderr)
+            render_demo_screenshot(Path(slide), out)
+        else:
+            render_screenshot(slide, out, mag=None)
         print(f"No display found: rendered the window offscreen to {out}")
         return 0
     app = ensure_app()
@@ -160,11 +163,65 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
 
 
 def _open_demo(window, path: Path) -> None:
-    """Open the demo slide; the first time, its known tumour regions become its marks (undoable)."""
+    """Open the demo slide side by side with the demo model's heatmap.
+
+    The first time, its known tumour regions become its marks (undoable) and the demo model predicts
+    the slide in the background (the heatmap fills in); later the saved prediction is shown at once.
+    """
+    from PyQt5.QtCore import QTimer
+
+    from core.demo import DEMO_MODEL
 
     def first_time(view) -> None:
-        if view.reader.path == Path(path) and len(view.annotations) == 0 and not view.session.path.exists():
+        if view.reader.path != Path(path):
+            return
+        if len(view.annotations) == 0 and not view.session.path.exists():
             window.annotation_files.import_file(view, Path(path).with_suffix(".geojson"))
+        if (DEMO_MODEL / "model.json").is_file():
+            window.prediction_dock.set_model(DEMO_MODEL)
+            window.prediction_dock.show()
+            window.prediction_dock.raise_()
+            window.set_side_by_side(True)
+            QTimer.singleShot(0, view.zoom_to_fit)  # once the panes have their sizes
+
+    def predict_if_needed(view) -> None:
+        dock = window.prediction_dock
+        prediction = getattr(view, "prediction", None)
+        if (view.reader.path == Path(path) and prediction is not None and prediction.looked_up
+                and prediction.state == "" and prediction.grid is None and not dock.running
+                and dock.model_path() == DEMO_MODEL):
+            dock.start()
 
     window.slide_opened.connect(first_time)
+    window.prediction_dock.grid_changed.connect(predict_if_needed)
     window.open_slide(path)
+
+
+def render_demo_screenshot(path: Path, out: Path, size: tuple[int, int] = (1600, 1000), timeout: float = 600.0) -> Path:
+    """The demo window offscreen, after its heatmap is complete: what `make run` shows without a display."""
+    ensure_app(offscreen=not has_display())
+    from gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(*size)
+    window.show()
+    try:
+        _open_demo(window, path)
+        view = None
+        if not wait_until(lambda: window.current_view() is not None, 60):
+            raise BiopsiaError(f"{path}: the demo slide did not open")
+        view = window.current_view()
+        prediction = lambda: getattr(view, "prediction", None)  # noqa: E731
+        done = wait_until(lambda: prediction() is not None and prediction().state in ("saved", "finished", "done")
+                          and prediction().grid is not None and not window.prediction_dock.running, timeout)
+        if not done:
+            raise BiopsiaError(f"{path}: the demo prediction did not finish in {timeout:.0f} s")
+        wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), 60)
+        wait_until(lambda: False, 0.3)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not window.grab_window(False).save(str(out), "PNG"):
+            raise BiopsiaError(f"{out}: could not write the screenshot")
+        return out
+    finally:
+        window.close()
+        window.deleteLater()

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
+
+from core.predict import ProbabilityGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +39,14 @@ def test_demo_case_is_made_on_first_run(tmp_path):
     assert len(demo) == 1 and demo[0].with_suffix(".geojson").exists()
     shot = Path(result.stdout.strip().split()[-1])
     assert shot.exists()
-    # a second run reuses the slide
+    # the demo model predicted the slide, and the grid is kept in the default project
+    saved = list(Path(env["XDG_DATA_HOME"]).glob("biopsia/default-project/predictions/*/demo-model-*.npz"))
+    assert len(saved) == 1
+    grid = ProbabilityGrid.load(saved[0])
+    assert grid.complete and grid.done.sum() > 1000 and np.nanmax(grid.probs) > 0.9
+    stamp = saved[0].stat().st_mtime_ns
+    # a second run reuses the slide and shows the saved prediction without computing it again
     again = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo"], env=env, capture_output=True,
-                           text=True, timeout=120, cwd=ROOT)
+                           text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0 and "Making the demo slide" not in again.stderr
+    assert saved[0].stat().st_mtime_ns == stamp
