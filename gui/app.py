@@ -177,6 +177,8 @@ def _open_demo(window, path: Path) -> None:
             return
         if len(view.annotations) == 0 and not view.session.path.exists():
             window.annotation_files.import_file(view, Path(path).with_suffix(".geojson"))
+            # the synthetic truth marks every tumour: unmarked tissue is non-tumour
+            view.session.project.update_settings(view.session.entry.id, fully_annotated=True)
         if (DEMO_MODEL / "model.json").is_file():
             window.prediction_dock.set_model(DEMO_MODEL)
             window.prediction_dock.show()

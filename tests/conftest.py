@@ -81,6 +81,20 @@ def small_model(slide_pair, tmp_path_factory):
     return result.bundle
 
 
+@pytest.fixture
+def window(qtbot):
+    """Biopsia's main window, shown offscreen at 1400 x 900, closed after the test."""
+    from gui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
 def coordinate_image(width: int, height: int) -> np.ndarray:
     """Pixels that encode their own position: R = x mod 256, G = y mod 256, B = (x // 256 + y // 256) mod 256."""
     ys, xs = np.mgrid[0:height, 0:width]

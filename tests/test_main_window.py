@@ -12,17 +12,6 @@ from gui.main_window import MainWindow
 from gui.slide_view import SlideView
 
 
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
-
-
 def open_and_wait(qtbot, win, path) -> SlideView:
     with qtbot.waitSignal(win.slide_opened, timeout=20000) as blocker:
         win.open_slide(path)

@@ -20,7 +20,6 @@ from core.compare import truth_for_grid
 from core.predict import ProbabilityGrid, prediction_path, saved_predictions
 from core.project import Project
 from gui.docks import prediction_dock
-from gui.main_window import MainWindow
 
 TIMEOUT = 120_000
 
@@ -46,17 +45,6 @@ class Heartbeat:
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.gaps, 99)) * 1000
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
 
 
 def make_project(folder, synth, model=None, fully_annotated=True):

@@ -19,17 +19,6 @@ from gui.main_window import MainWindow
 TIMEOUT = 15000
 
 
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
-
-
 @pytest.fixture(scope="module")
 def marks(synthetic_slide):
     return read_annotations(synthetic_slide.geojson_path).annotations

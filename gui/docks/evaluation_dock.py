@@ -277,8 +277,13 @@ class EvaluationDock(QDockWidget):
         self._evaluation = result
         grid = grid_of(view)
         partial = "" if grid is not None and grid.complete else " (partial prediction)"
-        self._show(result.comparison, f"{result.comparison.metrics.counts.total:,} tiles with both a prediction "
-                                      f"and a known truth, at threshold {self.threshold:.3f}{partial}.")
+        counts = result.comparison.metrics.counts
+        hint = ""
+        if counts.tn + counts.fp == 0:  # no negative truth: specificity and AUC cannot be computed
+            hint = (" No tile is known to be non-tumour: tick “Fully annotated” in the Tiles panel if every "
+                    "tumour on this slide is marked, or mark Benign regions.")
+        self._show(result.comparison, f"{counts.total:,} tiles with both a prediction and a known truth, at "
+                                      f"threshold {self.threshold:.3f}{partial}.{hint}")
 
     def _on_failed(self, worker, view, err) -> None:
         if sip.isdeleted(self) or worker is not self._worker:

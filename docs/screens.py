@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Render the README's prediction pictures offscreen: the demo case side by side with the demo model's
+heatmap, and the Evaluation panel with the disagreement map. Uses (and, the first time, makes) the demo
+slide and its saved prediction in your default project.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screens.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+from core.demo import ensure_demo_slide  # noqa: E402
+from gui.app import _open_demo, ensure_app, wait_until  # noqa: E402
+
+IMAGES = ROOT / "docs" / "images"
+
+
+def settle(view, seconds: float = 1.0) -> None:
+    wait_until(lambda: False, seconds)
+    view.zoom_to_fit()
+    wait_until(lambda: view.slide_layer.is_sharp(), 60)
+    wait_until(lambda: False, 0.5)
+
+
+def save(window, name: str) -> None:
+    image = window.grab_window(False)
+    path = IMAGES / name
+    if not image.save(str(path), "JPG", 88):
+        raise SystemExit(f"{path}: could not write")
+    print(path)
+
+
+def main() -> None:
+    ensure_app(offscreen=True)
+    from gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(1900, 1050)
+    window.show()
+    window.info_dock.hide()
+    _open_demo(window, ensure_demo_slide())
+    wait_until(lambda: window.current_view() is not None, 60)
+    view = window.current_view()
+    # the synthetic truth marks every tumour (set on first opening; also for demo slides opened before)
+    view.session.project.update_settings(view.session.entry.id, fully_annotated=True)
+    wait_until(lambda: getattr(view, "prediction", None) is not None and view.prediction.grid is not None
+               and not window.prediction_dock.running, 600)
+    view.heatmap_layer.set_mode("smooth")
+    view.heatmap_layer.set_outlines(True)
+    settle(view)
+    save(window, "side-by-side.jpg")
+
+    window.set_side_by_side(False)
+    view = window.current_view()
+    view.annotation_layer.fill = False  # marks as outlines over the disagreement map
+    view.heatmap_layer.set_mode("tiles")
+    window.evaluation_dock.show()
+    window.evaluation_dock.raise_()
+    wait_until(lambda: False, 3.0)
+    view.disagreement_layer.visible = True
+    settle(view)
+    save(window, "evaluation.jpg")
+    window.close()
+
+
+if __name__ == "__main__":
+    main()
