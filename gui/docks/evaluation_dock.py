@@ -19,7 +19,8 @@ from PyQt5 import sip
 from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QFont
 from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-                             QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+                             QPushButton, QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout,
+                             QWidget)
 
 from core.atomic import atomic_write_bytes
 from core.compare import CSV_COLUMNS, SlideComparison, compare, summarise, summary_csv, summary_json, truth_for_grid
@@ -73,6 +74,15 @@ def evaluate_project(project, threshold: float, open_marks: dict) -> dict:
     return summarise(comparisons, threshold)
 
 
+def _scrolling(widget: QWidget) -> QScrollArea:
+    """``widget`` in a frameless scroll area, so the dock can be shorter than its content (small screens)."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.NoFrame)
+    scroll.setWidget(widget)
+    return scroll
+
+
 class EvaluationDock(QDockWidget):
     """The comparison of the current slide and of all slides.
 
@@ -98,7 +108,7 @@ class EvaluationDock(QDockWidget):
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self.compute)
 
         tabs = QTabWidget()
-        tabs.addTab(self._build_slide_tab(), "This slide")
+        tabs.addTab(_scrolling(self._build_slide_tab()), "This slide")
         tabs.addTab(self._build_all_tab(), "All slides")
         self.tabs = tabs
         self.setWidget(tabs)
