@@ -212,3 +212,25 @@ def test_a_model_finer_than_the_slide_or_unreadable_is_refused(qtbot, window, sl
         start(qtbot, dock)
     assert ended.args == ["failed"] and "model description is unreadable" in dock.status.text()
     assert dock.start_button.isEnabled()
+
+
+def test_the_demo_model_agrees_with_the_doctors_in_the_window(qtbot, window, slide_pair, tmp_path):
+    """Issue 5's done-when, from the window: on a slide the model never saw, the Evaluation panel shows
+    sensitivity and specificity of at least 0.9."""
+    from core.demo import DEMO_MODEL
+
+    synth = slide_pair[0]
+    project, _ = make_project(tmp_path / "project", synth, None)
+    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    dock.set_model(DEMO_MODEL)
+    with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
+        start(qtbot, dock, batch_size=64)
+    assert ended.args == ["finished"], dock.status.text()
+    evaluation = window.evaluation_dock
+    with qtbot.waitSignal(evaluation.evaluated, timeout=TIMEOUT, check_params_cb=lambda c: c is not None):
+        window.actions["evaluate"].trigger()
+    metrics = evaluation.comparison.metrics
+    assert metrics.counts.total > 150 and metrics.counts.tp + metrics.counts.fn > 25
+    assert metrics.sensitivity >= 0.9 and metrics.specificity >= 0.9, metrics.as_dict()
+    shown = {name: item.text() for name, item in evaluation.cells.items()}
+    assert str(metrics.counts.tp) in shown.values() and str(metrics.counts.tn) in shown.values()
