@@ -38,6 +38,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--partly-annotated", action="store_true",
                    help="unmarked tissue is unknown, not non-tumour (only Benign marks give negatives)")
     p.add_argument("--csv", help="also write the per-slide rows and the total as CSV")
+    p.add_argument("--html", help="also write a report: per slide its overview with the heatmap, table and "
+                                  "metrics, then the total (one self-contained HTML file)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -158,7 +160,7 @@ def _evaluate(args, progress_bar) -> int:
     from core.predict import ProbabilityGrid
 
     given = [Path(p) for p in args.annotations] if args.annotations else None
-    comparisons = []
+    comparisons, folders, models = [], [], []
     for path in _grids(Path(args.folder)):
         grid = ProbabilityGrid.load(path)
         found = _marks_for(Path(grid.slide), given)
@@ -172,11 +174,15 @@ def _evaluate(args, progress_bar) -> int:
             full = bool(entry.settings.get("fully_annotated", True))
         truth = truth_for_grid(grid, marks, fully_annotated=full)
         comparisons.append(compare(grid, truth, args.threshold, name=path.parent.name))
+        folders.append(path.parent)
+        models.append(grid.model)
     if not comparisons:
         raise BiopsiaError(f"{args.folder}: no prediction has marks to compare with; give --annotations")
     summary = summarise(comparisons, args.threshold)
     if args.csv:
         atomic_write_bytes(Path(args.csv), summary_csv(summary).encode("utf-8"))
+    if args.html:
+        _write_html(Path(args.html), summary, folders, models, args.threshold)
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
@@ -190,6 +196,19 @@ def _evaluate(args, progress_bar) -> int:
           f"  NPV {_fmt(total['npv'])}  accuracy {_fmt(total['accuracy'])}  F1 {_fmt(total['f1'])}  "
           f"AUC {_fmt(total['auc'])}")
     return 0
+
+
+def _write_html(path: Path, summary: dict, folders: list[Path], models: list[dict], threshold: float) -> None:
+    import cv2
+
+    from core.report import ReportSlide, write_report
+
+    slides = []
+    for row, folder in zip(summary["slides"], folders):
+        bgr = cv2.imread(str(folder / "overview.png"), cv2.IMREAD_COLOR)
+        slides.append(ReportSlide(row, None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    same_model = models and all(m.get("sha256") == models[0].get("sha256") for m in models)
+    write_report(path, slides, summary["total"], threshold, models[0] if same_model else None)
 
 
 def _fmt(value) -> str:

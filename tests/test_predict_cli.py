@@ -48,7 +48,7 @@ def test_predict_writes_every_output(predicted, slide_pair):
     assert not (folder / "broken").exists()
 
 
-def test_evaluate_against_the_marks_beside_the_slide(predicted, tmp_path):
+def test_evaluate_against_the_marks_beside_the_slide(predicted, small_model, tmp_path):
     folder, _, _ = predicted
     done = biopsia("evaluate", folder, "--json", "--csv", tmp_path / "rows.csv")
     assert done.returncode == 0, done.stderr
@@ -57,8 +57,13 @@ def test_evaluate_against_the_marks_beside_the_slide(predicted, tmp_path):
     assert total["auc"] >= 0.95 and total["sensitivity"] >= 0.9
     assert [row["slide"] for row in summary["slides"]] == ["pair29"]
     assert (tmp_path / "rows.csv").read_text().splitlines()[-1].startswith(f"all slides,{total['n']},{total['tp']}")
-    text = biopsia("evaluate", folder)
+    text = biopsia("evaluate", folder, "--html", tmp_path / "report.html")
     assert "Screening test  Negative" in text.stdout and "pair29:" in text.stdout
+    report = (tmp_path / "report.html").read_text()
+    assert report.startswith("<!DOCTYPE html>") and report.count("<h2>") == 2  # the total, then the slide
+    assert "data:image/jpeg;base64," in report and "True diagnosis" in report
+    assert f"<td class='num ok'>{total['tp']}</td>" in report
+    assert f"Model <b>{small_model.parent.name}</b>" in report
 
 
 def test_evaluate_without_marks_or_predictions(predicted, tmp_path):
