@@ -164,3 +164,26 @@ def summary_csv(summary: dict) -> str:
 
 def summary_json(summary: dict) -> str:
     return json.dumps(summary, indent=1)
+
+
+def compare_project(project, threshold: float = 0.5, open_marks: dict | None = None) -> tuple[dict, list]:
+    """Every project slide that has a saved prediction against its marks.
+
+    ``open_marks`` ({slide id: marks}) replaces the saved marks of slides being edited. Returns the
+    `summarise` dict and, per compared slide, ``(entry, grid, comparison)``.
+    """
+    from core.predict import load_latest_prediction
+
+    open_marks = open_marks or {}
+    compared = []
+    for entry in project.slides:
+        found = load_latest_prediction(project, entry.id)
+        if found is None:
+            continue
+        marks = open_marks.get(entry.id)
+        if marks is None:
+            marks = project.load_annotations(entry.id).annotations()
+        grid = found[0]
+        truth = truth_for_grid(grid, marks, fully_annotated=bool(entry.settings.get("fully_annotated")))
+        compared.append((entry, grid, compare(grid, truth, threshold, name=entry.name)))
+    return summarise([c for _, _, c in compared], threshold), compared

@@ -358,5 +358,15 @@ def saved_predictions(project, slide_id: str) -> list[Path]:
     return sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def load_latest_prediction(project, slide_id: str) -> tuple[ProbabilityGrid, Path] | None:
+    """The slide's newest saved grid that can be read (damaged ones are skipped), or None."""
+    for path in saved_predictions(project, slide_id):
+        try:
+            return ProbabilityGrid.load(path), path
+        except BiopsiaError:
+            continue
+    return None
+
+
 __all__ = ["ProbabilityGrid", "PartialResult", "predict_slide", "model_identity", "check_model_for_slide",
-           "prediction_path", "saved_predictions"]
+           "prediction_path", "saved_predictions", "load_latest_prediction"]

@@ -112,3 +112,32 @@ def write_report(path, slides: list[ReportSlide], total: dict | None, threshold:
     path = Path(path)
     atomic_write_bytes(path, report_html(slides, total, threshold, model).encode("utf-8"))
     return path
+
+
+def write_project_report(project, path, threshold: float = 0.5, open_marks: dict | None = None) -> Path:
+    """The report for every slide of a project that has a saved prediction (overviews from the slides).
+
+    Raises
+    ------
+    BiopsiaError
+        When no slide has a saved prediction.
+    """
+    from core.compare import compare_project
+    from core.errors import BiopsiaError
+    from core.heatmap import blended_overview
+    from core.slide import open_slide
+
+    summary, compared = compare_project(project, threshold, open_marks)
+    if not compared:
+        raise BiopsiaError(f"{project.folder}: no slide of the project has a saved prediction yet")
+    slides = []
+    for row, (entry, grid, _) in zip(summary["slides"], compared):
+        try:
+            with open_slide(entry.path) as reader:
+                overview = blended_overview(reader.get_thumbnail((1024, 1024)), grid, 0.5, threshold)
+        except BiopsiaError:
+            overview = None  # the slide moved or is unreadable: the report still has its numbers
+        slides.append(ReportSlide(row, overview))
+    models = [grid.model for _, grid, _ in compared]
+    same = all(m.get("sha256") == models[0].get("sha256") for m in models)
+    return write_report(path, slides, summary["total"], threshold, models[0] if same else None)

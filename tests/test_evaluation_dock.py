@@ -154,7 +154,14 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     assert float(rows[-1]["auc"]) == pytest.approx(want["total"]["auc"], abs=1e-4)
     doc = json.loads(dock.export(tmp_path / "evaluation.json", "json").read_text(encoding="utf-8"))
     assert doc["total"]["n"] == want["total"]["n"] and len(doc["slides"]) == 2
-    assert dock.csv_button.isEnabled() and dock.json_button.isEnabled()
+    assert dock.csv_button.isEnabled() and dock.json_button.isEnabled() and dock.report_button.isEnabled()
+
+    dock.export_report(tmp_path / "report.html")
+    qtbot.waitUntil(lambda: "Report written to" in dock.summary_status.text(), timeout=TIMEOUT)
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert report.count("data:image/jpeg;base64,") == 2 and "All slides (2), summed" in report
+    assert f"<td class='num ok'>{want['total']['tp']}</td>" in report
+    assert "Report written to" in dock.summary_status.text()
 
 
 def test_no_prediction_says_so(qtbot, window, tmp_path, slide_pair):

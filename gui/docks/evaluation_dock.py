@@ -23,7 +23,8 @@ from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QGridLayo
                              QWidget)
 
 from core.atomic import atomic_write_bytes
-from core.compare import CSV_COLUMNS, SlideComparison, compare, summarise, summary_csv, summary_json, truth_for_grid
+from core.compare import (CSV_COLUMNS, SlideComparison, compare, compare_project, summarise, summary_csv, summary_json,
+                          truth_for_grid)
 from core.errors import BiopsiaError
 from gui.docks.prediction_dock import grid_of, load_latest, project_slide
 from gui.training_plots import ACCENT, INK, make_plot
@@ -60,18 +61,7 @@ def evaluate(grid, annotations, fully_annotated: bool, threshold: float, name: s
 
 def evaluate_project(project, threshold: float, open_marks: dict) -> dict:
     """`core.compare.summarise` over every project slide with a saved prediction (``open_marks``: id → marks)."""
-    comparisons = []
-    for entry in project.slides:
-        found = load_latest(project, entry.id)
-        if found is None:
-            continue
-        marks = open_marks.get(entry.id)
-        if marks is None:
-            marks = project.load_annotations(entry.id).annotations()
-        grid = found[0]
-        truth = truth_for_grid(grid, marks, fully_annotated=bool(entry.settings.get("fully_annotated")))
-        comparisons.append(compare(grid, truth, threshold, name=entry.name))
-    return summarise(comparisons, threshold)
+    return compare_project(project, threshold, open_marks)[0]
 
 
 def _scrolling(widget: QWidget) -> QScrollArea:
@@ -207,11 +197,15 @@ class EvaluationDock(QDockWidget):
         self.summary_button = QPushButton("Compare all slides", clicked=self.compute_summary)
         self.csv_button = QPushButton("Export CSV…", enabled=False, clicked=lambda: self._export_dialog("csv"))
         self.json_button = QPushButton("Export JSON…", enabled=False, clicked=lambda: self._export_dialog("json"))
+        self.report_button = QPushButton("Report…", enabled=False, clicked=self._report_dialog,
+                                         toolTip="One HTML file: each slide's overview with the heatmap, its "
+                                                 "table and metrics, then the total")
         buttons = QHBoxLayout()
         buttons.addWidget(self.summary_button)
         buttons.addStretch(1)
         buttons.addWidget(self.csv_button)
         buttons.addWidget(self.json_button)
+        buttons.addWidget(self.report_button)
         widget = QWidget()
         layout = QVBoxLayout(widget)
         layout.addWidget(self.summary_status)
@@ -419,6 +413,7 @@ class EvaluationDock(QDockWidget):
         has = bool(summary and summary["slides"])
         self.csv_button.setEnabled(has)
         self.json_button.setEnabled(has)
+        self.report_button.setEnabled(has)
         self.summary_ready.emit(summary)
 
     def export(self, path, kind: str) -> Path:
@@ -427,6 +422,32 @@ class EvaluationDock(QDockWidget):
         path = Path(path)
         atomic_write_bytes(path, text.encode("utf-8"))
         return path
+
+    def export_report(self, path) -> Worker | None:
+        """Write the HTML report of every slide with a saved prediction, off the GUI thread."""
+        from core.report import write_project_report
+
+        project = project_slide(self.view)[0] or getattr(self.parent(), "project", None)
+        if project is None:
+            return None
+        window = self.parent()
+        open_marks = {}
+        for view in (window.views() if hasattr(window, "views") else []):
+            proj, slide_id = project_slide(view)
+            if proj is project:
+                open_marks[slide_id] = view.annotations.annotations()
+        worker = Worker(write_project_report, project, Path(path), self.threshold, open_marks)
+        worker.finished.connect(lambda out: self.summary_status.setText(f"Report written to {out}"))
+        worker.failed.connect(lambda err: self.summary_status.setText(
+            f"<span style='color:#b71c1c'>{err}</span>"))
+        self.summary_status.setText("Writing the report…")
+        self._report_worker = worker
+        return worker.start()
+
+    def _report_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Write the report", "evaluation-report.html", "HTML (*.html)")
+        if path:
+            self.export_report(path)
 
     def _export_dialog(self, kind: str) -> None:
         if not self.summary:

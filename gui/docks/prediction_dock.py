@@ -28,7 +28,7 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDockWidget, QD
 
 from core.errors import BiopsiaError
 from core.predict import (PartialResult, ProbabilityGrid, check_model_for_slide, predict_slide, prediction_path,
-                          saved_predictions)
+                          load_latest_prediction, saved_predictions)
 from core.training_job import MODELS_DIR, describe
 from gui.icons import icon
 from gui.worker import Cancelled, Worker
@@ -141,14 +141,7 @@ def background_priority() -> None:
         pass
 
 
-def load_latest(project, slide_id) -> tuple[ProbabilityGrid, Path] | None:
-    """The slide's newest saved grid that can be read (damaged ones are skipped), or None."""
-    for path in saved_predictions(project, slide_id):
-        try:
-            return ProbabilityGrid.load(path), path
-        except BiopsiaError:
-            continue
-    return None
+load_latest = load_latest_prediction  # the name the docks and their tests use
 
 
 class PredictionDock(QDockWidget):
