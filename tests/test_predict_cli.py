@@ -79,3 +79,17 @@ def test_evaluate_without_marks_or_predictions(predicted, tmp_path):
 def test_predict_refuses_a_missing_model(slide_pair, tmp_path):
     done = biopsia("predict", slide_pair[0].slide_path, "--model", tmp_path / "none", "--out", tmp_path / "o")
     assert done.returncode == 1 and "model folder does not exist" in done.stderr
+
+
+def test_the_demo_model_agrees_with_the_doctors_from_the_command_line(slide_pair, tmp_path):
+    """Issue 5's done-when, headless: on a slide the model never saw, sensitivity and specificity >= 0.9."""
+    from core.demo import DEMO_MODEL
+
+    done = biopsia("predict", slide_pair[1].slide_path, "--model", DEMO_MODEL, "--out", tmp_path, "--device", "cpu",
+                   "--no-tiff", timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = biopsia("evaluate", tmp_path, "--json")
+    total = json.loads(result.stdout)["total"]
+    assert total["tp"] + total["fn"] > 25 and total["tn"] + total["fp"] > 100
+    assert total["sensitivity"] >= 0.9 and total["specificity"] >= 0.9, total
+    assert not (tmp_path / "pair30" / "overlay.tif").exists()
