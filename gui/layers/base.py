@@ -17,6 +17,7 @@ class Layer(QObject):
     """
 
     changed = pyqtSignal()  # content, visibility or opacity changed: repaint
+    _source = None  # the layer this one follows (a pane of the side-by-side view), see ``unmirror``
 
     def __init__(self, name: str, visible: bool = True, opacity: float = 1.0):
         super().__init__()
@@ -56,3 +57,12 @@ class Layer(QObject):
 
     def dispose(self) -> None:
         """The view is closing: stop background work."""
+
+    def unmirror(self) -> None:
+        """Stop following the layer a ``mirror(source)`` call made this one copy (side-by-side panes)."""
+        if self._source is not None:
+            try:
+                self._source.changed.disconnect(self._on_source_changed)
+            except (TypeError, RuntimeError):  # already disconnected, or the source is gone
+                pass
+            self._source = None

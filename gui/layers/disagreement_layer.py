@@ -96,14 +96,6 @@ class DisagreementLayer(Layer):
         source.changed.connect(self._on_source_changed)
         self._on_source_changed()
 
-    def unmirror(self) -> None:
-        if self._source is not None:
-            try:
-                self._source.changed.disconnect(self._on_source_changed)
-            except (TypeError, RuntimeError):
-                pass
-            self._source = None
-
     def _on_source_changed(self) -> None:
         src = self._source
         if src.comparison is not self.comparison or src.show_agreement != self.show_agreement:

@@ -320,14 +320,6 @@ class HeatmapLayer(Layer):
         source.changed.connect(self._on_source_changed)
         self.changed.emit()
 
-    def unmirror(self) -> None:
-        if self._source is not None:
-            try:
-                self._source.changed.disconnect(self._on_source_changed)
-            except (TypeError, RuntimeError):
-                pass
-            self._source = None
-
     def _on_source_changed(self) -> None:
         self.opacity = self._source.opacity
         self.changed.emit()
