@@ -5,8 +5,9 @@ On the cached 70,000 x 56,000 synthetic resection slide at 20x (the dataset benc
 use), with a compact CNN bundle for 128 px tiles at 1 µm/px (the demo model when present, else a
 randomly initialised one: speed does not depend on the weights). Measures, in tiles per second:
 
-* ``read``: reading, resizing and batching every tissue tile, as prediction does, with no network;
-* ``compute``: the network alone on batches already in memory (normalisation included);
+* ``read``: reading, resizing and batching every tissue tile, with no network (prediction's readers also
+  normalise the batches);
+* ``compute``: the network alone on batches already in memory and normalised;
 * ``end_to_end``: `core.predict.predict_slide` over the whole slide.
 
 Goal: end to end at least 85 % of the slower of read and compute. Prints JSON.
@@ -85,12 +86,13 @@ def main() -> None:
             # pure compute on batches already in memory
             def compute():
                 loaded = load_bundle(model, parse_device(args.device))
-                loaded.predict(kept[0])  # warm-up
+                ready = [loaded.prepare(batch) for batch in kept]  # normalised, as the readers hand them over
+                loaded.predict_prepared(ready[0])  # warm-up
                 t0 = time.perf_counter()
                 n = 0
                 for _ in range(3):
-                    for batch in kept:
-                        loaded.predict(batch)
+                    for batch in ready:
+                        loaded.predict_prepared(batch)
                         n += batch.shape[0]
                 return n / (time.perf_counter() - t0), describe_device(loaded.ctx)
             compute_rate, device = engine().run(compute)

@@ -312,19 +312,20 @@ def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, tot
 
     def run() -> bool:
         model = load_bundle(model_dir, parse_device(device))
+        prepared = lambda indices: model.prepare(read_batch(indices))  # noqa: E731 - normalised on the readers
         pool = ThreadPoolExecutor(n_workers, thread_name_prefix="biopsia-predict")
         try:
             pending, next_batch, done = [], 0, 0
             ahead = max(2, n_workers + 1)
             while next_batch < len(batches) or pending:
                 while next_batch < len(batches) and len(pending) < ahead:
-                    pending.append((batches[next_batch], pool.submit(read_batch, batches[next_batch])))
+                    pending.append((batches[next_batch], pool.submit(prepared, batches[next_batch])))
                     next_batch += 1
                 if should_stop is not None and should_stop():
                     stop.set()
                     return False
                 indices, future = pending.pop(0)
-                probs = model.predict(future.result())[:, 1].astype(np.float32)
+                probs = model.predict_prepared(future.result())[:, 1].astype(np.float32)
                 r, c = np.divmod(indices, cols)
                 grid.probs[r, c] = probs
                 done += indices.size
