@@ -137,3 +137,9 @@ def test_layers_dock_controls_layers(qtbot, window, cmu_svs):
     _, slide_slider = window.layers_dock.rows["Slide image"]
     slide_slider.setValue(50)
     assert view.slide_layer.opacity == pytest.approx(0.5)
+
+
+def test_the_window_fits_a_small_screen(window):
+    """Every dock can shrink (scrolling its content), so the window fits 1200 x 800 with all panels."""
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1200 and hint.height() <= 800, hint

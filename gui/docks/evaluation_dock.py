@@ -99,7 +99,7 @@ class EvaluationDock(QDockWidget):
 
         tabs = QTabWidget()
         tabs.addTab(_scrolling(self._build_slide_tab()), "This slide")
-        tabs.addTab(self._build_all_tab(), "All slides")
+        tabs.addTab(_scrolling(self._build_all_tab()), "All slides")
         self.tabs = tabs
         self.setWidget(tabs)
         self.visibilityChanged.connect(lambda shown: self.compute() if shown else None)  # settings changed elsewhere
