@@ -22,14 +22,14 @@ from PyQt5.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QG
 from core.errors import BiopsiaError, DatasetError
 from core.tiling import TileSpec
 from core.train import ProgressEvent, TrainResult
-from core.training_job import (MODELS_DIR, Planned, Stage, TrainingJob, best_so_far, default_model_name, describe,
+from core.training_job import (MODELS_DIR, Planned, Stage, TrainingJob, best_so_far, default_model_name,
                                new_job, run_job)
+from gui.device_picker import DevicePicker
 from gui.icons import icon
 from gui.training_plots import BestEpochBox, TrainingCurves
 from gui.worker import Worker
 
 ROLES = ("Train", "Test")
-DEVICES = ("auto", "cpu", "gpu:0")
 ERROR_STYLE = "color: #b71c1c; background: #ffebee; border: 1px solid #ef9a9a; border-radius: 3px; padding: 6px"
 COLUMNS = ("Use", "Slide", "Role", "Fully\nannotated", "Marks", "Tiles T / N")
 TILES_TIP = "Tumour / non-tumour tiles found on the slide when training starts"
@@ -59,7 +59,6 @@ class TrainingPanel(QDialog):
         self.error: str | None = None
         self.history: list[dict] = []
         self._last_event: ProgressEvent | None = None
-        self._device_worker: Worker | None = None
         self._started = 0.0
 
         splitter = QSplitter(Qt.Horizontal, self)
@@ -77,7 +76,7 @@ class TrainingPanel(QDialog):
         if app is not None:
             app.aboutToQuit.connect(self.cancel)
         self._set_running(False)
-        self._resolve_device()
+        self.device_picker.resolve()
 
     # -- building ------------------------------------------------------------------------------
     def _build_setup(self) -> QWidget:
@@ -119,11 +118,8 @@ class TrainingPanel(QDialog):
         tiles_row.addWidget(self.tile_px)
         tiles_row.addWidget(QLabel("at"))
         tiles_row.addWidget(self.tile_mpp, 1)
-        self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.device.currentTextChanged.connect(lambda _t: self._resolve_device())
-        self.device_label = QLabel(wordWrap=True)
-        self.device_label.setStyleSheet("color: #607d8b")
+        self.device_picker = DevicePicker("Trains on", can_change=lambda: not self.running)
+        self.device, self.device_label = self.device_picker.combo, self.device_picker.label
         self.name = QLineEdit()
         self.name.setToolTip("The model is saved in the project's models folder under this name")
         settings = QGroupBox("Settings")
@@ -260,27 +256,6 @@ class TrainingPanel(QDialog):
             self.project.update_settings(slide_id, fully_annotated=item.checkState() == Qt.Checked)
         except (BiopsiaError, OSError) as err:
             self._show_error("Could not save the setting", str(err))
-
-    # -- device ------------------------------------------------------------------------------------
-    def _resolve_device(self) -> None:
-        if self.running:
-            return
-        device = self.device.currentText()
-        self.device_label.setText(f"Checking what “{device}” means here…")
-        worker = Worker(describe, device)
-        worker.finished.connect(lambda words, d=device: self._device_resolved(d, words, None))
-        worker.failed.connect(lambda err, d=device: self._device_resolved(d, None, err))
-        self._device_worker = worker.start()
-
-    def _device_resolved(self, device: str, words: str | None, err) -> None:
-        if device != self.device.currentText():
-            return
-        if err is None:
-            self.device_label.setText(f"Trains on: {words}")
-            self.device_label.setStyleSheet("color: #607d8b")
-        else:
-            self.device_label.setText(f"Not available: {err}")
-            self.device_label.setStyleSheet("color: #b71c1c")
 
     # -- running -----------------------------------------------------------------------------------
     @property

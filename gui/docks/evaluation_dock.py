@@ -23,10 +23,10 @@ from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QGridLayo
                              QWidget)
 
 from core.atomic import atomic_write_bytes
-from core.compare import (CSV_COLUMNS, SlideComparison, compare, compare_project, summarise, summary_csv, summary_json,
+from core.compare import (CSV_COLUMNS, SlideComparison, compare, compare_project, summary_csv, summary_json,
                           truth_for_grid)
 from core.errors import BiopsiaError
-from gui.docks.prediction_dock import grid_of, load_latest, project_slide
+from gui.docks.prediction_dock import grid_of, project_slide
 from gui.training_plots import ACCENT, INK, make_plot
 from gui.worker import Worker
 

@@ -28,12 +28,12 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDockWidget, QD
 
 from core.errors import BiopsiaError
 from core.predict import (PartialResult, ProbabilityGrid, check_model_for_slide, predict_slide, prediction_path,
-                          load_latest_prediction, saved_predictions)
-from core.training_job import MODELS_DIR, describe
+                          load_latest_prediction)
+from core.training_job import MODELS_DIR
+from gui.device_picker import DevicePicker
 from gui.icons import icon
 from gui.worker import Cancelled, Worker
 
-DEVICES = ("auto", "cpu", "gpu:0")
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100
 BROWSE = "__browse__"
@@ -141,9 +141,6 @@ def background_priority() -> None:
         pass
 
 
-load_latest = load_latest_prediction  # the name the docks and their tests use
-
-
 class PredictionDock(QDockWidget):
     """Model, device, Start/Cancel and progress; the heatmap's display settings.
 
@@ -170,15 +167,12 @@ class PredictionDock(QDockWidget):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._extra_models: list[Path] = []
-        self._device_worker: Worker | None = None
 
         self.model = QComboBox(toolTip="The project's trained models (models/*/best), or any model folder")
         self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.model.activated.connect(self._on_model_activated)
-        self.device = QComboBox(toolTip="auto: the GPU when MXNet finds one, else the CPU")
-        self.device.addItems(DEVICES)
-        self.device.currentTextChanged.connect(lambda _t: self._resolve_device())
-        self.device_label = QLabel(wordWrap=True, styleSheet="color: #607d8b")
+        self.device_picker = DevicePicker("Runs on")
+        self.device, self.device_label = self.device_picker.combo, self.device_picker.label
         self.start_button = QPushButton(icon("predict"), "Predict slide", clicked=self.start)
         self.cancel_button = QPushButton("Cancel", clicked=self.cancel,
                                          toolTip="Stop after the current batch; the partial heatmap stays, unsaved")
@@ -209,7 +203,6 @@ class PredictionDock(QDockWidget):
         self.outlines.toggled.connect(lambda on: self._layer_call("set_outlines", on))
         self.setWidget(self._layout())
         self._set_running(False)
-        self._device_asked = False  # MXNet starts when the dock is first shown, not with the window
         self.visibilityChanged.connect(self._on_visibility)
         self.set_view(None)
 
@@ -274,7 +267,7 @@ class PredictionDock(QDockWidget):
         if project is None or view.prediction.grid is not None:
             return None
         view.prediction.state, view.prediction.message = "loading", "Looking for saved predictions…"
-        worker = Worker(load_latest, project, slide_id)
+        worker = Worker(load_latest_prediction, project, slide_id)
         worker.finished.connect(lambda found, v=view: self._on_loaded(v, found))
         worker.failed.connect(lambda err, v=view: self._on_loaded(v, None))
         return worker.start()
@@ -348,23 +341,8 @@ class PredictionDock(QDockWidget):
     def _on_visibility(self, visible: bool) -> None:
         if visible:
             self.refresh_models()
-            if not self._device_asked:
-                self._resolve_device()
-
-    def _resolve_device(self) -> None:
-        self._device_asked = True
-        device = self.device.currentText()
-        self.device_label.setText(f"Checking what “{device}” means here…")
-        worker = Worker(describe, device)
-        worker.finished.connect(lambda words, d=device: self._device_resolved(d, words, None))
-        worker.failed.connect(lambda err, d=device: self._device_resolved(d, None, err))
-        self._device_worker = worker.start()
-
-    def _device_resolved(self, device: str, words, err) -> None:
-        if sip.isdeleted(self) or device != self.device.currentText():
-            return
-        self.device_label.setText(f"Runs on: {words}" if err is None else f"Not available: {err}")
-        self.device_label.setStyleSheet("color: #607d8b" if err is None else ERROR_STYLE)
+            if not self.device_picker.asked:  # MXNet starts when the dock is first shown, not with the window
+                self.device_picker.resolve()
 
     # -- running ------------------------------------------------------------------------
     @property

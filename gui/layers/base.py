@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QObject, pyqtSignal
-from PyQt5.QtGui import QPainter
+from PyQt5.QtCore import QObject, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QFont, QPainter
 
 from core.viewport import Viewport
 
@@ -66,3 +66,18 @@ class Layer(QObject):
             except (TypeError, RuntimeError):  # already disconnected, or the source is gone
                 pass
             self._source = None
+
+
+def begin_legend_card(painter, rect) -> None:
+    """Save the painter, draw a legend's white rounded card in ``rect`` and set its 8-point font.
+
+    The caller draws the legend's content, then calls ``painter.restore()``.
+    """
+    painter.save()
+    painter.setRenderHint(QPainter.Antialiasing, True)
+    painter.setPen(Qt.NoPen)
+    painter.setBrush(QColor(255, 255, 255, 225))
+    painter.drawRoundedRect(rect, 4, 4)
+    font = QFont(painter.font())
+    font.setPointSizeF(8)
+    painter.setFont(font)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt5.QtCore import QRectF, Qt
-from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PyQt5.QtGui import QColor, QImage, QPainter, QPen
 
 from core.compare import AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_NEGATIVE, FALSE_POSITIVE, SlideComparison
 from core.viewport import Viewport
-from gui.layers.base import Layer
+from gui.layers.base import Layer, begin_legend_card
 from gui.layers.heatmap_layer import _qimage, cell_transform, mask_edges, visible_cells
 
 #: Colour-blind safe pair (Okabe-Ito orange and blue): the network says tumour, the doctors did not; and the reverse.
@@ -137,14 +137,7 @@ class DisagreementLayer(Layer):
 
 def paint_legend(painter: QPainter, rect: QRectF) -> None:
     """The two colours and what they mean, on a white card."""
-    painter.save()
-    painter.setRenderHint(QPainter.Antialiasing, True)
-    painter.setPen(Qt.NoPen)
-    painter.setBrush(QColor(255, 255, 255, 225))
-    painter.drawRoundedRect(rect, 4, 4)
-    font = QFont(painter.font())
-    font.setPointSizeF(8)
-    painter.setFont(font)
+    begin_legend_card(painter, rect)
     row_h = (rect.height() - 12) / 2
     for i, kind in enumerate(("false positive", "false negative")):
         top = rect.top() + 6 + i * row_h

@@ -11,11 +11,11 @@ import math
 import cv2
 import numpy as np
 from PyQt5.QtCore import QLineF, QPointF, QRectF, Qt
-from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPen, QPolygonF, QTransform
+from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPolygonF, QTransform
 
 from core.predict import PartialResult, ProbabilityGrid
 from core.viewport import Viewport
-from gui.layers.base import Layer
+from gui.layers.base import Layer, begin_legend_card
 
 
 def _lut(anchors: str) -> np.ndarray:
@@ -423,14 +423,7 @@ class HeatmapLayer(Layer):
 
     def paint_legend(self, painter: QPainter, rect: QRectF) -> None:
         """The legend in ``rect``: a title row when there is room, the bar, ticks under it."""
-        painter.save()
-        painter.setRenderHint(QPainter.Antialiasing, True)
-        painter.setPen(Qt.NoPen)
-        painter.setBrush(QColor(255, 255, 255, 225))
-        painter.drawRoundedRect(rect, 4, 4)
-        font = QFont(painter.font())
-        font.setPointSizeF(8)
-        painter.setFont(font)
+        begin_legend_card(painter, rect)
         text_h = painter.fontMetrics().height()
         titled = rect.height() >= 2 * text_h + 22
         pad = 8 if titled else 4
