@@ -102,22 +102,25 @@ def compare(grid: ProbabilityGrid, truth: np.ndarray, threshold: float = 0.5, na
     truth = np.asarray(truth)
     if truth.shape != grid.shape:
         raise ValueError(f"truth is {truth.shape} but the grid is {grid.shape}")
-    known = grid.done & (truth >= 0)
-    metrics = BinaryMetrics(truth[known], grid.probs[known], threshold)
+    probs = grid.probs.copy()  # one snapshot: the grid may still be filling in
+    done = np.isfinite(probs)
+    known = done & (truth >= 0)
+    metrics = BinaryMetrics(truth[known], probs[known], threshold)
     called = np.zeros(grid.shape, bool)
-    called[grid.done] = grid.probs[grid.done] >= threshold
+    called[done] = probs[done] >= threshold
     disagreement = np.full(grid.shape, NOT_COMPARED, np.int8)
     disagreement[known & ~called & (truth == 0)] = AGREE_NEGATIVE
     disagreement[known & called & (truth == 1)] = AGREE_POSITIVE
     disagreement[known & called & (truth == 0)] = FALSE_POSITIVE
     disagreement[known & ~called & (truth == 1)] = FALSE_NEGATIVE
-    regions = _regions(grid, disagreement, FALSE_POSITIVE, "false positive") + \
-        _regions(grid, disagreement, FALSE_NEGATIVE, "false negative")
+    regions = _regions(grid, probs, disagreement, FALSE_POSITIVE, "false positive") + \
+        _regions(grid, probs, disagreement, FALSE_NEGATIVE, "false negative")
     regions.sort(key=lambda r: r.tiles, reverse=True)
     return SlideComparison(name or grid.slide, metrics, disagreement, regions, grid)
 
 
-def _regions(grid: ProbabilityGrid, disagreement: np.ndarray, code: int, kind: str) -> list[Region]:
+def _regions(grid: ProbabilityGrid, probs: np.ndarray, disagreement: np.ndarray, code: int,
+             kind: str) -> list[Region]:
     mask = (disagreement == code).astype(np.uint8)
     if not mask.any():
         return []
@@ -131,7 +134,7 @@ def _regions(grid: ProbabilityGrid, disagreement: np.ndarray, code: int, kind: s
         out.append(Region(kind, n, (int(x0), int(y0), int(w * size), int(h * size)),
                           (float(grid.cell_rect(0, 0)[0] + (cx + 0.5) * size),
                            float(grid.cell_rect(0, 0)[1] + (cy + 0.5) * size)),
-                          float(np.nanmean(grid.probs[labels == k]))))
+                          float(np.nanmean(probs[labels == k]))))
     return out
 
 

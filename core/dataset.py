@@ -371,11 +371,13 @@ class _Readers:
 
 def _ordered(plan: DatasetPlan, positions: np.ndarray) -> np.ndarray:
     """``positions`` sorted by slide and then row-major on the slide, so reads stay local."""
-    ys = np.array([plan.plans[s].l0_y[i] for s, i in zip(plan.slide[positions], plan.index[positions])],
-                  np.int64) if positions.size else np.zeros(0, np.int64)
-    xs = np.array([plan.plans[s].l0_x[i] for s, i in zip(plan.slide[positions], plan.index[positions])],
-                  np.int64) if positions.size else np.zeros(0, np.int64)
-    return positions[np.lexsort((xs, ys, plan.slide[positions]))]
+    slides = plan.slide[positions]
+    xs, ys = np.empty(positions.size, np.int64), np.empty(positions.size, np.int64)
+    for s in np.unique(slides):
+        mine = slides == s
+        index = plan.index[positions[mine]]
+        xs[mine], ys[mine] = plan.plans[s].l0_x[index], plan.plans[s].l0_y[index]
+    return positions[np.lexsort((xs, ys, slides))]
 
 
 def _pipeline(plan: DatasetPlan, positions: np.ndarray, work: Callable, workers: int | None, chunk: int = 16):
@@ -522,7 +524,7 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile_dir(out))
+        staging = _staging_dir(out)
     except OSError as err:
         raise DatasetError(f"{out}: cannot write the dataset here: {err.strerror or err}") from err
     total = plan.label.size
@@ -581,10 +583,11 @@ class _Cancelled(Exception):
     pass
 
 
-def tempfile_dir(out: Path) -> str:
+def _staging_dir(out: Path) -> Path:
+    """A hidden folder inside ``out`` where a dataset is written before it is moved into place."""
     import tempfile
 
-    return tempfile.mkdtemp(prefix=".writing-", dir=out)
+    return Path(tempfile.mkdtemp(prefix=".writing-", dir=out))
 
 
 def _manifest(plan: DatasetPlan, encoding: str, quality: int) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -308,7 +307,6 @@ def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, tot
     from core.models.engine import engine, parse_device
 
     n_workers = max(1, workers or min(8, 2 * (os.cpu_count() or 2)))
-    stop = threading.Event()
 
     def run() -> bool:
         model = load_bundle(model_dir, parse_device(device))
@@ -322,7 +320,6 @@ def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, tot
                     pending.append((batches[next_batch], pool.submit(prepared, batches[next_batch])))
                     next_batch += 1
                 if should_stop is not None and should_stop():
-                    stop.set()
                     return False
                 indices, future = pending.pop(0)
                 probs = model.predict_prepared(future.result())[:, 1].astype(np.float32)
