@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import sys
 import time
 from pathlib import Path
@@ -80,13 +81,7 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
     Label and macro images stay out unless ``include_associated``. Marks from ``annotations``
     are shown beside the slide's saved ones without being saved into its project.
     """
-    ensure_app(offscreen=not has_display())
-    from gui.main_window import MainWindow
-
-    window = MainWindow()
-    window.resize(*size)
-    window.show()
-    try:
+    with _offscreen_window(size) as window:
         view = open_and_wait(window, slide, timeout)
         if annotations is not None:
             _show_unsaved(view, annotations)
@@ -99,14 +94,30 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
             raise BiopsiaError(f"{slide}: cannot show {mag:g}x, the slide states neither objective power nor µm/px")
         wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), timeout)
         wait_until(lambda: False, 0.05)  # let the last repaints land
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not window.grab_window(include_associated).save(str(out), "PNG"):
-            raise BiopsiaError(f"{out}: could not write the screenshot")
-        return out
+        return _save_window(window, Path(out), include_associated)
+
+
+@contextmanager
+def _offscreen_window(size: tuple[int, int]):
+    """A main window of ``size``, shown (offscreen without a display), closed afterwards."""
+    ensure_app(offscreen=not has_display())
+    from gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(*size)
+    window.show()
+    try:
+        yield window
     finally:
         window.close()
         window.deleteLater()
+
+
+def _save_window(window, out: Path, include_associated: bool = False) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not window.grab_window(include_associated).save(str(out), "PNG"):
+        raise BiopsiaError(f"{out}: could not write the screenshot")
+    return out
 
 
 def _show_unsaved(view, path) -> None:
@@ -201,29 +212,16 @@ def _open_demo(window, path: Path) -> None:
 
 def render_demo_screenshot(path: Path, out: Path, size: tuple[int, int] = (1600, 1000), timeout: float = 600.0) -> Path:
     """The demo window offscreen, after its heatmap is complete: what `make run` shows without a display."""
-    ensure_app(offscreen=not has_display())
-    from gui.main_window import MainWindow
-
-    window = MainWindow()
-    window.resize(*size)
-    window.show()
-    try:
+    with _offscreen_window(size) as window:
         _open_demo(window, path)
-        view = None
         if not wait_until(lambda: window.current_view() is not None, 60):
             raise BiopsiaError(f"{path}: the demo slide did not open")
         view = window.current_view()
         prediction = lambda: getattr(view, "prediction", None)  # noqa: E731
-        done = wait_until(lambda: prediction() is not None and prediction().state in ("saved", "finished", "done")
+        done = wait_until(lambda: prediction() is not None and prediction().state in ("saved", "done")
                           and prediction().grid is not None and not window.prediction_dock.running, timeout)
         if not done:
             raise BiopsiaError(f"{path}: the demo prediction did not finish in {timeout:.0f} s")
         wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), 60)
         wait_until(lambda: False, 0.3)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not window.grab_window(False).save(str(out), "PNG"):
-            raise BiopsiaError(f"{out}: could not write the screenshot")
-        return out
-    finally:
-        window.close()
-        window.deleteLater()
+        return _save_window(window, out)
