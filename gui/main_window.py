@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -505,4 +506,8 @@ class MainWindow(QMainWindow):
         for view in self.views():
             view.session.close(timeout=1.0)
             view.close_view()
+        if "pyqtgraph" in sys.modules:  # loaded with the first plot (training or evaluation panel)
+            from gui.training_plots import release_plots
+
+            release_plots(self)
         super().closeEvent(event)

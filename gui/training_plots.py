@@ -196,3 +196,13 @@ def make_plot(title: str, y_label: str, legend_offset=(-10, 10)) -> pg.PlotWidge
     plot.setMenuEnabled(False)
     plot.setMinimumHeight(160)
     return plot
+
+
+def release_plots(root) -> None:
+    """Take down every plot under ``root`` before Qt deletes it.
+
+    ``GraphicsView.close`` clears the plot's scene; without it, view-box updates already queued can reach
+    items Qt has deleted, which ends in a crash when a window with plots is destroyed.
+    """
+    for plot in root.findChildren(pg.GraphicsView):
+        plot.close()
