@@ -40,13 +40,17 @@ def new_id() -> str:
 class Annotation:
     """One mark. ``geometry`` is a valid Polygon or MultiPolygon (holes allowed) in level-0 pixels.
 
-    Immutable: an edit replaces the whole annotation, which makes undo exact.
+    Immutable: an edit replaces the whole annotation, which makes undo exact. ``extra`` holds
+    what the mark's file said that Biopsia does not interpret (a GeoJSON feature's other
+    ``"properties"`` and ``"members"``, as JSON values): it is written back unchanged, travels
+    with the mark through edits, takes no part in comparisons, and must not be modified.
     """
 
     geometry: Polygonal
     class_name: str = TUMOUR.name
     note: str = ""
     id: str = field(default_factory=new_id)
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.geometry, (Polygon, MultiPolygon)):

@@ -38,11 +38,19 @@ class AnnotationSet:
         Classes found in the file (name, colour), in first-seen order.
     warnings : list of str
         Repairs and omissions, each starting with the file path.
+    foreign : list
+        Features the format keeps but Biopsia cannot show (points, lines, empty geometry), as
+        parsed JSON values, so that a project file can write them back unchanged (GeoJSON only).
+    new_ids : int
+        How many marks got a new id because the file gave none or a duplicate one (their ids
+        then differ each time the file is read).
     """
 
     annotations: list[Annotation] = field(default_factory=list)
     classes: list[AnnotationClass] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    foreign: list = field(default_factory=list)
+    new_ids: int = 0
 
 
 class Reading:
@@ -53,6 +61,7 @@ class Reading:
         self.warnings: list[str] = []
         self._classes: dict[str, AnnotationClass] = {}
         self._ids: set[str] = set()
+        self.new_ids = 0
 
     def error(self, where: str, problem: str) -> AnnotationFormatError:
         return AnnotationFormatError(f"{self.path}: {where + ': ' if where else ''}{problem}")
@@ -72,14 +81,16 @@ class Reading:
         ann_id = normalise_id(wanted) if wanted else None
         if not ann_id or ann_id in self._ids:
             ann_id = new_id()
+            self.new_ids += 1
         self._ids.add(ann_id)
         return ann_id
 
-    def result(self, annotations: list[Annotation]) -> AnnotationSet:
+    def result(self, annotations: list[Annotation], foreign: list = ()) -> AnnotationSet:
         used = {a.class_name for a in annotations}
         for name in used:
             self.add_class(name, None)
-        return AnnotationSet(list(annotations), list(self._classes.values()), list(self.warnings))
+        return AnnotationSet(list(annotations), list(self._classes.values()), list(self.warnings),
+                             list(foreign), self.new_ids)
 
 
 def normalise_id(value) -> str:

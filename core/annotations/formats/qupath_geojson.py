@@ -13,6 +13,9 @@ Polygon/MultiPolygon geometry. Coordinates are level-0 pixels. Per feature:
   unclassified (class ``"Unclassified"``).
 * note: ``properties.biopsiaNote`` (ours) else ``properties.name`` (what QuPath shows as the name).
 * ``id``: kept as the annotation id (UUIDs normalised to 32 hex digits).
+* anything else (other properties such as ``measurements``, other feature members) is kept in
+  ``Annotation.extra`` and written back; features that give no mark are returned as
+  ``AnnotationSet.foreign``, untouched.
 
 Writing produces a FeatureCollection of Features exactly as QuPath 0.4/0.5 writes them:
 ``{"type": "Feature", "id": "<uuid>", "geometry": {...}, "properties": {"objectType": "annotation",
@@ -44,6 +47,9 @@ NAME = "geojson"
 EXTENSIONS = (".geojson", ".json")
 DESCRIPTION = "QuPath GeoJSON"
 
+#: What Biopsia reads into a mark itself; everything else in a feature goes to ``Annotation.extra``.
+_READ_PROPERTIES = ("name", "biopsiaNote", "classification")
+_READ_MEMBERS = ("type", "id", "geometry", "properties")
 _LEGACY_TYPES = {"PathAnnotationObject": "annotation", "PathDetectionObject": "detection",
                  "PathCellObject": "cell", "PathTileObject": "tile", "PathTMACoreObject": "tma_core"}
 
@@ -69,14 +75,17 @@ def parse(data: bytes, path) -> AnnotationSet:
         raise reading.error("", f"not valid JSON: {err}") from None
     features = _features(doc, reading)
     annotations: list[Annotation] = []
+    foreign: list = []
     kinds: dict[str, int] = {}
     for index, feature in enumerate(features):
         ann = _feature(feature, index, reading, kinds)
         if ann is not None:
             annotations.append(ann)
+        else:
+            foreign.append(feature)
     for kind, count in kinds.items():
         reading.warn("", f"{count} {kind} object{'s' if count > 1 else ''} imported as annotations")
-    return reading.result(annotations)
+    return reading.result(annotations, foreign)
 
 
 def _features(doc, reading: Reading) -> list:
@@ -120,7 +129,13 @@ def _feature(feature, index: int, reading: Reading, kinds: dict) -> Annotation |
     note = props.get("biopsiaNote", props.get("name", ""))
     note = note if isinstance(note, str) else ("" if note is None else str(note))
     wanted = raw_id if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
-    return Annotation(geometry, class_name, note, reading.unique_id(str(wanted) if wanted is not None else None))
+    extra = {}
+    if any(k not in _READ_PROPERTIES for k in props):
+        extra["properties"] = {k: v for k, v in props.items() if k not in _READ_PROPERTIES}
+    if any(k not in _READ_MEMBERS for k in feature):
+        extra["members"] = {k: v for k, v in feature.items() if k not in _READ_MEMBERS}
+    return Annotation(geometry, class_name, note, reading.unique_id(str(wanted) if wanted is not None else None),
+                      extra=extra)
 
 
 def _geometry(geom, reading: Reading, where: str) -> Polygonal | None:
@@ -204,15 +219,19 @@ def to_dict(annotations: Iterable[Annotation], classes: Iterable[AnnotationClass
     features = []
     for ann in annotations:
         props: dict = {"objectType": "annotation"}
+        props.update(ann.extra.get("properties", {}))  # what the file had and Biopsia does not edit
         if ann.note:
             props["name"] = ann.note
         if ann.class_name != UNCLASSIFIED:
             props["classification"] = {"name": ann.class_name, "color": list(colors[ann.class_name])}
-        props["isLocked"] = False
+        props.setdefault("isLocked", False)
         if ann.note:
             props["biopsiaNote"] = ann.note
-        features.append({"type": "Feature", "id": dashed_uuid(ann.id), "geometry": _coords(ann.geometry),
-                         "properties": props})
+        feature = {"type": "Feature", "id": dashed_uuid(ann.id), "geometry": _coords(ann.geometry),
+                   "properties": props}
+        for key, value in ann.extra.get("members", {}).items():
+            feature.setdefault(key, value)
+        features.append(feature)
     return {"type": "FeatureCollection", "features": features}
 
 
