@@ -77,6 +77,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core import cli_options as opt
+    from core import ml_commands, predict_commands
+
     parser = argparse.ArgumentParser(prog="biopsia", description="Whole-slide viewing, tumour marking and "
                                      "MXNet tumour detection for pathologists.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -95,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slide")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--size", type=_size, default=(1600, 1000), help="window size, e.g. 1600x1000")
-    p.add_argument("--mag", type=float, help="magnification, e.g. 5 for 5x (default: fit the slide)")
+    p.add_argument("--mag", type=opt.number(0, 1000, low_open=True),
+                   help="magnification, e.g. 5 for 5x (default: fit the slide)")
     p.add_argument("--grid", action="store_true", help="show the measuring grid")
     p.add_argument("--annotations", help="also show the marks in this file (GeoJSON, ASAP or ImageScope XML)")
     p.add_argument("--include-label", action="store_true",
@@ -103,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic H&E slide with known tumour regions")
     p.add_argument("out", help="output .tiff (or .svs for the Aperio layout); tumour marks go to .geojson beside it")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=40000)
-    p.add_argument("--height", type=int, default=30000)
-    p.add_argument("--mpp", type=float, default=0.5, help="micrometres per pixel (default 0.5, i.e. 20x)")
+    p.add_argument("--seed", type=opt.natural, default=0)
+    p.add_argument("--width", type=opt.positive, default=40000, help="level-0 width in pixels (256 to 200,000)")
+    p.add_argument("--height", type=opt.positive, default=30000, help="level-0 height in pixels (256 to 200,000)")
+    p.add_argument("--mpp", type=opt.mpp, default=0.5, help="micrometres per pixel, up to 20 (default 0.5, i.e. 20x)")
     p.add_argument("--svs", action="store_true", help="Aperio SVS layout with label and macro images")
     p.add_argument("--resection", action="store_true",
                    help="one large section filling most of the glass (default: needle cores and small pieces)")
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "255 inside that class; otherwise class i of n (in file order, from 1) is i * (255 // n)")
     a.add_argument("slide", help="the slide the annotations belong to (for its level sizes)")
     a.add_argument("annotations", help=".geojson or .xml annotation file")
-    a.add_argument("--level", type=int, default=0, help="pyramid level (default 0)")
+    a.add_argument("--level", type=opt.natural, default=0, help="pyramid level (default 0)")
     a.add_argument("--out", required=True, help="PNG file to write")
     a.add_argument("--class", dest="class_name", help="only this class (binary mask)")
 
@@ -131,8 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("marked", help="the marked copy (PNG or JPEG, may be downscaled)")
     p.add_argument("--out", required=True, help="annotation file to write (.geojson or .xml)")
     p.add_argument("--class", dest="class_name", default="Tumour", help="class of the marked regions (default Tumour)")
-    from core import ml_commands, predict_commands
-
     ml_commands.add_parsers(sub)
     predict_commands.add_parsers(sub)
     return parser
@@ -202,12 +204,16 @@ def _run(args) -> int:
         print(out)
         return 0
     if args.command == "synth":
+        from core.errors import BiopsiaError
         from core.synth import write_synthetic_slide
 
-        result = write_synthetic_slide(args.out, seed=args.seed, width=args.width, height=args.height,
-                                       mpp=args.mpp, svs=args.svs or args.out.lower().endswith(".svs"),
-                                       specimen="resection" if args.resection else "biopsy",
-                                       progress=ProgressBar("synth"))
+        try:
+            result = write_synthetic_slide(args.out, seed=args.seed, width=args.width, height=args.height,
+                                           mpp=args.mpp, svs=args.svs or args.out.lower().endswith(".svs"),
+                                           specimen="resection" if args.resection else "biopsy",
+                                           progress=ProgressBar("synth"))
+        except ValueError as err:  # a size, scale or suffix the generator refuses: it says which
+            raise BiopsiaError(f"{args.out}: {err}") from err
         print(f"{result.slide_path}\n{result.geojson_path} ({len(result.tumour_polygons)} tumour regions)")
         return 0
     if args.command == "annotations":
@@ -253,12 +259,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"biopsia: error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # disk full, permission denied, missing folder: say which file
-        where = f"{err.filename}: " if err.filename else ""
+        where = f"{err.filename}: " if err.filename else _files_of(args)
         print(f"biopsia: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("biopsia: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a defect in Biopsia: still say which file, and keep the traceback for a report
+        if os.environ.get("BIOPSIA_TRACEBACK"):
+            import traceback
+
+            traceback.print_exc()
+        kind = type(err).__qualname__ if type(err).__module__ == "builtins" else \
+            f"{type(err).__module__}.{type(err).__qualname__}"
+        print(f"biopsia: error: {_files_of(args)}unexpected {kind}: {err} (a defect in Biopsia; "
+              "please report it, with BIOPSIA_TRACEBACK=1 set for the details)", file=sys.stderr)
+        return 1
+
+
+#: Arguments that name the files a command reads or writes, in the order they are reported.
+_FILE_ARGS = ("slide", "slides", "original", "marked", "input", "annotations", "dataset", "model", "folder",
+              "output", "out")
+
+
+def _files_of(args) -> str:
+    """``"a.svs, b.svs: "``: the files named on the command line, to start an error message with."""
+    names = []
+    for attr in _FILE_ARGS:
+        value = getattr(args, attr, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item not in names:
+                names.append(item)
+    return f"{', '.join(names)}: " if names else ""
 
 
 if __name__ == "__main__":

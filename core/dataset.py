@@ -43,6 +43,10 @@ class SlideSource:
         Unmarked tissue counts as non-tumour.
     mpp : (float, float) or None
         A µm/px override for slides that do not record it.
+    declared : bool
+        The user said the slide is fully annotated (``--fully-annotated``, or the slide's setting in its
+        project) rather than it being assumed because a mark file lies beside it. Only a declared slide
+        may have no Tumour marks on it: all its tissue is then Non-tumour (a benign slide).
     """
 
     path: Path
@@ -50,6 +54,7 @@ class SlideSource:
     annotations: list[Annotation] = field(default_factory=list)
     fully_annotated: bool = True
     mpp: tuple[float, float] | None = None
+    declared: bool = False
 
 
 @dataclass
@@ -70,6 +75,9 @@ class DatasetPlan:
         0 train, 1 test (indexes `SPLITS`).
     settings : dict
         Split method, ratio, seed and labelling thresholds (recorded in the manifest).
+    warnings : list of str
+        Things the user should know about the labels (marks that miss their slide, slides with no marks),
+        each naming the slide.
     """
 
     spec: TileSpec
@@ -80,6 +88,7 @@ class DatasetPlan:
     label: np.ndarray
     split: np.ndarray
     settings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class: n}}`` for both splits and both classes."""
@@ -125,7 +134,9 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
     A slide file's marks come from a file beside it (``<stem>.geojson``, ``.json``, ``.xml``) or,
     failing that, from the default project when the slide is in it. A project's slides use the
     project's marks and their per-slide "fully annotated" setting unless ``fully_annotated``
-    overrides it. A slide file with marks counts as fully annotated unless ``fully_annotated`` is False.
+    overrides it. A slide file with marks counts as fully annotated unless ``fully_annotated`` is False;
+    that is an assumption (`SlideSource.declared` is False), so `plan_dataset` refuses it when no Tumour
+    mark lies on the slide, rather than label all its tissue Non-tumour.
 
     Raises
     ------
@@ -163,6 +174,7 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
                     raise DatasetError(str(err)) from err
                 break
         full = True if fully_annotated is None else fully_annotated
+        declared = fully_annotated is True
         if not found:
             fallback = fallback or default_project()
             entry = fallback.find_slide(path)
@@ -172,13 +184,13 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
                 except AnnotationFormatError as err:
                     raise DatasetError(str(err)) from err
                 if fully_annotated is None:
-                    full = bool(entry.settings.get("fully_annotated", False))
+                    full = declared = bool(entry.settings.get("fully_annotated", False))
         if not found and fully_annotated is None:
             raise DatasetError(f"{path}: no marks found (looked for {path.stem}.geojson/.json/.xml beside it and "
                                "in the default project); mark the tumour in Biopsia, put an annotation file "
                                "beside the slide, or pass --fully-annotated if the slide has no tumour")
         sources.append(SlideSource(path, _unique_name(path.stem, taken), marks, full,
-                                   settings.get_mpp_override(path)))
+                                   settings.get_mpp_override(path), declared=declared))
     if not sources:
         raise DatasetError("no slides given")
     return sources
@@ -210,7 +222,8 @@ def sources_from_project(project, slide_ids=None, fully_annotated: bool | None =
         override = entry.settings.get("mpp_override")
         # a µm/px entered in the window (Slide ▸ Set resolution) lives in the user's slide settings
         mpp = (float(override[0]), float(override[1])) if override else settings.get_mpp_override(entry.path)
-        sources.append(SlideSource(Path(entry.path), _unique_name(Path(entry.path).stem, taken), marks, full, mpp))
+        sources.append(SlideSource(Path(entry.path), _unique_name(Path(entry.path).stem, taken), marks, full, mpp,
+                                   declared=full))
     return sources
 
 
@@ -246,7 +259,10 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
     Raises
     ------
     DatasetError
-        No slides, bad split settings, or no labelled tiles at all (with the counts per reason).
+        No slides, bad split settings, no labelled tiles at all (with the counts per reason), or a slide
+        taken as fully annotated without being declared so (`SlideSource.declared`) that has no Tumour
+        mark on it: its marks are empty or miss it, and every tile would be Non-tumour. Marks that lie
+        partly or wholly outside their slide are reported in `DatasetPlan.warnings`.
     """
     from core.errors import BiopsiaError
     from core.slide import open_slide
@@ -267,6 +283,14 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
     if test_slides is not None and split != "by-slide":
         raise DatasetError("test slides can only be named with the by-slide split")
 
+    warnings: list[str] = []
+    for source in sources:  # every slide's marks before any tissue is looked for: a refusal comes at once
+        try:
+            with open_slide(source.path) as reader:
+                size = reader.dimensions
+        except BiopsiaError as err:
+            raise DatasetError(str(err)) from err
+        warnings += _check_marks(source, *size)
     plans: list[TilePlan] = []
     for i, source in enumerate(sources):
         if should_stop is not None and should_stop():
@@ -307,7 +331,46 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
         split_code[np.isin(slide, list(chosen))] = 1
     settings = {"split": split, "ratio": ratio, "seed": seed, "labelling": dict(labelling or {}),
                 "test_slides": [names[i] for i in sorted(set(slide[split_code == 1].tolist()))]}
-    return DatasetPlan(spec, list(sources), plans, slide, index, label, split_code, settings)
+    return DatasetPlan(spec, list(sources), plans, slide, index, label, split_code, settings, warnings)
+
+
+def _check_marks(source: SlideSource, l0_w: int, l0_h: int) -> list[str]:
+    """Warnings about marks that miss the slide; DatasetError when an undeclared slide would be all Non-tumour."""
+    from shapely.geometry import box
+
+    from core.annotations.model import TUMOUR
+
+    frame = None
+    partly = outside = tumour_on = 0
+    for mark in source.annotations:
+        x0, y0, x1, y1 = mark.bounds
+        if x0 >= 0 and y0 >= 0 and x1 <= l0_w and y1 <= l0_h:
+            on = True
+        elif x1 <= 0 or y1 <= 0 or x0 >= l0_w or y0 >= l0_h:
+            on = False
+        else:
+            frame = frame or box(0, 0, l0_w, l0_h)
+            on = bool(mark.geometry.intersects(frame))
+            partly += on
+        outside += not on
+        tumour_on += on and mark.class_name == TUMOUR.name
+    warnings = []
+    size = f"{l0_w} x {l0_h} px"
+    if outside:
+        warnings.append(f"{source.path}: {outside} of {len(source.annotations)} marks lie entirely outside the "
+                        f"slide ({size}) and are ignored; were they drawn on another slide or scan?")
+    if partly:
+        warnings.append(f"{source.path}: {partly} marks reach beyond the slide's edge ({size}); only their part "
+                        "on the slide counts")
+    if source.fully_annotated and not tumour_on and not source.declared:
+        found = ("its marks are empty" if not source.annotations else
+                 f"none of its {len(source.annotations)} marks is a Tumour region on the slide")
+        raise DatasetError(f"{source.path}: {found}, so every tile would be labelled Non-tumour; mark the "
+                           "tumour, or if the slide is benign say so (--fully-annotated, or tick Fully annotated "
+                           "for it in the project)")
+    if not source.fully_annotated and outside == len(source.annotations):
+        warnings.append(f"{source.path}: no marks on the slide, and it is not fully annotated, so it gives no tiles")
+    return warnings
 
 
 def _test_slides_by_ratio(sizes: list[int], ratio: float, rng: np.random.Generator) -> set[int]:
@@ -497,14 +560,13 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
     import csv
     import io
     import json
-    import os
-    import shutil
     from datetime import datetime, timezone
 
     import cv2
 
     import core
     from core.recordio import RecordWriter, pack_image_record
+    from core.staging import staged_folder
 
     if encoding not in ENCODINGS:
         raise DatasetError(f"tile encoding {encoding!r} not understood; use 'jpg' or 'png'")
@@ -524,7 +586,6 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        staging = _staging_dir(out)
     except OSError as err:
         raise DatasetError(f"{out}: cannot write the dataset here: {err.strerror or err}") from err
     total = plan.label.size
@@ -532,62 +593,48 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
     rows = []
     tile_l0 = {i: p.tile_l0 for i, p in enumerate(plan.plans)}
     try:
-        for split_name in SPLITS:
-            positions = _ordered(plan, plan.select(split_name))
-            lst = io.StringIO()
-            with RecordWriter(staging / f"{split_name}.rec", staging / f"{split_name}.idx") as writer:
-                record = 0
-                for part, blobs in _pipeline(plan, positions, work, workers):
-                    if should_stop is not None and should_stop():
-                        raise _Cancelled
-                    for pos, blob in zip(part, blobs):
-                        s, i, label = int(plan.slide[pos]), int(plan.index[pos]), int(plan.label[pos])
-                        tile_plan, name = plan.plans[s], plan.sources[s].name
-                        x, y = int(tile_plan.l0_x[i]), int(tile_plan.l0_y[i])
-                        writer.write(record, pack_image_record(label, record, blob))
-                        lst.write(f"{record}\t{label}\t{name}/{x}_{y}{ext}\n")
-                        rows.append((split_name, record, name, x, y, tile_l0[s], plan.spec.tile_px, plan.spec.mpp,
-                                     label, CLASSES[label], f"{tile_plan.tumour_fraction[i]:.3f}",
-                                     f"{tile_plan.tissue_fraction[i]:.3f}"))
-                        record += 1
-                    done += part.size
-                    if progress is not None:
-                        progress(done, total)
-            (staging / f"{split_name}.lst").write_text(lst.getvalue(), encoding="utf-8")
-        with open(staging / "tiles.csv", "w", newline="", encoding="utf-8") as f:
-            table = csv.writer(f)
-            table.writerow(["split", "record", "slide", "x", "y", "size_l0", "tile_px", "mpp", "label", "class",
-                            "tumour_fraction", "tissue_fraction"])
-            table.writerows(rows)
-        manifest = _manifest(plan, encoding, quality)
-        manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest["software"] = {"biopsia": core.__version__}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        for file in sorted(staging.iterdir()):
-            os.replace(file, out / file.name)
+        with staged_folder(out) as staging:
+            for split_name in SPLITS:
+                positions = _ordered(plan, plan.select(split_name))
+                lst = io.StringIO()
+                with RecordWriter(staging / f"{split_name}.rec", staging / f"{split_name}.idx") as writer:
+                    record = 0
+                    for part, blobs in _pipeline(plan, positions, work, workers):
+                        if should_stop is not None and should_stop():
+                            raise _Cancelled
+                        for pos, blob in zip(part, blobs):
+                            s, i, label = int(plan.slide[pos]), int(plan.index[pos]), int(plan.label[pos])
+                            tile_plan, name = plan.plans[s], plan.sources[s].name
+                            x, y = int(tile_plan.l0_x[i]), int(tile_plan.l0_y[i])
+                            writer.write(record, pack_image_record(label, record, blob))
+                            lst.write(f"{record}\t{label}\t{name}/{x}_{y}{ext}\n")
+                            rows.append((split_name, record, name, x, y, tile_l0[s], plan.spec.tile_px,
+                                         plan.spec.mpp, label, CLASSES[label], f"{tile_plan.tumour_fraction[i]:.3f}",
+                                         f"{tile_plan.tissue_fraction[i]:.3f}"))
+                            record += 1
+                        done += part.size
+                        if progress is not None:
+                            progress(done, total)
+                (staging / f"{split_name}.lst").write_text(lst.getvalue(), encoding="utf-8")
+            with open(staging / "tiles.csv", "w", newline="", encoding="utf-8") as f:
+                table = csv.writer(f)
+                table.writerow(["split", "record", "slide", "x", "y", "size_l0", "tile_px", "mpp", "label", "class",
+                                "tumour_fraction", "tissue_fraction"])
+                table.writerows(rows)
+            manifest = _manifest(plan, encoding, quality)
+            manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            manifest["software"] = {"biopsia": core.__version__}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     except _Cancelled:
-        shutil.rmtree(staging, ignore_errors=True)
         return None
     except OSError as err:
-        shutil.rmtree(staging, ignore_errors=True)
         raise DatasetError(f"{out}: writing the dataset failed: {err.strerror or err}; nothing in the folder "
                            "was replaced") from err
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
 class _Cancelled(Exception):
     pass
-
-
-def _staging_dir(out: Path) -> Path:
-    """A hidden folder inside ``out`` where a dataset is written before it is moved into place."""
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix=".writing-", dir=out))
 
 
 def _manifest(plan: DatasetPlan, encoding: str, quality: int) -> dict:
@@ -635,7 +682,25 @@ def read_manifest(folder) -> dict:
     classes = doc.get("classes")
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
         raise DatasetError(f"{path}: 'classes' must list at least two class names")
+    _check_scale(path, doc)
     return doc
+
+
+def _check_scale(path: Path, doc: dict) -> None:
+    """A manifest's tile size and µm/px, when present, are what tiles can be cut at (a model records them)."""
+    import math
+
+    from core.tiling import MPP_RANGE, TILE_PX_RANGE
+
+    mpp, tile_px = doc.get("mpp"), doc.get("tile_px")
+    if mpp is not None and not (isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and math.isfinite(mpp)
+                                and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
+        raise DatasetError(f"{path}: 'mpp' must be a number of micrometres per pixel from {MPP_RANGE[0]:g} to "
+                           f"{MPP_RANGE[1]:g}, found {mpp!r}; write the dataset again")
+    if tile_px is not None and not (isinstance(tile_px, int) and not isinstance(tile_px, bool)
+                                    and TILE_PX_RANGE[0] <= tile_px <= TILE_PX_RANGE[1]):
+        raise DatasetError(f"{path}: 'tile_px' must be a whole number of pixels from {TILE_PX_RANGE[0]} to "
+                           f"{TILE_PX_RANGE[1]}, found {tile_px!r}; write the dataset again")
 
 
 def read_records(rec_path, classes=None, workers: int | None = None):
@@ -667,7 +732,7 @@ def read_records(rec_path, classes=None, workers: int | None = None):
 
     def decode(key: int):
         try:
-            label, _, body = unpack_image_record(reader.read(key))
+            label, _, body = unpack_image_record(reader.read(key), f"{rec_path}, record {key}")
         except RecordIOError as err:
             raise DatasetError(str(err)) from err
         bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)

@@ -65,6 +65,8 @@ def _cells_to_image(grid: ProbabilityGrid, cells: np.ndarray, width: int, height
     valid_c = (cols >= 0) & (cols < grid.shape[1])
     valid_r = (rows >= 0) & (rows < grid.shape[0])
     out = np.zeros((height, width) + cells.shape[2:], cells.dtype)
+    if 0 in grid.shape:  # a grid with no cells (a slide smaller than one tile) covers nothing
+        return out
     sub = cells[np.clip(rows, 0, grid.shape[0] - 1)][:, np.clip(cols, 0, grid.shape[1] - 1)]
     mask = valid_r[:, None] & valid_c[None, :]
     out[mask] = sub[mask]
@@ -128,6 +130,9 @@ def tiles_csv(grid: ProbabilityGrid, threshold: float = 0.5, truth: np.ndarray |
     return out.getvalue()
 
 
+OVERLAY_DESCRIPTION = "Biopsia tumour probability: 0 = not predicted, 1 + 254 * p"
+
+
 def write_overlay_tiff(grid: ProbabilityGrid, path, slide_mpp: tuple[float, float] | None = None,
                        tile: int = 512) -> Path:
     """A pyramidal, tiled TIFF the size of the slide's level 0: one 8-bit channel, 0 off tissue and
@@ -136,7 +141,11 @@ def write_overlay_tiff(grid: ProbabilityGrid, path, slide_mpp: tuple[float, floa
     Levels are top-level pages (each a quarter of the one before) with resolution tags, lossless deflate;
     tiles are made on the fly from the grid, so a 100,000-pixel slide needs no full-size image in memory.
     """
+    import os
+
     import tifffile
+
+    from core.atomic import create_temp
 
     path = Path(path)
     values = np.where(grid.done, 1 + np.round(254 * np.nan_to_num(grid.probs)), 0).astype(np.uint8)
@@ -163,17 +172,21 @@ def write_overlay_tiff(grid: ProbabilityGrid, path, slide_mpp: tuple[float, floa
 
     mpp = slide_mpp or (grid.tile_l0 * grid.mpp / grid.tile_px,) * 2
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    fd, tmp = create_temp(path)  # hidden, beside the target: the rename below is atomic
+    os.close(fd)  # tifffile wants a file object with a name
     try:
-        with tifffile.TiffWriter(tmp, bigtiff=width * height > 2 ** 31) as tif:
-            for level, (lv_w, lv_h) in enumerate(dims):
-                scale = width / lv_w
-                tif.write(tiles(lv_w, lv_h), shape=(lv_h, lv_w), dtype=np.uint8, tile=(tile, tile),
-                          compression="zlib", photometric="minisblack",
-                          resolution=(1e4 / (mpp[0] * scale), 1e4 / (mpp[1] * scale)), resolutionunit="CENTIMETER",
-                          subfiletype=0 if level == 0 else 1, metadata=None, software="Biopsia",
-                          description="Biopsia tumour probability: 0 = not predicted, 1 + 254 * p")
-        tmp.replace(path)
+        with open(tmp, "wb") as fh:
+            with tifffile.TiffWriter(fh, bigtiff=width * height > 2 ** 31) as tif:
+                for level, (lv_w, lv_h) in enumerate(dims):
+                    scale = width / lv_w
+                    tif.write(tiles(lv_w, lv_h), shape=(lv_h, lv_w), dtype=np.uint8, tile=(tile, tile),
+                              compression="zlib", photometric="minisblack",
+                              resolution=(1e4 / (mpp[0] * scale), 1e4 / (mpp[1] * scale)),
+                              resolutionunit="CENTIMETER", subfiletype=0 if level == 0 else 1, metadata=None,
+                              software="Biopsia", description=OVERLAY_DESCRIPTION)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import cli_options as opt
 from core.errors import DatasetError
 
 
@@ -22,14 +23,15 @@ def add_parsers(sub) -> None:
                    help="slide files (marks from <stem>.geojson/.xml beside them or the default project) "
                         "or project folders")
     p.add_argument("--out", required=True, help="dataset folder to write (train/test .rec .idx .lst, manifest.json)")
-    p.add_argument("--tile", type=int, default=128, help="tile side in pixels (default 128)")
+    p.add_argument("--tile", type=opt.tile_px, default=128, help="tile side in pixels (default 128)")
     res = p.add_mutually_exclusive_group()
-    res.add_argument("--mpp", type=float, default=None, help="micrometres per tile pixel (default 1.0, about 10x)")
-    res.add_argument("--mag", type=float, help="magnification instead of --mpp (10 means 1 µm/px)")
+    res.add_argument("--mpp", type=opt.mpp, default=None, help="micrometres per tile pixel (default 1.0, about 10x)")
+    res.add_argument("--mag", type=opt.number(0.2, 200, unit="x"),
+                     help="magnification instead of --mpp (10 means 1 µm/px)")
     p.add_argument("--split", choices=("by-slide", "random"), default="by-slide",
                    help="whole slides to train or test (default), or tiles at random")
-    p.add_argument("--ratio", type=float, default=0.7, help="share of tiles for training (default 0.7)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--ratio", type=opt.share, default=0.7, help="share of tiles for training (default 0.7)")
+    p.add_argument("--seed", type=opt.natural, default=0, help="seed of the split (default 0)")
     p.add_argument("--test-slide", action="append", dest="test_slides", metavar="NAME",
                    help="put this slide (file stem) in the test split; repeat for several")
     full = p.add_mutually_exclusive_group()
@@ -37,29 +39,29 @@ def add_parsers(sub) -> None:
                       help="every tumour is marked: unmarked tissue is non-tumour")
     full.add_argument("--partly-annotated", dest="fully_annotated", action="store_false",
                       help="only Benign marks give non-tumour tiles")
-    p.add_argument("--tumour-min", type=float, default=0.5, help="Tumour coverage for a tumour tile (default 0.5)")
-    p.add_argument("--normal-max", type=float, default=0.05,
+    p.add_argument("--tumour-min", type=opt.fraction, default=0.5, help="Tumour coverage for a tumour tile (default 0.5)")
+    p.add_argument("--normal-max", type=opt.fraction, default=0.05,
                    help="Tumour coverage up to which a tile is non-tumour (default 0.05)")
-    p.add_argument("--tissue-min", type=float, default=0.5, help="tissue share a tile needs (default 0.5)")
+    p.add_argument("--tissue-min", type=opt.fraction, default=0.5, help="tissue share a tile needs (default 0.5)")
     p.add_argument("--encoding", choices=("jpg", "png"), default="jpg", help="tile encoding (default jpg, q95)")
-    p.add_argument("--workers", type=int, help="reading threads (default: twice the cores, at most 8)")
+    p.add_argument("--workers", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
     p.add_argument("--dry-run", action="store_true", help="print the counts only; write nothing")
 
     p = sub.add_parser("train", help="train a tile classifier with MXNet Gluon")
     p.add_argument("dataset", help="dataset folder from 'biopsia dataset', or a patch folder (one subfolder per class)")
     p.add_argument("--out", required=True, help="model folder: best/ is the model to use, last/ resumes")
     p.add_argument("--arch", default="cnn", help="cnn (compact, default) or resnet18")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
+    p.add_argument("--epochs", type=opt.positive, default=10)
+    p.add_argument("--batch", type=opt.positive, default=64)
+    p.add_argument("--lr", type=opt.number(0, 10, low_open=True), default=1e-3, help="initial learning rate (cosine decay)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--device", default="auto", help="auto (GPU when MXNet finds one), cpu or gpu:0")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=opt.natural, default=0)
     p.add_argument("--val", help="validation tiles (dataset folder or patch folder); default: the dataset's "
                                  "test split, else a part of the training tiles")
-    p.add_argument("--val-ratio", type=float, default=0.2,
+    p.add_argument("--val-ratio", type=opt.number(0, 1, low_open=True, high_open=True), default=0.2,
                    help="share held out for validation when there is no test split (default 0.2)")
-    p.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a lower validation loss")
+    p.add_argument("--patience", type=opt.positive, default=5, help="stop after this many epochs without a lower validation loss")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or stain jitter")
     p.add_argument("--resume", action="store_true", help="continue from MODEL/last")
 
@@ -67,17 +69,18 @@ def add_parsers(sub) -> None:
     p.add_argument("model", help="model folder (or its best/ bundle)")
     p.add_argument("dataset", help="dataset folder, .rec file, or patch folder (one subfolder per class)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="split of a dataset folder (default test)")
-    p.add_argument("--threshold", type=float, default=0.5, help="tumour probability called positive (default 0.5)")
+    p.add_argument("--threshold", type=opt.fraction, default=0.5,
+                   help="tumour probability called positive (default 0.5)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("validate-framework", help="check MXNet training on MNIST, Fashion-MNIST or CIFAR-10 files")
     p.add_argument("kind", choices=("mnist", "fashion-mnist", "cifar10"))
     p.add_argument("folder", help="folder with the files as distributed (IDX, gzipped or not; CIFAR-10 binary)")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--epochs", type=opt.positive, default=8)
+    p.add_argument("--batch", type=opt.positive, default=128)
     p.add_argument("--device", default="auto")
-    p.add_argument("--max-train", type=int, help="use only the first N training images (a quick check)")
+    p.add_argument("--max-train", type=opt.positive, help="use only the first N training images (a quick check)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -99,8 +102,6 @@ def _dataset(args, progress_bar) -> int:
     from core.dataset import plan_dataset, sources_from_paths, write_dataset
     from core.tiling import TileSpec
 
-    if args.mag is not None and args.mag <= 0:
-        raise DatasetError(f"magnification must be positive, got {args.mag}")
     mpp = 10.0 / args.mag if args.mag else (args.mpp if args.mpp is not None else 1.0)
     try:
         spec = TileSpec(args.tile, mpp)
@@ -111,6 +112,8 @@ def _dataset(args, progress_bar) -> int:
     labelling = {"tumour_min": args.tumour_min, "normal_max": args.normal_max, "tissue_min": args.tissue_min}
     plan = plan_dataset(sources, spec, args.split, args.ratio, args.seed, args.test_slides, labelling,
                         progress=progress_bar("tissue and labels"))
+    for warning in plan.warnings:
+        print(f"biopsia: warning: {warning}", file=sys.stderr)
     print(f"{len(sources)} slide(s), {plan.label.size} labelled tiles of {spec.tile_px} px at {spec.mpp:g} µm/px "
           f"({args.split} split)")
     for name, where in plan.slide_splits().items():

@@ -273,6 +273,11 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
         plan = plan_tiles(reader, TileSpec(info.tile_px, info.mpp), tissue, (), stride=stride, slide_mpp=mpp,
                           tissue_min=tissue_min)
         rows, cols = plan.grid_shape
+        if rows == 0 or cols == 0:
+            l0_w, l0_h = reader.dimensions
+            raise ModelError(f"{reader.path}: the slide ({l0_w} x {l0_h} px) is smaller than one tile of the model "
+                             f"({plan.tile_l0} x {plan.tile_l0} px here: {info.tile_px} px at {info.mpp:g} µm/px), "
+                             "so nothing can be predicted; use a model with smaller tiles")
         wanted = ~np.isin(plan.reason, (BACKGROUND, LOW_TISSUE, PEN))
         order = np.flatnonzero(wanted)
         grid = ProbabilityGrid(probs=np.full((rows, cols), np.nan, np.float32), origin=(0, 0),

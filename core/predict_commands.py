@@ -12,21 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
+from core import cli_options as opt
 from core.errors import BiopsiaError
 
 GRID_FILE = "grid.npz"
 
 
 def add_parsers(sub) -> None:
+    from core.heatmap import COLORMAPS
+
     p = sub.add_parser("predict", help="run a model over whole slides: probability grid, heatmaps, overlay")
     p.add_argument("slides", nargs="+", metavar="SLIDE")
     p.add_argument("--model", required=True, help="model folder (from 'biopsia train' or the training panel)")
     p.add_argument("--out", required=True, help="folder; each slide gets OUT/<slide name>/")
     p.add_argument("--device", default="auto", help="auto (GPU when MXNet finds one), cpu or gpu:0")
-    p.add_argument("--threshold", type=float, default=0.5, help="tumour probability called positive (default 0.5)")
-    p.add_argument("--stride", type=int, help="level-0 pixels between tiles (default: the tile size; smaller overlaps)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--colormap", default="viridis", help="viridis (default), magma or cividis")
+    p.add_argument("--threshold", type=opt.fraction, default=0.5,
+                   help="tumour probability called positive (default 0.5)")
+    p.add_argument("--stride", type=opt.positive, help="level-0 pixels between tiles (default: the tile size; smaller overlaps)")
+    p.add_argument("--batch", type=opt.positive, default=64)
+    p.add_argument("--colormap", default="viridis", choices=COLORMAPS, help="viridis (default), magma or cividis")
     p.add_argument("--no-tiff", action="store_true", help="skip the full-size pyramidal TIFF overlay")
 
     p = sub.add_parser("evaluate", help="confusion matrix and metrics of predictions against the doctors' marks")
@@ -34,7 +38,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--annotations", nargs="+", metavar="PATH",
                    help="mark files (matched to slides by file name), folders of them, or project folders; "
                         "default: the file beside each slide, else the default project")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=opt.fraction, default=0.5)
     p.add_argument("--partly-annotated", action="store_true",
                    help="unmarked tissue is unknown, not non-tumour (only Benign marks give negatives)")
     p.add_argument("--csv", help="also write the per-slide rows and the total as CSV")
@@ -59,42 +63,27 @@ def _unique_names(paths: list[Path]) -> list[str]:
 
 
 def _predict(args, progress_bar) -> int:
-    import cv2
-
-    from core.atomic import atomic_write_bytes
-    from core.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
     from core.models.bundle import resolve_bundle
     from core.models.engine import describe_device, engine, parse_device
-    from core.predict import predict_slide
-    from core.slide import open_slide
-    from core.slide.settings import SlideSettingsStore
 
     model = resolve_bundle(args.model)
     device = engine().run(lambda: describe_device(parse_device(args.device)))
     print(f"predicting with {model} on {device}", file=sys.stderr)
     out_root = Path(args.out)
     slides = [Path(s) for s in args.slides]
-    settings = SlideSettingsStore()
     failed = 0
     for slide, name in zip(slides, _unique_names(slides)):
+        folder = out_root / name
         try:
-            with open_slide(slide) as reader:
-                mpp = settings.get_mpp_override(slide) or reader.mpp
-                grid = predict_slide(reader, model, device=args.device, stride=args.stride, batch_size=args.batch,
-                                     slide_mpp=mpp, progress=progress_bar(name))
-                thumb = reader.get_thumbnail((2048, 2048))
-            folder = out_root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            grid.save(folder / GRID_FILE)
-            atomic_write_bytes(folder / "tiles.csv", tiles_csv(grid, args.threshold).encode("utf-8"))
-            heat = heatmap_image(grid, thumb.shape[1], thumb.shape[0], args.colormap)
-            _write_png(folder / "heatmap.png", cv2.cvtColor(heat, cv2.COLOR_RGBA2BGRA))
-            overview = blended_overview(thumb, grid, 0.5, args.threshold, args.colormap)
-            _write_png(folder / "overview.png", cv2.cvtColor(overview, cv2.COLOR_RGB2BGR))
-            if not args.no_tiff:
-                write_overlay_tiff(grid, folder / "overlay.tif", mpp)
+            grid = _predict_one(slide, folder, model, args, progress_bar(name))
         except BiopsiaError as err:  # one bad slide does not stop the batch
             print(f"biopsia: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        except OSError as err:  # a full disk, a folder that cannot be written: nothing of this run is kept
+            detail = f"{Path(err.filename).name}: {err.strerror or err}" if err.filename else (err.strerror or err)
+            print(f"biopsia: error: {slide}: cannot write its results to {folder} ({detail}); nothing of this "
+                  "run was kept there", file=sys.stderr)
             failed += 1
             continue
         n = int(grid.done.sum())
@@ -102,6 +91,35 @@ def _predict(args, progress_bar) -> int:
         print(f"{folder}: {n} tiles in {grid.seconds:.1f} s ({n / max(grid.seconds, 1e-6):.0f} tiles/s); "
               f"{called} at or above {args.threshold:g} ({called / max(n, 1):.1%})")
     return 1 if failed else 0
+
+
+def _predict_one(slide: Path, folder: Path, model: Path, args, progress):
+    """Predict one slide and write its outputs into ``folder`` as one unit (all of them, or none)."""
+    import cv2
+
+    from core.atomic import atomic_write_bytes
+    from core.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
+    from core.predict import predict_slide
+    from core.slide import open_slide
+    from core.slide.settings import SlideSettingsStore
+    from core.staging import staged_folder
+
+    with open_slide(slide) as reader:
+        mpp = SlideSettingsStore().get_mpp_override(slide) or reader.mpp
+        grid = predict_slide(reader, model, device=args.device, stride=args.stride, batch_size=args.batch,
+                             slide_mpp=mpp, progress=progress)
+        thumb = reader.get_thumbnail((2048, 2048))
+    # an earlier run's folder is replaced only once every file of this one is on the disk
+    with staged_folder(folder, replace=True) as staging:
+        grid.save(staging / GRID_FILE)
+        atomic_write_bytes(staging / "tiles.csv", tiles_csv(grid, args.threshold).encode("utf-8"))
+        heat = heatmap_image(grid, thumb.shape[1], thumb.shape[0], args.colormap)
+        _write_png(staging / "heatmap.png", cv2.cvtColor(heat, cv2.COLOR_RGBA2BGRA))
+        overview = blended_overview(thumb, grid, 0.5, args.threshold, args.colormap)
+        _write_png(staging / "overview.png", cv2.cvtColor(overview, cv2.COLOR_RGB2BGR))
+        if not args.no_tiff:
+            write_overlay_tiff(grid, staging / "overlay.tif", mpp)
+    return grid
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -167,7 +185,7 @@ def _evaluate(args, progress_bar) -> int:
         if found[0] is None:
             print(f"biopsia: warning: {grid.slide}: {found[1]}; left out", file=sys.stderr)
             continue
-        marks, source = found[0], found[1]
+        marks = found[0]
         entry = found[2] if len(found) > 2 else None
         full = not args.partly_annotated
         if entry is not None and not args.partly_annotated:

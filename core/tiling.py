@@ -26,6 +26,9 @@ REASONS = ("tumour", "non_tumour", "background", "low_tissue", "excluded", "pen"
 (TUMOUR_TILE, NON_TUMOUR_TILE, BACKGROUND, LOW_TISSUE, EXCLUDED, PEN, AMBIGUOUS, UNLABELLED) = range(len(REASONS))
 #: Mark sub-pixels per tile side when marks are rasterised for coverage.
 SUBPIXELS = 8
+#: The tile sizes (pixels) and scales (µm/px) Biopsia cuts tiles at; values outside are refused.
+TILE_PX_RANGE = (16, 1024)
+MPP_RANGE = (0.05, 50.0)
 
 
 @dataclass(frozen=True)

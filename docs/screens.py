@@ -31,10 +31,9 @@ def settle(view, seconds: float = 1.0) -> None:
 
 
 def save(window, name: str) -> None:
-    image = window.grab_window(False)
-    path = IMAGES / name
-    if not image.save(str(path), "JPG", 88):
-        raise SystemExit(f"{path}: could not write")
+    from gui.image_files import save_image
+
+    path = save_image(window.grab_window(False), IMAGES / name, "JPG", 88)
     print(path)
 
 

@@ -114,10 +114,10 @@ def _offscreen_window(size: tuple[int, int]):
 
 
 def _save_window(window, out: Path, include_associated: bool = False) -> Path:
+    from gui.image_files import save_image
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not window.grab_window(include_associated).save(str(out), "PNG"):
-        raise BiopsiaError(f"{out}: could not write the screenshot")
-    return out
+    return save_image(window.grab_window(include_associated), out, "PNG")
 
 
 def _show_unsaved(view, path) -> None:

@@ -459,13 +459,23 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export view", f"{Path(view.reader.display_name).stem}.png",
                                               "PNG image (*.png)")
-        if path and not view.grab().save(path, "PNG"):
-            self.show_error("Export failed", f"{path}: could not write the image (check the folder and disk space)")
+        if path:
+            self._save_image(view.grab(), path, "Export failed")
 
     def screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save window screenshot", "biopsia.png", "PNG image (*.png)")
-        if path and not self.grab_window().save(path, "PNG"):
-            self.show_error("Screenshot failed", f"{path}: could not write the image")
+        if path:
+            self._save_image(self.grab_window(), path, "Screenshot failed")
+
+    def _save_image(self, image, path: str, title: str) -> None:
+        from gui.image_files import save_image
+
+        try:
+            save_image(image, path, "PNG")
+        except BiopsiaError as err:
+            self.show_error(title, str(err))
+        except OSError as err:  # a full disk or a folder that cannot be written: the earlier file, if any, stays
+            self.show_error(title, f"{err.filename or path}: could not write the image: {err.strerror or err}")
 
     # -- model ---------------------------------------------------------------------------
     def show_training_panel(self):

@@ -81,6 +81,63 @@ def small_model(slide_pair, tmp_path_factory):
     return result.bundle
 
 
+class SmallDisks:
+    """Real tmpfs file systems under a test's tmp_path: ``mount(size)`` one, ``fill(folder)`` it to the last byte."""
+
+    def __init__(self, root: Path):
+        self.root, self.mounted = root, []
+
+    def mount(self, size: str = "64k") -> Path:
+        import subprocess
+
+        folder = self.root / f"disk{len(self.mounted)}"
+        folder.mkdir()
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                  capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pytest.skip("cannot run mount")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs: {done.stderr.decode(errors='replace').strip()}")
+        self.mounted.append(folder)
+        return folder
+
+    @staticmethod
+    def fill(folder: Path, keep: int = 0) -> Path:
+        """Write ``folder/filler`` until the disk is full, then free ``keep`` bytes; returns the filler."""
+        import errno
+
+        filler = folder / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            for chunk in (65536, 4096, 512, 1):
+                try:
+                    while os.write(fd, b"\0" * chunk) == chunk:
+                        pass
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+            if keep:
+                os.ftruncate(fd, max(0, os.fstat(fd).st_size - keep))
+        finally:
+            os.close(fd)
+        return filler
+
+    def unmount_all(self) -> None:
+        import subprocess
+
+        for folder in self.mounted:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Small real file systems (tmpfs) for full-disk tests; skips where mounting is not allowed."""
+    disks = SmallDisks(tmp_path / "disks")
+    disks.root.mkdir()
+    yield disks
+    disks.unmount_all()
+
+
 @pytest.fixture
 def window(qtbot):
     """Biopsia's main window, shown offscreen at 1400 x 900, closed after the test."""

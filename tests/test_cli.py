@@ -73,3 +73,68 @@ def test_screenshot_without_resolution_cannot_use_magnification(tmp_path):
     cv2.imwrite(str(png), np.full((300, 400, 3), 180, np.uint8))
     result = biopsia("screenshot", png, "--out", tmp_path / "y.png", "--mag", "20")
     assert result.returncode == 1 and "plain.png" in result.stderr and "µm/px" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"II", b"II*", b"MM\x00"])
+def test_info_on_a_file_of_two_or_three_bytes_fails_clearly(tmp_path, content):
+    path = tmp_path / "tiny.svs"
+    path.write_bytes(content)
+    result = biopsia("info", path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"biopsia: error: {path}: ")
+
+
+def test_an_unexpected_error_still_names_the_file(tmp_path, monkeypatch, capsys):
+    """A defect in Biopsia (here planted) is reported with the file named and a non-zero status, no traceback."""
+    import core.slide
+    import main
+
+    def broken(path, *args, **kwargs):
+        raise RuntimeError("planted defect")
+    monkeypatch.setattr(core.slide, "open_slide", broken)
+    monkeypatch.delenv("BIOPSIA_TRACEBACK", raising=False)
+    assert main.main(["info", str(tmp_path / "case.svs")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"biopsia: error: {tmp_path / 'case.svs'}: unexpected RuntimeError: planted defect")
+    assert "Traceback" not in err and "BIOPSIA_TRACEBACK=1" in err
+
+
+def test_synth_refuses_sizes_it_cannot_make_and_writes_nothing(tmp_path):
+    small = biopsia("synth", tmp_path / "a.tiff", "--width", 240)
+    assert small.returncode == 1 and "Traceback" not in small.stderr
+    assert f"{tmp_path / 'a.tiff'}: width must be a whole number of pixels from 256" in small.stderr
+    wrong = biopsia("synth", tmp_path / "a.png")
+    assert wrong.returncode == 1 and "a.png: synthetic slide path must end with .tif, .tiff or .svs" in wrong.stderr
+    coarse = biopsia("synth", tmp_path / "a.tiff", "--mpp", 30)
+    assert coarse.returncode == 1 and "must be in (0.05, 20], got 30.0" in coarse.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["synth", "a.tiff", "--mpp", "nan"], "--mpp"),
+    (["synth", "a.tiff", "--mpp", "inf"], "--mpp"),
+    (["synth", "a.tiff", "--width", "-5"], "--width"),
+    (["dataset", "s.svs", "--out", "d", "--mpp", "nan"], "--mpp"),
+    (["dataset", "s.svs", "--out", "d", "--mpp", "Infinity"], "--mpp"),
+    (["dataset", "s.svs", "--out", "d", "--mpp", "1e-9"], "--mpp"),
+    (["dataset", "s.svs", "--out", "d", "--mag", "inf"], "--mag"),
+    (["dataset", "s.svs", "--out", "d", "--tile", "20000"], "--tile"),
+    (["dataset", "s.svs", "--out", "d", "--ratio", "0"], "--ratio"),
+    (["dataset", "s.svs", "--out", "d", "--tumour-min", "nan"], "--tumour-min"),
+    (["train", "d", "--out", "m", "--lr", "nan"], "--lr"),
+    (["train", "d", "--out", "m", "--epochs", "0"], "--epochs"),
+    (["test", "m", "d", "--threshold", "nan"], "--threshold"),
+    (["predict", "s.svs", "--model", "m", "--out", "o", "--threshold", "inf"], "--threshold"),
+    (["predict", "s.svs", "--model", "m", "--out", "o", "--stride", "0"], "--stride"),
+    (["predict", "s.svs", "--model", "m", "--out", "o", "--batch", "-1"], "--batch"),
+    (["evaluate", "o", "--threshold", "-0.5"], "--threshold"),
+    (["screenshot", "s.svs", "--out", "x.png", "--mag", "nan"], "--mag"),
+])
+def test_numbers_out_of_range_are_refused_where_they_are_typed(argv, option, capsys):
+    import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}: must be " in err and f"got '{argv[-1]}'" in err

@@ -4,7 +4,6 @@ import errno
 import json
 import os
 import struct
-import subprocess
 
 import cv2
 import numpy as np
@@ -269,22 +268,11 @@ def test_cancelled_and_failed_writes_keep_the_earlier_dataset(pair_plan, written
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_a_real_full_filesystem(pair_plan, tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                              capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        pytest.skip("cannot run mount")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        with pytest.raises(DatasetError, match=f"{mount}: writing the dataset failed: No space left on device"):
-            write_dataset(pair_plan, mount, encoding="png")
-        assert list(mount.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True, timeout=10)
+def test_a_real_full_filesystem(pair_plan, small_disk):
+    mount = small_disk.mount("256k")
+    with pytest.raises(DatasetError, match=f"{mount}: writing the dataset failed: No space left on device"):
+        write_dataset(pair_plan, mount, encoding="png")
+    assert list(mount.iterdir()) == []
 
 
 def test_planning_stops_when_asked_and_uses_entered_mpp(slide_pair, tmp_path):
@@ -301,3 +289,86 @@ def test_planning_stops_when_asked_and_uses_entered_mpp(slide_pair, tmp_path):
     assert source.mpp == (1.0, 1.0)
     plan = plan_dataset([source], SPEC)
     assert plan.plans[0].tile_l0 == 128  # 64 px at 2 µm/px is 128 px at the entered 1 µm/px
+
+
+# -- marks that cannot label a slide ------------------------------------------------------------------
+def _slide_with_marks(synth, folder, marks):
+    """A copy of a synthetic slide with ``marks`` (Annotations, level-0 pixels) in a GeoJSON beside it."""
+    from core.annotations.formats import write_annotations
+    from core.annotations.model import BENIGN, TUMOUR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    slide = folder / "case.tiff"
+    slide.write_bytes(synth.slide_path.read_bytes())
+    write_annotations(folder / "case.geojson", marks, [TUMOUR, BENIGN])
+    return slide
+
+
+def _tumour(x0, y0, x1, y1):
+    from shapely.geometry import box
+
+    from core.annotations.model import Annotation
+
+    return Annotation(box(x0, y0, x1, y1), "Tumour")
+
+
+@pytest.mark.parametrize("where", ["empty", "outside"])
+def test_marks_that_label_nothing_are_refused_unless_the_slide_is_declared_benign(synthetic_slide, tmp_path, where):
+    """An empty mark file, or marks wholly off the slide, would make every tile Non-tumour without a word."""
+    marks = [] if where == "empty" else [_tumour(5000, 100, 6000, 900), _tumour(-900, -900, -10, -10)]
+    slide = _slide_with_marks(synthetic_slide, tmp_path, marks)
+    [assumed] = sources_from_paths([slide])  # marks beside it: taken as fully annotated, but only assumed
+    assert assumed.fully_annotated and not assumed.declared
+    expected = "its marks are empty" if where == "empty" else "none of its 2 marks is a Tumour region on the slide"
+    with pytest.raises(DatasetError, match=rf"case\.tiff: {expected}, so every tile would be labelled Non-tumour"):
+        plan_dataset([assumed], SPEC)
+    [declared] = sources_from_paths([slide], fully_annotated=True)  # --fully-annotated: a benign slide
+    plan = plan_dataset([declared], SPEC)
+    assert plan.counts()["train"]["Tumour"] == 0 and plan.counts()["train"]["Non-tumour"] > 20
+    outside = [w for w in plan.warnings if "lie entirely outside the slide (4096 x 3072 px)" in w]
+    assert len(outside) == (where == "outside") and all(str(slide) in w for w in plan.warnings)
+
+
+def test_marks_partly_off_the_slide_are_warned_about(synthetic_slide, tmp_path):
+    from core.annotations.formats import read_annotations
+
+    marks = list(read_annotations(synthetic_slide.geojson_path).annotations)
+    slide = _slide_with_marks(synthetic_slide, tmp_path, marks + [_tumour(3900, 2900, 4500, 3500)])
+    plan = plan_dataset(sources_from_paths([slide]), SPEC)
+    assert plan.counts()["train"]["Tumour"] > 0
+    assert plan.warnings == [f"{slide}: 1 marks reach beyond the slide's edge (4096 x 3072 px); only their part on "
+                             "the slide counts"]
+    clean = plan_dataset(sources_from_paths([synthetic_slide.slide_path]), SPEC)
+    assert clean.warnings == []
+
+
+def test_project_slides_declared_fully_annotated_may_be_benign(synthetic_slide, tmp_path):
+    from core.annotations.store import AnnotationStore
+    from core.project import Project
+
+    project = Project.create(tmp_path / "proj")
+    entry = project.add_slide(synthetic_slide.slide_path)
+    project.save_annotations(entry.id, AnnotationStore([], project.classes))
+    [partly] = sources_from_paths([project.folder])  # the project default: not fully annotated, nothing assumed
+    assert not partly.fully_annotated and not partly.declared
+    with pytest.raises(DatasetError, match="no labelled tiles"):
+        plan_dataset([partly], SPEC)
+    project.update_settings(entry.id, fully_annotated=True)  # ticked in the project: declared benign
+    [benign] = sources_from_paths([project.folder])
+    assert benign.declared
+    assert plan_dataset([benign], SPEC).counts()["train"]["Non-tumour"] > 20
+
+
+def test_the_dataset_command_refuses_and_warns(synthetic_slide, tmp_path):
+    from tests.test_cli import biopsia
+
+    slide = _slide_with_marks(synthetic_slide, tmp_path, [_tumour(-900, -900, -10, -10)])
+    refused = biopsia("dataset", slide, "--out", tmp_path / "out", "--tile", 64, "--mpp", 2)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{slide}: none of its 1 marks is a Tumour region on the slide" in refused.stderr
+    assert "--fully-annotated" in refused.stderr and not (tmp_path / "out").exists()
+    benign = biopsia("dataset", slide, "--out", tmp_path / "out", "--tile", 64, "--mpp", 2, "--fully-annotated",
+                     "--dry-run")
+    assert benign.returncode == 0, benign.stderr
+    assert f"biopsia: warning: {slide}: 1 of 1 marks lie entirely outside the slide" in benign.stderr
+    assert "Non-tumour" in benign.stdout and not (tmp_path / "out").exists()

@@ -93,3 +93,15 @@ def test_the_demo_model_agrees_with_the_doctors_from_the_command_line(slide_pair
     assert total["tp"] + total["fn"] > 25 and total["tn"] + total["fp"] > 100
     assert total["sensitivity"] >= 0.9 and total["specificity"] >= 0.9, total
     assert not (tmp_path / "pair30" / "overlay.tif").exists()
+
+
+def test_a_slide_smaller_than_one_model_tile_is_refused_and_nothing_is_written(tmp_path):
+    """The demo model's tiles are 128 µm; this slide is 75 x 64 µm (300 x 256 px at 0.25 µm/px)."""
+    from core.demo import DEMO_MODEL
+    from core.synth import write_synthetic_slide
+
+    tiny = write_synthetic_slide(tmp_path / "tiny.tiff", seed=3, width=300, height=256, mpp=0.25).slide_path
+    done = biopsia("predict", tiny, "--model", DEMO_MODEL, "--out", tmp_path / "out", "--device", "cpu")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"{tiny}: the slide (300 x 256 px) is smaller than one tile of the model (512 x 512 px here" in done.stderr
+    assert not (tmp_path / "out").exists()

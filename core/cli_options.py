@@ -1,0 +1,64 @@
+"""Argument types shared by the subcommands: numbers are checked where they are typed, not when they fail.
+
+Each factory returns an ``argparse`` type; a value out of range (or NaN, or infinite) is refused with
+``argparse.ArgumentTypeError``, which argparse reports as ``argument --mpp: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from core.tiling import MPP_RANGE, TILE_PX_RANGE
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False, unit: str = ""):
+    """A finite float within ``[low, high]`` (either end open, or absent)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"must be {_describe(low, high, low_open, high_open)}{unit}, "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
+def whole(low: int | None = None, high: int | None = None, unit: str = ""):
+    """An integer within ``[low, high]``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a whole number {_describe(low, high)}{unit}, got {text!r}")
+        return value
+    return parse
+
+
+def _describe(low, high, low_open: bool = False, high_open: bool = False) -> str:
+    left = "" if low is None else (f"above {low:g}" if low_open else f"from {low:g}" if high is not None
+                                   else f"at least {low:g}")
+    right = "" if high is None else (f"below {high:g}" if high_open else f"up to {high:g}" if low_open
+                                     else f"to {high:g}" if low is not None else f"at most {high:g}")
+    return " ".join(part for part in (left, "and" if low_open and right else "", right) if part) or "finite"
+
+
+#: Micrometres per pixel of tiles or slides: finite, 0.05 to 50.
+mpp = number(*MPP_RANGE, unit=" µm/px")
+#: Tile side in pixels.
+tile_px = whole(*TILE_PX_RANGE, unit=" px")
+#: A probability or a share, 0 to 1.
+fraction = number(0.0, 1.0)
+#: A share that must leave something on both sides: above 0, up to 1.
+share = number(0.0, 1.0, low_open=True)
+#: A count of one or more (epochs, batch size, workers, pixels).
+positive = whole(1)
+#: A seed or a level: zero or more.
+natural = whole(0)
