@@ -221,13 +221,8 @@ def detect_tissue(reader: SlideReader, target_mpp: float = 16.0, max_side: int =
 
 
 def _read_low_resolution(reader: SlideReader, downsample: float, mask_w: int, mask_h: int) -> np.ndarray:
-    """The whole slide at ``mask_w`` x ``mask_h``, read from the coarsest level at least that fine."""
-    level = reader.best_level_for_downsample(downsample)
-    lv_w, lv_h = reader.level_dimensions[level]
-    rgb = reader.read_region(0, 0, level, lv_w, lv_h)
-    if (lv_w, lv_h) != (mask_w, mask_h):
-        rgb = cv2.resize(rgb, (mask_w, mask_h), interpolation=cv2.INTER_AREA)
-    return rgb
+    """The whole slide at ``mask_w`` x ``mask_h``, read from the coarsest level at least that fine (bounded memory)."""
+    return reader.read_downscaled(mask_w, mask_h, downsample)
 
 
 #: Optical density of each 8-bit value.

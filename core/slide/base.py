@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import io
+import math
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,22 @@ import cv2
 import numpy as np
 
 from core.errors import SlideReadError
+
+#: Largest region ``read_region`` reads at once (pixels): 8192 x 4096 RGB is 96 MB, and the
+#: backends' own buffers (RGBA, premultiplied) about triple it. Views, tiles and thumbnails read far less.
+MAX_REGION_PIXELS = 1 << 25
+#: A thumbnail reads its level in one region when the level is at most this many pixels
+#: (4096 x 4096), else block by block (``THUMBNAIL_BLOCK`` level pixels a side).
+THUMBNAIL_ONE_READ_PIXELS = 1 << 24
+THUMBNAIL_BLOCK = 2048
+#: Level pixels a thumbnail decodes at most. A level larger than this (a slide without a
+#: pyramid, or one whose size is not what it claims) is sampled: each cell of the thumbnail is
+#: drawn from a patch at its centre, all patches together about ``THUMBNAIL_SAMPLE_PIXELS``.
+THUMBNAIL_BUDGET_PIXELS = 1 << 27
+THUMBNAIL_SAMPLE_PIXELS = 1 << 25
+_SAMPLE_CELL = 32
+#: Grey for the parts of a thumbnail whose data could not be decoded (the viewer hatches tiles).
+DAMAGED_GREY = 200
 
 #: Names of associated images, as OpenSlide spells them.
 LABEL, MACRO, THUMBNAIL = "label", "macro", "thumbnail"
@@ -174,12 +191,19 @@ class SlideReader(abc.ABC):
             raise ValueError(f"level {level} out of range 0..{self.level_count - 1}")
         if lv_w <= 0 or lv_h <= 0:
             raise ValueError(f"region size must be positive, got {lv_w}x{lv_h}")
+        if lv_w * lv_h > MAX_REGION_PIXELS:
+            raise SlideReadError(self.path, f"a region of {lv_w:,} x {lv_h:,} px is too large to read at once "
+                                            f"(at most {MAX_REGION_PIXELS / 1e6:.0f} megapixels)",
+                                 "read it in tiles, or from a coarser level")
         with self._usage:
             if self._closed:
                 raise SlideReadError(self.path, "slide is closed")
             self._active_reads += 1
         try:
             rgb = self._read_region_raw(int(l0_x), int(l0_y), level, int(lv_w), int(lv_h))
+        except MemoryError:
+            raise SlideReadError(self.path, f"not enough memory to read the region at level {level} "
+                                            f"({l0_x}, {l0_y}, {lv_w} x {lv_h})") from None
         finally:
             with self._usage:
                 self._active_reads -= 1
@@ -193,17 +217,124 @@ class SlideReader(abc.ABC):
         return best_level_for_downsample(self.level_downsamples, downsample)
 
     def get_thumbnail(self, max_size: tuple[int, int] = (512, 512)) -> np.ndarray:
-        """The whole slide fitted into ``max_size`` (width, height), aspect kept."""
+        """The whole slide fitted into ``max_size`` (width, height), aspect kept.
+
+        Memory and work are bounded whatever size the slide claims (see ``read_downscaled``).
+
+        Raises
+        ------
+        SlideReadError
+            When no part of it can be decoded (damaged parts alone are drawn grey).
+        """
         l0_w, l0_h = self.dimensions
         downsample = max(l0_w / max_size[0], l0_h / max_size[1], 1.0)
-        level = self.best_level_for_downsample(downsample)
-        lv_w, lv_h = self.level_dimensions[level]
-        rgb = self.read_region(0, 0, level, lv_w, lv_h)
         out_w = max(1, round(l0_w / downsample))
         out_h = max(1, round(l0_h / downsample))
-        if (out_w, out_h) != (lv_w, lv_h):
-            rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        return rgb
+        return self.read_downscaled(out_w, out_h, downsample)
+
+    def read_downscaled(self, out_w: int, out_h: int, downsample: float | None = None) -> np.ndarray:
+        """The whole slide resized to ``out_w`` x ``out_h``, from the coarsest level at least as fine as ``downsample``.
+
+        A level of up to ``THUMBNAIL_ONE_READ_PIXELS`` is read in one region, a
+        larger one block by block, and one larger than ``THUMBNAIL_BUDGET_PIXELS``
+        is sampled, so neither memory nor time follow the size a file claims.
+        Regions that cannot be decoded are drawn ``DAMAGED_GREY``.
+
+        Parameters
+        ----------
+        out_w, out_h : int
+            Size of the result; at most ``MAX_REGION_PIXELS`` together.
+        downsample : float, optional
+            Level-0 pixels per result pixel used to choose the level; by default the larger of the two ratios.
+
+        Returns
+        -------
+        ndarray
+            (out_h, out_w, 3) uint8 RGB.
+
+        Raises
+        ------
+        SlideReadError
+            When no part of the slide could be decoded.
+        """
+        if out_w <= 0 or out_h <= 0 or out_w * out_h > MAX_REGION_PIXELS:
+            raise ValueError(f"thumbnail size must be positive and at most {MAX_REGION_PIXELS} pixels, "
+                             f"got {out_w}x{out_h}")
+        l0_w, l0_h = self.dimensions
+        if downsample is None:
+            downsample = max(l0_w / out_w, l0_h / out_h, 1.0)
+        level = self.best_level_for_downsample(downsample)
+        lv_w, lv_h = self.level_dimensions[level]
+        if lv_w * lv_h <= THUMBNAIL_ONE_READ_PIXELS:
+            try:
+                rgb = self.read_region(0, 0, level, lv_w, lv_h)
+            except SlideReadError:
+                pass  # damaged somewhere: read it in small blocks, so only the damage is grey
+            else:
+                if (out_w, out_h) != (lv_w, lv_h):
+                    rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+                return rgb
+            return self._read_blocks(level, out_w, out_h, 256)
+        if lv_w * lv_h <= THUMBNAIL_BUDGET_PIXELS:
+            return self._read_blocks(level, out_w, out_h, THUMBNAIL_BLOCK)
+        return self._read_sampled(level, out_w, out_h)
+
+    def _read_blocks(self, level: int, out_w: int, out_h: int, block: int) -> np.ndarray:
+        """``read_downscaled`` for a level read whole, about ``block`` level pixels a side at a time."""
+        lv_w, lv_h = self.level_dimensions[level]
+        fx, fy = lv_w / out_w, lv_h / out_h  # level pixels per result pixel
+        step_x, step_y = max(1, int(block / fx)), max(1, int(block / fy))
+        cells = []
+        for oy0 in range(0, out_h, step_y):
+            oy1 = min(oy0 + step_y, out_h)
+            ly0 = min(int(oy0 * fy), lv_h - 1)
+            ly1 = min(lv_h, max(ly0 + 1, math.ceil(oy1 * fy)))
+            for ox0 in range(0, out_w, step_x):
+                ox1 = min(ox0 + step_x, out_w)
+                lx0 = min(int(ox0 * fx), lv_w - 1)
+                lx1 = min(lv_w, max(lx0 + 1, math.ceil(ox1 * fx)))
+                cells.append(((ox0, oy0, ox1, oy1), (lx0, ly0, lx1 - lx0, ly1 - ly0)))
+        return self._assemble(level, out_w, out_h, cells)
+
+    def _read_sampled(self, level: int, out_w: int, out_h: int) -> np.ndarray:
+        """``read_downscaled`` for a level too large to decode: one patch from the centre of each cell."""
+        lv_w, lv_h = self.level_dimensions[level]
+        fx, fy = lv_w / out_w, lv_h / out_h
+        n_cells = -(-out_w // _SAMPLE_CELL) * -(-out_h // _SAMPLE_CELL)
+        patch = max(1, int(math.sqrt(THUMBNAIL_SAMPLE_PIXELS / n_cells)))
+        cells = []
+        for oy0 in range(0, out_h, _SAMPLE_CELL):
+            oy1 = min(oy0 + _SAMPLE_CELL, out_h)
+            for ox0 in range(0, out_w, _SAMPLE_CELL):
+                ox1 = min(ox0 + _SAMPLE_CELL, out_w)
+                pw = max(1, min(patch, int((ox1 - ox0) * fx)))
+                ph = max(1, min(patch, int((oy1 - oy0) * fy)))
+                cx, cy = (ox0 + ox1) / 2 * fx, (oy0 + oy1) / 2 * fy
+                lx0 = min(max(0, int(cx - pw / 2)), lv_w - pw)
+                ly0 = min(max(0, int(cy - ph / 2)), lv_h - ph)
+                cells.append(((ox0, oy0, ox1, oy1), (lx0, ly0, pw, ph)))
+        return self._assemble(level, out_w, out_h, cells)
+
+    def _assemble(self, level: int, out_w: int, out_h: int, cells) -> np.ndarray:
+        """Read each cell's level region, resize it into its place; damaged cells are grey."""
+        ds = self.level_downsamples[level]
+        out = np.full((out_h, out_w, 3), DAMAGED_GREY, np.uint8)
+        first_error, read_any = None, False
+        for (ox0, oy0, ox1, oy1), (lx, ly, lw, lh) in cells:
+            try:
+                rgb = self.read_region(round(lx * ds), round(ly * ds), level, lw, lh)
+            except SlideReadError as err:
+                if self._closed:
+                    raise
+                first_error = first_error or err
+                continue
+            read_any = True
+            if rgb.shape[:2] != (oy1 - oy0, ox1 - ox0):
+                rgb = cv2.resize(rgb, (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_AREA)
+            out[oy0:oy1, ox0:ox1] = rgb
+        if not read_any and first_error is not None:
+            raise first_error
+        return out
 
     def info(self) -> SlideInfo:
         """Plain metadata for display and ``biopsia info``."""
@@ -324,10 +455,14 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     alpha = rgba[:, :, 3:4]
     if alpha.min() == 255:
         return np.ascontiguousarray(rgba[:, :, :3])
-    a = alpha.astype(np.uint16)
-    rgb = rgba[:, :, :3].astype(np.uint16)
-    # Rounded integer form of rgb * a + 255 * (1 - a), with a in [0, 1].
-    return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    rows = max(1, (1 << 20) // max(1, rgba.shape[1]))  # bands of about a megapixel bound the temporaries
+    for y in range(0, rgba.shape[0], rows):
+        a = alpha[y : y + rows].astype(np.uint16)
+        rgb = rgba[y : y + rows, :, :3].astype(np.uint16)
+        # Rounded integer form of rgb * a + 255 * (1 - a), with a in [0, 1].
+        out[y : y + rows] = (rgb * a + 255 * (255 - a) + 127) // 255
+    return out
 
 
 def best_level_for_downsample(level_downsamples, downsample: float) -> int:

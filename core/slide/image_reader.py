@@ -102,7 +102,10 @@ def peek_image(path: Path) -> tuple[str, tuple[int, int], dict] | None:
         prefix = fh.read(16)
         for fmt in list(Image.ID):
             factory, accept = Image.OPEN[fmt]
-            accepted = accept(prefix) if accept else True
+            try:
+                accepted = accept(prefix) if accept else True
+            except _HEADER_ERRORS:  # some plugins unpack more bytes than a tiny file holds
+                continue
             if not accepted or isinstance(accepted, str):  # a string is Pillow's "not this one" note
                 continue
             fh.seek(0)

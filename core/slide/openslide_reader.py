@@ -1,18 +1,21 @@
 """Slides read through OpenSlide: Aperio, Hamamatsu, Leica, MIRAX, Philips, Sakura, Ventana, DICOM, generic tiled TIFF.
 
-OpenSlide is thread-safe, so ``read_region`` calls it directly from any thread.
-Its errors are sticky: after one failed read every later call on the same
-handle fails too, so the messages below say so and suggest reopening.
+OpenSlide's errors are sticky: after one failed read every later call on the
+same handle fails too. So each read borrows a handle from a small pool, one
+handle per concurrent read, and a handle that failed is closed and replaced:
+only the damaged regions fail, and the rest of the slide still reads. The
+handles share one tile cache.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import SlideError, SlideReadError
-from core.slide.base import DAMAGED_HINT, SlideReader, composite_on_white, plausible_mpp
+from core.slide.base import DAMAGED_HINT, MAX_REGION_PIXELS, SlideReader, composite_on_white, plausible_mpp
 
 try:
     import openslide
@@ -20,6 +23,10 @@ try:
 except (ImportError, OSError):  # pragma: no cover - pinned; keep core importable without the library
     openslide = None
     OpenSlideError = OpenSlideUnsupportedFormatError = OSError
+
+
+#: Decoded tiles kept for all of a slide's handles together.
+_CACHE_BYTES = 64 << 20
 
 
 def openslide_available() -> bool:
@@ -47,8 +54,12 @@ class OpenSlideReader(SlideReader):
         super().__init__(path)
         if openslide is None:
             raise SlideError(path, "the OpenSlide library is not installed", "install openslide-bin")
+        self._pool_lock = threading.Lock()
+        self._idle: list = []  # handles no read is using
+        self._handles: set = set()  # every open handle, closed with the slide
+        self._cache = None
         try:
-            self._slide = openslide.OpenSlide(str(path))
+            self._slide = self._open_handle()
         except OpenSlideUnsupportedFormatError:
             raise SlideError(path, "OpenSlide does not recognise this format") from None
         except OpenSlideError as err:
@@ -56,6 +67,44 @@ class OpenSlideReader(SlideReader):
             raise SlideError(path, f"OpenSlide could not open it: {err}") from None
         except OSError as err:  # permission denied, vanished file
             raise SlideError(path, f"could not open the file: {err.strerror or err}") from None
+        try:
+            self._read_metadata()
+        except OpenSlideError as err:
+            self._close()
+            raise SlideError(path, f"OpenSlide could not read its metadata: {err}", DAMAGED_HINT) from None
+        self._idle.append(self._slide)  # the first handle serves reads too
+
+    def _open_handle(self):
+        """A new OpenSlide handle on the file, sharing the slide's tile cache."""
+        handle = openslide.OpenSlide(str(self.path))
+        try:
+            if self._cache is None and hasattr(openslide, "OpenSlideCache"):
+                self._cache = openslide.OpenSlideCache(_CACHE_BYTES)
+            if self._cache is not None:
+                handle.set_cache(self._cache)
+        except (OpenSlideError, AttributeError, TypeError):
+            pass  # an OpenSlide without shared caches: each handle keeps its own
+        with self._pool_lock:
+            self._handles.add(handle)
+        return handle
+
+    def _borrow(self):
+        """An idle handle, or a new one (which raises OpenSlideError or OSError if the file cannot be opened)."""
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._open_handle()
+
+    def _give_back(self, handle, failed: bool) -> None:
+        """Return a handle after use; a failed one (OpenSlide's error sticks to it) is closed instead."""
+        with self._pool_lock:
+            if not failed and not self._closed:
+                self._idle.append(handle)
+                return
+            self._handles.discard(handle)
+        handle.close()
+
+    def _read_metadata(self) -> None:
         props = self._slide.properties
         self._properties = dict(props)
         self._level_dimensions = tuple(tuple(int(v) for v in dims) for dims in self._slide.level_dimensions)
@@ -67,7 +116,6 @@ class OpenSlideReader(SlideReader):
         self._vendor = props.get(openslide.PROPERTY_NAME_VENDOR) or "unknown"
         self._associated_names = tuple(self._slide.associated_images.keys())
         self._icc = self._read_icc_profile()
-        self._first_error: str | None = None
 
     def _read_icc_profile(self) -> bytes | None:
         """The embedded profile's bytes; a broken one is reported through ``icc_error``."""
@@ -97,37 +145,53 @@ class OpenSlideReader(SlideReader):
         """
         if name not in self._associated_names:
             raise KeyError(name)
+        handle = self._handle_for(f"the {name} image")
+        failed = True
         try:
-            image = self._slide.associated_images[name]
-        except OpenSlideError as err:
-            raise SlideReadError(self.path, f"could not decode the {name} image: {err}", DAMAGED_HINT) from None
+            w, h = openslide.lowlevel.get_associated_image_dimensions(handle._osr, name)
+            if w * h > MAX_REGION_PIXELS:
+                raise SlideReadError(self.path, f"its {name} image claims {w:,} x {h:,} px, too large to show",
+                                     DAMAGED_HINT)
+            image = handle.associated_images[name]
+            failed = False
+        except (OpenSlideError, MemoryError) as err:
+            raise SlideReadError(self.path, f"could not decode the {name} image: {_reason(err)}",
+                                 DAMAGED_HINT) from None
+        finally:
+            self._give_back(handle, failed)
         return _pil_to_rgb(image)
 
     # -- pixels --------------------------------------------------------------
     def _read_region_raw(self, l0_x: int, l0_y: int, level: int, lv_w: int, lv_h: int) -> np.ndarray:
+        where = f"the region at level {level} ({l0_x}, {l0_y}, {lv_w} x {lv_h})"
+        handle = self._handle_for(where)
+        failed = True
         try:
-            region = self._slide.read_region((l0_x, l0_y), level, (lv_w, lv_h))
+            region = handle.read_region((l0_x, l0_y), level, (lv_w, lv_h))
+            failed = False
         except OpenSlideError as err:
-            raise self._read_error(err, l0_x, l0_y, level, lv_w, lv_h) from None
+            raise SlideReadError(self.path, f"could not decode {where}: {_reason(err)}", DAMAGED_HINT) from None
+        finally:
+            self._give_back(handle, failed)
         return _pil_to_rgb(region)
 
-    def _read_error(self, err, l0_x, l0_y, level, lv_w, lv_h) -> SlideReadError:
-        """A SlideReadError for a failed read, noting OpenSlide's sticky error state."""
-        reason = str(err) or type(err).__name__
-        hint = DAMAGED_HINT
-        if self._first_error is None:
-            self._first_error = reason
-        else:
-            hint = (f'OpenSlide stops reading a file after its first error, here "{self._first_error}": '
-                    f"close and reopen the slide; if it persists, {DAMAGED_HINT}")
-        return SlideReadError(
-            self.path,
-            f"could not decode the region at level {level} ({l0_x}, {l0_y}, {lv_w} x {lv_h}): {reason}",
-            hint,
-        )
+    def _handle_for(self, what: str):
+        """A handle for one read; SlideReadError when the file can no longer be opened."""
+        try:
+            return self._borrow()
+        except (OpenSlideError, OSError) as err:
+            raise SlideReadError(self.path, f"could not reopen the file to read {what}: {_reason(err)}",
+                                 DAMAGED_HINT) from None
 
     def _close(self) -> None:
-        self._slide.close()
+        with self._pool_lock:
+            handles, self._handles, self._idle = list(self._handles), set(), []
+        for handle in handles:
+            handle.close()
+
+
+def _reason(err: BaseException) -> str:
+    return str(err) or type(err).__name__
 
 
 def _pil_to_rgb(image) -> np.ndarray:

@@ -24,7 +24,7 @@ _OME_UNITS_UM = {"µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm":
                  "Å": 1e-4, "pm": 1e-6, "in": 25400.0}
 #: Micrometres per TIFF ResolutionUnit (2 inch, 3 centimetre; tifffile adds 4 mm and 5 µm).
 _RESUNIT_UM = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
-_MAX_ASSOCIATED_PIXELS = 64_000_000
+_MAX_ASSOCIATED_PIXELS = 1 << 25  # as MAX_REGION_PIXELS: a macro image is a few megapixels
 _MAX_PROPERTY = 16_384
 
 
@@ -54,6 +54,9 @@ class Plane:
         else:
             rows = int(kf.rowsperstrip or 0)
             self.chunk_h, self.chunk_w = (rows if 0 < rows < self.height else self.height), self.width
+        if min(self.width, self.height, self.chunk_w, self.chunk_h) <= 0:
+            raise SlideError(path, f"a level declares {self.width} x {self.height} px in blocks of "
+                                   f"{self.chunk_w} x {self.chunk_h} px", DAMAGED_HINT)
         self.n_tx = -(-self.width // self.chunk_w)
         self.n_ty = -(-self.height // self.chunk_h)
         self.per_plane = self.n_tx * self.n_ty

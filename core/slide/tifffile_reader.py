@@ -18,6 +18,7 @@ import tifffile
 
 from core.errors import SlideError, SlideReadError
 from core.slide.base import DAMAGED_HINT, SlideReader, plausible_mpp, white_canvas
+from core.slide.tiff_check import check_tiff
 from core.slide.tiff_layout import (
     MINISBLACK,
     RGB,
@@ -33,7 +34,7 @@ logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 #: What a corrupt segment or an odd file can raise from tifffile or imagecodecs.
 DECODE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, ImportError, EOFError,
-                 OSError, struct.error)
+                 OSError, struct.error, ZeroDivisionError, OverflowError)
 _JPEG = {6, 7, 33007, 34892}
 #: Decoded tiles kept for neighbouring reads (the newest one is kept even if larger).
 _CACHE_BYTES = 64 << 20
@@ -64,19 +65,21 @@ class TiffFileReader(SlideReader):
         self._cache: OrderedDict = OrderedDict()
         self._cache_bytes = 0
         self._cache_lock = threading.Lock()
-        truncated = _truncated_header(self.path)
-        if truncated:
-            raise SlideError(path, truncated, DAMAGED_HINT)
+        try:
+            if check_tiff(self.path) is None:  # tifffile would loop for ever on some damaged directory chains
+                raise SlideError(path, "not a TIFF file")
+        except OSError as err:
+            raise SlideError(path, f"could not read the file: {err.strerror or err}") from None
         try:
             self._tif = tifffile.TiffFile(str(path))
-        except (tifffile.TiffFileError, *DECODE_ERRORS) as err:
+        except (tifffile.TiffFileError, MemoryError, *DECODE_ERRORS) as err:
             raise SlideError(path, f"not a readable TIFF: {err}") from None
         try:
             self._setup()
         except SlideError:
             self._tif.close()
             raise
-        except DECODE_ERRORS as err:
+        except (MemoryError, *DECODE_ERRORS) as err:
             self._tif.close()
             raise SlideError(path, f"could not read its TIFF layout: {err}") from None
 
@@ -268,26 +271,3 @@ def _central_box(plane: Plane, size: int) -> tuple[int, int, int, int]:
     x0, y0 = (plane.width - w) // 2, (plane.height - h) // 2
     return x0, y0, x0 + w, y0 + h
 
-
-def _truncated_header(path: Path) -> str | None:
-    """A message when a TIFF's first directory lies past the end of the file (a cut-short copy)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-            size = fh.seek(0, 2)
-    except OSError:
-        return None
-    order = {b"II": "<", b"MM": ">"}.get(head[:2])
-    if order is None or len(head) < 16:
-        return None
-    magic = struct.unpack(order + "H", head[2:4])[0]
-    if magic == 42:
-        first_ifd = struct.unpack(order + "I", head[4:8])[0]
-    elif magic == 43:  # BigTIFF
-        first_ifd = struct.unpack(order + "Q", head[8:16])[0]
-    else:
-        return None
-    if first_ifd >= size:
-        return (f"the file is truncated: it is {size:,} bytes long but its image directory "
-                f"starts at byte {first_ifd:,}")
-    return None
