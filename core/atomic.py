@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 
 def create_temp(target: Path) -> tuple[int, Path]:
@@ -34,20 +35,36 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _keep_backup(path: Path) -> None:
-    """Keep the current ``path`` as ``path.bak`` (a hard link where possible, else a copy)."""
+def _keep_backup(path: Path, worth_keeping: Callable[[Path], bool] | None) -> None:
+    """Keep the current ``path`` as ``path.bak`` (a hard link where possible, else a copy).
+
+    A current file that ``worth_keeping`` refuses (damaged) never replaces the backup: it is kept
+    as ``path.damaged`` instead, and the backup stays as it was.
+    """
     if not path.is_file():
         return
     bak = path.with_name(path.name + ".bak")
+    if worth_keeping is not None and not worth_keeping(path):
+        bak = path.with_name(path.name + ".damaged")
     tmp_bak = bak.with_name(f".{bak.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        os.link(path, tmp_bak)
-    except OSError:
-        shutil.copy2(path, tmp_bak)
-    os.replace(tmp_bak, bak)
+        try:
+            os.link(path, tmp_bak)
+        except OSError:
+            shutil.copy2(path, tmp_bak)
+            fd = os.open(tmp_bak, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp_bak, bak)
+    except BaseException:
+        tmp_bak.unlink(missing_ok=True)
+        raise
 
 
-def atomic_write_bytes(path, data: bytes, backup: bool = False) -> None:
+def atomic_write_bytes(path, data: bytes, backup: bool = False,
+                       worth_keeping: Callable[[Path], bool] | None = None) -> None:
     """Replace ``path`` with ``data`` in one step: readers see the old file or the new one, never a part.
 
     Parameters
@@ -58,6 +75,10 @@ def atomic_write_bytes(path, data: bytes, backup: bool = False) -> None:
         The whole new content.
     backup : bool
         Keep the previous file (if any) as ``path + '.bak'``.
+    worth_keeping : callable(Path) -> bool, optional
+        With ``backup``: says whether the previous file is sound. One that is not (a damaged file
+        the caller recovered from the backup) is kept as ``path + '.damaged'`` and the good
+        backup stays.
 
     Raises
     ------
@@ -77,7 +98,7 @@ def atomic_write_bytes(path, data: bytes, backup: bool = False) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
             if backup:
-                _keep_backup(path)
+                _keep_backup(path, worth_keeping)
             os.replace(tmp, path)
         except OSError as err:
             raise type(err)(err.errno, f"cannot save: {err.strerror or err}", str(path)) from err

@@ -4,7 +4,8 @@ Layout::
 
     <folder>/project.json               format version, name, classes, slides
     <folder>/project.json.bak           the previous project.json (kept by every save)
-    <folder>/annotations/<slide-id>.geojson
+    <folder>/annotations/<slide-id>.geojson           the slide's marks, as QuPath reads them
+    <folder>/annotations/<slide-id>.geojson.journal   edits saved since (large stores; folded in on close)
     <folder>/models/, <folder>/predictions/   (made later, by training and prediction)
 
 Nothing is ever written beside a slide, so slides on read-only media work. Slides are
@@ -180,10 +181,11 @@ class Project:
         data = {**self._extra, "format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
                 "classes": [{"name": c.name, "color": list(c.color)} for c in self.classes],
                 "slides": [s.to_json() for s in self._slides.values()]}
-        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+        text = json.dumps(data, indent=1, ensure_ascii=True) + "\n"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.json_path, text.encode("utf-8"), backup=True)
+            # A damaged project.json (opened from its backup) must not become the backup.
+            atomic_write_bytes(self.json_path, text.encode("ascii"), backup=True, worth_keeping=_is_project_file)
         except OSError as err:
             raise ProjectError(f"{self.json_path}: could not save the project: {err.strerror or err}") from err
 
@@ -275,8 +277,10 @@ class Project:
     def load_annotations(self, slide_id: str) -> AnnotationStore:
         """A store holding the slide's saved annotations, with the project's classes.
 
-        Classes found in the file but not in the project are added after the project's.
-        Warnings from the reader are appended to ``warnings``.
+        The annotation file is read with its journal of later edits replayed
+        (:func:`core.autosave.load_saved`); what the file holds that Biopsia cannot show is kept
+        in ``store.foreign`` and written back. Classes found but not in the project are added
+        after the project's. Warnings from the reader are appended to ``warnings``.
 
         Raises
         ------
@@ -284,20 +288,17 @@ class Project:
             When the file is malformed or cannot be read. The entry is then marked read-only,
             so that :meth:`autosaver` and :meth:`save_annotations` refuse to overwrite it.
         """
-        from core.annotations.formats import read_annotations
+        from core.autosave import load_saved
 
         entry = self.slide(slide_id)
         path = self.annotations_path(slide_id)
-        if not path.exists():
-            entry.annotations_read_only = False
-            return AnnotationStore((), self.classes)
         entry.annotations_read_only = True  # until it is read: a file we could not read is never clobbered
-        loaded = read_annotations(path)
+        loaded = load_saved(path)
         entry.annotations_read_only = False
         names = {c.name for c in self.classes}
         classes = self.classes + tuple(c for c in loaded.classes if c.name not in names)
         self.warnings.extend(loaded.warnings)  # each already names the file
-        return AnnotationStore(loaded.annotations, classes)
+        return AnnotationStore(loaded.annotations, classes, foreign=loaded.foreign, origin=loaded.origin)
 
     def save_annotations(self, slide_id: str, store: AnnotationStore) -> None:
         """Write a store's annotations now (atomically, keeping ``.bak``); see also :meth:`autosaver`.
@@ -312,7 +313,7 @@ class Project:
         from core.autosave import write_snapshot
 
         self._check_writable(slide_id)
-        write_snapshot(self.annotations_path(slide_id), store.annotations(), store.classes)
+        write_snapshot(self.annotations_path(slide_id), store.annotations(), store.classes, store.foreign)
 
     def autosaver(self, slide_id: str, store: AnnotationStore, **kwargs):
         """An :class:`core.autosave.AutoSaver` that keeps this slide's annotation file up to date.
@@ -387,6 +388,17 @@ def _read_json(path: Path) -> dict:
     except (KeyError, TypeError, ValueError) as err:
         raise _Unreadable(f"{path}: the project file is damaged ({err})") from None
     return data
+
+
+def _is_project_file(path: Path) -> bool:
+    """Whether ``path`` holds a readable project file (one from a newer Biopsia counts)."""
+    try:
+        _read_json(path)
+    except _Unreadable:
+        return False
+    except ProjectError:
+        return True
+    return True
 
 
 def _resolved(path) -> Path:

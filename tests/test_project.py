@@ -190,3 +190,30 @@ def test_default_project_lives_in_the_data_folder(slide):
     assert project.folder == paths.data_dir() / "default-project"
     entry = project.add_slide(slide)
     assert [s.id for s in default_project().slides] == [entry.id]
+
+
+def test_saving_after_recovery_keeps_the_good_backup(tmp_path, slide):
+    other = slide.with_name("case-18.svs")
+    other.write_bytes(b"x")
+    project = Project.create(tmp_path / "proj")
+    first = project.add_slide(slide)
+    project.add_slide(other)  # the .bak holds the project with the first slide only
+    json_path = project.json_path
+    bak = Path(str(json_path) + ".bak")
+    good_backup = bak.read_bytes()
+    damaged = json_path.read_bytes()[:40]
+    json_path.write_bytes(damaged)
+
+    opened = Project.open(tmp_path / "proj")  # recovered from the backup
+    assert [s.id for s in opened.slides] == [first.id]
+    opened.update_settings(first.id, fully_annotated=True)  # the next save
+    assert bak.read_bytes() == good_backup  # the damaged file did not become the backup ...
+    assert Path(str(json_path) + ".damaged").read_bytes() == damaged  # ... it is kept aside instead
+    again = Project.open(tmp_path / "proj")
+    assert again.warnings == [] and again.slide(first.id).settings["fully_annotated"] is True
+    json_path.write_bytes(damaged)  # damaged again: the backup still opens
+    assert [s.id for s in Project.open(tmp_path / "proj").slides] == [first.id]
+    # A sound file still becomes the backup at the next save.
+    again.update_settings(first.id, fully_annotated=False)
+    again.update_settings(first.id, fully_annotated=True)
+    assert json.loads(bak.read_text())["slides"][0]["settings"]["fully_annotated"] is False

@@ -2,12 +2,14 @@
 
 Every change is an :class:`Edit` that removes some annotations and adds others; applying one
 returns its inverse, so undo and redo are exact and the GUI's undo stack stays a thin wrapper.
+A :class:`ChangeTracker` collects the net changes since it was last asked, so that saving can
+cost what the edits changed rather than what the store holds.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from shapely import STRtree
@@ -55,12 +57,27 @@ class AnnotationStore:
     """A slide's annotations in drawing order, its classes, and change listeners.
 
     Thread-safe for reads from other threads (autosave); edits come from one thread.
+
+    Parameters
+    ----------
+    annotations : iterable of Annotation
+    classes : sequence of AnnotationClass
+    foreign : sequence, optional
+        Features of the slide's file that Biopsia keeps but cannot show or edit (JSON values);
+        saving writes them back unchanged.
+    origin : object, optional
+        Where the store was read from, set by the loader (:func:`core.autosave.load_saved`), so
+        that an autosaver can go on from the files as they are.
     """
 
-    def __init__(self, annotations: Iterable[Annotation] = (), classes: Sequence[AnnotationClass] = DEFAULT_CLASSES):
+    def __init__(self, annotations: Iterable[Annotation] = (), classes: Sequence[AnnotationClass] = DEFAULT_CLASSES,
+                 foreign: Sequence = (), origin=None):
         self._items: dict[str, Annotation] = {}
         self._classes: tuple[AnnotationClass, ...] = tuple(classes)
         self._listeners: list[Listener] = []
+        self._trackers: list[ChangeTracker] = []
+        self.foreign: tuple = tuple(foreign)
+        self.origin = origin
         self._lock = threading.RLock()
         self._tree: STRtree | None = None
         self._tree_ids: list[str] = []
@@ -85,6 +102,11 @@ class AnnotationStore:
         """A snapshot, in drawing order (oldest first)."""
         with self._lock:
             return list(self._items.values())
+
+    def snapshot(self) -> tuple[int, list[Annotation], tuple[AnnotationClass, ...]]:
+        """``(revision, annotations, classes)`` taken together: the annotations are those of that revision."""
+        with self._lock:
+            return self.revision, list(self._items.values()), self._classes
 
     @property
     def classes(self) -> tuple[AnnotationClass, ...]:
@@ -127,8 +149,13 @@ class AnnotationStore:
                 missing = [a.id for a in edit.before if a.id not in self._items]
                 if missing:
                     raise KeyError(f"edit refers to annotations that are not in the store: {missing}")
+                for tracker in self._trackers:
+                    tracker._record(self._items, edit)
                 self._items = _replaced(self._items, edit)
                 self._tree = None
+            if isinstance(edit, ClassesEdit):
+                for tracker in self._trackers:
+                    tracker._classes_changed = True
             self.revision += 1
         for listener in list(self._listeners):
             listener(edit)
@@ -144,6 +171,104 @@ class AnnotationStore:
     def remove_listener(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def track_changes(self) -> "ChangeTracker":
+        """A tracker that collects every change from now on; :meth:`ChangeTracker.close` stops it."""
+        with self._lock:
+            tracker = ChangeTracker(self)
+            self._trackers.append(tracker)
+            return tracker
+
+
+@dataclass
+class Change:
+    """The net change to one annotation id since the base (the last :meth:`ChangeTracker.take`).
+
+    ``annotation`` is its newest version, or None when it was deleted. ``moved`` says it left its
+    place in drawing order and now comes after every annotation that stayed (it was added, or
+    deleted and added again). ``base`` is the version at the base, None when it did not exist.
+    """
+
+    annotation: Annotation | None
+    moved: bool
+    base: Annotation | None
+
+
+@dataclass
+class Changes:
+    """What changed between two moments: per id in the order to replay, and the classes if they changed.
+
+    Replaying means, per entry: deleted -> remove; ``moved`` -> remove if there, then append;
+    otherwise replace in place. That gives the store's contents and drawing order exactly.
+    ``annotations`` and ``classes_now`` are the whole store at ``revision``.
+    """
+
+    revision: int
+    entries: dict[str, Change] = field(default_factory=dict)
+    classes: tuple[AnnotationClass, ...] | None = None
+    annotations: list[Annotation] = field(default_factory=list)
+    classes_now: tuple[AnnotationClass, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.entries and self.classes is None
+
+    def then(self, newer: "Changes") -> "Changes":
+        """These changes followed by ``newer`` (taken later from the same tracker), as one."""
+        entries = dict(self.entries)
+        for ann_id, change in newer.entries.items():
+            older = entries.get(ann_id)
+            if older is None:
+                entries[ann_id] = change
+            elif change.moved or change.annotation is None:
+                del entries[ann_id]  # to the end: it left its place again
+                entries[ann_id] = Change(change.annotation, True, older.base)
+            else:
+                entries[ann_id] = Change(change.annotation, older.moved, older.base)
+        classes = newer.classes if newer.classes is not None else self.classes
+        return Changes(newer.revision, entries, classes, newer.annotations, newer.classes_now)
+
+
+class ChangeTracker:
+    """Collects a store's net changes between calls of :meth:`take` (made by :meth:`AnnotationStore.track_changes`)."""
+
+    def __init__(self, store: AnnotationStore):
+        self._store = store
+        self._entries: dict[str, Change] = {}
+        self._classes_changed = False
+        self.start_revision = store.revision
+
+    def _record(self, items: dict[str, Annotation], edit: Edit) -> None:
+        """Note an edit about to be applied to ``items`` (under the store's lock), as :func:`_replaced` applies it."""
+        added = {a.id: a for a in edit.after}
+        for ann in edit.before:
+            if ann.id not in added:
+                old = self._entries.pop(ann.id, None)
+                self._entries[ann.id] = Change(None, True, old.base if old else items[ann.id])
+        for ann_id, ann in added.items():
+            old = self._entries.get(ann_id)
+            if ann_id in items:  # replaced in place
+                self._entries[ann_id] = Change(ann, old.moved, old.base) if old else Change(ann, False, items[ann_id])
+            else:  # appended
+                self._entries.pop(ann_id, None)
+                self._entries[ann_id] = Change(ann, True, old.base if old else None)
+
+    def take(self) -> Changes:
+        """The changes since the last call (or since the tracker was made), with the store as it is now."""
+        store = self._store
+        with store._lock:
+            entries = {i: c for i, c in self._entries.items() if c.annotation is not None or c.base is not None}
+            changes = Changes(store.revision, entries, store._classes if self._classes_changed else None,
+                              list(store._items.values()), store._classes)
+            self._entries = {}
+            self._classes_changed = False
+            return changes
+
+    def close(self) -> None:
+        """Stop collecting."""
+        with self._store._lock:
+            if self in self._store._trackers:
+                self._store._trackers.remove(self)
 
 
 def _replaced(items: dict[str, Annotation], edit: Edit) -> dict[str, Annotation]:
