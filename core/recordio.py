@@ -14,12 +14,14 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from core.errors import DatasetError
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _HEADER = struct.Struct("<IfQQ")  # mx.recordio.IRHeader: flag, label, id, id2
 
 
-class RecordIOError(ValueError):
+class RecordIOError(DatasetError, ValueError):
     """A RecordIO file is damaged: bad magic, truncated record, or an index pointing nowhere."""
 
 
@@ -28,18 +30,27 @@ def pack_image_record(label: float, record_id: int, image_bytes: bytes) -> bytes
     return _HEADER.pack(0, float(label), int(record_id), 0) + image_bytes
 
 
-def unpack_image_record(payload: bytes) -> tuple[float, int, bytes]:
+def unpack_image_record(payload: bytes, source: str = "record") -> tuple[float, int, bytes]:
     """``(label, id, image bytes)`` of a record written by `pack_image_record` or ``mx.recordio.pack``.
 
-    Multi-label headers (flag > 0) give the first label.
+    Multi-label headers (flag > 0) give the first label. ``source`` names the record in messages
+    (e.g. ``"train.rec, record 12"``).
+
+    Raises
+    ------
+    RecordIOError
+        A payload shorter than its header, or a header declaring more labels than the record holds.
     """
     if len(payload) < _HEADER.size:
-        raise RecordIOError(f"record of {len(payload)} bytes is shorter than its {_HEADER.size}-byte header")
+        raise RecordIOError(f"{source}: {len(payload)} bytes, shorter than the {_HEADER.size}-byte image record "
+                            "header; the file is damaged, write the dataset again")
     flag, label, record_id, _ = _HEADER.unpack_from(payload)
     body = payload[_HEADER.size:]
     if flag > 0:
-        labels = struct.unpack_from(f"<{flag}f", body)
-        label, body = labels[0], body[4 * flag:]
+        if 4 * flag > len(body):
+            raise RecordIOError(f"{source}: the header declares {flag:,} labels but the record holds "
+                                f"{len(body):,} bytes after it; the file is damaged, write the dataset again")
+        label, body = struct.unpack_from("<f", body)[0], body[4 * flag:]
     return float(label), int(record_id), body
 
 
@@ -107,17 +118,32 @@ class RecordReader:
         for n, line in enumerate(lines, 1):
             fields = line.split("\t")
             if len(fields) != 2 or not fields[0].strip().lstrip("-").isdigit() or not fields[1].strip().isdigit():
-                raise RecordIOError(f"{self.idx_path}, line {n}: expected 'key<TAB>offset', got {line[:60]!r}")
+                raise RecordIOError(f"{self.idx_path}, line {n}: expected 'key<TAB>offset' (whole numbers); the "
+                                    "index is damaged, write the dataset again")
             self.offsets[int(fields[0])] = int(fields[1])
-        self._data = self.rec_path.read_bytes()
+        try:
+            self._data = self.rec_path.read_bytes()
+        except OSError as err:
+            raise RecordIOError(f"{self.rec_path}: unreadable ({err.strerror or err})") from err
 
     @property
     def keys(self) -> list[int]:
         return list(self.offsets)
 
     def read(self, key: int) -> bytes:
+        """The payload of record ``key`` (its parts joined).
+
+        Raises
+        ------
+        RecordIOError
+            A key the index does not list, a bad magic number, a part cut off by the end of the file, or
+            parts out of order.
+        """
+        if key not in self.offsets:
+            raise RecordIOError(f"{self.idx_path}: no record {key} in the index")
         pos = self.offsets[key]
         payload = bytearray()
+        first = True
         while True:
             if pos + 8 > len(self._data):
                 raise RecordIOError(f"{self.rec_path}: record {key} is cut off at byte {pos}")
@@ -125,6 +151,10 @@ class RecordReader:
             if magic != MAGIC:
                 raise RecordIOError(f"{self.rec_path}: no record {key} at byte {pos} (bad magic number)")
             cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+            if cflag not in ((0, 1) if first else (2, 3)):
+                raise RecordIOError(f"{self.rec_path}: record {key} has its parts out of order at byte {pos} "
+                                    "(the file is damaged)")
+            first = False
             end = pos + 8 + length
             if end > len(self._data):
                 raise RecordIOError(f"{self.rec_path}: record {key} is cut off (file ends at {len(self._data)})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import Callable
 
 import numpy as np
 
+from core.atomic import atomic_write_bytes
 from core.errors import DatasetError, ModelError
 from core.metrics import BinaryMetrics
 from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, normalise, save_bundle
+from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
+from core.models.folder import NEW, OLD, sibling
 from core.models.engine import describe_device, engine, parse_device
 from core.models.zoo import build
 
@@ -179,8 +183,11 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         Called with a `ProgressEvent` after each batch and each epoch.
     should_stop : callable, optional
         Checked before each batch; when it returns True training stops and the best checkpoint is kept.
+        Ctrl-C (KeyboardInterrupt) in the calling thread does the same, then is raised again once the
+        model thread has stopped, so no save is cut short by the interpreter exiting.
     resume : bool
-        Continue from ``out_dir/last`` if present.
+        Continue from ``out_dir/last`` if present (a checkpoint of this version: MXNet's pickled
+        ``trainer.states`` is refused).
     mpp : float, optional
         Micrometres per pixel of the tiles, recorded in the bundle.
 
@@ -193,7 +200,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     DatasetError
         For empty, mis-shaped or single-class data.
     ModelError
-        For an unknown architecture or unavailable device.
+        For an unknown architecture or unavailable device, a checkpoint that cannot be resumed, or a
+        model that cannot be saved (the previous ``best/`` and ``last/`` are kept).
     """
     train_data.check("training data")
     val_data.check("validation data")
@@ -205,8 +213,27 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     settings = dict(arch=arch, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                     optimizer=optimizer, seed=int(seed), class_weighting=class_weighting, augment=augment,
                     early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule)
-    return engine().run(_run_training, train_data, val_data, Path(out_dir), settings, device, mpp,
-                        progress, should_stop, resume)
+    interrupt = threading.Event()
+
+    def stopping() -> bool:
+        return interrupt.is_set() or (should_stop is not None and bool(should_stop()))
+
+    args = (train_data, val_data, Path(out_dir), settings, device, mpp, progress, stopping, resume)
+    model_thread = engine()
+    if model_thread.on_thread():
+        return _run_training(*args)
+    future = model_thread.submit(_run_training, *args)
+    while True:
+        try:
+            result = future.result()
+            break
+        except KeyboardInterrupt:
+            if interrupt.is_set():  # a second Ctrl-C: saves are atomic, so leaving now loses nothing saved
+                raise
+            interrupt.set()  # let the current batch and any save finish, then stop
+    if interrupt.is_set():
+        raise KeyboardInterrupt
+    return result
 
 
 def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, epoch: int, do_augment: bool,
@@ -272,6 +299,13 @@ def _score(metrics: dict) -> float:
     return float(auc) if auc is not None else float(metrics["accuracy"])
 
 
+def _score_or_none(metrics: dict) -> float | None:
+    try:
+        return _score(metrics)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, progress, should_stop, resume):
     import mxnet as mx
     from mxnet import autograd, gluon
@@ -309,10 +343,8 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     out_dir.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     state = {"epoch": -1, "best_epoch": None, "best_score": None, "stale": 0, "history": []}
-    if resume and (last_dir / "state.json").is_file():
-        state = json.loads((last_dir / "state.json").read_text(encoding="utf-8"))
-        net.load_parameters(str(last_dir / "train.params"), ctx=ctx)
-        trainer.load_states(str(last_dir / "trainer.states"))
+    if resume and any(os.path.lexists(sibling(last_dir, end)) for end in ("", NEW, OLD)):
+        state = adopt_best(load_checkpoint(last_dir, net, trainer, ctx), best_dir, _score_or_none)
         rng = np.random.default_rng((s["seed"], state["epoch"] + 1))
 
     cancelled = stopped_early = False
@@ -348,15 +380,13 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
                              training=_summary(train_data, val_data, s, epoch), metrics=metrics)
             # the best epoch has the lowest validation loss: it rewards calibrated probabilities, which
             # thresholds need, where AUC only ranks
+            # best/ first: a crash before last/ is written leaves a checkpoint that replays this epoch
             if state.get("best_loss") is None or metrics["loss"] < state["best_loss"]:
                 state.update(best_score=score, best_loss=metrics["loss"], best_epoch=epoch, stale=0)
                 save_bundle(best_dir, net, info)
             else:
                 state["stale"] += 1
-            save_bundle(last_dir, net, info)
-            net.save_parameters(str(last_dir / "train.params"))
-            trainer.save_states(str(last_dir / "trainer.states"))
-            (last_dir / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+            save_checkpoint(last_dir, net, trainer, info, state)
             if progress is not None:
                 progress(ProgressEvent(epoch, s["epochs"], batches, batches, metrics["train_loss"], metrics))
             patience = s["early_stopping_patience"]
@@ -365,7 +395,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
                 break
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    (out_dir / "history.json").write_text(json.dumps(state["history"], indent=1), encoding="utf-8")
+    atomic_write_bytes(out_dir / "history.json", json.dumps(state["history"], indent=1).encode("utf-8"))
     return TrainResult(
         bundle=best_dir if state["best_epoch"] is not None else None, best_epoch=state["best_epoch"],
         best_score=state["best_score"], epochs_run=len(state["history"]), history=state["history"],

@@ -160,6 +160,92 @@ def test_params_from_another_network_names_file(model_thread, tmp_path):
 
     (tmp_path / "c").mkdir()
     model_thread.run(other_weights)
-    (tmp_path / "a" / "model-0000.params").write_bytes((tmp_path / "c" / "model-0000.params").read_bytes())
-    with pytest.raises(ModelError, match="model-0000.params.*do not match"):
+    params = tmp_path / "a" / "model-0000.params"
+    params.write_bytes((tmp_path / "c" / "model-0000.params").read_bytes())
+    with pytest.raises(ModelError, match="model-0000.params: weights are unreadable.*changed after Biopsia saved it"):
         model_thread.run(load_bundle, tmp_path / "a")
+    _rehash(tmp_path / "a")  # the same swap with the hash forged to match: the graph check still refuses it
+    with pytest.raises(ModelError, match="model-0000.params.*do not fit model-symbol.json"):
+        model_thread.run(load_bundle, tmp_path / "a")
+
+
+def _rehash(folder):
+    """Record the files' present size and SHA-256 in model.json, as a forger would."""
+    import hashlib
+
+    path = folder / "model.json"
+    doc = json.loads(path.read_text())
+    for name, entry in doc["files"].items():
+        data = (folder / name).read_bytes()
+        entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    path.write_text(json.dumps(doc))
+
+
+# -- a bundle folder is written as one unit; every crash point is recovered on the next open ---------------
+def _two_bundles(model_thread, tmp_path):
+    """``out/best`` (older) and a complete newer bundle, ready to be arranged as a crash left them."""
+    from core.models.bundle import read_info
+
+    model_thread.run(_saved_bundle, tmp_path / "out" / "best")
+    model_thread.run(_saved_bundle, tmp_path / "newer")
+    old_hash = read_info(tmp_path / "out" / "best").files["model-0000.params"]["sha256"]
+    new_hash = read_info(tmp_path / "newer").files["model-0000.params"]["sha256"]
+    assert old_hash != new_hash
+    return tmp_path / "out", old_hash, new_hash
+
+
+@pytest.mark.parametrize("left, expect", [
+    ({"best": "old", "best.new": "partial"}, "old"),  # killed while filling best.new
+    ({"best.old": "old", "best.new": "new"}, "new"),  # killed between the two renames
+    ({"best": "new", "best.old": "old"}, "new"),  # killed before removing best.old
+    ({"best.old": "old"}, "old"),
+    ({"best.old": "old", "best.new": "partial"}, "old"),
+    ({"best.new": "new"}, "new"),  # a first save, killed before its rename
+    ({"best.new": "partial"}, None),  # a first save, killed while filling
+])
+def test_every_crash_point_of_a_save_is_recovered(model_thread, tmp_path, left, expect):
+    import shutil
+
+    from core.models.bundle import read_info, resolve_bundle
+
+    out, old_hash, new_hash = _two_bundles(model_thread, tmp_path)
+    (out / "best").rename(tmp_path / "old")
+    for name, kind in left.items():
+        shutil.copytree(tmp_path / ("old" if kind == "old" else "newer"), out / name)
+        if kind == "partial":
+            (out / name / "model-0000.params").write_bytes(b"")  # the 0-byte weights a kill leaves
+            (out / name / "model.json").unlink()
+    if expect is None:
+        with pytest.raises(ModelError, match="not a model"):
+            resolve_bundle(out)
+    else:
+        folder = resolve_bundle(out)
+        assert folder == out / "best"
+        assert read_info(folder).files["model-0000.params"]["sha256"] == (new_hash if expect == "new" else old_hash)
+        model_thread.run(load_bundle, folder)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == (["best"] if expect else [])
+
+
+def test_a_failing_save_keeps_the_previous_bundle_and_leaves_no_staging(model_thread, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from core.models import folder as folder_mod
+    from core.models.bundle import read_info
+
+    model_thread.run(_saved_bundle, tmp_path / "best")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "best").iterdir()}
+    real = folder_mod.fsync_path
+
+    def full(path):
+        if path.name == "model.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path)
+
+    monkeypatch.setattr(folder_mod, "fsync_path", full)
+    with pytest.raises(ModelError, match=r"best: could not save the model \(No space left on device\); the "
+                                         "previous model there is kept"):
+        model_thread.run(_saved_bundle, tmp_path / "best")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "best").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.lock", "best"]
+    assert read_info(tmp_path / "best").verified

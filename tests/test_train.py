@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.errors import DatasetError
+from core.errors import DatasetError, ModelError
 from core.models.bundle import load_bundle
 from core.models.engine import engine
 from core.train import TileArrays, augment, train
@@ -114,3 +114,145 @@ def test_from_folder_and_augment(tmp_path):
     assert out.shape == loaded.images.shape and out.dtype == np.uint8
     with pytest.raises(DatasetError, match="does not exist"):
         TileArrays.from_folder(tmp_path / "nowhere")
+
+
+class _RunsCode:
+    """A pickle that creates a folder when unpickled: what a crafted ``trainer.states`` can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_resume_never_unpickles_a_trainer_states_file(data, tmp_path):
+    import pickle
+
+    first = train(*data, tmp_path / "run", epochs=1, batch_size=32, seed=0, device="cpu")
+    last = tmp_path / "run" / "last"
+    assert first.epochs_run == 1
+    assert {"optimizer.npz", "optimizer.json", "train.params", "state.json"} <= {p.name for p in last.iterdir()}
+    assert not (last / "trainer.states").exists()
+    marker = tmp_path / "code-ran"
+    (last / "trainer.states").write_bytes(pickle.dumps(_RunsCode(marker)))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "best").iterdir()}
+    with pytest.raises(ModelError, match=r"last/trainer\.states: this optimizer state is a Python pickle .* "
+                                         "Biopsia does not read pickles"):
+        train(*data, tmp_path / "run", epochs=2, batch_size=32, seed=0, device="cpu", resume=True)
+    assert not marker.exists()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "best").iterdir()} == before
+
+
+def test_a_checkpoint_with_a_changed_file_is_refused(data, tmp_path):
+    train(*data, tmp_path, epochs=1, batch_size=32, seed=0, device="cpu")
+    state = tmp_path / "last" / "state.json"
+    state.write_text(state.read_text().replace('"epoch": 0', '"epoch": 5', 1))
+    with pytest.raises(ModelError, match=r"last/state\.json: file state\.json is unreadable: its contents do not "
+                                         "match the SHA-256"):
+        train(*data, tmp_path, epochs=2, batch_size=32, seed=0, device="cpu", resume=True)
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    """Two trainers, one restored from the other's saved state, take the same next step to the bit."""
+    from core.models import optimizer_state
+    from core.models.zoo import build
+
+    def job():
+        import mxnet as mx
+        from mxnet import autograd, gluon
+
+        x = mx.nd.array(np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32))
+        y = mx.nd.array(np.arange(8) % 2)
+        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+
+        def make(optimizer, args):
+            mx.random.seed(1)
+            net = build("cnn")
+            net.initialize(mx.init.Xavier())
+            net(x)
+            params = [p for _, p in sorted(net._collect_params_with_prefix().items())]
+            return net, gluon.Trainer(params, optimizer, dict(args))
+
+        def step(net, trainer):
+            mx.random.seed(7)  # the same dropout masks for both networks
+            with autograd.record():
+                loss = loss_fn(net(x), y)
+            loss.backward()
+            trainer.step(8)
+
+        results = []
+        for optimizer, args in (("adam", {"learning_rate": 1e-3}), ("sgd", {"learning_rate": 0.1, "momentum": 0.9})):
+            a, trainer_a = make(optimizer, args)
+            for _ in range(3):
+                step(a, trainer_a)
+            folder = tmp_path / optimizer
+            folder.mkdir()
+            optimizer_state.save_trainer_state(trainer_a, folder)
+            b, trainer_b = make(optimizer, args)
+            b_params = b._collect_params_with_prefix()
+            for name, p in a._collect_params_with_prefix().items():
+                b_params[name].set_data(p.data())
+            optimizer_state.load_trainer_state(trainer_b, folder, (folder / "optimizer.npz").read_bytes(),
+                                               (folder / "optimizer.json").read_bytes())
+            assert trainer_b._optimizer.num_update == trainer_a._optimizer.num_update == 3
+            step(a, trainer_a)
+            step(b, trainer_b)
+            results.append(all(np.array_equal(p.data().asnumpy(), b_params[name].data().asnumpy())
+                               for name, p in a._collect_params_with_prefix().items()))
+        with np.load(tmp_path / "adam" / "optimizer.npz", allow_pickle=False) as arrays:
+            assert all(arrays[k].dtype == np.float32 for k in arrays.files)
+        return results
+
+    assert engine().run(job) == [True, True]
+
+
+def test_damaged_optimizer_arrays_are_refused(tmp_path):
+    import io
+    import json as json_mod
+
+    from core.models import optimizer_state
+
+    def job():
+        import mxnet as mx
+        from mxnet import gluon
+
+        net = build_net()
+        params = [p for _, p in sorted(net._collect_params_with_prefix().items())]
+        trainer = gluon.Trainer(params, "sgd", {"learning_rate": 0.1, "momentum": 0.9})
+        index = 0
+        shape = params[index].shape
+        meta = {"format": "biopsia-optimizer-state", "format_version": 1, "optimizer": "sgd", "num_update": 1,
+                "update_counts": {"0": 1}, "states": {"0": "s0"}}
+        errors = []
+        for arrays in ({"s0": np.zeros(shape, np.float64)}, {"s0": np.zeros((1,) + shape, np.float32)},
+                       {"s0": np.full(shape, np.nan, np.float32)}, {"other": np.zeros(shape, np.float32)},
+                       {"s0": np.array([{"x": 1}], dtype=object)}):
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            try:
+                optimizer_state.load_trainer_state(trainer, tmp_path, buffer.getvalue(),
+                                                   json_mod.dumps(meta).encode())
+            except ModelError as err:
+                errors.append(str(err))
+        for bad_meta in ({**meta, "optimizer": "adam"}, {**meta, "states": {"99": "s0"}}, [1]):
+            try:
+                optimizer_state.load_trainer_state(trainer, tmp_path, b"", json_mod.dumps(bad_meta).encode())
+            except ModelError as err:
+                errors.append(str(err))
+        mx.nd.waitall()
+        return errors
+
+    def build_net():
+        import mxnet as mx
+
+        from core.models.zoo import build
+
+        net = build("cnn")
+        net.initialize()
+        net(mx.nd.zeros((1, 3, 16, 16)))
+        return net
+
+    errors = engine().run(job)
+    assert len(errors) == 8, errors
+    assert all("optimizer" in e for e in errors)

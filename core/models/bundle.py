@@ -5,7 +5,20 @@ Layout::
     bundle/
         model-symbol.json    network graph (Gluon ``export``)
         model-0000.params    weights
-        model.json           classes, tile size, normalisation, training summary, metrics, versions
+        model.json           classes, tile size, normalisation, training summary, metrics, versions,
+                             and the size and SHA-256 of every other file of the folder
+
+A bundle is written as one unit (`core.models.folder`): a crash or a full disk during a save leaves the
+previous bundle complete. Reading checks, before MXNet sees anything, that every file is the one
+``model.json`` records (size and SHA-256), that the graph uses only the operators of Biopsia's networks
+and the weights file is well formed and finite (`core.models.safety`), and that ``model.json`` asks for
+what a tile classifier can be: 16 to 1024 px tiles, 0.05 to 50 µm/px, finite normalisation with a
+standard deviation of at least 0.001. A damaged or tampered bundle is a `ModelError`, never a model.
+
+``model.json`` itself is the editable description (a µm/px may be corrected by hand); the weights and
+graph are locked by their hashes. Bundles of format 1 (before hashes were recorded) still load, with
+every check but the hashes; `ModelInfo.verified` says which kind was read. Format 2 bundles must list
+their hashes: deleting them is refused like any other damage.
 
 `load_bundle` and `LoadedModel.predict` call MXNet: run them on the model thread (`core.models.engine`).
 """
@@ -18,21 +31,31 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 import core
-from core.atomic import atomic_write_bytes
 from core.errors import ModelError
+from core.models import safety
+from core.models.folder import recover, write_file, write_folder
+from core.models.safety import GIB, MIB, describe, is_number
 from core.models.zoo import ARCHS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PREFIX = "model"
 SYMBOL_FILE = f"{PREFIX}-symbol.json"
 PARAMS_FILE = f"{PREFIX}-0000.params"
 META_FILE = "model.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TILE_PX = (16, 1024)
+MPP = (0.05, 50.0)
+STD_MIN, STD_MAX = 1e-3, 10.0
+MAX_CLASSES = 1000
+META_LIMIT = MIB
+FILE_LIMITS = {".params": GIB, ".npz": 2 * GIB, ".json": 16 * MIB}
+ACTIVATION_BUDGET = 2 * GIB  # all intermediate outputs of the network for one tile, float32
 
 
 @dataclass
@@ -55,6 +78,9 @@ class ModelInfo:
         Summary of the training data and settings.
     metrics : dict
         Validation metrics.
+    files : dict
+        ``{file name: {"sha256": hex, "bytes": n}}`` of the folder's other files, as read; empty for a
+        format 1 bundle, which recorded none.
     """
 
     architecture: str
@@ -67,9 +93,15 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)
     created: str = ""
     software: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        """True when the weights and graph were checked against hashes recorded in ``model.json``."""
+        return bool(self.files)
 
     def to_json(self) -> dict:
-        """The ``model.json`` document."""
+        """The ``model.json`` document (`save_bundle` adds ``files``)."""
         import mxnet as mx
 
         return {
@@ -98,23 +130,48 @@ class ModelInfo:
         }
 
 
-def save_bundle(folder, net, info: ModelInfo) -> Path:
-    """Export ``net`` (hybridized, run at least once) and write ``model.json`` into ``folder``.
+def save_bundle(folder, net, info: ModelInfo, extra: Callable[[Path], None] | None = None) -> Path:
+    """Export ``net`` (hybridized, run at least once) with ``model.json`` as the folder ``folder``, in one step.
+
+    Parameters
+    ----------
+    folder : path-like
+        The bundle folder; a previous bundle there is replaced only once the new one is complete.
+    net : mxnet.gluon.HybridBlock
+    info : ModelInfo
+    extra : callable, optional
+        ``extra(staging)`` writes further files (a training checkpoint's); they are hashed in ``model.json`` too.
 
     Returns
     -------
     pathlib.Path
         The bundle folder.
+
+    Raises
+    ------
+    ModelError
+        When the folder cannot be written (a full disk, no permission); the previous bundle is kept.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+
+    def fill(staging: Path) -> None:
+        try:
+            net.export(str(staging / PREFIX), epoch=0)
+        except Exception as exc:  # MXNetError while writing (a full disk)
+            raise ModelError(f"{folder}: could not export the network; check the free disk space and retry "
+                             f"(the previous model there is kept)") from exc
+        if extra is not None:
+            extra(staging)
+        files = {p.name: {"sha256": safety.sha256_file(p), "bytes": p.stat().st_size}
+                 for p in sorted(staging.iterdir())}
+        doc = {**info.to_json(), "files": files}
+        write_file(staging / META_FILE, json.dumps(doc, indent=2, default=_json_default).encode("utf-8"))
+
     try:
-        net.export(str(folder / PREFIX), epoch=0)
-    except Exception as exc:  # MXNetError / OSError while writing
-        raise ModelError(f"{folder}: could not export the network ({exc}); check the disk and retry") from exc
-    text = json.dumps(info.to_json(), indent=2, default=_json_default)
-    atomic_write_bytes(folder / META_FILE, text.encode("utf-8"))
-    return folder
+        return write_folder(folder, fill, _complete)
+    except OSError as err:
+        raise ModelError(f"{folder}: could not save the model ({err.strerror or err}); the previous model there "
+                         "is kept, free some disk space and retry") from err
 
 
 def _json_default(value):
@@ -129,19 +186,35 @@ def _bad(path: Path, problem: str, hint: str) -> ModelError:
     return ModelError(f"{path}: {problem} ({hint})")
 
 
+def _complete(folder: Path) -> bool:
+    try:
+        _read(folder)
+    except ModelError:
+        return False
+    return True
+
+
+def recover_bundle(folder) -> Path:
+    """The bundle folder to read at ``folder``, once an interrupted save there is finished or undone."""
+    return recover(Path(folder), _complete)
+
+
 def resolve_bundle(path) -> Path:
     """The bundle folder meant by ``path``: the folder itself, or the ``best/`` bundle of a training folder.
+
+    An interrupted save of either is finished or undone first (`core.models.folder.recover`).
 
     Raises
     ------
     ModelError
         When neither holds a ``model.json``.
     """
-    folder = Path(path).expanduser()
+    folder = recover(Path(path).expanduser(), _complete)
     if (folder / META_FILE).is_file():
         return folder
-    if (folder / "best" / META_FILE).is_file():
-        return folder / "best"
+    best = recover(folder / "best", _complete)
+    if (best / META_FILE).is_file():
+        return best
     if not folder.exists():
         raise _bad(folder, "model folder does not exist", "give the folder 'biopsia train --out' wrote")
     raise _bad(folder, f"not a model: no {META_FILE} in it or in best/",
@@ -149,53 +222,112 @@ def resolve_bundle(path) -> Path:
 
 
 def read_info(folder) -> ModelInfo:
-    """Read and check ``model.json`` of a bundle, without MXNet.
+    """Read and check a bundle without MXNet: ``model.json``, and every file against its recorded hash.
 
     Raises
     ------
     ModelError
         Naming the file, what is wrong and what to do.
     """
-    path = Path(folder) / META_FILE
+    return read_bundle(folder)[0]
+
+
+def read_bundle(folder) -> tuple[ModelInfo, dict[str, bytes]]:
+    """Every check that needs no MXNet; returns the description and the verified bytes of each file.
+
+    Raises
+    ------
+    ModelError
+        A missing, oversized, linked-out or damaged file, a hash that does not match, a graph or weights
+        file Biopsia did not write, or a ``model.json`` out of bounds.
+    """
+    return _read(recover(Path(folder), _complete))
+
+
+def _read(folder: Path) -> tuple[ModelInfo, dict[str, bytes]]:
+    if not folder.is_dir():
+        raise _bad(folder, "model folder does not exist", "choose a folder saved by Biopsia's training")
+    meta_path = folder / META_FILE
+    doc = safety.parse_json(meta_path, safety.read_member(folder, META_FILE, META_LIMIT, "model description"),
+                            "model description")
+    info = _parse_info(meta_path, doc)
+    names = list(info.files) or [SYMBOL_FILE, PARAMS_FILE]
+    data = {}
+    for name in names:
+        what = {SYMBOL_FILE: "network graph", PARAMS_FILE: "weights"}.get(name, f"file {name}")
+        recorded = info.files.get(name, {}).get("bytes")
+        data[name] = safety.read_member(folder, name, FILE_LIMITS.get(Path(name).suffix, 16 * MIB), what, recorded)
+        if info.files:
+            safety.verify(folder / name, data[name], info.files[name], what)
+    symbol_path, params_path = folder / SYMBOL_FILE, folder / PARAMS_FILE
+    graph_params = safety.check_graph(symbol_path, safety.parse_json(symbol_path, data[SYMBOL_FILE], "network graph"))
+    weights = safety.check_weights(params_path, data[PARAMS_FILE])
+    stored = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k for k in weights}
+    if stored != graph_params:
+        raise _bad(params_path, f"the weights do not fit {SYMBOL_FILE}: {len(graph_params - stored)} of the graph's "
+                   f"{len(graph_params)} parameters are missing and {len(stored - graph_params)} are extra",
+                   "the file may be from another model; re-export the model")
+    return info, data
+
+
+def _parse_info(path: Path, doc) -> ModelInfo:
+    """`ModelInfo` from a parsed ``model.json``, every field checked."""
     resave = "re-export the model from Biopsia or choose another model folder"
-    if not path.is_file():
-        raise _bad(path, "model description is missing", f"a model folder needs {META_FILE}; {resave}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(path, f"model description is unreadable: {exc}", resave) from exc
     if not isinstance(doc, dict):
         raise _bad(path, "model description is not a JSON object", resave)
     version = doc.get("format_version")
-    if not isinstance(version, int):
-        raise _bad(path, "format_version is missing or not an integer", resave)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _bad(path, "format_version is missing or not a positive whole number", resave)
     if version > FORMAT_VERSION:
         raise _bad(path, f"model format version {version} is newer than this Biopsia reads ({FORMAT_VERSION})",
                    "update Biopsia")
+    files = {}
+    if version >= 2 or "files" in doc:
+        files = safety.check_files_record(path, doc.get("files"))
+        for needed in (SYMBOL_FILE, PARAMS_FILE):
+            if needed not in files:
+                raise _bad(path, f"'files' does not record the SHA-256 of {needed}", resave)
     arch = doc.get("architecture")
-    if arch not in ARCHS:
-        raise _bad(path, f"architecture {arch!r} is unknown", f"this Biopsia knows {', '.join(sorted(ARCHS))}")
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise _bad(path, f"the architecture ({describe(arch)}) is not one this Biopsia knows",
+                   f"it knows {', '.join(sorted(ARCHS))}")
     classes = doc.get("classes")
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
-        raise _bad(path, "classes must be a list of at least two names", resave)
+    if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES
+            and all(isinstance(c, str) and 0 < len(c) <= 200 and c.isprintable() for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise _bad(path, f"classes must be a list of 2 to {MAX_CLASSES} different names, got {describe(classes)}",
+                   resave)
     tile_px = doc.get("tile_px")
-    if not isinstance(tile_px, int) or isinstance(tile_px, bool) or tile_px <= 0:
-        raise _bad(path, f"tile_px must be a positive whole number of pixels, got {tile_px!r}", resave)
+    if not (isinstance(tile_px, int) and not isinstance(tile_px, bool) and TILE_PX[0] <= tile_px <= TILE_PX[1]):
+        raise _bad(path, f"tile_px must be a whole number of pixels from {TILE_PX[0]} to {TILE_PX[1]}, got "
+                   f"{describe(tile_px)}", resave)
     mpp = doc.get("mpp")
-    if mpp is not None and (not isinstance(mpp, (int, float)) or isinstance(mpp, bool) or mpp <= 0):
-        raise _bad(path, f"mpp must be a positive number or null, got {mpp!r}", resave)
-    norm = doc.get("input") or {}
+    if mpp is not None and not (is_number(mpp) and MPP[0] <= mpp <= MPP[1]):
+        raise _bad(path, f"mpp must be a number of µm/px from {MPP[0]:g} to {MPP[1]:g}, or null, got {describe(mpp)}",
+                   resave)
+    norm = doc.get("input")
+    if not isinstance(norm, dict):
+        raise _bad(path, "input (the normalisation of the tiles) is missing", resave)
     mean, std = norm.get("mean"), norm.get("std")
-    for name, vals in (("mean", mean), ("std", std)):
-        if not (isinstance(vals, list) and len(vals) == 3 and all(isinstance(v, (int, float)) for v in vals)):
-            raise _bad(path, f"input.{name} must be three numbers (R, G, B)", resave)
-    if any(v <= 0 for v in std):
-        raise _bad(path, "input.std values must be positive", resave)
+    for name, vals, low, high in (("mean", mean, 0.0, 1.0), ("std", std, STD_MIN, STD_MAX)):
+        if not (isinstance(vals, list) and len(vals) == 3 and all(is_number(v) for v in vals)):
+            raise _bad(path, f"input.{name} must be three finite numbers (R, G, B), got {describe(vals)}", resave)
+        if not all(low <= v <= high for v in vals):
+            raise _bad(path, f"input.{name} values must lie from {low:g} to {high:g} (tiles are scaled to 0..1), "
+                       f"got {', '.join(describe(v) for v in vals)}", resave)
+    sections = {}
+    for key in ("training", "validation_metrics", "software"):
+        value = doc.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise _bad(path, f"{key} must be a JSON object, got {describe(value)}", resave)
+        sections[key] = value or {}
+    created = doc.get("created", "")
+    if not isinstance(created, str):
+        raise _bad(path, f"created must be a date text, got {describe(created)}", resave)
     return ModelInfo(
-        architecture=arch, classes=classes, tile_px=tile_px, mpp=mpp, mean=tuple(mean), std=tuple(std),
-        training=doc.get("training") or {}, metrics=doc.get("validation_metrics") or {},
-        created=doc.get("created", ""), software=doc.get("software") or {},
-    )
+        architecture=arch, classes=list(classes), tile_px=tile_px, mpp=None if mpp is None else float(mpp),
+        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), training=sections["training"],
+        metrics=sections["validation_metrics"], created=created[:64], software=sections["software"], files=files)
 
 
 class LoadedModel:
@@ -251,55 +383,74 @@ def load_bundle(folder, ctx=None) -> LoadedModel:
     Raises
     ------
     ModelError
-        When a file is missing or unreadable, the format is newer, the architecture unknown, or the
-        weights do not match the graph; the message names the file and what to do.
+        When a file is missing, damaged or not the one ``model.json`` records, the format is newer, the
+        architecture unknown, ``model.json`` out of bounds, or the weights do not fit the graph; the message
+        names the file and what to do. MXNet reads only files that passed these checks.
     """
     import mxnet as mx
     from mxnet import gluon
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise _bad(folder, "model folder does not exist", "choose a folder saved by Biopsia's training")
-    info = read_info(folder)
+    folder = recover(Path(folder), _complete)
+    info, data = _read(folder)
     ctx = ctx or mx.cpu()
-    symbol_path, params_path = folder / SYMBOL_FILE, folder / PARAMS_FILE
-    for path, what in ((symbol_path, "network graph"), (params_path, "network weights")):
-        if not path.is_file():
-            raise _bad(path, f"{what} file is missing", "copy the whole model folder, or re-export the model")
+    symbol_path, params_path, meta_path = folder / SYMBOL_FILE, folder / PARAMS_FILE, folder / META_FILE
+    reexport = "re-export the model"
     try:
-        symbol = mx.sym.load(str(symbol_path))
-    except Exception as exc:  # MXNetError for malformed JSON graphs
-        raise _bad(symbol_path, f"network graph is unreadable ({_first_line(exc)})",
-                   "re-export the model") from exc
+        symbol = mx.sym.load_json(data[SYMBOL_FILE].decode("utf-8"))
+    except Exception as exc:  # MXNetError for a graph MXNet cannot build
+        raise _bad(symbol_path, f"MXNet cannot build the network graph ({type(exc).__name__})", reexport) from None
+    weights = safety.check_weights(params_path, data[PARAMS_FILE])
+    _check_shapes(symbol, weights, info, symbol_path, params_path, meta_path)
     try:
         with warnings.catch_warnings():  # SymbolBlock warns that "data" has no declared type
             warnings.simplefilter("ignore")
             net = gluon.SymbolBlock(symbol, mx.sym.var("data"))
     except Exception as exc:
-        raise _bad(symbol_path, f"network graph has no 'data' input ({_first_line(exc)})",
-                   "re-export the model") from exc
+        raise _bad(symbol_path, f"network graph has no usable 'data' input ({type(exc).__name__})", reexport) from None
     try:
-        net.collect_params().load(str(params_path), ctx=ctx, allow_missing=False, ignore_extra=False)
-    except Exception as exc:  # MXNetError (truncated/corrupt), AssertionError (names don't match)
-        raise _bad(params_path, f"weights are unreadable or do not match {SYMBOL_FILE} ({_first_line(exc)})",
-                   "the file may be truncated or from another model; re-export the model") from exc
-    n_classes = len(info.classes)
+        net.collect_params().load_dict(mx.nd.load_frombuffer(data[PARAMS_FILE]), ctx=ctx, allow_missing=False,
+                                       ignore_extra=False)
+    except Exception as exc:  # MXNetError, AssertionError: names or shapes that do not fit
+        raise _bad(params_path, f"weights do not fit {SYMBOL_FILE} ({type(exc).__name__})",
+                   "the file may be from another model; re-export the model") from None
     try:
-        probe = net(mx.nd.zeros((1, 3, info.tile_px, info.tile_px), ctx=ctx))
-        out_shape = probe.shape
+        probe = net(mx.nd.zeros((1, 3, info.tile_px, info.tile_px), ctx=ctx)).asnumpy()
     except Exception as exc:
-        raise _bad(symbol_path, f"network does not run on {info.tile_px} px tiles ({_first_line(exc)})",
-                   "check tile_px in model.json or re-export the model") from exc
-    if out_shape != (1, n_classes):
-        raise _bad(folder / META_FILE, f"the network gives {out_shape[1:]} outputs but {n_classes} classes are named",
-                   "fix the class list or re-export the model")
+        raise _bad(symbol_path, f"network does not run on {info.tile_px} px tiles ({type(exc).__name__})",
+                   "check tile_px in model.json or re-export the model") from None
+    if not np.isfinite(probe).all():
+        raise _bad(params_path, "the network gives NaN or infinite scores on a blank tile", reexport)
     # one cached graph per batch shape, memory planned once: about 1.4x faster inference on the CPU
     net.hybridize(static_alloc=True, static_shape=True)
     return LoadedModel(net, info, folder, ctx)
 
 
-def _first_line(exc: BaseException) -> str:
-    # MXNetError text starts with a C++ stack trace; the reason is on its last line.
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("File ")]
-    lines = [ln for ln in lines if not ln.startswith(("Traceback", "[bt]", "Stack trace"))]
-    return lines[-1][:300] if lines else type(exc).__name__
+def _check_shapes(symbol, weights: dict, info: ModelInfo, symbol_path: Path, params_path: Path,
+                  meta_path: Path) -> None:
+    """Before anything is allocated: the weights' shapes, the outputs and the memory one tile needs."""
+    shape = (1, 3, info.tile_px, info.tile_px)
+    try:
+        arg_shapes, out_shapes, aux_shapes = symbol.infer_shape(data=shape)
+        _, internal_shapes, _ = symbol.get_internals().infer_shape(data=shape)
+    except Exception as exc:  # MXNetError: the graph cannot take such tiles
+        raise _bad(symbol_path, f"network does not run on {info.tile_px} px tiles ({type(exc).__name__})",
+                   "check tile_px in model.json or re-export the model") from None
+    if arg_shapes is None or internal_shapes is None:
+        raise _bad(symbol_path, f"the shapes of the network on {info.tile_px} px tiles cannot be worked out",
+                   "re-export the model")
+    needed = 4 * sum(int(np.prod(s, dtype=np.int64)) for s in internal_shapes)
+    if needed > ACTIVATION_BUDGET:
+        raise _bad(symbol_path, f"the network would need {needed / GIB:.1f} GiB for one {info.tile_px} px tile",
+                   f"more than the {ACTIVATION_BUDGET / GIB:.0f} GiB a tile classifier may; not a Biopsia model")
+    expected = dict(zip(symbol.list_arguments(), arg_shapes)) | dict(zip(symbol.list_auxiliary_states(), aux_shapes))
+    expected.pop("data", None)
+    stored = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v for k, v in weights.items()}
+    wrong = sum(1 for name, s in expected.items() if tuple(stored.get(name, ())) != tuple(s))
+    if wrong or len(stored) != len(expected):
+        raise _bad(params_path, f"{wrong} of the {len(expected)} weight arrays have another shape than "
+                   f"{SYMBOL_FILE} needs", "the file may be from another model; re-export the model")
+    n_classes = len(info.classes)
+    if len(out_shapes) != 1 or tuple(out_shapes[0]) != (1, n_classes):
+        outputs = out_shapes[0][1:] if len(out_shapes) == 1 else f"{len(out_shapes)} heads"
+        raise _bad(meta_path, f"the network gives {outputs} outputs but {n_classes} classes are named",
+                   "fix the class list or re-export the model")
