@@ -5,8 +5,15 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# The window on a real display: every library Qt's xcb platform plugin links (ldd of PyQt5's
+# plugins/platforms/libqxcb.so and libQt5XcbQpa.so.5 on a fresh Debian 12), or the window does not start.
+XCB_DEBS := libx11-6 libx11-xcb1 libxcb1 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render0 \
+            libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1 libxcb-util1 libxcb-xfixes0 libxcb-xinerama0 \
+            libxcb-xkb1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
 # Qt offscreen/X11 needs glib, GL, fontconfig, Xext and a font; MXNet needs OpenMP and quadmath.
-DEBS    := libglib2.0-0 libgl1 libfontconfig1 libxext6 fonts-dejavu-core libgomp1 libquadmath0
+DEBS    := libglib2.0-0 libgl1 libfontconfig1 libxext6 fonts-dejavu-core libgomp1 libquadmath0 $(XCB_DEBS)
+# make test also starts the real window on an X server of its own (tests/test_xvfb_window.py).
+TEST_DEBS := xvfb xauth
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 export OMP_NUM_THREADS ?= $(NPROC)
 
@@ -15,11 +22,17 @@ FASHION := /usr/share/datasets/fashion-mnist
 DEMO_WORK := .demo-model-work
 DEMO_SEEDS := 23 27 41 44
 
-.PHONY: run test setup debs bench fashion-mnist demo-model clean help
+# make fuzz: every seeded fuzzer (tests/test_fuzz_*.py) for about FUZZ_MINUTES in all, from seed FUZZ_SEED.
+FUZZ_MINUTES ?= 10
+FUZZ_SEED ?= 0
+
+.PHONY: run test fuzz setup debs bench fashion-mnist demo-model clean help
 
 help:
 	@echo "make run    set up, then open Biopsia on the demo case (offscreen screenshot without a display)"
-	@echo "make test   set up, then run the whole test suite offscreen"
+	@echo "make test   set up, then run the whole test suite offscreen (and one test on an Xvfb display)"
+	@echo "make fuzz   set up, then run every seeded fuzzer for about $(FUZZ_MINUTES) minutes in all"
+	@echo "            (FUZZ_MINUTES=30 for longer, FUZZ_SEED=N to start from other cases)"
 	@echo "make bench  run the benchmarks in bench/ (prints JSON)"
 	@echo "make fashion-mnist  check MXNet training on Debian's Fashion-MNIST (installs dataset-fashion-mnist)"
 	@echo "make demo-model  retrain resources/demo-model on synthetic slides (a demo, not for diagnosis)"
@@ -28,7 +41,18 @@ run: setup
 	$(VPY) main.py demo
 
 test: setup
+	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
 	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest
+
+# The budget is shared out among the fuzz tests pytest finds (each runs seeds until its share is spent),
+# keeping a tenth for starting up and the slowest last case.
+fuzz: setup
+	@n=$$(QT_QPA_PLATFORM=offscreen $(VPY) -m pytest --collect-only -q -o addopts= tests/test_fuzz_*.py 2>/dev/null | grep -c '::'); \
+	[ "$$n" -gt 0 ] || { echo "error: no fuzz tests found (tests/test_fuzz_*.py)"; exit 1; }; \
+	share=$$(( $(FUZZ_MINUTES) * 60 * 9 / 10 / n )); \
+	echo "make fuzz: $$n fuzz tests, $$share s each, from seed $(FUZZ_SEED)"; \
+	BIOPSIA_FUZZ_SECONDS=$$share BIOPSIA_FUZZ_SEED=$(FUZZ_SEED) QT_QPA_PLATFORM=offscreen \
+	  $(VPY) -m pytest -p no:cacheprovider tests/test_fuzz_*.py
 
 bench: setup
 	QT_QPA_PLATFORM=offscreen $(VPY) bench/viewer.py
