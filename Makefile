@@ -56,6 +56,7 @@ fuzz: setup
 
 bench: setup
 	QT_QPA_PLATFORM=offscreen $(VPY) bench/viewer.py
+	QT_QPA_PLATFORM=offscreen $(VPY) bench/heatmap_paint.py
 	$(VPY) bench/synth.py
 	$(VPY) bench/tissue.py
 	$(VPY) bench/dataset.py

@@ -19,11 +19,11 @@ from gui.tile_loader import TileMemory
 
 
 class SlowReader(ArrayReader):
-    """Level-0 reads take ``delay`` seconds; counts every read per level."""
+    """Level-0 reads take ``delay`` seconds, or wait until ``gate`` is set; counts every read per level."""
 
-    def __init__(self, *args, delay=0.05, fail_rect=None, **kwargs):
+    def __init__(self, *args, delay=0.05, fail_rect=None, gate: threading.Event | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.delay = delay
+        self.delay, self.gate = delay, gate
         self.fail_rect = fail_rect
         self.reads: dict[int, int] = {}
         self._count_lock = threading.Lock()
@@ -31,7 +31,9 @@ class SlowReader(ArrayReader):
     def _read_region_raw(self, l0_x, l0_y, level, lv_w, lv_h):
         with self._count_lock:
             self.reads[level] = self.reads.get(level, 0) + 1
-        if level == 0:
+        if level == 0 and self.gate is not None:
+            assert self.gate.wait(60), "the test never opened the gate"
+        elif level == 0:
             time.sleep(self.delay)
         if self.fail_rect and level == 0:
             fx, fy, fw, fh = self.fail_rect
@@ -132,7 +134,10 @@ def test_coarser_level_drawn_until_fine_tiles_arrive(make_view, qtbot):
 
 
 def test_stale_requests_are_dropped_when_the_view_moves(make_view, qtbot):
-    reader = SlowReader(coordinate_image(20000, 4000), delay=0.05)
+    """Full-resolution reads are held until the flight ends, so whatever the machine's speed the loaders are
+    busy all along: tiles the view has left must be dropped from the queue, not read later."""
+    gate = threading.Event()
+    reader = SlowReader(coordinate_image(20000, 4000), gate=gate)
     view = make_view(reader)
     qtbot.waitUntil(lambda: view.slide_layer.overview is not None, timeout=5000)
     requested = set()
@@ -141,7 +146,8 @@ def test_stale_requests_are_dropped_when_the_view_moves(make_view, qtbot):
         _, visible, _ = view.slide_layer.grid.plan("x", view.viewport, prefetch=False)
         requested |= {(k.col, k.row) for k in visible}
         qtbot.wait(5)
-    qtbot.waitSignal(view.sharp, timeout=10000).wait()
+    with qtbot.waitSignal(view.sharp, timeout=10000):
+        gate.set()
     assert reader.reads.get(0, 0) < len(requested) / 2, (reader.reads, len(requested))
     assert view.slide_layer.is_sharp()
 

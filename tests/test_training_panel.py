@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 
 import pytest
-from PyQt5.QtCore import Qt, QTimer
+from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QLabel
 
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
 from core.project import Project
 from core.train import ProgressEvent
+from gui import training_panel
 from gui.main_window import MainWindow
 from gui.training_panel import FULL, TILES, USE
 
@@ -74,44 +75,64 @@ def open_panel(qtbot, window, project, ids, epochs: int = 3):
     return panel
 
 
-class Heartbeat:
-    """A 10 ms timer on the GUI thread; ``worst`` is the longest gap between its ticks, in seconds."""
+class Hold:
+    """Holds a training run on its thread at its first batch report until the test lets it go.
 
-    def __init__(self):
-        self.worst, self.ticks, self._last = 0.0, 0, time.perf_counter()
-        self.timer = QTimer(interval=10, timeout=self._tick)
-        self.timer.start()
+    The window is then checked mid-run at a moment that exists on any machine, however fast or busy:
+    the first batch is shown while training waits. ``threads`` records where reports came from.
+    """
 
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.worst = max(self.worst, now - self._last)
-        self._last, self.ticks = now, self.ticks + 1
+    def __init__(self, monkeypatch):
+        self.reached, self.released = threading.Event(), threading.Event()
+        self.threads: set[int] = set()
+        real = training_panel.run_job
 
-    def stop(self) -> "Heartbeat":
-        self.timer.stop()
-        return self
+        def held(job, partial, should_stop):
+            def report(event):
+                partial(event)
+                if isinstance(event, ProgressEvent):
+                    self.threads.add(threading.get_ident())
+                    if event.metrics is None and not self.released.is_set():
+                        self.reached.set()
+                        if not self.released.wait(60):
+                            raise RuntimeError("the test never released the run")
+            return real(job, report, should_stop)
+        monkeypatch.setattr(training_panel, "run_job", held)
 
 
-def run(qtbot, panel, until=None) -> tuple[str, Heartbeat]:
-    """Click Start (and Cancel once ``until()`` holds); the way the run ended and the GUI's heartbeat."""
-    beat = Heartbeat()
+def run(qtbot, panel, until=None, hold: Hold | None = None, cancel_when_held: bool = False) -> str:
+    """Click Start (and Cancel once ``until()`` holds); the way the run ended.
+
+    With ``hold``: while training waits after its first batch, the panel shows that batch and its buttons
+    answer (the GUI thread is free while the model thread trains); then Cancel at once
+    (``cancel_when_held``) or let the run go on.
+    """
     with qtbot.waitSignal(panel.run_ended, timeout=TIMEOUT) as ended:
         qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+        if hold is not None:
+            qtbot.waitUntil(lambda: hold.reached.is_set() and isinstance(panel._last_event, ProgressEvent),
+                            timeout=TIMEOUT)
+            assert panel.running and panel.cancel_button.isEnabled() and not panel.start_button.isEnabled()
+            if cancel_when_held:
+                qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+            hold.released.set()
         if until is not None:
             qtbot.waitUntil(until, timeout=TIMEOUT)
             assert panel.cancel_button.isEnabled() and not panel.start_button.isEnabled()
             qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
-    return ended.args[0], beat.stop()
+    if hold is not None:
+        assert hold.threads and threading.get_ident() not in hold.threads  # training never ran on the GUI thread
+    return ended.args[0]
 
 
-def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, tmp_path):
+def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, tmp_path, monkeypatch):
     project, ids = make_project(tmp_path / "project", slides)
     panel = open_panel(qtbot, window, project, ids, epochs=3)
     name = panel.name.text()
     assert name.startswith("model-")
     qtbot.waitUntil(lambda: panel.device_label.text().startswith("Trains on: CPU"), timeout=TIMEOUT)
 
-    state, beat = run(qtbot, panel)
+    state = run(qtbot, panel, hold=Hold(monkeypatch))
 
     assert state == "finished", panel.error
     result = panel.result
@@ -136,43 +157,41 @@ def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, t
     assert len(panel.curves.batch_curve.getData()[0]) == 3 * batches
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert panel.name.text() != name  # a fresh name for the next model
-    assert beat.ticks > 100 and beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
 
 
-def test_cancel_at_the_first_batch_saves_nothing_and_the_gui_stays_responsive(qtbot, window, slides, tmp_path):
+def test_cancel_at_the_first_batch_saves_nothing_and_the_gui_stays_responsive(qtbot, window, slides, tmp_path,
+                                                                              monkeypatch):
     project, ids = make_project(tmp_path / "project", slides)
     panel = open_panel(qtbot, window, project, ids, epochs=20)
     name = panel.name.text()
 
-    state, beat = run(qtbot, panel, until=lambda: isinstance(panel._last_event, ProgressEvent))
+    state = run(qtbot, panel, hold=Hold(monkeypatch), cancel_when_held=True)
 
     assert state == "cancelled"
     assert panel.result.cancelled and panel.result.bundle is None and panel.result.epochs_run == 0
     assert panel.status.text() == "Cancelled before an epoch ended: no model was saved."
     assert not (project.folder / "models" / name).exists()
     assert panel.start_button.isEnabled() and panel.table.isEnabled()
-    assert beat.ticks > 20 and beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
 
 
-def test_cancel_after_an_epoch_keeps_the_best_epoch(qtbot, window, slides, tmp_path):
+def test_cancel_after_an_epoch_keeps_the_best_epoch(qtbot, window, slides, tmp_path, monkeypatch):
     project, ids = make_project(tmp_path / "project", slides)
     panel = open_panel(qtbot, window, project, ids, epochs=20)
 
-    state, beat = run(qtbot, panel, until=lambda: len(panel.history) == 1)
+    state = run(qtbot, panel, until=lambda: len(panel.history) == 1, hold=Hold(monkeypatch))
 
     assert state == "cancelled"
     result = panel.result
     assert result.cancelled and result.epochs_run == 1 and result.best_epoch == 0
     assert (result.bundle / "model.json").is_file() and panel.best_box.path_edit.text() == str(result.bundle)
     assert panel.status.text().startswith("Cancelled: the best epoch is kept")
-    assert beat.worst < 0.2, f"GUI stalled for {beat.worst * 1000:.0f} ms"
 
 
 def test_slides_without_tumour_marks_say_what_to_mark(qtbot, window, slides, tmp_path):
     project, ids = make_project(tmp_path / "project", slides, marks=False, fully_annotated=True)
     panel = open_panel(qtbot, window, project, ids)
 
-    state, _ = run(qtbot, panel)
+    state = run(qtbot, panel)
 
     assert state == "failed"
     assert panel.error.startswith("The training slides have no Tumour tiles: mark tumour regions")
@@ -185,7 +204,7 @@ def test_unmarked_tissue_of_partly_annotated_slides_is_not_non_tumour(qtbot, win
     project, ids = make_project(tmp_path / "project", slides, marks=True, fully_annotated=False)
     panel = open_panel(qtbot, window, project, ids)
 
-    state, _ = run(qtbot, panel)
+    state = run(qtbot, panel)
 
     assert state == "failed"
     assert "no Non-tumour tiles: mark Benign regions or tick fully annotated" in panel.error
