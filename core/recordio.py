@@ -113,8 +113,11 @@ class RecordReader:
         self.offsets: dict[int, int] = {}
         try:
             lines = self.idx_path.read_text(encoding="ascii").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise RecordIOError(f"{self.idx_path}: index unreadable ({err})") from err
+        except OSError as err:
+            raise RecordIOError(f"{self.idx_path}: index unreadable ({err.strerror or err})") from err
+        except UnicodeDecodeError:
+            raise RecordIOError(f"{self.idx_path}: index unreadable (not ASCII text; the index is damaged, write "
+                                "the dataset again)") from None
         for n, line in enumerate(lines, 1):
             fields = line.split("\t")
             if len(fields) != 2 or not fields[0].strip().lstrip("-").isdigit() or not fields[1].strip().isdigit():

@@ -114,6 +114,6 @@ def adopt_best(state: dict, best_dir, score) -> dict:
     except ModelError:
         return state
     epoch, loss = info.training.get("epoch"), info.metrics.get("loss")
-    if _whole(epoch, 0) and safety.is_number(loss) and epoch != state.get("best_epoch"):
+    if _whole(epoch, 0) and safety.is_number(loss):
         state.update(best_epoch=epoch, best_loss=float(loss), best_score=score(info.metrics))
     return state
