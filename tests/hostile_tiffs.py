@@ -47,10 +47,17 @@ def next_pointer_at(data: bytes, ifd: int) -> int:
     return ifd + (8 if big else 2) + n * (20 if big else 12)
 
 
-def set_next(data: bytearray, ifd: int, target: int) -> None:
-    """Point a directory's next-directory pointer at ``target`` (a loop when it is an earlier one)."""
+def set_next(data: bytearray, ifd: int, target: int) -> bool:
+    """Point a directory's next-directory pointer at ``target`` (a loop when it is an earlier one).
+
+    False when the pointer lies past the end (a damaged entry count).
+    """
     order, big = layout(data)
-    struct.pack_into(order + ("Q" if big else "I"), data, next_pointer_at(data, ifd), target)
+    at = next_pointer_at(data, ifd)
+    if at + (8 if big else 4) > len(data):
+        return False
+    struct.pack_into(order + ("Q" if big else "I"), data, at, target)
+    return True
 
 
 def entry_positions(data: bytes, ifd: int) -> dict[int, int]:

@@ -6,6 +6,7 @@ for memory is refused before decoding), the stored resolution and ICC profile.
 
 from __future__ import annotations
 
+import logging
 import struct
 import warnings
 from pathlib import Path
@@ -17,8 +18,15 @@ from core.errors import SlideError
 from core.slide.array_reader import ArrayReader
 from core.slide.base import DAMAGED_HINT, composite_on_white, plausible_mpp
 
-#: Largest image loaded whole (pixels). OpenCV refuses anything above 2**30 by default anyway.
-MAX_PIXELS = 1 << 30
+# Pillow logs odd headers and OpenCV its decoding failures; without this both reach stderr. core/ never prints,
+# and each failure becomes a SlideError here.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+if hasattr(cv2, "setLogLevel"):
+    cv2.setLogLevel(0)  # silent
+
+#: Largest image loaded whole (pixels): decoding, colour conversion and the pyramid of 2**27 pixels
+#: (11,585 x 11,585) peak near 1 GB. Larger images belong in a tiled pyramidal TIFF.
+MAX_PIXELS = 1 << 27
 #: Resolutions image editors write by default; they say nothing about a microscope.
 _DEFAULT_DPI = {72, 96}
 _ALWAYS_DECODED = {"png", "jpeg", "bmp", "webp"}
@@ -51,7 +59,7 @@ class ImageReader(ArrayReader):
             raise SlideError(
                 path,
                 f"the image is {width} x {height} pixels, too large to load into memory "
-                f"(at most {MAX_PIXELS / 1e9:.2f} gigapixels)",
+                f"(at most {MAX_PIXELS / 1e6:.0f} megapixels)",
                 "convert it to a tiled pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid)",
             )
         try:
@@ -61,7 +69,12 @@ class ImageReader(ArrayReader):
         if fmt == "png" and b"IEND" not in data[-4096:]:
             # libpng would print to stderr before failing; say it plainly instead.
             raise SlideError(path, "the PNG file is truncated (its end marker is missing)", DAMAGED_HINT)
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except (cv2.error, MemoryError) as err:
+            raise SlideError(path, f"OpenCV could not decode this {fmt.upper()} image: "
+                                   f"{str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}",
+                             DAMAGED_HINT) from None
         del data
         if pixels is None or pixels.size == 0:
             # When OpenCV fails on a format it always reads, the file is damaged; a TIFF may
@@ -69,6 +82,7 @@ class ImageReader(ArrayReader):
             raise SlideError(path, f"OpenCV could not decode this {fmt.upper()} image",
                              DAMAGED_HINT if fmt in _ALWAYS_DECODED else None)
         rgb = to_rgb8(pixels)
+        del pixels  # before the pyramid is built
         properties = {"image.format": fmt, "image.width": str(width), "image.height": str(height)}
         dpi = info.get("dpi")
         if dpi:
