@@ -100,17 +100,16 @@ def test_predict_onto_a_full_disk_keeps_the_earlier_results_and_leaves_no_part(s
 
 
 def test_a_rerun_replaces_the_whole_result_folder(synthetic_slide, tmp_path):
-    first = biopsia("predict", synthetic_slide.slide_path, "--model", DEMO_MODEL, "--out", tmp_path, "--device",
-                    "cpu", timeout=300)
-    assert first.returncode == 0, first.stderr
-    folder = tmp_path / "small"
-    assert _files(folder) == ["grid.npz", "heatmap.png", "overlay.tif", "overview.png", "tiles.csv"]
+    earlier = tmp_path / "small"  # an earlier run's folder, with an overlay this run will not write
+    earlier.mkdir()
+    for name in ("grid.npz", "overlay.tif", "notes.txt"):
+        (earlier / name).write_bytes(b"from an earlier run")
     again = biopsia("predict", synthetic_slide.slide_path, "--model", DEMO_MODEL, "--out", tmp_path, "--device",
-                    "cpu", "--no-tiff", "--threshold", "0.9", timeout=300)
+                    "cpu", "--no-tiff", timeout=300)
     assert again.returncode == 0, again.stderr
-    assert _files(folder) == ["grid.npz", "heatmap.png", "overview.png", "tiles.csv"]  # no stale overlay
-    assert [p.name for p in tmp_path.iterdir()] == ["small"]
-    grid = ProbabilityGrid.load(folder / "grid.npz")
+    assert _files(earlier) == ["grid.npz", "heatmap.png", "overview.png", "tiles.csv"]  # nothing stale beside them
+    assert [p.name for p in tmp_path.iterdir()] == ["small"]  # no staging or old folder left
+    grid = ProbabilityGrid.load(earlier / "grid.npz")
     assert grid.complete and int(np.sum(grid.done)) > 0
 
 

@@ -89,8 +89,9 @@ def test_wrong_tiles_and_broken_models_are_refused(model, datasets, slide_pair, 
 
 
 def test_a_class_with_no_tiles_is_a_clear_error(slide_pair, tmp_path):
-    done = biopsia("dataset", slide_pair[0].slide_path, "--out", tmp_path / "set", *TILES, "--ratio", "1",
-                   "--tumour-min", "1.01")
+    benign = tmp_path / "benign.tiff"  # no marks beside it, declared fully annotated: every tile Non-tumour
+    shutil.copy(slide_pair[0].slide_path, benign)
+    done = biopsia("dataset", benign, "--out", tmp_path / "set", *TILES, "--ratio", "1", "--fully-annotated")
     assert done.returncode == 0, done.stderr
     train = biopsia("train", tmp_path / "set", "--out", tmp_path / "model", "--epochs", "1")
     assert train.returncode == 1
