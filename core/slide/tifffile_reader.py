@@ -174,8 +174,10 @@ class TiffFileReader(SlideReader):
                 f"could not decode the region at level {level} ({l0_x}, {l0_y}, {lv_w} x {lv_h}): {err}",
                 DAMAGED_HINT,
             ) from None
+        if missing.all():
+            return canvas  # tiles the scanner never wrote are glass (a sparse slide is mostly this)
         rgb = to_rgb8(native, self._scale, plane.photometric, plane.has_alpha, plane.premultiplied, plane.colormap)
-        rgb[missing] = 255  # tiles the scanner never wrote are glass
+        np.copyto(rgb, 255, where=missing[:, :, None])
         canvas[y0 - lv_y : y1 - lv_y, x0 - lv_x : x1 - lv_x] = rgb
         return canvas
 
