@@ -67,10 +67,12 @@ class Stage:
 
 @dataclass
 class Planned:
-    """The labelled tiles: ``counts`` as `DatasetPlan.counts`, ``per_slide`` {slide id: (tumour, non-tumour)}."""
+    """The labelled tiles: ``counts`` as `DatasetPlan.counts`, ``per_slide`` {slide id: (tumour, non-tumour)};
+    ``warnings`` as `DatasetPlan.warnings` (marks that miss their slide)."""
 
     counts: dict
     per_slide: dict
+    warnings: list = field(default_factory=list)
 
 
 def check_counts(counts: dict) -> None:
@@ -173,7 +175,7 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
         return None
     per_slide = {slide_id: tuple(int(((plan.slide == n) & (plan.label == c)).sum()) for c in (1, 0))
                  for n, slide_id in enumerate(job.slide_ids)}
-    partial(Planned(plan.counts(), per_slide))
+    partial(Planned(plan.counts(), per_slide, list(plan.warnings)))
     check_counts(plan.counts())
     total = int(plan.label.size)
     tiles = {}

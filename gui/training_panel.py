@@ -353,6 +353,9 @@ class TrainingPanel(QDialog):
             counts = planned.per_slide.get(self.table.item(row, USE).data(Qt.UserRole))
             self.table.item(row, TILES).setText(f"{counts[0]:,} / {counts[1]:,}" if counts else "—")
         self.best_box.show_tiles(planned.counts)
+        window = self.parent()
+        if planned.warnings and hasattr(window, "show_error"):  # the run goes on; the user should still know
+            window.show_error("Check the marks", "\n\n".join(planned.warnings))
 
     def _on_progress(self, event: ProgressEvent) -> None:
         self._last_event = event

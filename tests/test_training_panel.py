@@ -245,3 +245,18 @@ def test_the_best_epoch_shown_is_the_lowest_validation_loss_not_the_highest_auc(
     assert panel.best_metrics == history[1]
     assert panel.best_box.metric_labels["auc"].text() == "0.930"
     assert panel.best_box.best_label.text().startswith("Epoch 2 of 3 so far (validation loss 0.300)")
+
+
+def test_marks_that_miss_their_slide_are_reported_when_the_tiles_are_planned(qtbot, window):
+    """The job's plan carries core.dataset's warnings (marks off the slide); the panel tells the user."""
+    from core.training_job import Planned
+
+    window.actions["train"].trigger()
+    panel = window.training_panel
+    counts = {"train": {"Non-tumour": 5, "Tumour": 3}, "test": {"Non-tumour": 4, "Tumour": 2}}
+    warning = "/slides/a.svs: 2 of 7 marks lie entirely outside the slide (4096 x 3072 px) and are ignored"
+    panel._on_report(Planned(counts, {}, [warning]))
+    assert window.errors[-1] == warning
+    errors = len(window.errors)
+    panel._on_report(Planned(counts, {}))
+    assert len(window.errors) == errors  # nothing to say, no message
