@@ -19,7 +19,8 @@ import tifffile
 from core.errors import SlideError, SlideReadError
 from core.slide import open_slide
 from core.slide import open as open_module
-from core.slide.base import DAMAGED_GREY, MAX_REGION_PIXELS
+from core.slide.base import MAX_REGION_PIXELS
+from core.slide.overview import DAMAGED_GREY
 from core.slide.openslide_reader import OpenSlideReader
 from core.slide.tiff_check import MAX_DIRECTORIES
 from core.slide.tifffile_reader import TiffFileReader
@@ -191,7 +192,7 @@ def test_a_huge_sparse_slide_opens_and_reads_in_bounded_memory(tmp_path, big, or
 
 
 def test_a_whole_level_thumbnail_is_read_block_by_block(tmp_path, monkeypatch):
-    import core.slide.base as base
+    import core.slide.overview as overview
 
     path = tmp_path / "noise.tif"
     rgb = np.random.default_rng(3).integers(0, 255, (1500, 2000, 3), np.uint8)
@@ -201,14 +202,14 @@ def test_a_whole_level_thumbnail_is_read_block_by_block(tmp_path, monkeypatch):
         sizes = []
         read = reader.read_region
         monkeypatch.setattr(reader, "read_region", lambda *a: sizes.append(a[3] * a[4]) or read(*a))
-        monkeypatch.setattr(base, "THUMBNAIL_ONE_READ_PIXELS", 100_000)
-        monkeypatch.setattr(base, "THUMBNAIL_BLOCK", 300)
+        monkeypatch.setattr(overview, "THUMBNAIL_ONE_READ_PIXELS", 100_000)
+        monkeypatch.setattr(overview, "THUMBNAIL_BLOCK", 300)
         blocks = reader.get_thumbnail((500, 500))
         assert len(sizes) > 20 and max(sizes) <= 320 * 320
         assert blocks.shape == whole.shape and np.abs(blocks.astype(int) - whole).mean() < 4
         sizes.clear()
-        monkeypatch.setattr(base, "THUMBNAIL_BUDGET_PIXELS", 1_000_000)
-        monkeypatch.setattr(base, "THUMBNAIL_SAMPLE_PIXELS", 200_000)
+        monkeypatch.setattr(overview, "THUMBNAIL_BUDGET_PIXELS", 1_000_000)
+        monkeypatch.setattr(overview, "THUMBNAIL_SAMPLE_PIXELS", 200_000)
         sampled = reader.get_thumbnail((500, 500))
         assert sampled.shape == whole.shape and sum(sizes) <= 200_000 + 16 * 500
 

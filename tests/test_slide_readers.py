@@ -199,14 +199,14 @@ class TestReaderContract:
         assert thumb.shape[1] / thumb.shape[0] == pytest.approx(l0_w / l0_h, rel=0.02)
 
     def test_thumbnail_read_in_blocks_or_sampled_matches_one_read(self, case, monkeypatch):
-        import core.slide.base as base
+        import core.slide.overview as overview
 
         _, r = case
         whole = r.get_thumbnail((256, 256))
-        monkeypatch.setattr(base, "THUMBNAIL_ONE_READ_PIXELS", 0)  # every level in blocks of 200 px
-        monkeypatch.setattr(base, "THUMBNAIL_BLOCK", 200)
+        monkeypatch.setattr(overview, "THUMBNAIL_ONE_READ_PIXELS", 0)  # every level in blocks of 200 px
+        monkeypatch.setattr(overview, "THUMBNAIL_BLOCK", 200)
         assert mean_error(r.get_thumbnail((256, 256)), whole) < 3
-        monkeypatch.setattr(base, "THUMBNAIL_BUDGET_PIXELS", 0)  # every level sampled: still the same picture
+        monkeypatch.setattr(overview, "THUMBNAIL_BUDGET_PIXELS", 0)  # every level sampled: still the same picture
         sampled = r.get_thumbnail((256, 256))
         assert sampled.shape == whole.shape
         coarse = lambda img: cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA)  # noqa: E731

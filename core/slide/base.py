@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import abc
 import io
-import math
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,27 +16,11 @@ import cv2
 import numpy as np
 
 from core.errors import SlideReadError
+from core.slide import overview
 
 #: Largest region ``read_region`` reads at once (pixels): 8192 x 4096 RGB is 96 MB, and the
-#: backends' own buffers (RGBA, premultiplied) about triple it. Views, tiles and thumbnails read far less.
+#: backends' own buffers (RGBA, premultiplied) about triple it. Views, tiles and overviews read far less.
 MAX_REGION_PIXELS = 1 << 25
-#: A thumbnail reads its level in one region when the level is at most this many pixels
-#: (4096 x 4096), else block by block (``THUMBNAIL_BLOCK`` level pixels a side).
-THUMBNAIL_ONE_READ_PIXELS = 1 << 24
-THUMBNAIL_BLOCK = 2048
-#: Level pixels a thumbnail decodes at most. A level larger than this (a slide without a
-#: pyramid, or one whose size is not what it claims) is sampled: each cell of the thumbnail
-#: (``_SAMPLE_CELL`` pixels a side) is drawn from a patch at its centre, of at most
-#: ``_SAMPLE_PATCH`` level pixels a side and all patches together at most ``THUMBNAIL_SAMPLE_PIXELS``.
-THUMBNAIL_BUDGET_PIXELS = 1 << 27
-THUMBNAIL_SAMPLE_PIXELS = 1 << 24
-_SAMPLE_CELL = 32
-_SAMPLE_PATCH = 256
-#: Side, in level pixels, of the blocks a region that failed to decode is read again in.
-_DAMAGE_BLOCK = 256
-#: Grey for the parts of a thumbnail whose data could not be decoded (the viewer hatches tiles).
-DAMAGED_GREY = 200
-
 #: Names of associated images, as OpenSlide spells them.
 LABEL, MACRO, THUMBNAIL = "label", "macro", "thumbnail"
 #: Associated images that may show a patient's name: hidden unless asked for.
@@ -237,14 +220,7 @@ class SlideReader(abc.ABC):
         return self.read_downscaled(out_w, out_h, downsample)
 
     def read_downscaled(self, out_w: int, out_h: int, downsample: float | None = None) -> np.ndarray:
-        """The whole slide resized to ``out_w`` x ``out_h``, from the coarsest level at least as fine as ``downsample``.
-
-        A level of up to ``THUMBNAIL_ONE_READ_PIXELS`` is read in one region, a
-        larger one in bands of about ``THUMBNAIL_BLOCK`` squared pixels, and one
-        larger than ``THUMBNAIL_BUDGET_PIXELS`` is sampled, so neither memory nor
-        time follow the size a file claims. A region that cannot be decoded is
-        read again in small blocks, and only the blocks that still fail are drawn
-        ``DAMAGED_GREY``.
+        """The whole slide resized to ``out_w`` x ``out_h``, in bounded memory and time (see ``core.slide.overview``).
 
         Parameters
         ----------
@@ -256,108 +232,14 @@ class SlideReader(abc.ABC):
         Returns
         -------
         ndarray
-            (out_h, out_w, 3) uint8 RGB.
+            (out_h, out_w, 3) uint8 RGB; regions that cannot be decoded are ``overview.DAMAGED_GREY``.
 
         Raises
         ------
         SlideReadError
             When no part of the slide could be decoded.
         """
-        if out_w <= 0 or out_h <= 0 or out_w * out_h > MAX_REGION_PIXELS:
-            raise ValueError(f"thumbnail size must be positive and at most {MAX_REGION_PIXELS} pixels, "
-                             f"got {out_w}x{out_h}")
-        l0_w, l0_h = self.dimensions
-        if downsample is None:
-            downsample = max(l0_w / out_w, l0_h / out_h, 1.0)
-        level = self.best_level_for_downsample(downsample)
-        lv_w, lv_h = self.level_dimensions[level]
-        whole = (0, 0, out_w, out_h)
-        if lv_w * lv_h <= THUMBNAIL_ONE_READ_PIXELS:
-            cells = self._cells(level, whole, (out_w, out_h), out_w, out_h)
-        elif lv_w * lv_h <= THUMBNAIL_BUDGET_PIXELS:
-            cells = self._band_cells(level, whole, (out_w, out_h), THUMBNAIL_BLOCK * THUMBNAIL_BLOCK)
-        else:
-            cells = self._sample_cells(level, out_w, out_h)
-        out = np.full((out_h, out_w, 3), DAMAGED_GREY, np.uint8)
-        read_any, first_error = self._fill(level, out, cells, retry=True)
-        if not read_any and first_error is not None:
-            raise first_error
-        return out
-
-    def _cells(self, level: int, window, out_size, step_x: int, step_y: int) -> list:
-        """(result rectangle, level region) pairs tiling a window of the result in steps of result pixels."""
-        lv_w, lv_h = self.level_dimensions[level]
-        fx, fy = lv_w / out_size[0], lv_h / out_size[1]  # level pixels per result pixel
-        wx0, wy0, wx1, wy1 = window
-        cells = []
-        for oy0 in range(wy0, wy1, step_y):
-            oy1 = min(oy0 + step_y, wy1)
-            ly0 = min(int(oy0 * fy), lv_h - 1)
-            ly1 = min(lv_h, max(ly0 + 1, math.ceil(oy1 * fy)))
-            for ox0 in range(wx0, wx1, step_x):
-                ox1 = min(ox0 + step_x, wx1)
-                lx0 = min(int(ox0 * fx), lv_w - 1)
-                lx1 = min(lv_w, max(lx0 + 1, math.ceil(ox1 * fx)))
-                cells.append(((ox0, oy0, ox1, oy1), (lx0, ly0, lx1 - lx0, ly1 - ly0)))
-        return cells
-
-    def _band_cells(self, level: int, window, out_size, area: int) -> list:
-        """Cells of about ``area`` level pixels, as wide as the level allows: a stripped file decodes each strip once."""
-        lv_w, lv_h = self.level_dimensions[level]
-        fx, fy = lv_w / out_size[0], lv_h / out_size[1]
-        width = window[2] - window[0]
-        step_x = width if width * fx <= area else max(1, int(area / fx))
-        step_y = max(1, int(area / (step_x * fx) / fy))
-        return self._cells(level, window, out_size, step_x, step_y)
-
-    def _sample_cells(self, level: int, out_w: int, out_h: int) -> list:
-        """Cells for a level too large to decode: one patch from the centre of each ``_SAMPLE_CELL`` square."""
-        lv_w, lv_h = self.level_dimensions[level]
-        fx, fy = lv_w / out_w, lv_h / out_h
-        n_cells = -(-out_w // _SAMPLE_CELL) * -(-out_h // _SAMPLE_CELL)
-        patch = max(1, min(_SAMPLE_PATCH, int(math.sqrt(THUMBNAIL_SAMPLE_PIXELS / n_cells))))
-        cells = []
-        for oy0 in range(0, out_h, _SAMPLE_CELL):
-            oy1 = min(oy0 + _SAMPLE_CELL, out_h)
-            for ox0 in range(0, out_w, _SAMPLE_CELL):
-                ox1 = min(ox0 + _SAMPLE_CELL, out_w)
-                pw = max(1, min(patch, int((ox1 - ox0) * fx)))
-                ph = max(1, min(patch, int((oy1 - oy0) * fy)))
-                cx, cy = (ox0 + ox1) / 2 * fx, (oy0 + oy1) / 2 * fy
-                lx0 = min(max(0, int(cx - pw / 2)), lv_w - pw)
-                ly0 = min(max(0, int(cy - ph / 2)), lv_h - ph)
-                cells.append(((ox0, oy0, ox1, oy1), (lx0, ly0, pw, ph)))
-        return cells
-
-    def _fill(self, level: int, out: np.ndarray, cells, retry: bool):
-        """Read each cell's level region and resize it into ``out``: (whether any was read, the first error).
-
-        With ``retry``, a cell that cannot be decoded is read again in ``_DAMAGE_BLOCK`` squares.
-        """
-        ds = self.level_downsamples[level]
-        out_size = (out.shape[1], out.shape[0])
-        first_error, read_any = None, False
-        for (ox0, oy0, ox1, oy1), (lx, ly, lw, lh) in cells:
-            try:
-                rgb = self.read_region(round(lx * ds), round(ly * ds), level, lw, lh)
-            except SlideReadError as err:
-                if self._closed:
-                    raise
-                if retry and lw * lh > _DAMAGE_BLOCK * _DAMAGE_BLOCK:
-                    fx, fy = self.level_dimensions[level][0] / out_size[0], self.level_dimensions[level][1] / out_size[1]
-                    small = self._cells(level, (ox0, oy0, ox1, oy1), out_size,
-                                        max(1, int(_DAMAGE_BLOCK / fx)), max(1, int(_DAMAGE_BLOCK / fy)))
-                    some, err_small = self._fill(level, out, small, retry=False)
-                    read_any = read_any or some
-                    first_error = first_error or err_small
-                else:
-                    first_error = first_error or err
-                continue
-            read_any = True
-            if rgb.shape[:2] != (oy1 - oy0, ox1 - ox0):
-                rgb = cv2.resize(rgb, (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_AREA)
-            out[oy0:oy1, ox0:ox1] = rgb
-        return read_any, first_error
+        return overview.read_downscaled(self, out_w, out_h, downsample)
 
     def info(self) -> SlideInfo:
         """Plain metadata for display and ``biopsia info``."""

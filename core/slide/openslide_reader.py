@@ -150,6 +150,7 @@ class OpenSlideReader(SlideReader):
         try:
             w, h = openslide.lowlevel.get_associated_image_dimensions(handle._osr, name)
             if w * h > MAX_REGION_PIXELS:
+                failed = False  # refused before OpenSlide read it: the handle is still good
                 raise SlideReadError(self.path, f"its {name} image claims {w:,} x {h:,} px, too large to show",
                                      DAMAGED_HINT)
             image = handle.associated_images[name]
