@@ -22,7 +22,9 @@
     biopsia evaluate DIR [--annotations ...] [--json]
                                         predictions against the doctors' marks
 
-This file only parses the command line and hands over to ``core`` or ``gui``.
+This file only parses the command line and hands over to ``core`` or ``gui``. Every error is one line
+naming the file and the problem, with exit status 1 (2 for a value refused on the command line);
+``BIOPSIA_TRACEBACK=1`` also prints the traceback of an unexpected one.
 """
 
 from __future__ import annotations
