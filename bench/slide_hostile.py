@@ -1,4 +1,4 @@
-"""Time and memory of the hostile slide files the robustness review reported, and of the slide fuzz corpus; one JSON line.
+"""Time and memory of the hostile slide files a robustness review reported, and of the slide fuzz corpus (JSON).
 
 Each file is opened in a fresh interpreter (its peak resident size is its own), which then reads 25
 regions of level 0, the 1024-pixel overview the viewer makes, and the associated images. The fuzz

@@ -225,7 +225,8 @@ def _mutate(rng, kind: str, name: str, data: bytearray, segments) -> str:
         if dicom:
             import struct
 
-            fields = {"TotalPixelMatrixColumns": (b"\x48\x00\x06\x00", "<I"), "TotalPixelMatrixRows": (b"\x48\x00\x07\x00", "<I"),
+            fields = {"TotalPixelMatrixColumns": (b"\x48\x00\x06\x00", "<I"),
+                      "TotalPixelMatrixRows": (b"\x48\x00\x07\x00", "<I"),
                       "Rows": (b"\x28\x00\x10\x00", "<H"), "Columns": (b"\x28\x00\x11\x00", "<H")}
             field = list(fields)[int(rng.integers(len(fields)))]
             key, code = fields[field]

@@ -369,11 +369,14 @@ def looped_tiff(tmp_path) -> Path:
     return edited(path, path, lambda data: set_next(data, offsets[-1], offsets[0]))
 
 
-def test_the_window_reports_a_looped_tiff(window, qtbot, looped_tiff):
-    with qtbot.waitSignal(window.open_failed, timeout=int(DEADLINE_S * 1000)) as blocker:
-        window.open_slide(looped_tiff)
-    path, message = blocker.args
-    assert path == str(looped_tiff) and "loop" in message and "unexpected" not in message
+def test_the_window_reports_a_looped_tiff_and_a_three_byte_file(window, qtbot, looped_tiff):
+    tiny = looped_tiff.with_name("tiny.svs")
+    tiny.write_bytes(b"II*")  # the window said "unexpected error: error('unpack_from requires a buffer...')"
+    for slide, reason in ((looped_tiff, "loop"), (tiny, "only 3 bytes long")):
+        with qtbot.waitSignal(window.open_failed, timeout=int(DEADLINE_S * 1000)) as blocker:
+            window.open_slide(slide)
+        path, message = blocker.args
+        assert path == str(slide) and reason in message and "unexpected" not in message
 
 
 def test_screenshot_of_a_looped_tiff_exits_with_the_reason(tmp_path, looped_tiff):

@@ -277,7 +277,8 @@ class _Walk:
                                         f"once decoded (Biopsia decodes at most {MAX_SEGMENT_BYTES >> 20} MB at once)",
                              CONVERT_HINT)
         # libtiff works out the byte counts of uncompressed strips when a writer left them out
-        tables = (offsets_tag,) if counts_tag not in entries and not (tiled or compressed) else (offsets_tag, counts_tag)
+        counts_optional = counts_tag not in entries and not (tiled or compressed)
+        tables = (offsets_tag,) if counts_optional else (offsets_tag, counts_tag)
         for tag in tables:
             entry = entries.get(tag)
             listed = entry[1] if entry is not None else 0
