@@ -72,10 +72,12 @@ class ProgressBar:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
+        w, h = (int(side) for side in text.lower().split("x"))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1600x1000, got {text!r}") from err
+    if not (200 <= w <= 8000 and 200 <= h <= 8000):  # a window, not an image of the whole slide
+        raise argparse.ArgumentTypeError(f"each side must be from 200 to 8000 pixels, got {text!r}")
+    return w, h
 
 
 def build_parser() -> argparse.ArgumentParser:
