@@ -29,6 +29,9 @@ from core.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
+#: Seconds between an edit and the save that holds it, at most (before the save itself). With the
+#: save's own time it stays well within the promise that an edit is on disk two seconds after.
+DEFAULT_DELAY = 0.5
 #: Pauses (seconds) before the 1st, 2nd, ... retry of a failed write; the last one repeats.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 #: Quiet time after an edit before writing, so a burst of edits makes one write.
@@ -126,7 +129,7 @@ class AutoSaver:
     file) before the store goes away.
     """
 
-    def __init__(self, store: AnnotationStore, path, delay: float = 1.0,
+    def __init__(self, store: AnnotationStore, path, delay: float = DEFAULT_DELAY,
                  on_error: Callable[[str], None] | None = None,
                  on_saved: Callable[[int], None] | None = None,
                  retry_delays: Sequence[float] = RETRY_DELAYS, saved_revision: int | None = None,

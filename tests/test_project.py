@@ -217,3 +217,77 @@ def test_saving_after_recovery_keeps_the_good_backup(tmp_path, slide):
     again.update_settings(first.id, fully_annotated=False)
     again.update_settings(first.id, fully_annotated=True)
     assert json.loads(bak.read_text())["slides"][0]["settings"]["fully_annotated"] is False
+
+
+def _qupath_file_with_what_biopsia_does_not_read() -> dict:
+    square = {"type": "Polygon", "coordinates": [[[100, 100], [400, 100], [400, 400], [100, 400], [100, 100]]]}
+    other = {"type": "Polygon", "coordinates": [[[600, 100], [900, 100], [900, 400], [600, 400], [600, 100]]]}
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "6d2c8a3e-51b7-4c1e-9a55-0b7a4e8f1c21", "geometry": square,
+         "properties": {"objectType": "annotation", "isLocked": True, "classification": {"name": "Tumour",
+                        "color": [200, 0, 0]}, "measurements": {"Area µm^2": 1234.5, "Num Detections": 7},
+                        "metadata": {"ANNOTATION_DESCRIPTION": "checked by B.", "reviewer": "B"}},
+         "nucleusGeometry": {"type": "Point", "coordinates": [250, 250]}},
+        {"type": "Feature", "id": "0f3e1a9c-2b44-4f0a-8c1d-77aa5e2b9d10", "geometry": other,
+         "properties": {"objectType": "annotation", "name": "second", "color": [1, 2, 3], "levels": [1, [2, 3]]}},
+        {"type": "Feature", "id": "a1", "geometry": {"type": "Point", "coordinates": [50.25, 60]},
+         "properties": {"objectType": "annotation", "name": "a point", "measurements": {"x": 1e300}}},
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [10, 10.5], [20, 0]]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Ruler", "color": [0, 0, 0]}}},
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[1, 2], [3, 4]]}, "properties": {}},
+        {"type": "Feature", "geometry": None, "properties": {"objectType": "annotation", "note": "no geometry"}},
+    ]}
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["rewrite", "journal"])
+def test_what_biopsia_does_not_read_survives_every_save(tmp_path, slide, journal):
+    import time
+
+    from core.annotations.formats import read_annotations
+
+    project = Project.create(tmp_path / "proj")
+    entry = project.add_slide(slide)
+    path = project.annotations_path(entry.id)
+    original = _qupath_file_with_what_biopsia_does_not_read()
+    text = json.dumps(original, indent=2, ensure_ascii=False)
+    path.write_text(text, encoding="utf-8")
+    store = project.load_annotations(entry.id)
+    assert len(store) == 2 and any("not an area" in w for w in project.warnings)
+    saved = []
+    saver = project.autosaver(entry.id, store, delay=0.05, on_saved=saved.append,
+                              **({"full_write_bytes": 0} if journal else {}))
+    first, second = sorted(store.annotations(), key=lambda a: a.bounds)
+    store.apply(ops.set_class(store, [first.id], "Benign"))  # Biopsia edits the first mark ...
+    deadline = time.monotonic() + 30
+    while not saved and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store.apply(ops.move(store, [first.id], 10, 0))  # ... twice, so the backup is a Biopsia save too
+    assert saver.close()
+
+    def features(file: Path) -> list:
+        return json.loads(file.read_text(encoding="utf-8"))["features"]
+
+    bak = Path(str(path) + ".bak")
+    if journal:  # both saves went to the journal: the file was rewritten once, on close
+        assert bak.read_text(encoding="utf-8") == text
+    for file in (path,) if journal else (path, bak):
+        written = features(file)
+        for foreign in original["features"][2:]:  # unchanged, as JSON values
+            assert written.count(foreign) == 1, (file.name, foreign)
+        by_id = {f["id"]: f for f in written if f.get("geometry", {}) and f["geometry"]["type"] == "Polygon"}
+        edited = by_id["6d2c8a3e-51b7-4c1e-9a55-0b7a4e8f1c21"]
+        for key in ("isLocked", "measurements", "metadata"):
+            assert edited["properties"][key] == original["features"][0]["properties"][key], (file.name, key)
+        assert edited["nucleusGeometry"] == original["features"][0]["nucleusGeometry"]
+        assert edited["properties"]["classification"]["name"] == "Benign"
+        kept = by_id["0f3e1a9c-2b44-4f0a-8c1d-77aa5e2b9d10"]
+        assert {k: kept["properties"][k] for k in ("color", "levels", "name")} == \
+            {k: original["features"][1]["properties"][k] for k in ("color", "levels", "name")}
+    assert read_annotations(path).annotations[0].bounds[0] in (110, 610)  # the move reached the file
+    # Opened again, edited again: still there.
+    again = Project.open(tmp_path / "proj")
+    store = again.load_annotations(entry.id)
+    saver = again.autosaver(entry.id, store, delay=0.05)
+    store.apply(ops.set_note(store, store.annotations()[1].id, "third save"))
+    assert saver.close()
+    assert all(features(path).count(f) == 1 for f in original["features"][2:])

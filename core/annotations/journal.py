@@ -14,7 +14,7 @@ compact QuPath GeoJSON FeatureCollection of the marks that record puts.
   rewrite of the GeoJSON file, so that whichever of the two files a crash leaves is understood.
 * ``{"type": "edits", "seq": N, "ops": [...], "classes": [[name, [r, g, b]], ...]}``: the net changes
   of one save, in replay order: ``["del", id]``, ``["put", id]`` (replace in place, or append),
-  ``["end", id]`` (take out, then append), ``["meta", id, class_name, note]`` (same geometry).
+  ``["end", id]`` (take out, then append), ``["meta", id, class_name, note, [r, g, b]]`` (same geometry).
 
 Opening reads the journal, then the GeoJSON file, finds the last base frame naming the file's hash
 and replays the edits after it. A torn last frame (a crash while saving) is dropped with a warning.
@@ -108,6 +108,7 @@ def base_payload(sha: str, seq: int) -> bytes:
 def edits_payload(seq: int, changes: Changes) -> bytes | None:
     """The record of ``changes`` (None when they change nothing on disk)."""
     from core.annotations.formats import qupath_geojson
+    from core.annotations.formats._common import class_colors
 
     ops: list[list] = []
     puts: list[Annotation] = []
@@ -120,7 +121,8 @@ def edits_payload(seq: int, changes: Changes) -> bytes | None:
             ops.append(["end", ann_id])
             puts.append(ann)
         elif change.base is not None and ann.geometry is change.base.geometry and ann.extra is change.base.extra:
-            ops.append(["meta", ann_id, ann.class_name, ann.note])  # a new class or note: no vertices
+            color = class_colors(changes.classes_now, [ann])[ann.class_name]
+            ops.append(["meta", ann_id, ann.class_name, ann.note, list(color)])  # a new class or note: no vertices
         else:
             ops.append(["put", ann_id])
             puts.append(ann)
@@ -266,12 +268,14 @@ def read_saved(path) -> Saved:
     frames = read_frames(journal_data)
     origin.journal_good = frames.good_length
     start = _matching_base(frames.records, sha)
-    if frames.problem == "not a journal" or start is None:
+    if start is None:
         origin.journal_state = "stale"
-        if frames.records or frames.problem != "torn":
-            warnings.append(f"{jpath}: this journal of unsaved edits does not belong to {path.name} as it is now "
-                            "(the file was replaced since), so it was not applied; it will be kept aside as "
-                            f"{jpath.name}.<time>.unused")
+        if any(meta["type"] == "base" for meta, _ in frames.records):
+            why = f"does not belong to {path.name} as it is now (the file was replaced since)"
+        else:  # a journal is made whole with its first frame: this one is damaged at its start
+            why = f"is damaged ({frames.detail or 'no readable start'})"
+        warnings.append(f"{jpath}: this journal of unsaved edits {why}, so it was not applied; it will be "
+                        f"kept aside as {jpath.name}.<time>.unused")
         return Saved(annotations, found, foreign, warnings, origin)
     items = {a.id: a for a in annotations}
     classes = {c.name: c for c in found}
@@ -347,6 +351,7 @@ def _replay(records, base_seq: int, items: dict, classes: dict, jpath: Path, war
                 elif kind == "meta":
                     if ann_id in items:
                         items[ann_id] = replace(items[ann_id], class_name=str(op[2]), note=str(op[3]))
+                        classes.setdefault(str(op[2]), AnnotationClass(str(op[2]), tuple(int(v) for v in op[4])))
                 elif ann_id in puts:
                     if kind == "end":
                         items.pop(ann_id, None)
