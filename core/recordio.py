@@ -11,12 +11,14 @@ Writing with plain file calls keeps a full disk an ordinary ``OSError`` and lets
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
 from core.errors import DatasetError
 
 MAGIC = 0xCED7230A
+_INDEX_LINE = re.compile(r"\s*-?[0-9]{1,19}\s*\t\s*[0-9]{1,19}\s*")  # key, byte offset: 64-bit numbers
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _HEADER = struct.Struct("<IfQQ")  # mx.recordio.IRHeader: flag, label, id, id2
 
@@ -120,7 +122,7 @@ class RecordReader:
                                 "the dataset again)") from None
         for n, line in enumerate(lines, 1):
             fields = line.split("\t")
-            if len(fields) != 2 or not fields[0].strip().lstrip("-").isdigit() or not fields[1].strip().isdigit():
+            if len(fields) != 2 or not _INDEX_LINE.fullmatch(line):
                 raise RecordIOError(f"{self.idx_path}, line {n}: expected 'key<TAB>offset' (whole numbers); the "
                                     "index is damaged, write the dataset again")
             self.offsets[int(fields[0])] = int(fields[1])

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -225,6 +226,7 @@ def test_tampered_bundles_give_model_errors_never_damaged_models(source, tmp_pat
             _check_loaded(info, seed, kind)
             outcomes["loaded" if loaded else "read"] += 1
         assert time.monotonic() - started < CASE_LIMIT_S, f"{where}: took {time.monotonic() - started:.1f} s"
+        shutil.rmtree(folder)  # a long run makes thousands of cases
     growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {growth_mb:.0f} MB"
     assert {p.name: p.read_bytes() for p in source_folder.iterdir()} == originals  # the source never changed

@@ -139,6 +139,12 @@ def test_a_flipped_byte_in_the_weights_is_refused(bundle, no_mxnet_loading):
     with pytest.raises(ModelError, match=r"model-0000\.params: weights are unreadable: its contents do not match "
                                          "the SHA-256 model.json records"):
         _load(bundle)
+    with pytest.raises(ModelError, match="its contents do not match"):
+        read_info(bundle)
+    assert read_info(bundle, verify=False).tile_px == TILE  # the quick look for lists: model.json and sizes only
+    params.write_bytes(bytes(data[:-1]))
+    with pytest.raises(ModelError, match=r"weights are unreadable: 1,56\d,\d{3} bytes where model.json records"):
+        read_info(bundle, verify=False)
 
 
 def test_a_relu_turned_sigmoid_is_refused_by_the_graph_hash(bundle, no_mxnet_loading):

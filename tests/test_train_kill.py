@@ -16,7 +16,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +77,8 @@ def progress(event):
 print("ready", flush=True)
 easy = mode == "interrupt"
 try:
-    train(tiles(8, 1, easy), tiles(8, 1 if easy else 2, easy), out, epochs=int(os.environ.get("EPOCHS", "8")), batch_size=16, lr=5e-3,
+    train(tiles(8, 1, easy), tiles(8, 1 if easy else 2, easy), out, epochs=int(os.environ.get("EPOCHS", "8")),
+          batch_size=16, lr=5e-3,
           seed=0, device="cpu", early_stopping_patience=None, augment=False, progress=progress, resume=True)
 except KeyboardInterrupt:
     print("interrupted", flush=True)

@@ -221,15 +221,22 @@ def resolve_bundle(path) -> Path:
                "give the folder 'biopsia train --out' wrote, or its best/ folder")
 
 
-def read_info(folder) -> ModelInfo:
+def read_info(folder, verify: bool = True) -> ModelInfo:
     """Read and check a bundle without MXNet: ``model.json``, and every file against its recorded hash.
+
+    Parameters
+    ----------
+    folder : path-like
+    verify : bool
+        False checks only ``model.json`` and that each file is there, a plain file of the recorded size
+        (for listing models quickly: about 0.2 s less per ResNet-18); `load_bundle` always verifies.
 
     Raises
     ------
     ModelError
         Naming the file, what is wrong and what to do.
     """
-    return read_bundle(folder)[0]
+    return _read(recover(Path(folder), _complete), verify)[0]
 
 
 def read_bundle(folder) -> tuple[ModelInfo, dict[str, bytes]]:
@@ -244,7 +251,7 @@ def read_bundle(folder) -> tuple[ModelInfo, dict[str, bytes]]:
     return _read(recover(Path(folder), _complete))
 
 
-def _read(folder: Path) -> tuple[ModelInfo, dict[str, bytes]]:
+def _read(folder: Path, verify: bool = True) -> tuple[ModelInfo, dict[str, bytes]]:
     if not folder.is_dir():
         raise _bad(folder, "model folder does not exist", "choose a folder saved by Biopsia's training")
     meta_path = folder / META_FILE
@@ -256,9 +263,12 @@ def _read(folder: Path) -> tuple[ModelInfo, dict[str, bytes]]:
     for name in names:
         what = {SYMBOL_FILE: "network graph", PARAMS_FILE: "weights"}.get(name, f"file {name}")
         recorded = info.files.get(name, {}).get("bytes")
-        data[name] = safety.read_member(folder, name, FILE_LIMITS.get(Path(name).suffix, 16 * MIB), what, recorded)
-        if info.files:
+        data[name] = safety.read_member(folder, name, FILE_LIMITS.get(Path(name).suffix, 16 * MIB), what, recorded,
+                                        contents=verify)
+        if info.files and verify:
             safety.verify(folder / name, data[name], info.files[name], what)
+    if not verify:
+        return info, {}
     symbol_path, params_path = folder / SYMBOL_FILE, folder / PARAMS_FILE
     graph_params = safety.check_graph(symbol_path, safety.parse_json(symbol_path, data[SYMBOL_FILE], "network graph"))
     weights = safety.check_weights(params_path, data[PARAMS_FILE])
@@ -430,8 +440,10 @@ def _check_shapes(symbol, weights: dict, info: ModelInfo, symbol_path: Path, par
     """Before anything is allocated: the weights' shapes, the outputs and the memory one tile needs."""
     shape = (1, 3, info.tile_px, info.tile_px)
     try:
-        arg_shapes, out_shapes, aux_shapes = symbol.infer_shape(data=shape)
-        _, internal_shapes, _ = symbol.get_internals().infer_shape(data=shape)
+        with warnings.catch_warnings():  # a graph whose shapes cannot be worked out warns, then gives None
+            warnings.simplefilter("ignore")
+            arg_shapes, out_shapes, aux_shapes = symbol.infer_shape(data=shape)
+            _, internal_shapes, _ = symbol.get_internals().infer_shape(data=shape)
     except Exception as exc:  # MXNetError: the graph cannot take such tiles
         raise _bad(symbol_path, f"network does not run on {info.tile_px} px tiles ({type(exc).__name__})",
                    "check tile_px in model.json or re-export the model") from None

@@ -44,7 +44,8 @@ TUPLE_MAX = 64
 COUNT_ATTRS = {"num_filter": 16_384, "num_hidden": 100_000, "num_group": 16_384}
 
 
-CHANGED = "the file is damaged or was changed after Biopsia saved it; copy the model folder again, or re-export the model"
+CHANGED = ("the file is damaged or was changed after Biopsia saved it; copy the model folder again, or re-export "
+           "the model")
 REEXPORT = "the file is damaged or not one Biopsia wrote; re-export the model"
 
 
@@ -77,10 +78,12 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def read_member(folder: Path, name: str, limit: int, what: str, size: int | None = None) -> bytes:
+def read_member(folder: Path, name: str, limit: int, what: str, size: int | None = None,
+                contents: bool = True) -> bytes:
     """The bytes of ``folder/name``, refusing links out of the folder, non-regular files and oversized ones.
 
     ``size``, when given, is the size ``model.json`` records: another size is refused before reading.
+    With ``contents`` False the file is only checked (b"" is returned).
 
     Raises
     ------
@@ -98,7 +101,8 @@ def read_member(folder: Path, name: str, limit: int, what: str, size: int | None
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise ModelError(f"{path}: {what} file is missing (copy the whole model folder, or re-export the model)") from None
+        raise ModelError(f"{path}: {what} file is missing (copy the whole model folder, or re-export "
+                         "the model)") from None
     except OSError as err:
         raise unreadable(path, what, f"it cannot be opened ({err.strerror or err})", "check its permissions") from None
     try:
@@ -109,6 +113,8 @@ def read_member(folder: Path, name: str, limit: int, what: str, size: int | None
             raise unreadable(path, what, f"{info.st_size:,} bytes, more than the {limit:,} such a file can be")
         if size is not None and info.st_size != size:
             raise unreadable(path, what, f"{info.st_size:,} bytes where model.json records {size:,}", CHANGED)
+        if not contents:
+            return b""
         chunks, got = [], 0
         while got <= limit:
             chunk = os.read(fd, min(8 * MIB, limit + 1 - got))
