@@ -8,13 +8,14 @@ changed, swapped, doubled, emptied or filled with junk. It then reads every reco
 and, for image datasets, through `core.dataset.read_records`.
 
 Only DatasetError (RecordIOError is one) may escape, its message must name the damaged file, each case
-takes bounded time, and the source files never change. A failure names its seed; replay it with
+takes bounded time, peak memory stays bounded, and the source files never change. A failure names its seed; replay it with
 ``BIOPSIA_FUZZ_SEED=<seed> BIOPSIA_FUZZ_CASES=1``.
 """
 
 from __future__ import annotations
 
 import random
+import resource
 import struct
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from fuzzing import seeds
 
 CASES = 400
 CASE_LIMIT_S = 20.0
+RSS_GROWTH_LIMIT_MB = 1536  # the issue's bound; OpenCV takes 641 MB for one PNG chunk length (seed 142)
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 
 
@@ -125,6 +127,7 @@ def test_damaged_recordio_gives_dataset_errors_naming_the_file(source, tmp_path)
     with pytest.raises(DatasetError, match=r"huge-flag\.rec, record 0: the header declares 4,294,967,280 labels"):
         read_records(tmp_path / "huge-flag.rec", workers=1)  # was struct.error
     outcomes = {"refused": 0, "read": 0}
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for seed in seeds(CASES):
         rng = random.Random(seed)
         case_rec, case_idx = tmp_path / f"case-{seed}.rec", tmp_path / f"case-{seed}.idx"
@@ -157,5 +160,7 @@ def test_damaged_recordio_gives_dataset_errors_naming_the_file(source, tmp_path)
         assert time.monotonic() - started < CASE_LIMIT_S, f"{where}: took {time.monotonic() - started:.1f} s"
         case_rec.unlink()
         case_idx.unlink()
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {growth_mb:.0f} MB"
     assert rec.read_bytes() == rec_data and idx.read_text() == idx_text  # the source never changed
     assert outcomes["refused"] and outcomes["read"], outcomes
