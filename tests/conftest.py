@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 # Before Qt or Biopsia read them: offscreen Qt, private XDG folders for the whole run.
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 _RUN_HOME = Path(tempfile.mkdtemp(prefix="biopsia-tests-"))
+atexit.register(shutil.rmtree, _RUN_HOME, ignore_errors=True)
 for _var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
     os.environ[_var] = str(_RUN_HOME / _var.lower())
 

@@ -1,7 +1,6 @@
 """core.train on real but tiny data: two textures a CNN must tell apart by shape, not colour."""
 
 import os
-import time
 
 import cv2
 import numpy as np
@@ -43,15 +42,13 @@ def data():
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     events = []
-    started = time.perf_counter()
     result = train(*data, out, arch="cnn", epochs=6, batch_size=16, lr=2e-3, seed=0, device="cpu",
                    progress=events.append)
-    return result, events, out, time.perf_counter() - started
+    return result, events, out
 
 
 def test_learns_textures(trained):
-    result, events, out, seconds = trained
-    assert seconds < 60
+    result, events, out = trained
     assert not result.cancelled and result.device.startswith("CPU")
     assert result.best_score > 0.9, result.history
     best = result.history[result.best_epoch]
@@ -63,7 +60,7 @@ def test_learns_textures(trained):
 
 
 def test_bundle_reloads_with_identical_predictions(trained, data):
-    result, _, out, _ = trained
+    result, _, out = trained
     val = data[1]
 
     def predict_twice():

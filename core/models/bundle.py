@@ -41,6 +41,7 @@ from core.models import safety
 from core.models.folder import recover, write_file, write_folder
 from core.models.safety import GIB, MIB, describe, is_number
 from core.models.zoo import ARCHS
+from core.tiling import MPP_RANGE as MPP, TILE_PX_RANGE as TILE_PX
 
 FORMAT_VERSION = 2
 PREFIX = "model"
@@ -49,8 +50,6 @@ PARAMS_FILE = f"{PREFIX}-0000.params"
 META_FILE = "model.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TILE_PX = (16, 1024)
-MPP = (0.05, 50.0)
 STD_MIN, STD_MAX = 1e-3, 10.0
 MAX_CLASSES = 1000
 META_LIMIT = MIB
