@@ -204,7 +204,8 @@ def _run(args) -> int:
         from gui.app import render_screenshot
 
         out = render_screenshot(args.slide, args.out, args.size, args.mag, args.include_label, args.grid,
-                                annotations=args.annotations)
+                                annotations=args.annotations,
+                                on_warning=lambda text: print(f"warning: {text}", file=sys.stderr))
         print(out)
         return 0
     if args.command == "synth":

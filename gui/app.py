@@ -75,11 +75,13 @@ def open_and_wait(window, path: str | os.PathLike, timeout: float = 60.0):
 
 def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tuple[int, int] = (1600, 1000),
                       mag: float | None = None, include_associated: bool = False, show_grid: bool = False,
-                      timeout: float = 60.0, annotations: str | os.PathLike | None = None) -> Path:
+                      timeout: float = 60.0, annotations: str | os.PathLike | None = None,
+                      on_warning: Callable[[str], None] | None = None) -> Path:
     """Render the main window with ``slide`` offscreen, wait until sharp, save a PNG.
 
     Label and macro images stay out unless ``include_associated``. Marks from ``annotations``
-    are shown beside the slide's saved ones without being saved into its project.
+    are shown beside the slide's saved ones without being saved into its project. Tiles that
+    could not be read are drawn hatched, and ``on_warning`` is told how many and why.
     """
     with _offscreen_window(size) as window:
         view = open_and_wait(window, slide, timeout)
@@ -94,7 +96,12 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
             raise BiopsiaError(f"{slide}: cannot show {mag:g}x, the slide states neither objective power nor µm/px")
         wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), timeout)
         wait_until(lambda: False, 0.05)  # let the last repaints land
-        return _save_window(window, Path(out), include_associated)
+        saved = _save_window(window, Path(out), include_associated)
+        failed = view.slide_layer.loader.failed
+        if failed and on_warning is not None:
+            first = next(iter(failed.values()))
+            on_warning(f"{slide}: {len(failed)} tile(s) could not be read and are drawn hatched ({first})")
+        return saved
 
 
 @contextmanager

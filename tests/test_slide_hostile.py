@@ -397,3 +397,12 @@ def test_info_does_not_let_a_file_drive_the_terminal(tmp_path):
         text = describe(reader.info())
     assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;owned\\x07 done" in text
     assert "more characters]" in text and len(text) < 5000
+
+
+def test_screenshot_of_a_damaged_svs_says_how_many_tiles_are_hatched(tmp_path, damaged_cmu):
+    out = tmp_path / "shot.png"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "screenshot", str(damaged_cmu), "--out", str(out),
+                           "--size", "800x600"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "Traceback" not in done.stderr
+    assert "could not be read and are drawn hatched" in done.stderr and str(damaged_cmu) in done.stderr
