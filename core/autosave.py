@@ -376,8 +376,9 @@ class AutoSaver:
         """Put ``pending`` on disk: appended to the journal, or the whole file rewritten."""
         writer = self._journal
         usable = writer is not None and not writer.broken and writer.is_current() and self._geojson_unchanged()
-        small = self._base is not None and self._geojson_size <= self._full_write_bytes
-        if self._needs_full or (writer is not None and not usable) or (writer is None and (self._base is None or small)):
+        # About what a full write costs: the file, and what the journal adds to it.
+        small = self._geojson_size + (writer.size if writer is not None else 0) <= self._full_write_bytes
+        if self._needs_full or self._base is None or small or (writer is not None and not usable):
             self._write_full(pending.annotations, pending.classes_now)
         else:
             self._append(pending)
@@ -394,15 +395,17 @@ class AutoSaver:
         return current == known or folding or current == self._geojson_id
 
     def _append(self, pending: Changes) -> None:
-        with self._geojson_lock:
-            if self._journal is None:
+        # Only the write lock (held) changes which journal is in use while one exists, so appending
+        # never waits for a compaction writing the GeoJSON file (which holds the GeoJSON lock).
+        if self._journal is None:
+            with self._geojson_lock:
                 sha, seq = self._base
                 jpath = journal_path(self.path)
                 with path_lock(self.path):
                     if os.path.lexists(jpath):  # not ours: never written over
                         journal.set_aside(jpath, "unused")
                     self._journal = JournalWriter.create(jpath, sha, seq)
-            writer = self._journal
+        writer = self._journal
         payload = journal.edits_payload(writer.seq + 1, pending)
         if payload is not None:
             with path_lock(self.path):

@@ -139,7 +139,7 @@ def main(folder: str) -> None:
     marks = sum(1 for a in store.annotations() if a.note.startswith("region"))
     k, problems = check(store.annotations(), marks)
     backup = project.annotations_path(entry.id).with_name(project.annotations_path(entry.id).name + ".bak")
-    if backup.exists():  # the previous version of the file: readable, and older
+    if backup.exists() and backup.stat().st_size < 2**21:  # the previous version: readable, and older
         from core.annotations.formats import read_annotations
 
         bak_k, bak_problems = check(read_annotations(backup).annotations, marks)

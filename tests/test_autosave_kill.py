@@ -112,8 +112,8 @@ def test_sigkill_loses_no_edit_older_than_two_seconds(tmp_path):
     rng = random.Random(20260611)
     kills = int(os.environ.get("BIOPSIA_KILLS", 30))
     # The larger store opens more slowly, so it gets fewer kills: the two chains take about as long.
-    chains = [Chain("25 MB", 18, kills - kills * 2 // 5, tmp_path / "25MB", random.Random(rng.random())),
-              Chain("50 MB", 35, kills * 2 // 5, tmp_path / "50MB", random.Random(rng.random())),
+    chains = [Chain("25 MB", 18, kills - kills * 13 // 30, tmp_path / "25MB", random.Random(rng.random())),
+              Chain("50 MB", 35, kills * 13 // 30, tmp_path / "50MB", random.Random(rng.random())),
               # and, alongside, a store small enough to be rewritten whole at every save
               Chain("1 MB", 1, kills // 2, tmp_path / "1MB", random.Random(rng.random()))]
     for chain in chains:

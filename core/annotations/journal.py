@@ -451,8 +451,12 @@ class JournalWriter:
         try:
             done = 0
             while done < len(data):
-                done += os.pwrite(self._fd, data[done:], self.size + done)
-            os.fdatasync(self._fd)
+                if hasattr(os, "pwrite"):
+                    done += os.pwrite(self._fd, data[done:], self.size + done)
+                else:  # Windows
+                    os.lseek(self._fd, self.size + done, os.SEEK_SET)
+                    done += os.write(self._fd, data[done:])
+            (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(self._fd)  # macOS has no fdatasync
         except OSError:
             try:
                 os.ftruncate(self._fd, self.size)
@@ -469,7 +473,11 @@ class JournalWriter:
         offset = next((start for n, start in self._starts if n > seq), self.size)
         chunks, pos = [], offset
         while pos < self.size:
-            chunk = os.pread(self._fd, self.size - pos, pos)
+            if hasattr(os, "pread"):
+                chunk = os.pread(self._fd, self.size - pos, pos)
+            else:  # Windows
+                os.lseek(self._fd, pos, os.SEEK_SET)
+                chunk = os.read(self._fd, self.size - pos)
             if not chunk:
                 raise OSError(errno.EIO, "the journal is shorter than expected", str(self.path))
             chunks.append(chunk)
