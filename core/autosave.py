@@ -397,19 +397,21 @@ class AutoSaver:
     def _append(self, pending: Changes) -> None:
         # Only the write lock (held) changes which journal is in use while one exists, so appending
         # never waits for a compaction writing the GeoJSON file (which holds the GeoJSON lock).
+        seq = self._journal.seq if self._journal is not None else self._base[1]
+        payload = journal.edits_payload(seq + 1, pending)
+        if payload is None:  # nothing that changes the files (a mark added, then deleted)
+            self._on_disk = (seq, pending.annotations, pending.classes_now)
+            return
         if self._journal is None:
             with self._geojson_lock:
-                sha, seq = self._base
                 jpath = journal_path(self.path)
                 with path_lock(self.path):
                     if os.path.lexists(jpath):  # not ours: never written over
                         journal.set_aside(jpath, "unused")
-                    self._journal = JournalWriter.create(jpath, sha, seq)
+                    self._journal = JournalWriter.create(jpath, self._base[0], seq)
         writer = self._journal
-        payload = journal.edits_payload(writer.seq + 1, pending)
-        if payload is not None:
-            with path_lock(self.path):
-                writer.append(payload, writer.seq + 1)
+        with path_lock(self.path):
+            writer.append(payload, seq + 1)
         self._on_disk = (writer.seq, pending.annotations, pending.classes_now)
 
     def _write_full(self, annotations: list, classes: tuple) -> None:

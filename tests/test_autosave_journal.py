@@ -346,3 +346,32 @@ def test_a_store_not_read_from_the_file_is_written_whole_first(tmp_path):
     assert saver.flush(5) and journal.journal_path(path).exists()
     assert state(load_saved(path).annotations) == state(fresh.annotations())
     assert saver.close()
+
+
+def test_a_save_that_changes_nothing_leaves_no_journal(tmp_path):
+    path = base_file(tmp_path)
+    store = loaded_store(path)
+    saver = journal_saver(store, path)
+    undo = store.apply(ops.add(box(0, 900, 10, 910), "Tumour"))
+    store.apply(undo)  # added, then taken back before the save
+    assert saver.flush(5) and not journal.journal_path(path).exists()
+    assert saver.close() and not journal.journal_path(path).exists()
+
+
+def test_a_missing_record_stops_the_replay_with_a_warning(tmp_path):
+    path = base_file(tmp_path)
+    store = loaded_store(path)
+    saver = journal_saver(store, path)
+    states = []
+    for k in range(3):
+        edit_batch(store, k)
+        assert saver.flush(5)
+        states.append(state(store.annotations()))
+    saver._journal.close()  # killed
+    jpath = journal.journal_path(path)
+    data = jpath.read_bytes()
+    starts = [i for i in range(len(data)) if data.startswith(b"REC1", i)]
+    jpath.write_bytes(data[:starts[2]] + data[starts[3]:])  # the second edit record cut out whole
+    saved = load_saved(path)
+    assert state(saved.annotations) == states[0]
+    assert any("record 2 is missing" in w for w in saved.warnings), saved.warnings

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from core.annotations.model import AnnotationClass
 from core.annotations.store import ClassesEdit, Edit
 from core.autosave import AutoSaver, load_saved, write_snapshot
 from fuzzing import seeds
+
+#: A generous bound on one case (each takes milliseconds).
+CASE_LIMIT_S = 20
 
 
 def state(annotations) -> list:
@@ -74,10 +78,11 @@ def base(folder: Path, rng: random.Random) -> Path:
 
 
 def test_random_edits_always_read_back_exactly(tmp_path):
-    started = time.monotonic()
     for seed in seeds(60):
+        started = time.monotonic()
         rng = random.Random(seed)
-        path = base(tmp_path / f"edits-{seed}", rng)
+        shutil.rmtree(tmp_path / "edits", ignore_errors=True)
+        path = base(tmp_path / "edits", rng)
         saved = load_saved(path)
         store = AnnotationStore(saved.annotations, saved.classes, origin=saved.origin)
         saver = passive_saver(store, path)
@@ -96,7 +101,7 @@ def test_random_edits_always_read_back_exactly(tmp_path):
         assert saver.close(), seed
         assert not journal.journal_path(path).exists(), seed
         assert state(load_saved(path).annotations) == state(store.annotations()), seed
-    assert time.monotonic() - started < 120
+        assert time.monotonic() - started < CASE_LIMIT_S, f"seed {seed}: {time.monotonic() - started:.1f} s"
 
 
 def _damaged(data: bytes, rng: random.Random) -> bytes:
@@ -136,7 +141,6 @@ def test_damaged_journals_open_to_a_saved_state(tmp_path):
     saver._journal.close()  # as killed: the journal stays
     geojson = path.read_bytes()
     whole = journal.journal_path(path).read_bytes()
-    started = time.monotonic()
     for seed in seeds(300):
         damaged = _damaged(whole, random.Random(seed))
         folder = tmp_path / f"case-{seed % 10}"
@@ -146,9 +150,9 @@ def test_damaged_journals_open_to_a_saved_state(tmp_path):
         journal.journal_path(case).write_bytes(damaged)
         begun = time.monotonic()
         opened = load_saved(case)  # never an error: a damaged journal is not a damaged mark file
-        assert time.monotonic() - begun < 10, seed
+        assert time.monotonic() - begun < CASE_LIMIT_S, f"seed {seed}: {time.monotonic() - begun:.1f} s"
         assert state(opened.annotations) in states, f"seed {seed}: not a state that was saved"
-        if damaged != whole:
+        cut_between_frames = whole.startswith(damaged) and journal.read_frames(damaged).problem is None
+        if not cut_between_frames:  # (that is a journal of fewer saves: nothing tells them apart)
             assert opened.warnings or state(opened.annotations) == states[-1], seed
         assert case.read_bytes() == geojson and journal.journal_path(case).read_bytes() == damaged, seed
-    assert time.monotonic() - started < 120

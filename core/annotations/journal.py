@@ -335,6 +335,9 @@ def _replay(records, base_seq: int, items: dict, classes: dict, jpath: Path, war
     for meta, body in records:
         if meta["type"] != "edits" or meta["seq"] <= seq:
             continue  # a base frame, or a record the GeoJSON file already holds
+        if meta["seq"] != seq + 1:
+            warnings.append(f"{jpath}: record {seq + 1} is missing; the edits after it were not applied")
+            return False
         try:
             puts = {}
             if body:
