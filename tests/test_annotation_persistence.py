@@ -177,3 +177,34 @@ def test_demo_opens_with_its_known_tumour_as_marks_once(qtbot, make_window, synt
     qtbot.waitUntil(lambda: bool(again.views()), timeout=20000)
     qtbot.wait(300)
     assert len(again.views()[0].annotations) == len(truth) - 1
+
+
+def test_large_marks_are_journalled_and_complete_in_the_file_after_closing(qtbot, make_window, cmu_svs, tmp_path):
+    import numpy as np
+    from shapely.geometry import Polygon
+
+    from core.annotations import AnnotationStore, journal
+    from core.annotations.model import Annotation
+    from core.autosave import FULL_WRITE_BYTES
+    from core.project import Project
+
+    folder = tmp_path / "study"
+    project = Project.create(folder, "Study")
+    entry = project.add_slide(cmu_svs)
+    t = np.linspace(0, 2 * np.pi, 30000, endpoint=False)
+    big = [Annotation(Polygon(np.round(np.c_[1000 * n + 400 * np.cos(t) + 500, 400 * np.sin(t) + 500], 3)),
+                      "Tumour", f"region {n}") for n in range(4)]
+    project.save_annotations(entry.id, AnnotationStore(big, project.classes))
+    path = project.annotations_path(entry.id)
+    assert path.stat().st_size > FULL_WRITE_BYTES  # large enough to be journalled
+    before = path.read_bytes()
+    win = make_window()
+    win.use_project(project, open_slides=False)
+    view = open_view(qtbot, win, cmu_svs)
+    view.apply_edit(ops.add(box(100, 2000, 600, 2500), "Benign", note="journalled"))
+    qtbot.waitUntil(lambda: not view.session.saver.dirty, timeout=2500)  # on disk within 2 s ...
+    assert path.read_bytes() == before and journal.journal_path(path).exists()  # ... in the journal
+    assert len(project.load_annotations(entry.id)) == 5
+    win.close()  # folds the journal into the file QuPath reads
+    assert not journal.journal_path(path).exists()
+    assert sorted(a.note for a in read_annotations(path).annotations)[0] == "journalled"
