@@ -375,3 +375,20 @@ def test_a_missing_record_stops_the_replay_with_a_warning(tmp_path):
     saved = load_saved(path)
     assert state(saved.annotations) == states[0]
     assert any("record 2 is missing" in w for w in saved.warnings), saved.warnings
+
+
+@pytest.mark.parametrize("journalled", [False, True], ids=["rewrite", "journal"])
+def test_nan_in_a_files_own_properties_never_stops_saving(tmp_path, journalled):
+    path = tmp_path / "slide.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "id": "a", "geometry": '
+                    '{"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}, '
+                    '"properties": {"measurements": {"m": NaN, "i": Infinity}}}, {"type": "Feature", '
+                    '"geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {"v": NaN}}]}')
+    store = loaded_store(path)
+    saver = AutoSaver(store, path, delay=0.01, full_write_bytes=0 if journalled else None)
+    store.apply(ops.move(store, ["a"], 1, 1))
+    assert saver.flush(5), saver.last_error
+    assert saver.close(), saver.last_error
+    text = path.read_text()
+    assert '"m":NaN,"i":Infinity' in text and '"v":NaN' in text
+    assert load_saved(path).annotations[0].bounds == (1, 1, 11, 11)

@@ -98,7 +98,8 @@ def frame(payload: bytes) -> bytes:
 
 def _json(value) -> bytes:
     # ASCII with escapes: any text (even a lone surrogate) can be written, and read back the same.
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+    # NaN too: a file's own properties may hold it, and they are written back as they were.
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def base_payload(sha: str, seq: int) -> bytes:
@@ -140,8 +141,7 @@ def geojson_bytes(annotations, classes, foreign=()) -> bytes:
     from core.annotations.formats import qupath_geojson
 
     features = qupath_geojson.to_dict(annotations, classes)["features"]
-    lines = [_json(f) for f in features]
-    lines += [json.dumps(f, ensure_ascii=True, separators=(",", ":")).encode("ascii") for f in foreign]
+    lines = [_json(f) for f in (*features, *foreign)]
     return b'{"type":"FeatureCollection","features":[\n' + b",\n".join(lines) + b"\n]}\n"
 
 
