@@ -156,6 +156,10 @@ def run_scenario(path: Path, crash_at: int, monkeypatch) -> tuple[list, list | N
         assert saver.compact(5)
         monkeypatch.setattr(autosave, "geojson_bytes", real_bytes)
         save(4)
+        saver._full_write_bytes = 1 << 40  # the store is "small" now: rewritten whole, journal and all
+        save(5)
+        saver._full_write_bytes = 0
+        save(6)
         assert saver.close()
     except Crash:
         pass
