@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from core.annotations.text import clean_text, is_clean
+
 Polygonal = Polygon | MultiPolygon
 
 
@@ -19,6 +21,8 @@ class AnnotationClass:
     color: tuple[int, int, int]
 
     def __post_init__(self) -> None:
+        if isinstance(self.name, str) and not is_clean(self.name):  # every file can hold the name
+            object.__setattr__(self, "name", clean_text(self.name))
         if not self.name or not self.name.strip():
             raise ValueError("a class needs a name")
         if len(self.color) != 3 or not all(0 <= int(c) <= 255 for c in self.color):
@@ -55,6 +59,10 @@ class Annotation:
     def __post_init__(self) -> None:
         if not isinstance(self.geometry, (Polygon, MultiPolygon)):
             raise TypeError(f"annotation geometry must be polygonal, got {self.geometry.geom_type}")
+        for name in ("class_name", "note", "id"):  # typed, imported or replayed: every file can hold it
+            value = getattr(self, name)
+            if isinstance(value, str) and not is_clean(value):
+                object.__setattr__(self, name, clean_text(value))
 
     def with_geometry(self, geometry: Polygonal) -> "Annotation":
         return replace(self, geometry=geometry)

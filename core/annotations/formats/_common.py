@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import math
 import os
 import re
 import uuid
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.polygon import orient
 
-from core.annotations.geometry import MAX_COORDINATE, check_coordinates, clean
+from core.annotations.formats._polygons import Pieces
+from core.annotations.geometry import MAX_COORDINATE, check_coordinates
 from core.annotations.model import Annotation, AnnotationClass, Polygonal, new_id
+from core.annotations.text import clean_text
 from core.errors import AnnotationFormatError
 
 #: Larger annotation files are refused (no real annotation file comes near this).
@@ -24,6 +29,26 @@ MAX_FILE_BYTES = 500 * 1024 * 1024
 DEFAULT_COLOR = (255, 200, 0)
 #: Class given to marks a file leaves unclassified (QuPath's unclassified objects, ASAP's "None" group).
 UNCLASSIFIED = "Unclassified"
+
+
+def without_gc(function):
+    """Run ``function`` with the cyclic garbage collector paused (and restored after).
+
+    Reading or writing a large file makes millions of small objects, none of them cyclic; the
+    collector's full passes over them cost about a third of the time, for nothing.
+    """
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if paused:
+                gc.enable()
+
+    return wrapper
 
 
 @dataclass
@@ -62,12 +87,27 @@ class Reading:
         self._classes: dict[str, AnnotationClass] = {}
         self._ids: set[str] = set()
         self.new_ids = 0
+        self.pieces = Pieces(self)  # the file's polygons, built together once it is read
+        self._cleaned: list[str] = []  # where text had to be cleaned (see :meth:`text`)
 
     def error(self, where: str, problem: str) -> AnnotationFormatError:
         return AnnotationFormatError(f"{self.path}: {where + ': ' if where else ''}{problem}")
 
     def warn(self, where: str, problem: str) -> None:
         self.warnings.append(f"{self.path}: {where + ': ' if where else ''}{problem}")
+
+    def text(self, value, where: str) -> str:
+        """A note, name or id as the file gave it, cleaned of what no annotation file can hold
+        (:func:`core.annotations.text.clean_text`); cleaned texts get one warning per file."""
+        text = value if isinstance(value, str) else ("" if value is None else str(value))
+        cleaned = clean_text(text)
+        if cleaned != text:
+            self._cleaned.append(where)
+        return cleaned
+
+    def class_name(self, value, where: str) -> str:
+        """A class name, cleaned and stripped; nothing left means unclassified."""
+        return self.text(value, where).strip() or UNCLASSIFIED
 
     def add_class(self, name: str, color: tuple[int, int, int] | None) -> None:
         """Record a class the first time it is seen (its first colour wins)."""
@@ -78,7 +118,7 @@ class Reading:
 
     def unique_id(self, wanted: str | None) -> str:
         """``wanted`` (a UUID normalised to 32 hex digits) unless missing or already taken."""
-        ann_id = normalise_id(wanted) if wanted else None
+        ann_id = normalise_id(self.text(wanted, "an id")) if wanted else None
         if not ann_id or ann_id in self._ids:
             ann_id = new_id()
             self.new_ids += 1
@@ -86,16 +126,20 @@ class Reading:
         return ann_id
 
     def result(self, annotations: list[Annotation], foreign: list = ()) -> AnnotationSet:
-        used = {a.class_name for a in annotations}
-        for name in used:
+        for name in dict.fromkeys(a.class_name for a in annotations):
             self.add_class(name, None)
+        if self._cleaned:
+            count = len(self._cleaned)
+            self.warn(self._cleaned[0], f"{count} text{'s' if count > 1 else ''} (notes, class names or ids) held "
+                                        "characters an annotation file cannot hold (control characters or "
+                                        "broken surrogates): they were removed or replaced by U+FFFD")
         return AnnotationSet(list(annotations), list(self._classes.values()), list(self.warnings),
                              list(foreign), self.new_ids)
 
 
 def normalise_id(value) -> str:
     """UUIDs in any spelling become 32 lower-case hex digits (our ids); other ids are kept as text."""
-    text = str(value).strip()
+    text = clean_text(str(value)).strip()
     try:
         return uuid.UUID(text).hex
     except ValueError:
@@ -144,11 +188,31 @@ def number(value, reading: Reading, where: str) -> float:
         shown = value if not isinstance(value, (list, dict)) else type(value).__name__
         raise reading.error(where, f"coordinates must be numbers, got {shown!r}"[:200])
     if isinstance(value, int) and abs(value) > MAX_COORDINATE:
-        raise reading.error(where, f"coordinate {value:.3g} is beyond {MAX_COORDINATE:g} pixels")
+        shown = f"{float(value):.3g}" if value.bit_length() < 1000 else f"of {len(str(abs(value)))} digits"
+        raise reading.error(where, f"coordinate {shown} is beyond {MAX_COORDINATE:g} pixels")
     value = float(value)
     if not math.isfinite(value):
         raise reading.error(where, f"coordinate {value} is not a finite number")
     return value
+
+
+def points_array(points, reading: Reading, where: str) -> np.ndarray:
+    """An (n, 2) float array from a JSON ring ``[[x, y], ...]`` (a third value, z, is ignored).
+
+    Converted by numpy in one go; when that fails (a string, a missing value, a huge integer) the
+    ring is read value by value, which names the problem.
+    """
+    if not isinstance(points, list):
+        raise reading.error(where, f"a ring must be a list of [x, y] points, got {type(points).__name__}")
+    try:
+        array = np.array(points, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        array = None
+    if array is not None and array.ndim == 2 and array.shape[1] >= 2:
+        return np.ascontiguousarray(array[:, :2])
+    if array is not None and array.size == 0 and array.ndim == 1:
+        return np.zeros((0, 2))
+    return np.asarray(ring(points, reading, where), dtype=np.float64).reshape(-1, 2)
 
 
 def ring(points: Sequence, reading: Reading, where: str) -> list[tuple[float, float]]:
@@ -167,52 +231,42 @@ def ring(points: Sequence, reading: Reading, where: str) -> list[tuple[float, fl
     return out
 
 
-def polygon(exterior: list, holes: Iterable[list], reading: Reading, where: str) -> Polygonal | None:
-    """A valid polygon from checked rings; crossing rings are repaired and degenerate ones dropped, with warnings."""
-    if len(set(exterior)) < 3:
-        reading.warn(where, "empty or degenerate polygon dropped")
-        return None
-    holes = [h for h in holes if len(set(h)) >= 3]
-    try:
-        geom = Polygon(exterior, holes)
-    except (ValueError, TypeError) as err:  # shapely refuses some malformed rings outright
-        raise reading.error(where, f"not a polygon: {err}") from None
-    if not geom.is_valid:
-        fixed = clean(geom)
-        if fixed is None:
-            reading.warn(where, "empty or degenerate polygon dropped")
-            return None
-        reading.warn(where, "self-intersecting polygon repaired")
-        return fixed
-    fixed = clean(geom)
-    if fixed is None:
-        reading.warn(where, "empty or degenerate polygon dropped")
-    return fixed
-
-
-def union(parts: list[Polygonal]) -> Polygonal | None:
-    """One geometry from several pieces (touching or overlapping pieces merge)."""
-    polys = [p for part in parts for p in (part.geoms if isinstance(part, MultiPolygon) else [part])]
-    if not polys:
-        return None
-    return clean(polys[0] if len(polys) == 1 else MultiPolygon(polys))
-
-
 def parts_of(geometry: Polygonal) -> list[Polygon]:
     """Polygon parts with the exterior counter-clockwise and holes clockwise (GeoJSON's order)."""
     parts = geometry.geoms if isinstance(geometry, MultiPolygon) else [geometry]
     return [orient(p, 1.0) for p in parts if not p.is_empty]
 
 
-def fmt(value: float) -> str:
-    """A coordinate as short text: integers without a decimal point, else up to 3 decimals."""
-    value = round(float(value), 3)
-    return str(int(value)) if value == int(value) else repr(value)
+def geojson_geometries(geometries: Sequence[Polygonal]) -> list[dict]:
+    """GeoJSON geometry objects of many marks at once (vectorised: no shapely call per mark).
 
-
-def rounded(value: float) -> int | float:
-    value = round(float(value), 3)
-    return int(value) if value == int(value) else value
+    Exteriors counter-clockwise, holes clockwise, rings closed, coordinates rounded to 1/1000
+    pixel with whole numbers as integers; a mark of one part is a Polygon, else a MultiPolygon.
+    """
+    if not len(geometries):
+        return []
+    oriented = shapely.orient_polygons(np.asarray(list(geometries), dtype=object))
+    parts, part_of = shapely.get_parts(oriented, return_index=True)
+    filled = ~shapely.is_empty(parts)
+    parts, part_of = parts[filled], part_of[filled]
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    coords, coord_of = shapely.get_coordinates(rings, return_index=True)
+    rounded = np.round(coords, 3)
+    whole = rounded == np.floor(rounded)
+    values = rounded.astype(object)
+    if whole.any():
+        values[whole] = rounded[whole].astype(np.int64).astype(object)
+    points = values.tolist()
+    ring_ends = np.cumsum(np.bincount(coord_of, minlength=len(rings))).tolist()
+    ring_lists = [points[a:b] for a, b in zip([0] + ring_ends[:-1], ring_ends)]
+    part_ends = np.cumsum(np.bincount(ring_of, minlength=len(parts))).tolist()
+    polygons = [ring_lists[a:b] for a, b in zip([0] + part_ends[:-1], part_ends)]
+    mark_ends = np.cumsum(np.bincount(part_of, minlength=len(geometries))).tolist()
+    out = []
+    for a, b in zip([0] + mark_ends[:-1], mark_ends):
+        out.append({"type": "Polygon", "coordinates": polygons[a]} if b - a == 1
+                   else {"type": "MultiPolygon", "coordinates": polygons[a:b]})
+    return out
 
 
 def class_colors(classes: Iterable[AnnotationClass], annotations: Iterable[Annotation]) -> dict[str, tuple]:
@@ -238,11 +292,8 @@ def parse_hex_color(text: str | None) -> tuple[int, int, int] | None:
 
 
 # -- XML -----------------------------------------------------------------------------------
-_DECL = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-
-
 def _as_utf8(data: bytes) -> bytes:
-    """UTF-16 documents re-encoded as UTF-8 (so the entity check below sees plain bytes)."""
+    """UTF-16 documents re-encoded as UTF-8 (so that the root element can be sniffed from bytes)."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:2] in (b"<\x00", b"\x00<"):
         encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else (
             "utf-16-le" if data[:1] == b"<" else "utf-16-be")
@@ -255,21 +306,6 @@ def _as_utf8(data: bytes) -> bytes:
     return data
 
 
-def parse_xml(data: bytes, reading: Reading) -> ET.Element:
-    """The root element, refusing DOCTYPE/ENTITY declarations (billion laughs, external entities)."""
-    data = _as_utf8(data)
-    if _DECL.search(data):
-        raise reading.error("", "XML entity declarations are not allowed (<!DOCTYPE or <!ENTITY found)")
-    try:
-        return ET.fromstring(data)
-    except ET.ParseError as err:
-        line, column = getattr(err, "position", (0, 0))
-        raise reading.error("", f"not valid XML (truncated or damaged?) at line {line}, column {column}: "
-                                f"{str(err).split(':')[0]}") from None
-    except (ValueError, LookupError, RecursionError) as err:
-        raise reading.error("", f"not valid XML: {err}") from None
-
-
 _TAG = re.compile(rb"<\s*([A-Za-z_][\w.:-]*)")
 
 
@@ -279,23 +315,3 @@ def xml_root_tag(data: bytes) -> str | None:
     head = re.sub(rb"<\?.*?\?>|<!--.*?-->", b"", head, flags=re.DOTALL)
     match = _TAG.search(head)
     return match.group(1).decode("ascii", "replace") if match else None
-
-
-def float_attr(element: ET.Element, name: str, reading: Reading, where: str) -> float:
-    value = element.get(name)
-    if value is None:
-        raise reading.error(where, f"<{element.tag}> has no {name} attribute")
-    return number(value, reading, where)
-
-
-def checked(points: list[tuple[float, float]], reading: Reading, where: str) -> list[tuple[float, float]]:
-    try:
-        check_coordinates(points)
-    except ValueError as err:
-        raise reading.error(where, str(err)) from None
-    return points
-
-
-def clean_difference(geometry: Polygonal, hole: Polygonal) -> Polygonal | None:
-    """``geometry`` with ``hole`` cut out, repaired; None when nothing is left."""
-    return clean(geometry.difference(hole))

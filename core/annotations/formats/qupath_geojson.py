@@ -29,21 +29,19 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-import numpy as np
-import shapely
-
 from core.annotations.formats._common import (
     UNCLASSIFIED,
     AnnotationSet,
     Reading,
     class_colors,
     dashed_uuid,
-    parts_of,
-    polygon,
-    ring,
-    union,
+    geojson_geometries,
+    points_array,
+    without_gc,
 )
-from core.annotations.model import Annotation, AnnotationClass, Polygonal
+from core.annotations.formats._polygons import combine
+from core.annotations.model import Annotation, AnnotationClass
+from core.annotations.text import clean_text
 
 NAME = "geojson"
 EXTENSIONS = (".geojson", ".json")
@@ -61,6 +59,7 @@ def sniff(data: bytes) -> bool:
     return head[:1] in (b"{", b"[")
 
 
+@without_gc
 def parse(data: bytes, path) -> AnnotationSet:
     """Annotations from the bytes of a GeoJSON file; errors name ``path``."""
     reading = Reading(path)
@@ -79,8 +78,10 @@ def parse(data: bytes, path) -> AnnotationSet:
     annotations: list[Annotation] = []
     foreign: list = []
     kinds: dict[str, int] = {}
-    for index, feature in enumerate(features):
-        ann = _feature(feature, index, reading, kinds)
+    marks = [(feature, _feature(feature, index, reading, kinds)) for index, feature in enumerate(features)]
+    built = reading.pieces.build()  # every polygon of the file at once (vectorised)
+    for feature, mark in marks:
+        ann = mark.annotation(built, reading) if mark is not None else None
         if ann is not None:
             annotations.append(ann)
         else:
@@ -108,7 +109,7 @@ def _features(doc, reading: Reading) -> list:
     raise reading.error("", f"not GeoJSON: expected a FeatureCollection or Feature, got type {str(kind)[:40]!r}")
 
 
-def _feature(feature, index: int, reading: Reading, kinds: dict) -> Annotation | None:
+def _feature(feature, index: int, reading: Reading, kinds: dict) -> "_Mark | None":
     where = f"feature {index}"
     if not isinstance(feature, dict):
         raise reading.error(where, f"expected a Feature object, got {type(feature).__name__}")
@@ -127,20 +128,37 @@ def _feature(feature, index: int, reading: Reading, kinds: dict) -> Annotation |
     if geometry is None:
         return None
     class_name, color = _classification(props.get("classification"), reading, where)
-    reading.add_class(class_name, color)
     note = props.get("biopsiaNote", props.get("name", ""))
-    note = note if isinstance(note, str) else ("" if note is None else str(note))
+    note = reading.text(note if isinstance(note, str) else ("" if note is None else str(note)), where)
     wanted = raw_id if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
     extra = {}
     if any(k not in _READ_PROPERTIES for k in props):
         extra["properties"] = {k: v for k, v in props.items() if k not in _READ_PROPERTIES}
     if any(k not in _READ_MEMBERS for k in feature):
         extra["members"] = {k: v for k, v in feature.items() if k not in _READ_MEMBERS}
-    return Annotation(geometry, class_name, note, reading.unique_id(str(wanted) if wanted is not None else None),
-                      extra=extra)
+    return _Mark(geometry, class_name, color, note, str(wanted) if wanted is not None else None, extra)
 
 
-def _geometry(geom, reading: Reading, where: str) -> Polygonal | None:
+class _Mark:
+    """A feature read but not yet an annotation: its polygons are built with the whole file's."""
+
+    __slots__ = ("pieces", "class_name", "color", "note", "wanted", "extra")
+
+    def __init__(self, pieces: tuple, class_name: str, color, note: str, wanted: str | None, extra: dict):
+        self.pieces, self.class_name, self.color, self.note = pieces, class_name, color, note
+        self.wanted, self.extra = wanted, extra
+
+    def annotation(self, built: list, reading: Reading) -> Annotation | None:
+        """The annotation once the file's polygons are built; None when none of them is left."""
+        geometry = combine([built[p] for p in self.pieces])
+        if geometry is None:
+            return None
+        reading.add_class(self.class_name, self.color)
+        return Annotation(geometry, self.class_name, self.note, reading.unique_id(self.wanted), extra=self.extra)
+
+
+def _geometry(geom, reading: Reading, where: str) -> tuple[int, ...] | None:
+    """The polygons of a GeoJSON geometry, queued on ``reading.pieces``; None when it has no area."""
     if geom is None:
         reading.warn(where, "no geometry; skipped")
         return None
@@ -148,11 +166,7 @@ def _geometry(geom, reading: Reading, where: str) -> Polygonal | None:
         raise reading.error(where, f"\"geometry\" must be an object, got {type(geom).__name__}")
     kind = geom.get("type")
     if kind == "GeometryCollection":
-        members = geom.get("geometries")
-        if not isinstance(members, list):
-            raise reading.error(where, "GeometryCollection has no list of \"geometries\"")
-        parts = [g for g in (_geometry(m, reading, where) for m in members) if g is not None]
-        return union(parts)
+        return _collection(geom, reading, where)
     if kind in ("Point", "MultiPoint", "LineString", "MultiLineString"):
         reading.warn(where, f"{kind} is not an area; skipped")
         return None
@@ -169,27 +183,40 @@ def _geometry(geom, reading: Reading, where: str) -> Polygonal | None:
         if not poly:
             reading.warn(where, "empty or degenerate polygon dropped")
             continue
-        rings = [ring(r, reading, where) for r in poly]
-        part = polygon(rings[0], rings[1:], reading, where)
-        if part is not None:
-            parts.append(part)
-    return union(parts)
+        parts.append(reading.pieces.add([points_array(r, reading, where) for r in poly], where))
+    return tuple(parts)
+
+
+def _collection(geom: dict, reading: Reading, where: str) -> tuple[int, ...]:
+    """The polygons of a GeometryCollection; nested ones are flattened without recursion, at any depth."""
+    parts: list[int] = []
+    todo = [geom]
+    while todo:
+        member = todo.pop()
+        if isinstance(member, dict) and member.get("type") == "GeometryCollection":
+            members = member.get("geometries")
+            if not isinstance(members, list):
+                raise reading.error(where, "GeometryCollection has no list of \"geometries\"")
+            todo.extend(reversed(members))
+            continue
+        parts.extend(_geometry(member, reading, where) or ())
+    return tuple(parts)
 
 
 def _classification(value, reading: Reading, where: str) -> tuple[str, tuple[int, int, int] | None]:
     if value is None:
         return UNCLASSIFIED, None
     if isinstance(value, str):
-        return (value.strip() or UNCLASSIFIED), None
+        return reading.class_name(value, where), None
     if not isinstance(value, dict):
         reading.warn(where, "classification not understood; imported as unclassified")
         return UNCLASSIFIED, None
     name = value.get("name")
     if name is None and isinstance(value.get("names"), list):
         name = ": ".join(str(n) for n in value["names"])
-    name = str(name).strip() if name is not None else ""
+    name = reading.class_name(name if name is not None else "", where)
     color = _color(value, reading, where)
-    return (name or UNCLASSIFIED), color
+    return name, color
 
 
 def _color(value: dict, reading: Reading, where: str) -> tuple[int, int, int] | None:
@@ -206,38 +233,25 @@ def _color(value: dict, reading: Reading, where: str) -> tuple[int, int, int] | 
 
 
 # -- writing ------------------------------------------------------------------------------
-def _coords(geometry: Polygonal) -> dict:
-    polys = [[_ring_coords(r) for r in (p.exterior, *p.interiors)] for p in parts_of(geometry)]
-    if len(polys) == 1:
-        return {"type": "Polygon", "coordinates": polys[0]}
-    return {"type": "MultiPolygon", "coordinates": polys}
-
-
-def _ring_coords(linear_ring) -> list:
-    """``[[x, y], ...]`` as :func:`rounded` gives them (1/1000 pixel, whole numbers as int), vectorised."""
-    xy = np.round(shapely.get_coordinates(linear_ring), 3)
-    out = xy.tolist()
-    for i, j in zip(*np.nonzero(xy == np.floor(xy))):
-        out[i][j] = int(out[i][j])
-    return out
-
-
+@without_gc
 def to_dict(annotations: Iterable[Annotation], classes: Iterable[AnnotationClass]) -> dict:
     """The FeatureCollection QuPath reads."""
     annotations = list(annotations)
     colors = class_colors(classes, annotations)
+    geometries = geojson_geometries([ann.geometry for ann in annotations])  # all marks at once
     features = []
-    for ann in annotations:
+    for ann, geometry in zip(annotations, geometries):
         props: dict = {"objectType": "annotation"}
         props.update(ann.extra.get("properties", {}))  # what the file had and Biopsia does not edit
-        if ann.note:
-            props["name"] = ann.note
+        note = clean_text(ann.note)  # whatever reached the store, the file can hold it
+        if note:
+            props["name"] = note
         if ann.class_name != UNCLASSIFIED:
-            props["classification"] = {"name": ann.class_name, "color": list(colors[ann.class_name])}
+            props["classification"] = {"name": clean_text(ann.class_name), "color": list(colors[ann.class_name])}
         props.setdefault("isLocked", False)
-        if ann.note:
-            props["biopsiaNote"] = ann.note
-        feature = {"type": "Feature", "id": dashed_uuid(ann.id), "geometry": _coords(ann.geometry),
+        if note:
+            props["biopsiaNote"] = note
+        feature = {"type": "Feature", "id": dashed_uuid(clean_text(ann.id)), "geometry": geometry,
                    "properties": props}
         for key, value in ann.extra.get("members", {}).items():
             feature.setdefault(key, value)
@@ -245,6 +259,17 @@ def to_dict(annotations: Iterable[Annotation], classes: Iterable[AnnotationClass
     return {"type": "FeatureCollection", "features": features}
 
 
+@without_gc
 def dump(annotations: Iterable[Annotation], classes: Iterable[AnnotationClass]) -> bytes:
-    """The bytes of a QuPath GeoJSON file."""
-    return json.dumps(to_dict(annotations, classes), indent=1, ensure_ascii=False).encode("utf-8")
+    """The bytes of a QuPath GeoJSON file: a FeatureCollection, one compact feature per line.
+
+    Never fails on text: notes, class names and ids are cleaned by :func:`to_dict`, and anything
+    else a lone surrogate reached (kept properties) is written as a JSON ``\\uXXXX`` escape.
+    """
+    features = to_dict(annotations, classes)["features"]
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    text = '{"type": "FeatureCollection", "features": [\n' + ",\n".join(map(encode, features)) + "\n]}\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # only inside JSON strings, where \uXXXX is the escape JSON itself uses
+        return text.encode("utf-8", "backslashreplace")
