@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Autosave benchmark: how long one save takes against the size of the slide's marks. Prints JSON.
 
-For each store size (the size of the GeoJSON file as a full rewrite writes it, QuPath's indented
-form: marks of 30,000 vertices until the size is reached) the store is written, opened as a
-project opens it, and edited the way a doctor does (a mark moved, a class changed, a small mark
-added, in turn), each edit followed by a save. Reported per size, in seconds:
+For each store size (the size of the slide's GeoJSON file: marks of 30,000 vertices until it is
+reached) the store is written, opened as a project opens it, and edited the way a doctor does (a
+mark moved, a class changed, a small mark added, in turn), each edit followed by a save. Reported
+per size, in seconds:
 
 * ``journal``: the save as Biopsia makes it (the changes appended to the journal; the background
   compaction runs as it does in the app, so its competition for the CPU is included);
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -31,9 +32,8 @@ import numpy as np  # noqa: E402
 from shapely.geometry import Polygon, box  # noqa: E402
 
 from core.annotations import AnnotationStore, ops  # noqa: E402
-from core.annotations.formats import qupath_geojson  # noqa: E402
+from core.annotations.journal import geojson_bytes  # noqa: E402
 from core.annotations.model import Annotation  # noqa: E402
-from core.atomic import atomic_write_bytes  # noqa: E402
 from core.autosave import AutoSaver, load_saved, write_snapshot  # noqa: E402
 
 VERTICES = 30000
@@ -48,12 +48,10 @@ def big_mark(n: int, vertices: int = VERTICES) -> Annotation:
     return Annotation(Polygon(ring), "Tumour" if n % 3 else "Benign", f"region {n}")
 
 
-def store_of(megabytes: float) -> tuple[list[Annotation], int]:
-    """Marks until a full rewrite (QuPath's indented GeoJSON) reaches ``megabytes``; and its size."""
-    per_mark = len(qupath_geojson.dump([big_mark(0)], ())) / 2**20
-    count = max(1, round(megabytes / per_mark))
-    marks = [big_mark(n) for n in range(count)]
-    return marks, int(per_mark * count * 2**20)
+def store_of(megabytes: float) -> list[Annotation]:
+    """Marks until the GeoJSON file holding them reaches ``megabytes``."""
+    per_mark = len(geojson_bytes([big_mark(0)], ())) / 2**20
+    return [big_mark(n) for n in range(max(1, math.ceil(megabytes / per_mark)))]
 
 
 def summary(seconds: list[float]) -> dict:
@@ -75,7 +73,7 @@ def edit(store: AnnotationStore, k: int) -> None:
 
 
 def measure(megabytes: float, saves: int, rewrites: int, folder: Path) -> dict:
-    marks, exchange_bytes = store_of(megabytes)
+    marks = store_of(megabytes)
     path = folder / f"marks-{megabytes:g}MB.geojson"
     write_snapshot(path, marks, ())
     start = time.perf_counter()
@@ -95,13 +93,13 @@ def measure(megabytes: float, saves: int, rewrites: int, folder: Path) -> dict:
     close_s = time.perf_counter() - start
 
     rewrite = []
-    old = folder / f"rewrite-{megabytes:g}MB.geojson"
-    for _ in range(rewrites):  # what every autosave did before: the whole store, QuPath's indented form
+    whole = folder / f"rewrite-{megabytes:g}MB.geojson"
+    for _ in range(rewrites):  # what every autosave did before: the whole store serialised and replaced
         start = time.perf_counter()
-        atomic_write_bytes(old, qupath_geojson.dump(store.annotations(), store.classes), backup=True)
+        write_snapshot(whole, store.annotations(), store.classes)
         rewrite.append(time.perf_counter() - start)
     return {"target_mb": megabytes, "marks": len(marks), "vertices": len(marks) * VERTICES,
-            "exchange_mb": round(exchange_bytes / 2**20, 1), "file_mb": round(path.stat().st_size / 2**20, 1),
+            "file_mb": round(path.stat().st_size / 2**20, 1),
             "journal": summary(latencies), "compactions": len(folds) - 1, "full_rewrite": summary(rewrite),
             "open_s": round(open_s, 3), "close_s": round(close_s, 3)}
 

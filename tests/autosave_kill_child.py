@@ -49,8 +49,8 @@ def small_box(k: int):
     return box(k % 50 * 30, 100000 + k // 50 * 30, k % 50 * 30 + 20, 100000 + k // 50 * 30 + 20)
 
 
-def build(folder: Path, marks: int) -> None:
-    """A project with one (stand-in) slide whose marks are ``marks`` big marks, written whole."""
+def build(folder: Path, marks: int) -> int:
+    """A project with one (stand-in) slide holding ``marks`` big marks, written whole; the file's size."""
     from core.project import Project
 
     slide = folder / "slide.svs"
@@ -60,6 +60,7 @@ def build(folder: Path, marks: int) -> None:
     entry = project.add_slide(slide)
     store = AnnotationStore([big_mark(n) for n in range(marks)], project.classes)
     project.save_annotations(entry.id, store)
+    return project.annotations_path(entry.id).stat().st_size
 
 
 def edit_for(store: AnnotationStore, k: int, marks: int) -> Edit:

@@ -1,7 +1,8 @@
 """SIGKILL at random moments never loses an edit made more than two seconds earlier, with 25 and 50 MB stores.
 
-Each store (the size of its GeoJSON file as a full rewrite wrote it: 18 and 35 marks of 30,000
-vertices; and a 1 MB one, which is rewritten whole at every save instead of journalled) is written once. Then, per store, a chain of editing programs (tests/autosave_kill_child.py,
+Each store is written once: 20 and 40 marks of 30,000 vertices (25 and 50 MB as GeoJSON was written
+when the issue was measured; 11 and 23 MB in Biopsia's compact form), and one such mark alone, small
+enough to be rewritten whole at every save instead of journalled. Then, per store, a chain of editing programs (tests/autosave_kill_child.py,
 each a fresh interpreter, saving with the window's settings) opens what the one before left, checks
 that it is exactly the store after some edit, edits, and is killed: sometimes early (while it opens
 journals, saves, compacts), mostly after more than two seconds of editing. The two chains run side
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import autosave_kill_child as child_module
+from core.autosave import FULL_WRITE_BYTES
 
 CHILD = Path(child_module.__file__)
 #: Killed for good after this long at the latest, whatever happens.
@@ -112,12 +114,12 @@ def test_sigkill_loses_no_edit_older_than_two_seconds(tmp_path):
     rng = random.Random(20260611)
     kills = int(os.environ.get("BIOPSIA_KILLS", 30))
     # The larger store opens more slowly, so it gets fewer kills: the two chains take about as long.
-    chains = [Chain("25 MB", 18, kills - kills * 13 // 30, tmp_path / "25MB", random.Random(rng.random())),
-              Chain("50 MB", 35, kills * 13 // 30, tmp_path / "50MB", random.Random(rng.random())),
+    chains = [Chain("25 MB", 20, kills - kills * 13 // 30, tmp_path / "25MB", random.Random(rng.random())),
+              Chain("50 MB", 40, kills * 13 // 30, tmp_path / "50MB", random.Random(rng.random())),
               # and, alongside, a store small enough to be rewritten whole at every save
-              Chain("1 MB", 1, kills // 2, tmp_path / "1MB", random.Random(rng.random()))]
-    for chain in chains:
-        child_module.build(chain.folder, chain.marks)
+              Chain("small", 1, kills // 2, tmp_path / "small", random.Random(rng.random()))]
+    sizes = {chain.name: child_module.build(chain.folder, chain.marks) for chain in chains}
+    assert sizes["small"] <= FULL_WRITE_BYTES < sizes["25 MB"], sizes
     threads = [threading.Thread(target=run_chain, args=(chain,), daemon=True) for chain in chains]
     for thread in threads:
         thread.start()
@@ -134,4 +136,4 @@ def test_sigkill_loses_no_edit_older_than_two_seconds(tmp_path):
         late = [r for r in chain.rounds if r["moment"] == "late"]
         assert late and all(r["must_have"] > r["found"] for r in late), late
         assert chain.rounds[-1]["found_next"] > chain.rounds[0]["found"]
-    print({chain.name: chain.rounds for chain in chains})
+    print(sizes, {chain.name: chain.rounds for chain in chains})
