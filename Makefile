@@ -61,6 +61,7 @@ bench: setup
 	$(VPY) bench/tissue.py
 	$(VPY) bench/dataset.py
 	$(VPY) bench/train_pipeline.py
+	$(VPY) bench/autosave.py
 
 # The study checked MXNet on MNIST and CIFAR-10 first; this is the same check on Fashion-MNIST.
 fashion-mnist: setup
