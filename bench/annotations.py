@@ -165,7 +165,8 @@ def run_case(case: str, path: Path) -> dict:
     found = read_annotations(path)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "peak_mb": round(_peak_mb()),
-            "baseline_mb": round(baseline), "file_mb": round(path.stat().st_size / 1e6, 1), "annotations": len(found.annotations),
+            "baseline_mb": round(baseline), "file_mb": round(path.stat().st_size / 1e6, 1),
+            "annotations": len(found.annotations),
             "vertices": int(sum(_vertices(a.geometry) for a in found.annotations)),
             "holes": int(sum(_holes(a.geometry) for a in found.annotations)), "warnings": found.warnings[:2]}
 

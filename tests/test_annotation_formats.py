@@ -6,7 +6,9 @@ import json
 import math
 import os
 import re
+import threading
 
+import numpy as np
 import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings
@@ -590,3 +592,178 @@ def test_fuzz_xml_coordinates(values, name):
     points = list(zip(values[::2], values[1::2]))
     data = polygons_file(name, [[(quoteattr(str(x))[1:-1], quoteattr(str(y))[1:-1]) for x, y in points]])
     parses_or_refuses(FORMATS[name], data)
+
+
+# -- hostile and large files: clean errors, bounded work (asserted by construction, not by time) ------
+def geojson_feature(geometry: dict) -> str:
+    return json.dumps({"type": "Feature", "geometry": geometry, "properties": {}})
+
+
+def test_a_400_digit_integer_coordinate_is_a_clean_error(tmp_path):
+    """Was OverflowError: the message formatted the integer as a float."""
+    path = tmp_path / "huge.geojson"
+    path.write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[' + "9" * 400 +
+                    ", 0], [10, 0], [10, 10], [0, 0]]]}}")
+    with pytest.raises(AnnotationFormatError, match=r"huge\.geojson: feature 0: coordinate of 400 digits is beyond"):
+        read_annotations(path)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_geojson_coordinates_are_clean_errors(tmp_path, literal):
+    path = tmp_path / "nan.geojson"
+    path.write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [%s, 0], '
+                    "[10, 10], [0, 0]]]}}" % literal)
+    with pytest.raises(AnnotationFormatError, match=r"nan\.geojson: feature 0: .*not a finite number"):
+        read_annotations(path)
+
+
+def test_geometry_collections_nested_480_deep_are_read(tmp_path):
+    """Was RecursionError: nested collections are now flattened without recursion."""
+    polygon = '{"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]}'
+    nested = '{"type": "GeometryCollection", "geometries": [' * 480 + polygon + "]}" * 480
+    path = tmp_path / "nested.geojson"
+    path.write_text('{"type": "Feature", "geometry": ' + nested + "}")
+    found = []  # read on a fresh thread, with a stack as shallow as the CLI's or a GUI worker's (pytest's is deep)
+    reader = threading.Thread(target=lambda: found.append(read_annotations(path)))
+    reader.start()
+    reader.join(60)
+    (ann,) = found[0].annotations
+    assert ann.geometry.area == 50
+    path.write_text("[" * 100_000 + "]" * 100_000)  # deeper than any parser should follow
+    with pytest.raises(AnnotationFormatError, match="nested too deeply"):
+        read_annotations(path)
+
+
+def test_xml_nested_200000_deep_is_read_without_recursion(tmp_path):
+    for fmt, root in (("asap", "ASAP_Annotations"), ("imagescope", "Annotations")):
+        path = tmp_path / f"deep-{fmt}.xml"
+        path.write_text(f"<{root}>" + "<Annotation>" * 200_000 + "</Annotation>" * 200_000 + f"</{root}>")
+        assert read_annotations(path).annotations == []
+
+
+@pytest.mark.parametrize("doctype", [
+    '<!DOCTYPE r SYSTEM "http://127.0.0.1:9/external.dtd">',
+    '<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>',
+    '<!DOCTYPE r [<!ELEMENT r ANY>]>'])
+@pytest.mark.parametrize("root", ["ASAP_Annotations", "Annotations"])
+def test_no_dtd_is_ever_read(tmp_path, doctype, root):
+    """External DTDs and parameter entities are refused before expat could load or expand anything."""
+    path = tmp_path / "dtd.xml"
+    path.write_text(f'<?xml version="1.0"?>{doctype}<{root}/>')
+    with pytest.raises(AnnotationFormatError, match="entity declarations are not allowed"):
+        read_annotations(path)
+
+
+def holed_mark(side: int = 54) -> Annotation:
+    holes = [box(100 + 60 * i, 100 + 60 * j, 130 + 60 * i, 130 + 60 * j).exterior.coords
+             for i in range(side) for j in range(side)]
+    return Annotation(Polygon(box(0, 0, 60 * side + 160, 60 * side + 160).exterior.coords, holes), "Tumour", "margin")
+
+
+@pytest.mark.parametrize("fmt", ["asap", "imagescope"])
+def test_a_mark_with_2916_holes_reimports_with_every_hole_and_no_overlay(tmp_path, fmt, monkeypatch):
+    """Biopsia's own XML of such a mark took 28 s: each hole was cut with its own difference."""
+    mark = holed_mark()
+    path = tmp_path / f"holes{SUFFIX[fmt]}"
+    write_annotations(path, [mark], CLASSES, format=fmt)
+    overlays = []
+    for name in ("difference", "union_all", "make_valid"):
+        original = getattr(shapely, name)
+        monkeypatch.setattr(shapely, name, lambda *a, _f=original, _n=name, **k: overlays.append(_n) or _f(*a, **k))
+    found = read_annotations(path)
+    assert overlays == []  # the holes became interior rings directly: linear, whatever their number
+    (ann,) = found.annotations
+    assert len(ann.geometry.interiors) == 2916 and ann.geometry.area == mark.geometry.area
+    assert ann.id == mark.id and found.warnings == []
+
+
+def test_holes_of_hand_made_xml_cut_every_mark_of_their_class(tmp_path):
+    """Without Biopsia's ids, a hole cuts what it overlaps (found with a spatial index, not all pairs)."""
+    marks_ = [Annotation(box(1000 * i, 0, 1000 * i + 500, 500), "Tumour", "", uuid_hex(i)) for i in range(30)]
+    hole = Annotation(box(-10, 200, 30_000, 300), "Tumour_holes")
+    data = asap_xml.dump(marks_ + [hole], CLASSES).decode()
+    data = re.sub(r' Biopsia\w+="[^"]*"', "", data)
+    found = asap_xml.parse(data.encode(), "hand.xml")
+    assert len(found.annotations) == 30  # each box cut in two by the band
+    assert all(isinstance(a.geometry, MultiPolygon) and len(a.geometry.geoms) == 2 for a in found.annotations)
+    assert sum(a.area_l0 for a in found.annotations) == pytest.approx(30 * (500 * 500 - 500 * 100))
+
+
+def uuid_hex(i: int) -> str:
+    return f"{i:032x}"
+
+
+def test_valid_large_marks_are_never_repaired(monkeypatch):
+    """make_valid only when needed: 5,000 valid features read with it made unusable."""
+    monkeypatch.setattr(shapely, "make_valid", lambda *a, **k: pytest.fail("make_valid called on valid input"))
+    features = [{"type": "Feature", "id": uuid_hex(i), "properties": {"name": f"cell {i}"},
+                 "geometry": {"type": "Polygon", "coordinates": [[[i * 20, 0], [i * 20 + 9.5, 0], [i * 20 + 9.5, 9],
+                                                                  [i * 20, 9], [i * 20, 0]]]}} for i in range(5000)]
+    found = qupath_geojson.parse(json.dumps({"type": "FeatureCollection", "features": features}).encode(), "x")
+    assert len(found.annotations) == 5000 and found.warnings == []
+    assert [a.id for a in found.annotations] == [uuid_hex(i) for i in range(5000)]
+    assert all(a.geometry.area == 9.5 * 9 for a in found.annotations)
+
+
+def test_a_self_crossing_outline_of_200000_vertices_is_repaired(monkeypatch):
+    """A figure eight drawn in one stroke: both loops kept."""
+    t = np.linspace(0, 2 * np.pi, 200_000, endpoint=False)
+    ring = np.c_[3000 * np.sin(t), 1500 * np.sin(2 * t)] + 4000
+    found = qupath_geojson.parse(geojson_feature({"type": "Polygon", "coordinates": [ring.tolist()]}).encode(), "8")
+    (ann,) = found.annotations
+    assert isinstance(ann.geometry, MultiPolygon) and len(ann.geometry.geoms) == 2
+    assert ann.geometry.area == pytest.approx(Polygon(ring).buffer(0).area * 2, rel=1e-3)
+    assert found.warnings == ["8: feature 0: self-intersecting polygon repaired"]
+
+
+def test_an_outline_crossing_itself_100000_times_is_simplified_before_its_repair(monkeypatch):
+    """Such a repair took over 120 s and 4 GB: the vertices handed to it are now bounded."""
+    t = np.linspace(0, 2 * np.pi, 60_000, endpoint=False)
+    ring = np.c_[3000 * np.cos(t), 3000 * np.sin(t)] + 4000 + np.random.default_rng(0).normal(0, 2, (60_000, 2))
+    sizes = []
+    original = shapely.make_valid
+    monkeypatch.setattr(shapely, "make_valid", lambda g, **k: sizes.append(shapely.get_num_coordinates(g)) or
+                        original(g, **k))
+    found = qupath_geojson.parse(geojson_feature({"type": "Polygon", "coordinates": [ring.tolist()]}).encode(), "j")
+    (ann,) = found.annotations
+    assert sizes and max(sizes) < 6_000  # a tenth of the outline at most
+    assert ann.geometry.area == pytest.approx(math.pi * 3000 ** 2, rel=0.01)
+    assert "simplified by up to" in found.warnings[0]
+
+
+def test_a_polygon_of_random_vertices_is_dropped_without_an_attempt(monkeypatch):
+    """2,000 random vertices cross about 400,000 times: the repair would take minutes and gigabytes."""
+    monkeypatch.setattr(shapely, "make_valid", lambda *a, **k: pytest.fail("repair attempted"))
+    ring = np.random.default_rng(2).uniform(0, 1e4, (2000, 2))
+    found = qupath_geojson.parse(geojson_feature({"type": "Polygon", "coordinates": [ring.tolist()]}).encode(), "r")
+    assert found.annotations == []
+    assert "too often to repair; dropped" in found.warnings[0]
+
+
+def test_a_large_xml_mark_is_read_without_a_tree(tmp_path):
+    """No ElementTree (700 bytes a vertex: 10^6 vertices took a gigabyte): about a hundred bytes a vertex."""
+    import tracemalloc
+
+    t = np.linspace(0, 2 * np.pi, 100_000, endpoint=False)
+    mark = Annotation(Polygon(np.c_[4000 * np.cos(t), 4000 * np.sin(t)] + 5000.25), "Tumour")
+    for fmt in ("asap", "imagescope"):
+        data = FORMATS[fmt].dump([mark], CLASSES)
+        tracemalloc.start()
+        try:
+            found = FORMATS[fmt].parse(data, "big.xml")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert shapely.get_num_coordinates(found.annotations[0].geometry) == 100_001
+        assert peak < 300 * 100_000, f"{fmt}: {peak / 1e6:.0f} MB traced for 100,000 vertices"
+
+
+def test_a_json_file_too_dense_for_memory_is_refused_before_parsing(tmp_path, monkeypatch):
+    import core.annotations.formats._common as common
+
+    monkeypatch.setattr(common, "MAX_JSON_VALUES", 1000)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed"))
+    path = tmp_path / "dense.geojson"
+    path.write_text(geojson_feature({"type": "Polygon", "coordinates": [[[0, 0]] * 600]}))
+    with pytest.raises(AnnotationFormatError, match=r"dense\.geojson: the file holds about 1,8\d\d JSON values"):
+        read_annotations(path)

@@ -58,14 +58,18 @@ def read_annotations(path) -> AnnotationSet:
     Returns
     -------
     AnnotationSet
-        Annotations in level-0 pixels, the classes found, and warnings about repairs made
-        (self-intersecting polygons repaired, degenerate ones and non-area objects dropped).
+        Annotations in level-0 pixels (snapped to the 1/1000 pixel the formats keep), the classes
+        found, and warnings about repairs made (self-intersecting polygons repaired, degenerate or
+        hopelessly self-crossing ones and non-area objects dropped, notes and names cleaned of
+        characters no annotation file can hold).
 
     Raises
     ------
     AnnotationFormatError
-        When the file is missing, unreadable, too large, not an annotation file, or malformed;
-        the message starts with the path and says where the problem is.
+        When the file is missing, unreadable, too large, not an annotation file, or malformed
+        (non-finite or out-of-range coordinates, XML with a DOCTYPE or entity declarations, JSON
+        nested beyond what the parser follows); the message starts with the path and says where
+        the problem is. No other exception escapes for any file content.
     """
     data = read_bytes(path)
     return format_for_reading(path, data).parse(data, Path(path))

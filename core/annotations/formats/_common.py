@@ -1,4 +1,4 @@
-"""What every annotation format shares: the result type, safe reading, coordinate and polygon checks."""
+"""What every annotation format shares: the result type, safe reading, text, id and coordinate checks."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ from core.errors import AnnotationFormatError
 
 #: Larger annotation files are refused (no real annotation file comes near this).
 MAX_FILE_BYTES = 500 * 1024 * 1024
+#: JSON files holding more values (numbers, lists, objects) are refused before parsing: Python takes
+#: about 120 bytes a value, so this bounds reading to a few GB (100,000 QuPath cells hold 7 million).
+MAX_JSON_VALUES = 20_000_000
 #: Colour for a class the file names without a colour (the store's fallback).
 DEFAULT_COLOR = (255, 200, 0)
 #: Class given to marks a file leaves unclassified (QuPath's unclassified objects, ASAP's "None" group).
@@ -137,9 +140,15 @@ class Reading:
                              list(foreign), self.new_ids)
 
 
+_DASHED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX = re.compile(r"[0-9a-f]{32}")
+
+
 def normalise_id(value) -> str:
     """UUIDs in any spelling become 32 lower-case hex digits (our ids); other ids are kept as text."""
     text = clean_text(str(value)).strip()
+    if _DASHED.fullmatch(text):  # as QuPath writes them: no need to parse
+        return text.replace("-", "")
     try:
         return uuid.UUID(text).hex
     except ValueError:
@@ -148,6 +157,8 @@ def normalise_id(value) -> str:
 
 def dashed_uuid(ann_id: str) -> str:
     """Our 32-hex ids written as QuPath expects them (8-4-4-4-12); other ids unchanged."""
+    if _HEX.fullmatch(ann_id):
+        return f"{ann_id[:8]}-{ann_id[8:12]}-{ann_id[12:16]}-{ann_id[16:20]}-{ann_id[20:]}"
     try:
         return str(uuid.UUID(ann_id))
     except ValueError:
@@ -171,6 +182,15 @@ def read_bytes(path) -> bytes:
     if not data.strip():
         raise AnnotationFormatError(f"{path}: the file is empty")
     return data
+
+
+def check_json_size(data: bytes, reading: Reading) -> None:
+    """Refuse a JSON document whose parsed form would not fit a bounded amount of memory."""
+    values = data.count(b",") + data.count(b"[") + data.count(b"{")  # C loops: milliseconds per 100 MB
+    if values > MAX_JSON_VALUES:
+        raise reading.error("", f"the file holds about {values:,} JSON values, more than the {MAX_JSON_VALUES:,} "
+                                "Biopsia reads at once (several GB of memory); split it, or export fewer objects "
+                                "(annotations, not detections)")
 
 
 # -- numbers and polygons ------------------------------------------------------------------

@@ -153,37 +153,51 @@ def combine(parts: Sequence[Polygonal | None]) -> Polygonal | None:
     return snap(clean(shapely.union_all(polygons)))
 
 
-def cut_holes(geometry: Polygonal | None, holes: Sequence[Polygon]) -> Polygonal | None:
-    """``geometry`` with ``holes`` cut out; None when nothing is left.
+def assemble(pieces: Sequence[Polygonal | None], holes: Sequence[Polygon] = ()) -> Polygonal | None:
+    """One mark from the polygons its file wrote one by one, and the holes written as polygons of their own.
 
-    Holes that each lie inside one part (a mark Biopsia wrote, its holes saved one by one) become
-    interior rings directly, checked once; anything else is a difference with their union. Either
-    way the cost is about linear in the vertices, not in holes times vertices.
+    Each hole goes into the innermost piece that holds it (so an island inside a lake of another
+    piece stays an island), as an interior ring: checked once, no overlay. Only what does not fit
+    that way (a hole across an edge, pieces that overlap) is settled by a union or a difference, so
+    the cost is about linear in the vertices, not in holes times vertices. None when nothing is left.
     """
-    if geometry is None or not holes:
-        return geometry
-    parts = list(geometry.geoms) if isinstance(geometry, MultiPolygon) else [geometry]
-    hole_array = np.asarray(list(holes), dtype=object)
-    hole_index, part_index = STRtree(parts).query(hole_array, predicate="within")
-    if len(hole_index) == len(hole_array) and len(np.unique(hole_index)) == len(hole_array):
-        extra: dict[int, list] = {}
+    polygons = [p for piece in pieces if piece is not None
+                for p in (piece.geoms if isinstance(piece, MultiPolygon) else (piece,))]
+    if not polygons:
+        return None
+    loose = [p for hole in holes if hole is not None
+             for p in (hole.geoms if isinstance(hole, MultiPolygon) else (hole,))]
+    if loose:
+        hole_array = np.asarray(loose, dtype=object)
+        hole_index, part_index = STRtree(polygons).query(hole_array, predicate="within")
+        areas = shapely.area(np.asarray(polygons, dtype=object))
+        home: dict[int, int] = {}
         for h, p in zip(hole_index.tolist(), part_index.tolist()):
-            extra.setdefault(p, []).append(hole_array[h].exterior)
-        rebuilt = [Polygon(part.exterior, [*part.interiors, *extra[i]]) if i in extra else part
-                   for i, part in enumerate(parts)]
-        candidate = rebuilt[0] if len(rebuilt) == 1 else MultiPolygon(rebuilt)
-        if candidate.is_valid:
-            return clean(candidate)
-    return snap(clean(geometry.difference(shapely.union_all(hole_array))))
+            if loose[h].interiors:  # a ring-shaped hole cannot be one interior ring
+                continue
+            if h not in home or areas[p] < areas[home[h]]:
+                home[h] = p
+        inside: dict[int, list] = {}
+        for h, p in home.items():
+            inside.setdefault(p, []).append(loose[h])
+        for p, cut in inside.items():
+            part = polygons[p]
+            rebuilt = Polygon(part.exterior, [*part.interiors, *(hole.exterior for hole in cut)])
+            polygons[p] = rebuilt if rebuilt.is_valid else part.difference(shapely.union_all(cut))
+        loose = [hole for h, hole in enumerate(loose) if h not in home]
+    geometry = combine([clean(p) if not isinstance(p, Polygon) or not p.is_valid else p for p in polygons])
+    if geometry is not None and loose:
+        geometry = snap(clean(geometry.difference(shapely.union_all(np.asarray(loose, dtype=object)))))
+    return geometry
 
 
-def overlapping(geometries: Sequence[Polygonal], holes: Sequence[Polygon]) -> list[list[int]]:
-    """For each geometry, the indices of the holes that overlap it (one spatial index, not all pairs)."""
-    if not holes or not geometries:
-        return [[] for _ in geometries]
-    tree = STRtree(np.asarray(list(holes), dtype=object))
-    found = [[] for _ in geometries]
-    geometry_index, hole_index = tree.query(np.asarray(list(geometries), dtype=object), predicate="intersects")
-    for g, h in zip(geometry_index.tolist(), hole_index.tolist()):
-        found[g].append(h)
+def overlapping(marks: Sequence[Sequence[Polygonal]], holes: Sequence[Polygon]) -> list[list[int]]:
+    """For each mark (a list of pieces), the indices of the holes that overlap it (one spatial index)."""
+    found: list[set] = [set() for _ in marks]
+    pieces = [(m, piece) for m, mark in enumerate(marks) for piece in mark if piece is not None]
+    if holes and pieces:
+        tree = STRtree(np.asarray(list(holes), dtype=object))
+        piece_index, hole_index = tree.query(np.asarray([p for _, p in pieces], dtype=object), predicate="intersects")
+        for p, h in zip(piece_index.tolist(), hole_index.tolist()):
+            found[pieces[p][0]].add(h)
     return [sorted(f) for f in found]

@@ -40,7 +40,7 @@ from core.annotations.formats._common import (
     without_gc,
     xml_root_tag,
 )
-from core.annotations.formats._polygons import combine, cut_holes, overlapping
+from core.annotations.formats._polygons import assemble, overlapping
 from core.annotations.formats._xml import attr, attributes, numbers, stream
 from core.annotations.model import Annotation, AnnotationClass
 
@@ -53,6 +53,7 @@ HOLE_COLOR = (128, 128, 128)
 _AREA_TYPES = {"polygon", "rectangle", "spline"}
 _DEFAULT_NAME = re.compile(r"Annotation \d+")
 _ROOT = "ASAP_Annotations"
+_ORDER_MIN, _ORDER_MAX = -(2**63), 2**63 - 1  # vertex order numbers are kept as int64
 
 
 def sniff(data: bytes) -> bool:
@@ -101,6 +102,8 @@ class _Handlers:
                 except ValueError:
                     pass
                 else:
+                    if not _ORDER_MIN <= order <= _ORDER_MAX:
+                        order = min(max(order, _ORDER_MIN), _ORDER_MAX)
                     record = self.current
                     record.order.append(order)
                     record.xs.append(x)
@@ -128,7 +131,7 @@ class _Handlers:
         record, reading = self.current, self.reading
         raw = attrs.get("Order")
         try:
-            order = int(raw) if raw is not None else len(record.xs)
+            order = min(max(int(raw), _ORDER_MIN), _ORDER_MAX) if raw is not None else len(record.xs)
         except ValueError:
             order = len(record.xs)
         values = []
@@ -219,15 +222,15 @@ def _assemble(pieces: list, holes: list, built: list, reading: Reading) -> list[
             by_id.setdefault(hole_of, []).append(built[piece])
         else:
             by_class.setdefault(hole_class, []).append(built[piece])
-    marks = [(class_name, ann_id, note, combine(parts)) for class_name, ann_id, note, parts in merged.values()]
+    marks = list(merged.values())
     class_holes: list[list] = [[] for _ in marks]
     for hole_class, group in by_class.items():
         members = [i for i, mark in enumerate(marks) if mark[0] == hole_class]
         for i, found in zip(members, overlapping([marks[i][3] for i in members], group)):
             class_holes[i] = [group[h] for h in found]
     annotations = []
-    for (class_name, ann_id, note, geometry), extra in zip(marks, class_holes):
-        geometry = cut_holes(geometry, (by_id.get(ann_id, []) if ann_id else []) + extra)
+    for (class_name, ann_id, note, parts), extra in zip(marks, class_holes):
+        geometry = assemble(parts, (by_id.get(ann_id, []) if ann_id else []) + extra)
         if geometry is None:
             reading.warn("", f"an annotation of class {class_name!r} was entirely cut away by its holes; dropped")
             continue

@@ -31,7 +31,7 @@ from core.annotations.formats._common import (
     without_gc,
     xml_root_tag,
 )
-from core.annotations.formats._polygons import DEGENERATE, combine, cut_holes, overlapping
+from core.annotations.formats._polygons import DEGENERATE, assemble, overlapping
 from core.annotations.formats._xml import attr, attributes, numbers, stream
 from core.annotations.geometry import check_coordinates, ellipse
 from core.annotations.model import Annotation, AnnotationClass
@@ -264,11 +264,11 @@ def _assemble(class_name: str, positives: list, negatives: list, built: list, re
     for hole_id, piece in negatives:
         if built[piece] is not None:
             (by_id.setdefault(hole_id, []) if hole_id else anonymous).append(built[piece])
-    marks = [(ann_id, note, combine(parts)) for ann_id, note, parts in merged.values()]
+    marks = list(merged.values())
     cuts = overlapping([m[2] for m in marks], anonymous)
     out = []
-    for (ann_id, note, geometry), found in zip(marks, cuts):
-        geometry = cut_holes(geometry, (by_id.get(ann_id, []) if ann_id else []) + [anonymous[h] for h in found])
+    for (ann_id, note, parts), found in zip(marks, cuts):
+        geometry = assemble(parts, (by_id.get(ann_id, []) if ann_id else []) + [anonymous[h] for h in found])
         if geometry is None:
             reading.warn(f"layer {class_name!r}", "a region was entirely cut away by negative regions; dropped")
             continue

@@ -33,6 +33,7 @@ from core.annotations.formats._common import (
     UNCLASSIFIED,
     AnnotationSet,
     Reading,
+    check_json_size,
     class_colors,
     dashed_uuid,
     geojson_geometries,
@@ -63,6 +64,7 @@ def sniff(data: bytes) -> bool:
 def parse(data: bytes, path) -> AnnotationSet:
     """Annotations from the bytes of a GeoJSON file; errors name ``path``."""
     reading = Reading(path)
+    check_json_size(data, reading)
     try:
         doc = json.loads(data)
     except json.JSONDecodeError as err:
