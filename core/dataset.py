@@ -703,6 +703,36 @@ def _check_scale(path: Path, doc: dict) -> None:
                            f"{TILE_PX_RANGE[1]}, found {tile_px!r}; write the dataset again")
 
 
+#: The largest tile side a record may declare (models take at most 1,024 px tiles; room for patches).
+RECORD_MAX_SIDE = 8192
+
+
+def _undecodable(body: bytes) -> str | None:
+    """Why an encoded tile must not reach the decoder (a damaged header that would make it allocate
+    far more than the tile), or None. Reads headers only."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if body[:8] == b"\x89PNG\r\n\x1a\n":
+        at = 8
+        while at + 8 <= len(body):  # every chunk must fit in the record, or libpng allocates what it declares
+            length, kind = int.from_bytes(body[at:at + 4], "big"), body[at + 4:at + 8]
+            if length > len(body) - at - 12:
+                return "is a damaged PNG (a chunk runs past the end of the record)"
+            if kind == b"IEND":
+                break
+            at += 12 + length
+    try:
+        with Image.open(io.BytesIO(body)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return "is not a readable image"
+    if not (0 < width <= RECORD_MAX_SIDE and 0 < height <= RECORD_MAX_SIDE):
+        return f"declares an image of {width} x {height} px (at most {RECORD_MAX_SIDE} px a side)"
+    return None
+
+
 def read_records(rec_path, classes=None, workers: int | None = None):
     """All image records of one ``.rec`` file (with its ``.idx``) as `core.train.TileArrays`.
 
@@ -735,6 +765,9 @@ def read_records(rec_path, classes=None, workers: int | None = None):
             label, _, body = unpack_image_record(reader.read(key), f"{rec_path}, record {key}")
         except RecordIOError as err:
             raise DatasetError(str(err)) from err
+        problem = _undecodable(body)
+        if problem:
+            raise DatasetError(f"{rec_path}: record {key} {problem}; write the dataset again")
         bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DatasetError(f"{rec_path}: record {key} is not a readable image; write the dataset again")
