@@ -159,3 +159,14 @@ def coordinate_image(width: int, height: int) -> np.ndarray:
     """Pixels that encode their own position: R = x mod 256, G = y mod 256, B = (x // 256 + y // 256) mod 256."""
     ys, xs = np.mgrid[0:height, 0:width]
     return np.dstack([xs % 256, ys % 256, (xs // 256 + ys // 256) % 256]).astype(np.uint8)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many cases each seeded fuzzer ran (a long ``make fuzz`` run says what it covered)."""
+    import fuzzing
+
+    if fuzzing.CASES_RUN:
+        terminalreporter.write_sep("-", "fuzz cases")
+        for test, cases in sorted(fuzzing.CASES_RUN.items()):
+            terminalreporter.write_line(f"{cases:>9,}  {test}")
+        terminalreporter.write_line(f"{sum(fuzzing.CASES_RUN.values()):>9,}  in all")

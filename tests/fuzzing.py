@@ -3,7 +3,8 @@
 ``BIOPSIA_FUZZ_SECONDS`` (set by ``make fuzz``) turns a fuzzer from a fixed number of cases into a
 time budget: it runs seeds 0, 1, 2, ... until the budget is spent (and at least its usual cases).
 ``BIOPSIA_FUZZ_SEED`` moves the first seed, so a long run explores new cases; a failure names its
-seed, and ``BIOPSIA_FUZZ_SEED=<seed> BIOPSIA_FUZZ_CASES=1`` replays it.
+seed, and ``BIOPSIA_FUZZ_SEED=<seed> BIOPSIA_FUZZ_CASES=1`` replays it. The cases each fuzzer ran
+are counted and printed at the end of the run (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from __future__ import annotations
 import os
 import time
 from typing import Iterator
+
+#: Cases run per fuzz test in this process, printed in pytest's closing summary.
+CASES_RUN: dict[str, int] = {}
+
+
+def record(cases: int, test: str | None = None) -> None:
+    """Count ``cases`` for ``test`` (the running test by default); for cases run in a child process."""
+    test = test or os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    CASES_RUN[test] = CASES_RUN.get(test, 0) + cases
 
 
 def fuzz_seconds() -> float | None:
@@ -24,11 +34,9 @@ def seeds(cases: int) -> Iterator[int]:
     first = int(os.environ.get("BIOPSIA_FUZZ_SEED", "0"))
     cases = int(os.environ.get("BIOPSIA_FUZZ_CASES", cases))
     budget = fuzz_seconds()
-    if budget is None:
-        yield from range(first, first + cases)
-        return
-    end = time.monotonic() + budget
+    end = None if budget is None else time.monotonic() + budget
     seed = first
-    while seed < first + cases or time.monotonic() < end:
+    while seed < first + cases or (end is not None and time.monotonic() < end):
+        record(1)
         yield seed
         seed += 1

@@ -44,7 +44,7 @@ CASE_LIMIT_S = 30.0
 def test_damaged_slides_raise_only_slide_errors_in_bounded_time_and_memory(tmp_path):
     import pytest
 
-    from fuzzing import fuzz_seconds
+    from fuzzing import fuzz_seconds, record
 
     log = tmp_path / "cases.jsonl"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MALLOC_ARENA_MAX="2",
@@ -72,6 +72,7 @@ def test_damaged_slides_raise_only_slide_errors_in_bounded_time_and_memory(tmp_p
     output = output_path.read_text("utf-8", "replace")
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = [r for r in records if r["event"] == "done"]
+    record(len(done))
     problems = [f"seed {r['seed']} ({r['case']}): {r['problem']}" for r in done if r["problem"]]
     problems += [r["problem"] for r in records if r["event"] == "sources"]
     assert child.returncode == 0, (f"the fuzz child exited with {child.returncode} during "
