@@ -21,16 +21,20 @@ def create_temp(target: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(target.parent))
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows), so best effort.
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder to the disk (folders: best effort, not every platform can)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
-        return
+        if path.is_dir():
+            return
+        raise
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if not path.is_dir():
+            raise
     finally:
         os.close(fd)
 
@@ -105,4 +109,4 @@ def atomic_write_bytes(path, data: bytes, backup: bool = False,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_path(path.parent)

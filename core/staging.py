@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from core.atomic import fsync_path
+
 
 @contextmanager
 def staged_folder(target, replace: bool = False) -> Iterator[Path]:
@@ -51,13 +53,13 @@ def staged_folder(target, replace: bool = False) -> Iterator[Path]:
         yield staging
         files = sorted(staging.iterdir())
         for file in files:  # the data is on the disk before any name points at it
-            _fsync(file)
+            fsync_path(file)
         if replace:
             _swap_in(staging, target)
         else:
             for file in files:
                 os.replace(file, target / file.name)
-        _fsync(target)
+        fsync_path(target)
     except BaseException:
         if created and not replace:
             shutil.rmtree(target, ignore_errors=True)
@@ -68,7 +70,7 @@ def staged_folder(target, replace: bool = False) -> Iterator[Path]:
 
 def _swap_in(staging: Path, target: Path) -> None:
     """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and then removed."""
-    _fsync(staging)
+    fsync_path(staging)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
@@ -79,23 +81,6 @@ def _swap_in(staging: Path, target: Path) -> None:
         if old is not None:
             os.replace(old, target)
         raise
-    _fsync(target.parent)
+    fsync_path(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    # Files and folders alike; a folder cannot be fsynced on every platform (Windows), so best effort there.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        if path.is_dir():
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)

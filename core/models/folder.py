@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from core.atomic import fsync_path
+
 try:  # POSIX; elsewhere saves are not guarded against a second writer
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -46,24 +48,6 @@ NEW, OLD = ".new", ".old"
 def sibling(target: Path, suffix: str) -> Path:
     """``target.new`` or ``target.old`` (``target`` itself for ``""``)."""
     return target.with_name(target.name + suffix)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file or folder to the disk (folders: best effort, not every platform can)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if path.is_dir():
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)
 
 
 def write_file(path: Path, data: bytes) -> None:
