@@ -11,6 +11,7 @@ comes back the same.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -37,14 +38,18 @@ class Pieces:
     def __len__(self) -> int:
         return len(self._where)
 
-    def add(self, rings: Sequence[np.ndarray], where: str, hole: bool = False) -> int:
-        """Queue one polygon (exterior first, then holes; each an (n, 2) float array); returns its number.
+    def add(self, rings: Sequence, where: str, hole: bool = False) -> int:
+        """Queue one polygon (exterior first, then holes); returns its number.
 
-        Coordinates are checked by :meth:`build` (all at once); an error names ``where``.
-        ``hole`` marks a polygon that stands for a hole written on its own: it is kept however small.
+        Each ring is an (n, 2) float array, or a JSON list ``[[x, y], ...]`` that :meth:`build`
+        converts with all the others in one go. Coordinates are checked by :meth:`build` (all at
+        once); an error names ``where``. ``hole`` marks a polygon that stands for a hole written
+        on its own: it is kept however small.
         """
         piece = len(self._where)
         for ring in rings:
+            if not isinstance(ring, (np.ndarray, list)):
+                ring = _json_ring(ring, self.reading, where)  # says what is wrong
             self._rings.append(ring)
             self._ring_piece.append(piece)
         self._where.append(where)
@@ -62,7 +67,7 @@ class Pieces:
             for where in self._where:
                 self.reading.warn(where, DEGENERATE)
             return out
-        raw = np.concatenate([r for r in self._rings if len(r)])
+        raw = self._coordinates()
         ring_of = np.repeat(np.arange(len(self._rings)), lengths)
         bad = ~(np.abs(raw) <= MAX_COORDINATE).all(axis=1)  # NaN compares false: caught too
         if bad.any():
@@ -107,6 +112,28 @@ class Pieces:
                 continue
             out[piece] = repaired(polygons[piece], self.reading, where, min_area)
         return out
+
+    def _coordinates(self) -> np.ndarray:
+        """Every ring's coordinates, concatenated: JSON rings converted by numpy in one call when they can be
+        (one ring at a time otherwise, which names the ring that cannot)."""
+        rings = [r for r in self._rings if len(r)]
+        if all(isinstance(r, np.ndarray) for r in rings):
+            return np.concatenate(rings)
+        try:
+            flat = np.array(list(chain.from_iterable(rings)), dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            flat = None
+        if flat is not None and flat.ndim == 2 and flat.shape[1] >= 2:
+            return np.ascontiguousarray(flat[:, :2])
+        pieces = [p for p, r in zip(self._ring_piece, self._rings) if len(r)]
+        return np.concatenate([r if isinstance(r, np.ndarray) else _json_ring(r, self.reading, self._where[p])
+                               for p, r in zip(pieces, rings)])
+
+
+def _json_ring(points, reading, where: str) -> np.ndarray:
+    from core.annotations.formats._common import points_array  # _common builds on this module
+
+    return points_array(points, reading, where)
 
 
 def repaired(geometry, reading, where: str, min_area: float = MIN_AREA_L0) -> Polygonal | None:
@@ -183,9 +210,9 @@ def assemble(pieces: Sequence[Polygonal | None], holes: Sequence[Polygon] = ()) 
         for p, cut in inside.items():
             part = polygons[p]
             rebuilt = Polygon(part.exterior, [*part.interiors, *(hole.exterior for hole in cut)])
-            polygons[p] = rebuilt if rebuilt.is_valid else part.difference(shapely.union_all(cut))
+            polygons[p] = rebuilt if rebuilt.is_valid else clean(part.difference(shapely.union_all(cut)))
         loose = [hole for h, hole in enumerate(loose) if h not in home]
-    geometry = combine([clean(p) if not isinstance(p, Polygon) or not p.is_valid else p for p in polygons])
+    geometry = combine(polygons)
     if geometry is not None and loose:
         geometry = snap(clean(geometry.difference(shapely.union_all(np.asarray(loose, dtype=object)))))
     return geometry

@@ -37,7 +37,6 @@ from core.annotations.formats._common import (
     class_colors,
     dashed_uuid,
     geojson_geometries,
-    points_array,
     without_gc,
 )
 from core.annotations.formats._polygons import combine
@@ -185,7 +184,7 @@ def _geometry(geom, reading: Reading, where: str) -> tuple[int, ...] | None:
         if not poly:
             reading.warn(where, "empty or degenerate polygon dropped")
             continue
-        parts.append(reading.pieces.add([points_array(r, reading, where) for r in poly], where))
+        parts.append(reading.pieces.add(poly, where))  # the rings as JSON lists: converted all at once
     return tuple(parts)
 
 
