@@ -17,6 +17,11 @@ and holes find their own annotation again and a round trip through Biopsia is ex
 with ``BiopsiaId`` is a part even in a group ending in ``_holes``); files re-saved by ASAP lose
 them, and then every part is an annotation of its own and holes cut every overlapping annotation
 of their class.
+
+Text that XML 1.0 cannot hold (control characters, broken surrogates) is dropped or replaced when
+writing (:func:`core.annotations.text.clean_text`); tabs and line breaks in notes are written as
+character references, so they read back. Reading streams the file through expat (no tree) and
+refuses any ``<!DOCTYPE``, hence every entity declaration.
 """
 
 from __future__ import annotations

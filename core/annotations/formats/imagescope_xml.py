@@ -12,6 +12,11 @@ Writing: one ``<Annotation>`` layer per class, one ``<Region>`` per polygon part
 each hole as a ``NegativeROA="1"`` region. Biopsia adds a ``BiopsiaId`` attribute to regions (which
 ImageScope ignores) so that the parts and holes of one mark come back as one annotation; without
 it every positive region is an annotation and each hole cuts every overlapping region of its layer.
+
+Text that XML 1.0 cannot hold (control characters, broken surrogates) is dropped or replaced when
+writing (:func:`core.annotations.text.clean_text`); tabs and line breaks in notes are written as
+character references, so they read back. Reading streams the file through expat (no tree) and
+refuses any ``<!DOCTYPE``, hence every entity declaration.
 """
 
 from __future__ import annotations

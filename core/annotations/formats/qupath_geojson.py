@@ -21,7 +21,9 @@ Writing produces a FeatureCollection of Features exactly as QuPath 0.4/0.5 write
 ``{"type": "Feature", "id": "<uuid>", "geometry": {...}, "properties": {"objectType": "annotation",
 "name": note, "classification": {"name": ..., "color": [r, g, b]}, "isLocked": false,
 "biopsiaNote": note}}``; unclassified marks get no ``classification``. Exterior rings are
-counter-clockwise, holes clockwise, rings closed, coordinates rounded to 1/1000 pixel.
+counter-clockwise, holes clockwise, rings closed, coordinates rounded to 1/1000 pixel; one compact
+feature per line. Notes, class names and ids are cleaned of what no file can hold
+(:func:`core.annotations.text.clean_text`), with one warning per file when reading.
 """
 
 from __future__ import annotations
