@@ -767,3 +767,11 @@ def test_a_json_file_too_dense_for_memory_is_refused_before_parsing(tmp_path, mo
     path.write_text(geojson_feature({"type": "Polygon", "coordinates": [[[0, 0]] * 600]}))
     with pytest.raises(AnnotationFormatError, match=r"dense\.geojson: the file holds about 1,8\d\d JSON values"):
         read_annotations(path)
+
+
+def test_a_thousand_broken_marks_give_a_hundred_warnings_and_a_count():
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[i, 0], [i, 0], [i, 0]]]}}
+                for i in range(1000)]
+    found = qupath_geojson.parse(json.dumps(features).encode(), "broken.geojson")
+    assert found.annotations == [] and len(found.warnings) == 101
+    assert found.warnings[-1] == "broken.geojson: and 900 more warnings about single marks"

@@ -28,6 +28,8 @@ MAX_FILE_BYTES = 500 * 1024 * 1024
 #: JSON files holding more values (numbers, lists, objects) are refused before parsing: Python takes
 #: about 120 bytes a value, so this bounds reading to a few GB (100,000 QuPath cells hold 7 million).
 MAX_JSON_VALUES = 20_000_000
+#: Warnings about single marks kept per file; the rest are counted.
+MAX_WARNINGS = 100
 #: Colour for a class the file names without a colour (the store's fallback).
 DEFAULT_COLOR = (255, 200, 0)
 #: Class given to marks a file leaves unclassified (QuPath's unclassified objects, ASAP's "None" group).
@@ -92,12 +94,16 @@ class Reading:
         self.new_ids = 0
         self.pieces = Pieces(self)  # the file's polygons, built together once it is read
         self._cleaned: list[str] = []  # where text had to be cleaned (see :meth:`text`)
+        self._more_warnings = 0
 
     def error(self, where: str, problem: str) -> AnnotationFormatError:
         return AnnotationFormatError(f"{self.path}: {where + ': ' if where else ''}{problem}")
 
     def warn(self, where: str, problem: str) -> None:
-        self.warnings.append(f"{self.path}: {where + ': ' if where else ''}{problem}")
+        if where and len(self.warnings) >= MAX_WARNINGS:  # a million broken polygons: say how many, not each
+            self._more_warnings += 1
+        else:
+            self.warnings.append(f"{self.path}: {where + ': ' if where else ''}{problem}")
 
     def text(self, value, where: str) -> str:
         """A note, name or id as the file gave it, cleaned of what no annotation file can hold
@@ -133,9 +139,11 @@ class Reading:
             self.add_class(name, None)
         if self._cleaned:
             count = len(self._cleaned)
-            self.warn(self._cleaned[0], f"{count} text{'s' if count > 1 else ''} (notes, class names or ids) held "
-                                        "characters an annotation file cannot hold (control characters or "
-                                        "broken surrogates): they were removed or replaced by U+FFFD")
+            self.warnings.append(f"{self.path}: {self._cleaned[0]}: {count} text{'s' if count > 1 else ''} (notes, "
+                                 "class names or ids) held characters an annotation file cannot hold (control "
+                                 "characters or broken surrogates): they were removed or replaced by U+FFFD")
+        if self._more_warnings:
+            self.warnings.append(f"{self.path}: and {self._more_warnings:,} more warnings about single marks")
         return AnnotationSet(list(annotations), list(self._classes.values()), list(self.warnings),
                              list(foreign), self.new_ids)
 
