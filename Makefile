@@ -62,6 +62,8 @@ bench: setup
 	$(VPY) bench/dataset.py
 	$(VPY) bench/train_pipeline.py
 	$(VPY) bench/autosave.py
+	$(VPY) bench/annotations.py
+	$(VPY) bench/slide_hostile.py
 
 # The study checked MXNet on MNIST and CIFAR-10 first; this is the same check on Fashion-MNIST.
 fashion-mnist: setup
