@@ -13,6 +13,41 @@ import os
 import time
 from typing import Iterator
 
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_memory() -> float:
+    """Start measuring this process's peak resident memory afresh; returns the resident size now (MB).
+
+    ``ru_maxrss`` cannot be used: it only grows, and Linux carries it across ``execve``, so a child
+    of a large pytest process starts with the parent's peak. Linux resets ``VmHWM`` on request.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS") or 0.0
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory (MB) since it started or since `reset_peak_memory`."""
+    peak = _status_mb("VmHWM")
+    if peak is None:  # not Linux: the lifetime peak, an overestimate
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak
+
+
 #: Cases run per fuzz test in this process, printed in pytest's closing summary.
 CASES_RUN: dict[str, int] = {}
 

@@ -19,7 +19,6 @@ import copy
 import json
 import math
 import random
-import resource
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 
 from core.annotations.formats import FORMATS, read_annotations
 from core.errors import AnnotationFormatError
-from fuzzing import seeds
+from fuzzing import peak_memory_mb, reset_peak_memory, seeds
 from test_annotation_formats import ASAP, CLASSES, IMAGESCOPE, QUPATH_02, QUPATH_04, marks
 from test_annotation_roundtrip import NASTY, assert_same
 
@@ -269,7 +268,7 @@ def test_damaged_and_hostile_annotation_files_give_clean_errors(sources, tmp_pat
     originals = {label: path.read_bytes() for label, (_, path) in sources.items()}
     labels = sorted(sources)
     outcomes = {"refused": 0, "read": 0}
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = reset_peak_memory()
     for seed in seeds(CASES):
         rng = random.Random(seed)
         label = rng.choice(labels)
@@ -282,7 +281,7 @@ def test_damaged_and_hostile_annotation_files_give_clean_errors(sources, tmp_pat
         outcomes[check_case(path, fmt, where)] += 1
         assert time.monotonic() - started < CASE_LIMIT_S, f"{where}: took {time.monotonic() - started:.1f} s"
         path.unlink()
-    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    growth_mb = peak_memory_mb() - rss_before
     assert growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {growth_mb:.0f} MB"
     assert {label: path.read_bytes() for label, (_, path) in sources.items()} == originals
     if sum(outcomes.values()) >= 50:  # not when one seed is replayed

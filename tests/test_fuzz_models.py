@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from core.errors import ModelError
 from core.models.bundle import META_FILE, PARAMS_FILE, SYMBOL_FILE, ModelInfo, load_bundle, read_info, save_bundle
 from core.models.engine import engine
 from core.models.zoo import build
-from fuzzing import seeds
+from fuzzing import peak_memory_mb, reset_peak_memory, seeds
 
 CASES = 300
 TILE = 32
@@ -197,7 +196,7 @@ def test_tampered_bundles_give_model_errors_never_damaged_models(source, tmp_pat
     source_folder = Path(source["_folder"].decode())
     outside = tmp_path / "outside.json"
     outside.write_text('{"secret": "do not show"}')
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = reset_peak_memory()
     outcomes = {"refused": 0, "read": 0, "loaded": 0}
     for seed in seeds(CASES):
         rng = random.Random(seed)
@@ -227,7 +226,7 @@ def test_tampered_bundles_give_model_errors_never_damaged_models(source, tmp_pat
             outcomes["loaded" if loaded else "read"] += 1
         assert time.monotonic() - started < CASE_LIMIT_S, f"{where}: took {time.monotonic() - started:.1f} s"
         shutil.rmtree(folder)  # a long run makes thousands of cases
-    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    growth_mb = peak_memory_mb() - rss_before
     assert growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {growth_mb:.0f} MB"
     assert {p.name: p.read_bytes() for p in source_folder.iterdir()} == originals  # the source never changed
     assert outcomes["refused"] and outcomes["read"] + outcomes["loaded"], outcomes

@@ -15,7 +15,6 @@ takes bounded time, peak memory stays bounded, and the source files never change
 from __future__ import annotations
 
 import random
-import resource
 import struct
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from core.errors import DatasetError
 from core.recordio import MAGIC, RecordReader, RecordWriter, pack_image_record, unpack_image_record
-from fuzzing import seeds
+from fuzzing import peak_memory_mb, reset_peak_memory, seeds
 
 CASES = 400
 CASE_LIMIT_S = 20.0
@@ -127,7 +126,7 @@ def test_damaged_recordio_gives_dataset_errors_naming_the_file(source, tmp_path)
     with pytest.raises(DatasetError, match=r"huge-flag\.rec, record 0: the header declares 4,294,967,280 labels"):
         read_records(tmp_path / "huge-flag.rec", workers=1)  # was struct.error
     outcomes = {"refused": 0, "read": 0}
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = reset_peak_memory()
     for seed in seeds(CASES):
         rng = random.Random(seed)
         case_rec, case_idx = tmp_path / f"case-{seed}.rec", tmp_path / f"case-{seed}.idx"
@@ -160,7 +159,7 @@ def test_damaged_recordio_gives_dataset_errors_naming_the_file(source, tmp_path)
         assert time.monotonic() - started < CASE_LIMIT_S, f"{where}: took {time.monotonic() - started:.1f} s"
         case_rec.unlink()
         case_idx.unlink()
-    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    growth_mb = peak_memory_mb() - rss_before
     assert growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {growth_mb:.0f} MB"
     assert rec.read_bytes() == rec_data and idx.read_text() == idx_text  # the source never changed
     assert outcomes["refused"] and outcomes["read"], outcomes
