@@ -97,10 +97,12 @@ def render_screenshot(slide: str | os.PathLike, out: str | os.PathLike, size: tu
         wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), timeout)
         wait_until(lambda: False, 0.05)  # let the last repaints land
         saved = _save_window(window, Path(out), include_associated)
-        failed = view.slide_layer.loader.failed
+        loader = view.slide_layer.loader
+        failed = {**loader.partly_failed, **loader.failed}
         if failed and on_warning is not None:
             first = next(iter(failed.values()))
-            on_warning(f"{slide}: {len(failed)} tile(s) could not be read and are drawn hatched ({first})")
+            on_warning(f"{slide}: {len(failed)} tile(s) could not be read in whole or in part, and their damaged "
+                       f"parts are drawn hatched ({first})")
         return saved
 
 

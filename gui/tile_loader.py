@@ -18,6 +18,7 @@ from PyQt5.QtGui import QImage
 from core.buffer_pool import BufferSlot, SlabPool
 from core.errors import SlideError
 from core.slide.base import SlideReader
+from core.slide.overview import read_salvaged
 from core.tiles import DEFAULT_CACHE_BYTES, DEFAULT_TILE_SIZE, TileCache, TileGrid, TileKey
 
 
@@ -80,6 +81,8 @@ class TileLoader(QObject):
         self._pending: deque[TileKey] = deque()
         self._in_flight: set[TileKey] = set()
         self.failed: dict[TileKey, str] = {}
+        #: Tiles read only in part: the blocks that failed are drawn hatched in the tile itself.
+        self.partly_failed: dict[TileKey, str] = {}
         self._cond = threading.Condition()
         self._stopping = False
         self._threads = [
@@ -102,6 +105,7 @@ class TileLoader(QObject):
 
     def forget_failures(self) -> None:
         self.failed.clear()
+        self.partly_failed.clear()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -124,8 +128,12 @@ class TileLoader(QObject):
                 self._in_flight.add(key)
             try:
                 if self.cache.peek(key) is None:
-                    self.cache.put(key, self.memory.make_tile(self._read(key)))
+                    rgb, problem = self._read(key)
+                    self.cache.put(key, self.memory.make_tile(rgb))
                     self.tile_loaded.emit(key)
+                    if problem is not None:
+                        self.partly_failed[key] = problem
+                        self.tile_failed.emit(key, problem)
             except SlideError as err:
                 self.failed[key] = str(err)
                 self.tile_failed.emit(key, str(err))
@@ -137,7 +145,21 @@ class TileLoader(QObject):
                 with self._cond:
                     self._in_flight.discard(key)
 
-    def _read(self, key: TileKey) -> np.ndarray:
+    def _read(self, key: TileKey) -> tuple[np.ndarray, str | None]:
+        """The tile's pixels, and what went wrong when only part of it could be decoded (that part hatched)."""
         lv_w, lv_h = self.grid.tile_size_of(key)
         l0_x, l0_y, _, _ = self.grid.tile_l0_rect(key)
-        return self.reader.read_region(round(l0_x), round(l0_y), key.level, lv_w, lv_h)
+        rgb, damaged, error = read_salvaged(self.reader, round(l0_x), round(l0_y), key.level, lv_w, lv_h)
+        if damaged is None:
+            return rgb, None
+        return _hatched(rgb, damaged), f"part of this region could not be read: {error}"
+
+
+def _hatched(rgb: np.ndarray, damaged: np.ndarray) -> np.ndarray:
+    """``rgb`` with the ``damaged`` pixels drawn as the slide layer draws a tile that failed (pink, red hatch)."""
+    ys, xs = np.nonzero(damaged)
+    on_line = (xs + ys) % 8 == 0
+    rgb = rgb.copy()
+    rgb[ys, xs] = (255, 235, 235)
+    rgb[ys[on_line], xs[on_line]] = (241, 158, 158)  # (200, 40, 40) at alpha 120 over the pink
+    return rgb

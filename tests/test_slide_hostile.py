@@ -20,7 +20,7 @@ from core.errors import SlideError, SlideReadError
 from core.slide import open_slide
 from core.slide import open as open_module
 from core.slide.base import MAX_REGION_PIXELS
-from core.slide.overview import DAMAGED_GREY
+from core.slide.overview import DAMAGED_GREY, SALVAGE_BLOCK, read_salvaged
 from core.slide.openslide_reader import OpenSlideReader
 from core.slide.tiff_check import MAX_DIRECTORIES
 from core.slide.tifffile_reader import TiffFileReader
@@ -405,4 +405,22 @@ def test_screenshot_of_a_damaged_svs_says_how_many_tiles_are_hatched(tmp_path, d
                            "--size", "800x600"], capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "Traceback" not in done.stderr
-    assert "could not be read and are drawn hatched" in done.stderr and str(damaged_cmu) in done.stderr
+    assert "drawn hatched" in done.stderr and str(damaged_cmu) in done.stderr
+
+
+def test_only_the_damaged_blocks_of_a_display_tile_are_lost(damaged_cmu):
+    with open_slide(CMU) as pristine, open_slide(damaged_cmu) as reader:
+        for tile in DAMAGED_TILES:
+            x, y = (tile % 10) * 240 - 100, (tile // 10) * 240 - 100  # a 512 px region around the damaged tile
+            x, y = max(0, x), max(0, y)
+            with pytest.raises(SlideReadError):
+                reader.read_region(x, y, 0, 512, 512)
+            rgb, damaged, error = read_salvaged(reader, x, y, 0, 512, 512)
+            assert isinstance(error, SlideReadError) and str(damaged_cmu) in str(error)
+            assert damaged is not None and damaged.any()
+            # At most the blocks the 240 px tile touches are lost: 3 x 3 blocks of 128 px, far from all 16.
+            assert damaged.sum() <= 9 * SALVAGE_BLOCK ** 2 < damaged.size
+            expected = pristine.read_region(x, y, 0, 512, 512)
+            assert np.array_equal(rgb[~damaged], expected[~damaged])
+        whole, none, no_error = read_salvaged(reader, 0, 0, 0, 200, 200)  # away from the damage: one plain read
+        assert none is None and no_error is None and np.array_equal(whole, pristine.read_region(0, 0, 0, 200, 200))

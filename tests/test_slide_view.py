@@ -166,6 +166,8 @@ def test_corrupt_region_is_reported_and_the_rest_still_shows(make_view, qtbot):
     assert r > 180 and g < 240  # hatched red marks the unreadable tile
     sx, sy = view.viewport.l0_to_screen(900, 600)  # a neighbouring tile is intact
     assert pixel(view, int(sx), int(sy)) == (900 % 256, 600 % 256, (900 // 256 + 600 // 256) % 256)
+    sx, sy = view.viewport.l0_to_screen(1300, 600)  # and so is the rest of the damaged tile
+    assert pixel(view, int(sx), int(sy)) == (1300 % 256, 600 % 256, (1300 // 256 + 600 // 256) % 256)
 
 
 def test_grid_and_scale_bar_draw(make_view, qtbot):

@@ -12,7 +12,7 @@ patch at its centre. A region that cannot be decoded is read again in
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
@@ -36,6 +36,69 @@ _SAMPLE_PATCH = 256
 _DAMAGE_BLOCK = 256
 #: Grey for the parts of an overview whose data could not be decoded (the viewer hatches its tiles).
 DAMAGED_GREY = 200
+#: Side, in level pixels, of the blocks a display tile that failed to decode is read again in.
+SALVAGE_BLOCK = 128
+
+
+class Salvaged(NamedTuple):
+    """What `read_salvaged` could read of a region."""
+
+    rgb: np.ndarray
+    #: None when the whole region was read; else a bool mask of the pixels that could not be decoded.
+    damaged: np.ndarray | None
+    #: Why the region could not be read whole (None when it was).
+    error: SlideReadError | None
+
+
+def read_salvaged(reader: SlideReader, l0_x: int, l0_y: int, level: int, lv_w: int, lv_h: int,
+                  block: int = SALVAGE_BLOCK) -> Salvaged:
+    """A region as ``reader.read_region`` reads it, or, when part of it cannot be decoded, the rest of it.
+
+    Parameters
+    ----------
+    reader : SlideReader
+    l0_x, l0_y : int
+        Top-left corner in level-0 pixels.
+    level, lv_w, lv_h : int
+        Pyramid level and size of the region in that level's pixels.
+    block : int
+        Side, in level pixels, of the squares a region that failed is read again in.
+
+    Returns
+    -------
+    Salvaged
+        ``rgb`` (lv_h, lv_w, 3) uint8, black where the data could not be decoded; ``damaged``, None or a
+        (lv_h, lv_w) bool mask of the blocks that failed; ``error``, the first read's error.
+
+    Raises
+    ------
+    SlideReadError
+        When no block of the region can be decoded, or the reader was closed.
+    """
+    try:
+        return Salvaged(reader.read_region(l0_x, l0_y, level, lv_w, lv_h), None, None)
+    except SlideReadError as err:
+        if reader.closed or lv_w * lv_h <= block * block:
+            raise
+        first_error = err
+    ds = reader.level_downsamples[level]
+    rgb = np.zeros((lv_h, lv_w, 3), np.uint8)
+    damaged = np.zeros((lv_h, lv_w), bool)
+    read_any = False
+    for by in range(0, lv_h, block):
+        for bx in range(0, lv_w, block):
+            bw, bh = min(block, lv_w - bx), min(block, lv_h - by)
+            try:
+                rgb[by:by + bh, bx:bx + bw] = reader.read_region(round(l0_x + bx * ds), round(l0_y + by * ds),
+                                                                 level, bw, bh)
+                read_any = True
+            except SlideReadError:
+                if reader.closed:
+                    raise
+                damaged[by:by + bh, bx:bx + bw] = True
+    if not read_any:
+        raise first_error
+    return Salvaged(rgb, damaged, first_error)
 
 
 def read_downscaled(reader: SlideReader, out_w: int, out_h: int, downsample: float | None = None) -> np.ndarray:

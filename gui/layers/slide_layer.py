@@ -74,7 +74,8 @@ class SlideLayer(Layer):
 
     @property
     def failed_count(self) -> int:
-        return len(self.loader.failed)
+        """Tiles that could not be read in whole or in part (their damaged parts are drawn hatched)."""
+        return len(self.loader.failed) + len(self.loader.partly_failed)
 
     # -- loading ----------------------------------------------------------------
     def viewport_changed(self, viewport: Viewport) -> None:
