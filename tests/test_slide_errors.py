@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import threading
 import zlib
 from pathlib import Path
 
@@ -19,28 +18,11 @@ from core.slide import open_slide, supported_extensions
 from core.slide.open import backend_order
 from core.slide.openslide_reader import OpenSlideReader
 from core.slide.tifffile_reader import TiffFileReader
+from deadline import within_deadline
 
 TESTS = Path(__file__).resolve().parent
 CMU = TESTS / "data" / "CMU-1-Small-Region.svs"
 SHARED_SLIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
-DEADLINE_S = 30.0
-
-
-def within_deadline(func, *args):
-    """Run func in a thread; fail if it has not finished in DEADLINE_S. Returns (result, exception)."""
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = func(*args)
-        except BaseException as err:  # noqa: BLE001 - handed back to the test to judge
-            outcome["error"] = err
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(DEADLINE_S)
-    assert not worker.is_alive(), f"{getattr(func, '__name__', func)}{args} did not finish in {DEADLINE_S} s"
-    return outcome.get("result"), outcome.get("error")
 
 
 def open_error(path: Path) -> SlideError:

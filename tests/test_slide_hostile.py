@@ -24,6 +24,8 @@ from core.slide.overview import DAMAGED_GREY, SALVAGE_BLOCK, read_salvaged
 from core.slide.openslide_reader import OpenSlideReader
 from core.slide.tiff_check import MAX_DIRECTORIES
 from core.slide.tifffile_reader import TiffFileReader
+from deadline import DEADLINE_S
+from deadline import within_deadline as bounded
 from hostile_tiffs import TAGS, clear_entries, ifd_offsets, set_next, set_tag, write_sparse_tiff
 
 TESTS = Path(__file__).resolve().parent
@@ -31,24 +33,6 @@ ROOT = TESTS.parent
 CMU = TESTS / "data" / "CMU-1-Small-Region.svs"
 SHARED_SLIDES = TESTS.parents[1] / "shared" / "data" / "slides"
 #: A hang guard: each of these takes well under a second.
-DEADLINE_S = 60.0
-
-
-def bounded(func, *args):
-    """Run func in a daemon thread; fail the test if it has not finished in DEADLINE_S. (result, exception)."""
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = func(*args)
-        except BaseException as err:  # noqa: BLE001 - handed back to the test to judge
-            outcome["error"] = err
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(DEADLINE_S)
-    assert not worker.is_alive(), f"{getattr(func, '__name__', func)}{args} did not finish in {DEADLINE_S} s"
-    return outcome.get("result"), outcome.get("error")
 
 
 def refusal(opener, path: Path) -> SlideError:
