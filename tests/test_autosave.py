@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -152,44 +151,23 @@ def test_distinct_errors_are_each_reported(target, monkeypatch):
     saver.close()
 
 
-def test_a_real_full_filesystem(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                              capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        pytest.skip("cannot run mount")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        target = mount / "slide.geojson"
-        store = AnnotationStore()
-        errors = []
-        saver = AutoSaver(store, target, delay=0.05, on_error=errors.append, retry_delays=(0.1,))
-        _add(store, 1)
-        assert saver.flush(5.0)
-        before = target.read_bytes()
-        filler = mount / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk to the last byte
-            for chunk in (4096, 512, 1):
-                try:
-                    while os.write(fd, b"\0" * chunk) == chunk:
-                        pass
-                except OSError as err:
-                    assert err.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
-        for n in range(2, 40):
-            _add(store, n, size=40 + n)
-        assert _wait_for(lambda: errors, 5.0)
-        assert "No space left on device" in errors[0] and str(target) in errors[0]
-        assert target.read_bytes() == before and _count_on_disk(target) == 1
-        assert not [p for p in mount.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
-        filler.unlink()
-        assert _wait_for(lambda: not saver.dirty, 5.0)
-        assert _count_on_disk(target) == 39
-        saver.close()
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
+def test_a_real_full_filesystem(small_disk):
+    mount = small_disk.mount("64k")
+    target = mount / "slide.geojson"
+    store = AnnotationStore()
+    errors = []
+    saver = AutoSaver(store, target, delay=0.05, on_error=errors.append, retry_delays=(0.1,))
+    _add(store, 1)
+    assert saver.flush(5.0)
+    before = target.read_bytes()
+    filler = small_disk.fill(mount)
+    for n in range(2, 40):
+        _add(store, n, size=40 + n)
+    assert _wait_for(lambda: errors, 5.0)
+    assert "No space left on device" in errors[0] and str(target) in errors[0]
+    assert target.read_bytes() == before and _count_on_disk(target) == 1
+    assert not [p for p in mount.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
+    filler.unlink()
+    assert _wait_for(lambda: not saver.dirty, 5.0)
+    assert _count_on_disk(target) == 39
+    saver.close()

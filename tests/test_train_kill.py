@@ -9,7 +9,6 @@ from them), and its loss must be the lowest of every epoch a run reported saved:
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -173,41 +172,20 @@ def test_ctrl_c_while_saving_finishes_the_save_then_stops(tmp_path):
     assert not [p for p in out.iterdir() if p.name.endswith((".new", ".old"))]
 
 
-def test_a_full_disk_keeps_the_previous_best_and_checkpoint(tmp_path):
+def test_a_full_disk_keeps_the_previous_best_and_checkpoint(small_disk):
     from core.train import train
 
-    mount = tmp_path / "small"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-                              capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        pytest.skip("cannot run mount")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        out = mount / "run"
-        data = tiles(8, 1), tiles(8, 2)
-        settings = dict(batch_size=16, seed=0, device="cpu", early_stopping_patience=None, augment=False)
-        train(*data, out, epochs=1, **settings)
-        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-        filler = mount / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk to the last byte
-            for chunk in (1 << 20, 4096, 1):
-                try:
-                    while os.write(fd, b"\0" * chunk) == chunk:
-                        pass
-                except OSError as err:
-                    assert err.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
-        with pytest.raises(ModelError, match=r"run/(best|last): could not (save the model|export the network)"):
-            train(*data, out, epochs=3, resume=True, **settings)
-        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-        assert after == before  # nothing saved before changed, no staging folder left
-        filler.unlink()
-        result = train(*data, out, epochs=3, resume=True, **settings)
-        assert result.epochs_run == 3 and read_info(out / "best").verified
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
+    mount = small_disk.mount("24m")
+    out = mount / "run"
+    data = tiles(8, 1), tiles(8, 2)
+    settings = dict(batch_size=16, seed=0, device="cpu", early_stopping_patience=None, augment=False)
+    train(*data, out, epochs=1, **settings)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    filler = small_disk.fill(mount)
+    with pytest.raises(ModelError, match=r"run/(best|last): could not (save the model|export the network)"):
+        train(*data, out, epochs=3, resume=True, **settings)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # nothing saved before changed, no staging folder left
+    filler.unlink()
+    result = train(*data, out, epochs=3, resume=True, **settings)
+    assert result.epochs_run == 3 and read_info(out / "best").verified
