@@ -56,6 +56,7 @@ if mode == "steps":
     os.replace = counted(os.replace, "rename")
     mx.gluon.HybridBlock.export = counted(mx.gluon.HybridBlock.export, "export")
 elif mode == "interrupt":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even if started with it ignored
     real_export, exports = mx.gluon.HybridBlock.export, [0]
     def export(self, path, *args, **kwargs):
         real_export(self, path, *args, **kwargs)
