@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -141,18 +142,74 @@ def small_disk(tmp_path):
     disks.unmount_all()
 
 
+DEFAULT_WINDOW_SIZE = (1400, 900)
+
+
 @pytest.fixture
-def window(qtbot):
-    """Biopsia's main window, shown offscreen at 1400 x 900, closed after the test."""
+def make_window(qtbot, request):
+    """Make Biopsia main windows, shown offscreen; each is closed and deleted after the test.
+
+    The size is the test module's ``WINDOW_SIZE`` (width, height), else 1400 x 900.
+    """
     from gui.main_window import MainWindow
 
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
+    windows = []
+
+    def make(size=None):
+        win = MainWindow()
+        qtbot.addWidget(win)
+        win.resize(*(size or getattr(request.module, "WINDOW_SIZE", DEFAULT_WINDOW_SIZE)))
+        win.show()
+        qtbot.waitExposed(win)
+        windows.append(win)
+        return win
+
+    yield make
+    for win in windows:
+        win.close()
+        win.deleteLater()
+
+
+@pytest.fixture
+def window(make_window):
+    """One Biopsia main window (see ``make_window``)."""
+    return make_window()
+
+
+@pytest.fixture
+def open_view(qtbot):
+    """``open_view(window, path)``: open a slide in ``window`` as File ▸ Open does; returns its view once shown."""
+
+    def open_(win, path, timeout: int = 30_000):
+        with qtbot.waitSignal(win.slide_opened, timeout=timeout) as opened:
+            win.open_slide(path)
+        return opened.args[0]
+
+    return open_
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Qt tests run with Python's cyclic garbage collector off; their garbage is collected after them.
+
+    Widgets held only by reference cycles (slots that capture their owner) are freed by the cyclic
+    collector, which runs whenever it likes: inside ``processEvents`` while Qt dispatches to them, or
+    on a model thread. Either ends in a segfault. Here they are freed between tests, on the main
+    thread, when no event is being dispatched.
+    """
+    uses_qt = "qtbot" in getattr(item, "fixturenames", ())
+    if uses_qt:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if uses_qt:
+            from PyQt5.QtCore import QCoreApplication, QEvent
+
+            if QCoreApplication.instance() is not None:
+                QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+            gc.enable()
+            gc.collect()
 
 
 def coordinate_image(width: int, height: int) -> np.ndarray:

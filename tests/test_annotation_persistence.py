@@ -11,35 +11,13 @@ from shapely.geometry import box
 from core.annotations import ops
 from core.annotations.formats import read_annotations
 from core.project import default_project
-from gui.main_window import MainWindow
+
+WINDOW_SIZE = (1200, 800)
 
 
-@pytest.fixture
-def make_window(qtbot):
-    windows = []
-
-    def make():
-        win = MainWindow()
-        qtbot.addWidget(win)
-        win.resize(1200, 800)
-        win.show()
-        windows.append(win)
-        return win
-
-    yield make
-    for win in windows:
-        win.close()
-
-
-def open_view(qtbot, win, path):
-    with qtbot.waitSignal(win.slide_opened, timeout=20000) as blocker:
-        win.open_slide(path)
-    return blocker.args[0]
-
-
-def test_edits_are_on_disk_within_two_seconds_and_come_back(qtbot, make_window, cmu_svs):
+def test_edits_are_on_disk_within_two_seconds_and_come_back(qtbot, make_window, cmu_svs, open_view):
     win = make_window()
-    view = open_view(qtbot, win, cmu_svs)
+    view = open_view(win, cmu_svs)
     assert len(view.annotations) == 0
     started = time.monotonic()
     view.apply_edit(ops.add(box(100, 100, 600, 500), "Tumour", note="gland cluster"))
@@ -51,20 +29,20 @@ def test_edits_are_on_disk_within_two_seconds_and_come_back(qtbot, make_window, 
     assert len(read_annotations(path).annotations) == 2
 
     again = make_window()
-    view2 = open_view(qtbot, again, cmu_svs)
+    view2 = open_view(again, cmu_svs)
     marks = sorted(view2.annotations.annotations(), key=lambda a: a.bounds)
     assert [a.class_name for a in marks] == ["Tumour", "Benign"]
     assert marks[0].note == "gland cluster" and marks[0].bounds == pytest.approx((100, 100, 600, 500))
 
 
-def test_unreadable_marks_file_is_never_overwritten(qtbot, make_window, cmu_svs):
+def test_unreadable_marks_file_is_never_overwritten(qtbot, make_window, cmu_svs, open_view):
     project = default_project()
     entry = project.add_slide(cmu_svs)
     bad = project.annotations_path(entry.id)
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_text('{"type": "FeatureCollection", "features": [')  # truncated
     win = make_window()
-    view = open_view(qtbot, win, cmu_svs)
+    view = open_view(win, cmu_svs)
     assert any("could not be read" in e or bad.name in e for e in win.errors)
     assert not view.session.autosaving
     view.apply_edit(ops.add(box(0, 0, 50, 50), "Tumour"))
@@ -72,9 +50,9 @@ def test_unreadable_marks_file_is_never_overwritten(qtbot, make_window, cmu_svs)
     assert bad.read_text() == '{"type": "FeatureCollection", "features": ['
 
 
-def test_import_is_one_undoable_edit_and_export_round_trips(qtbot, make_window, synthetic_slide, tmp_path):
+def test_import_is_one_undoable_edit_and_export_round_trips(qtbot, make_window, synthetic_slide, tmp_path, open_view):
     win = make_window()
-    view = open_view(qtbot, win, synthetic_slide.slide_path)
+    view = open_view(win, synthetic_slide.slide_path)
     with qtbot.waitSignal(view.annotations_edited, timeout=10000):
         win.annotation_files.import_file(view, synthetic_slide.geojson_path)
     truth = read_annotations(synthetic_slide.geojson_path).annotations
@@ -88,9 +66,9 @@ def test_import_is_one_undoable_edit_and_export_round_trips(qtbot, make_window, 
         assert sum(a.area_l0 for a in back) == pytest.approx(sum(a.area_l0 for a in truth), rel=1e-3)
 
 
-def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu_svs, monkeypatch):
+def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu_svs, monkeypatch, open_view):
     win = make_window()
-    view = open_view(qtbot, win, cmu_svs)
+    view = open_view(win, cmu_svs)
     view.apply_edit(ops.add(box(0, 0, 100, 100), "Tumour"))
     assert view.session.saver.flush(5)
     path = view.session.path
@@ -114,13 +92,13 @@ def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu
     assert len(read_annotations(path).annotations) == 2
 
 
-def test_a_project_folder_holds_its_slides_and_marks(qtbot, make_window, cmu_svs, tmp_path):
+def test_a_project_folder_holds_its_slides_and_marks(qtbot, make_window, cmu_svs, tmp_path, open_view):
     from core.project import Project
 
     folder = tmp_path / "study"
     win = make_window()
     win.use_project(Project.create(folder, "Study"))
-    view = open_view(qtbot, win, cmu_svs)
+    view = open_view(win, cmu_svs)
     view.apply_edit(ops.add(box(10, 10, 400, 300), "Tumour"))
     win.close()
     marks = list((folder / "annotations").glob("*.geojson"))
@@ -136,7 +114,7 @@ def test_a_project_folder_holds_its_slides_and_marks(qtbot, make_window, cmu_svs
     assert again.open_project(broken) is None and "project.json" in again.errors[-1]
 
 
-def test_pen_marked_copy_imported_over_the_open_slide(qtbot, make_window, synthetic_slide, tmp_path):
+def test_pen_marked_copy_imported_over_the_open_slide(qtbot, make_window, synthetic_slide, tmp_path, open_view):
     import cv2
     import numpy as np
     import shapely
@@ -154,7 +132,7 @@ def test_pen_marked_copy_imported_over_the_open_slide(qtbot, make_window, synthe
     cv2.imwrite(str(marked), cv2.cvtColor(copy, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
     win = make_window()
-    view = open_view(qtbot, win, synthetic_slide.slide_path)
+    view = open_view(win, synthetic_slide.slide_path)
     with qtbot.waitSignal(view.annotations_edited, timeout=20000):
         win.annotation_files.import_marked(view, marked, "Tumour")
     found = shapely.union_all([a.geometry for a in view.annotations])
@@ -179,7 +157,7 @@ def test_demo_opens_with_its_known_tumour_as_marks_once(qtbot, make_window, synt
     assert len(again.views()[0].annotations) == len(truth) - 1
 
 
-def test_large_marks_are_journalled_and_complete_in_the_file_after_closing(qtbot, make_window, cmu_svs, tmp_path):
+def test_large_marks_are_journalled_and_complete_in_the_file_after_closing(qtbot, make_window, cmu_svs, tmp_path, open_view):
     import numpy as np
     from shapely.geometry import Polygon
 
@@ -200,7 +178,7 @@ def test_large_marks_are_journalled_and_complete_in_the_file_after_closing(qtbot
     before = path.read_bytes()
     win = make_window()
     win.use_project(project, open_slides=False)
-    view = open_view(qtbot, win, cmu_svs)
+    view = open_view(win, cmu_svs)
     view.apply_edit(ops.add(box(100, 2000, 600, 2500), "Benign", note="journalled"))
     qtbot.waitUntil(lambda: not view.session.saver.dirty, timeout=2500)  # on disk within 2 s ...
     assert path.read_bytes() == before and journal.journal_path(path).exists()  # ... in the journal

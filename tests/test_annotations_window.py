@@ -13,9 +13,9 @@ from shapely.geometry import box
 
 from qt_events import click, drag
 from core.annotations import Annotation, AnnotationStore
-from gui.main_window import MainWindow
 from test_main_window import open_and_wait
 
+WINDOW_SIZE = (1600, 1000)
 SCREENSHOT = "/tmp/annotations_window.png"
 
 
@@ -24,17 +24,6 @@ def synth(tmp_path_factory):
     from core.synth import write_synthetic_slide
 
     return write_synthetic_slide(tmp_path_factory.mktemp("annot") / "case3.tiff", width=6000, height=4000, seed=3)
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1600, 1000)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
 
 
 def marks_for(synth) -> list[Annotation]:

@@ -21,8 +21,8 @@ from core.annotations.store import AnnotationStore
 from core.compare import compare, summarise, truth_for_grid
 from core.predict import predict_slide, prediction_path
 from core.project import Project
-from gui.main_window import MainWindow
 
+WINDOW_SIZE = (1400, 1000)
 TIMEOUT = 60_000
 
 
@@ -30,17 +30,6 @@ TIMEOUT = 60_000
 def grids(slide_pair, small_model):
     """{slide path: ProbabilityGrid} of the small model over both slides (a second or two each)."""
     return {synth.slide_path: predict_slide(synth.slide_path, small_model, device="cpu") for synth in slide_pair}
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 1000)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
 
 
 @pytest.fixture

@@ -12,35 +12,18 @@ from core.predict import ProbabilityGrid
 from gui.docks.disagreement_list import DisagreementList, region_text
 from gui.layers.disagreement_layer import FALSE_NEGATIVE_COLOUR, FALSE_POSITIVE_COLOUR
 from gui.layers.heatmap_layer import colour_at
-from gui.main_window import MainWindow
 from gui.slide_view import SlideView
 from gui.split_view import SplitView
 from tests.qt_events import wheel
 from tests.test_heatmap_layer import BENIGN_P, TUMOUR_P, blend, cell_centre_px, interior_cell, make_grid, pixels
 
+WINDOW_SIZE = (1400, 800)
 TIMEOUT = 15000
 
 
 @pytest.fixture(scope="module")
 def grid(synthetic_slide):
     return make_grid(synthetic_slide)
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
-
-
-def open_view(qtbot, win, path) -> SlideView:
-    with qtbot.waitSignal(win.slide_opened, timeout=TIMEOUT) as blocker:
-        win.open_slide(path)
-    return blocker.args[0]
 
 
 def split(qtbot, win) -> SplitView:
@@ -63,8 +46,8 @@ def same_place(a: SlideView, b: SlideView) -> bool:
     return (va.l0_cx, va.l0_cy, va.scale) == pytest.approx((vb.l0_cx, vb.l0_cy, vb.scale))
 
 
-def test_panes_pan_and_zoom_together(qtbot, window, synthetic_slide):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_panes_pan_and_zoom_together(qtbot, window, synthetic_slide, open_view):
+    view = open_view(window, synthetic_slide.slide_path)
     widget = split(qtbot, window)
     assert widget.primary is view and window.current_view() is view and window.views() == [view]
     other = widget.secondary
@@ -92,8 +75,8 @@ def test_panes_pan_and_zoom_together(qtbot, window, synthetic_slide):
     assert not window.actions["side_by_side"].isChecked()
 
 
-def test_each_pane_shows_its_content(qtbot, window, synthetic_slide, grid):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_each_pane_shows_its_content(qtbot, window, synthetic_slide, grid, open_view):
+    view = open_view(window, synthetic_slide.slide_path)
     marks = read_annotations(synthetic_slide.geojson_path).annotations
     view.apply_edit(view.annotations.replace_all(marks, "Import"))
     view.heatmap_layer.set_grid(grid)
@@ -142,8 +125,8 @@ def test_each_pane_shows_its_content(qtbot, window, synthetic_slide, grid):
     assert view.annotation_layer.fill  # the marks' own setting back
 
 
-def test_disagreement_regions_sorted_and_clickable(qtbot, window, synthetic_slide, grid):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_disagreement_regions_sorted_and_clickable(qtbot, window, synthetic_slide, grid, open_view):
+    view = open_view(window, synthetic_slide.slide_path)
     probs = grid.probs.copy()
     truth = np.where(np.isnan(probs), -1, (probs > 0.5).astype(np.int8)).astype(np.int8)
     fn_r, fn_c = interior_cell(grid, TUMOUR_P)
@@ -194,8 +177,8 @@ def test_disagreement_regions_sorted_and_clickable(qtbot, window, synthetic_slid
     assert view.viewport.scale > widget.primary.viewport.fit_scale()  # zoomed in on it
 
 
-def test_closing_a_split_tab_closes_both_panes(qtbot, window, synthetic_slide):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_closing_a_split_tab_closes_both_panes(qtbot, window, synthetic_slide, open_view):
+    view = open_view(window, synthetic_slide.slide_path)
     widget = split(qtbot, window)
     other = widget.secondary
     assert view.reader is other.reader
@@ -203,7 +186,7 @@ def test_closing_a_split_tab_closes_both_panes(qtbot, window, synthetic_slide):
     assert window.views() == [] and window.tabs.widget(0) is window.welcome
     assert not any(thread.is_alive() for thread in other.slide_layer.loader._threads)
 
-    view = open_view(qtbot, window, synthetic_slide.slide_path)  # closing the window with a split tab
+    view = open_view(window, synthetic_slide.slide_path)  # closing the window with a split tab
     other = split(qtbot, window).secondary
     window.close()
     assert not any(thread.is_alive() for thread in other.slide_layer.loader._threads)

@@ -14,9 +14,9 @@ from core.annotations.store import AnnotationStore
 from core.project import Project
 from core.train import ProgressEvent
 from gui import training_panel
-from gui.main_window import MainWindow
 from gui.training_panel import FULL, TILES, USE
 
+WINDOW_SIZE = (1200, 800)
 TRAIN_SEED, TEST_SEED = 8, 3  # about 300 and 640 labelled tiles of 64 px at 2 µm/px
 TIMEOUT = 120_000
 
@@ -43,17 +43,6 @@ def make_project(folder, slides, marks: bool = True, fully_annotated: bool = Tru
         project.update_settings(entry.id, fully_annotated=fully_annotated)
         ids[seed] = entry.id
     return project, ids
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
 
 
 def open_panel(qtbot, window, project, ids, epochs: int = 3):
