@@ -81,8 +81,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core import cli_options as opt
-    from core import ml_commands, predict_commands
+    from cli import options as opt
+    from cli import models as ml_commands, predict as predict_commands
 
     parser = argparse.ArgumentParser(prog="biopsia", description="Whole-slide viewing, tumour marking and "
                                      "MXNet tumour detection for pathologists.")
@@ -224,11 +224,11 @@ def _run(args) -> int:
     if args.command == "annotations":
         return _annotations(args)
     if args.command in ("dataset", "train", "test", "validate-framework"):
-        from core.ml_commands import run
+        from cli.models import run
 
         return run(args, ProgressBar)
     if args.command in ("predict", "evaluate"):
-        from core.predict_commands import run
+        from cli.predict import run
 
         return run(args, ProgressBar)
     if args.command == "import-marked":

@@ -36,7 +36,7 @@ from shapely.geometry import Polygon, box  # noqa: E402
 from core.annotations import AnnotationStore, ops  # noqa: E402
 from core.annotations.journal import geojson_bytes  # noqa: E402
 from core.annotations.model import Annotation  # noqa: E402
-from core.autosave import AutoSaver, load_saved, write_snapshot  # noqa: E402
+from core.project.autosave import AutoSaver, load_saved, write_snapshot  # noqa: E402
 
 VERTICES = 30000
 

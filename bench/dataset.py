@@ -26,9 +26,9 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # as main.py
 
 import numpy as np  # noqa: E402
 
-from core.dataset import _ordered, plan_dataset, sources_from_paths, write_dataset  # noqa: E402
+from core.tiles.dataset import _ordered, plan_dataset, sources_from_paths, write_dataset  # noqa: E402
 from core.paths import cache_dir  # noqa: E402
-from core.tiling import TileSpec  # noqa: E402
+from core.tiles.grid import TileSpec  # noqa: E402
 
 WIDTH, HEIGHT, SEED = 70000, 56000, 1
 

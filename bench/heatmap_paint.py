@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 def slide_like_grid():
     """Smooth probabilities with blobs of tumour, no tissue outside a disc (as the layer test uses)."""
-    from core.predict import ProbabilityGrid
+    from core.inference.predict import ProbabilityGrid
 
     rng = np.random.default_rng(0)
     probs = cv2.GaussianBlur(rng.random((300, 300)).astype(np.float32), (0, 0), 6)
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     from PyQt5.QtGui import QImage, QPainter
 
-    from core.viewport import Viewport
+    from core.view.viewport import Viewport
     from gui.app import ensure_app
     from gui.layers.heatmap_layer import HeatmapLayer
 

@@ -8,7 +8,7 @@ randomly initialised one: speed does not depend on the weights). Measures, in ti
 * ``read``: reading, resizing and batching every tissue tile, with no network (prediction's readers also
   normalise the batches);
 * ``compute``: the network alone on batches already in memory and normalised;
-* ``end_to_end``: `core.predict.predict_slide` over the whole slide.
+* ``end_to_end``: `core.inference.predict.predict_slide` over the whole slide.
 
 Goal: end to end at least 85 % of the slower of read and compute. Prints JSON.
 
@@ -35,10 +35,10 @@ import numpy as np  # noqa: E402
 
 from core.models.bundle import load_bundle, read_info  # noqa: E402
 from core.models.engine import describe_device, engine, parse_device  # noqa: E402
-from core.predict import PREDICT_TISSUE_MIN, predict_slide  # noqa: E402
+from core.inference.predict import PREDICT_TISSUE_MIN, predict_slide  # noqa: E402
 from core.slide import open_slide  # noqa: E402
-from core.tiling import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles  # noqa: E402
-from core.tissue import detect_tissue  # noqa: E402
+from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles  # noqa: E402
+from core.tiles.tissue import detect_tissue  # noqa: E402
 from dataset import big_slide  # noqa: E402
 
 DEMO_MODEL = ROOT / "resources" / "demo-model"

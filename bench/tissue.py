@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from core.annotations.formats import read_annotations  # noqa: E402
 from core.paths import cache_dir  # noqa: E402
 from core.slide import open_slide  # noqa: E402
-from core.tiling import TileSpec, plan_tiles  # noqa: E402
-from core.tissue import detect_tissue  # noqa: E402
+from core.tiles.grid import TileSpec, plan_tiles  # noqa: E402
+from core.tiles.tissue import detect_tissue  # noqa: E402
 
 CMU = ROOT / "tests" / "data" / "CMU-1-Small-Region.svs"
 

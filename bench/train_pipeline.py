@@ -7,7 +7,7 @@ slide (the viewer benchmark's):
 * ``pipeline``: the training batch pipeline alone (augmentation: flips, rotations, stain jitter, then
   normalisation), on its thread pool, as training runs it;
 * ``compute``: the network alone (forward, backward, optimizer step) on batches already in memory;
-* ``end_to_end``: real training batches (pipeline and network together), from `core.train.train`.
+* ``end_to_end``: real training batches (pipeline and network together), from `core.models.train.train`.
 
 The pipeline keeps up when ``end_to_end / compute`` is near 1. Prints JSON.
 
@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
-from core.dataset import load_tiles, plan_dataset, sources_from_paths  # noqa: E402
+from core.tiles.dataset import load_tiles, plan_dataset, sources_from_paths  # noqa: E402
 from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from core.models.engine import describe_device, engine, parse_device  # noqa: E402
 from core.models.zoo import build  # noqa: E402
-from core.tiling import TileSpec  # noqa: E402
-from core.train import TileArrays, _batches, train  # noqa: E402
+from core.tiles.grid import TileSpec  # noqa: E402
+from core.models.train import TileArrays, _batches, train  # noqa: E402
 from tissue import synthetic_slide  # noqa: E402
 
 

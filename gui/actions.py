@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import QAction, QComboBox, QMenu, QToolBar
 
-from core.viewport import MAGNIFICATION_PRESETS
+from core.view.viewport import MAGNIFICATION_PRESETS
 from gui.icons import icon
 
 if TYPE_CHECKING:

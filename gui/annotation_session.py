@@ -9,9 +9,9 @@ from pathlib import Path
 from PyQt5.QtCore import QObject, pyqtSignal
 
 from core.annotations import AnnotationStore, ClassesEdit
-from core.autosave import DEFAULT_DELAY
+from core.project.autosave import DEFAULT_DELAY
 from core.errors import BiopsiaError
-from core.project import Project, SlideEntry, default_project
+from core.project.model import Project, SlideEntry, default_project
 from core.slide import SlideReader, open_slide
 
 #: Seconds between an edit and its autosave at the latest, before the save itself (on disk within 2 s).

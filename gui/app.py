@@ -32,7 +32,7 @@ def ensure_app(offscreen: bool = False):
 
     app = QApplication.instance()
     if app is None:
-        from core.memory import tune_allocator
+        from core.view.memory import tune_allocator
 
         tune_allocator()
         QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from PyQt5 import sip
 from PyQt5.QtWidgets import QComboBox, QLabel
 
-from core.training_job import describe
+from core.models.training_job import describe
 from gui.worker import Worker
 
 DEVICES = ("auto", "cpu", "gpu:0")

@@ -12,9 +12,9 @@ from PyQt5.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PyQt5.QtWidgets import (QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QTabWidget)
 
 from core.errors import BiopsiaError
-from core.project import Project, default_project
+from core.project.model import Project, default_project
 from core.slide import supported_extensions
-from core.slide.settings import SlideSettingsStore, effective_mpp
+from core.project.slide_settings import SlideSettingsStore, effective_mpp
 from gui.actions import build_actions, build_menus, build_toolbar
 from gui.annotation_files import AnnotationFiles, confirm_discard
 from gui.annotation_session import AnnotationSession, OpenedSlide, open_with_annotations

@@ -6,7 +6,7 @@ from PyQt5.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QFont, QMouseEvent, QPainter, QPaintEvent, QPen
 from PyQt5.QtWidgets import QWidget
 
-from core.viewport import Viewport, format_length_um, nice_length_um
+from core.view.viewport import Viewport, format_length_um, nice_length_um
 
 #: Longest the scale bar may be on screen.
 SCALE_BAR_MAX_PX = 160

@@ -13,7 +13,7 @@ import os
 
 from core.atomic import atomic_write_bytes
 from core.paths import config_dir
-from core.tiles import DEFAULT_CACHE_BYTES
+from core.view.display_cache import DEFAULT_CACHE_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from PyQt5.QtWidgets import QSizePolicy, QUndoStack, QWidget
 from core.annotations import AnnotationStore
 from core.annotations.store import ClassesEdit, Edit
 from core.slide.base import SlideReader
-from core.viewport import Viewport, magnification_at, scale_for_magnification
+from core.view.viewport import Viewport, magnification_at, scale_for_magnification
 from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer
 from gui.overlays import Minimap, paint_scale_bar
 from gui.tile_loader import TileMemory

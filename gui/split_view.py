@@ -12,7 +12,7 @@ from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSplitter, QTabWidget, QToolButton, QVBoxLayout,
                              QWidget)
 
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.docks.disagreement_list import DisagreementList, go_to_region
 from gui.slide_view import SlideView
 from gui.tile_loader import TileMemory

@@ -15,11 +15,11 @@ from PyQt5 import sip
 from PyQt5.QtCore import QObject, pyqtSignal
 from PyQt5.QtGui import QImage
 
-from core.buffer_pool import BufferSlot, SlabPool
+from core.view.buffer_pool import BufferSlot, SlabPool
 from core.errors import SlideError
 from core.slide.base import SlideReader
 from core.slide.overview import read_salvaged
-from core.tiles import DEFAULT_CACHE_BYTES, DEFAULT_TILE_SIZE, TileCache, TileGrid, TileKey
+from core.view.display_cache import DEFAULT_CACHE_BYTES, DEFAULT_TILE_SIZE, TileCache, TileGrid, TileKey
 
 
 class TileImage:

@@ -1,7 +1,7 @@
 """Train a model: pick the project's slides and settings, start, watch the curves, cancel, find the bundle.
 
-The job (`core.training_job.run_job`) runs on a `gui.worker.Worker`: it plans the tiles, reads them, then
-calls `core.train.train`, which runs on the model thread. Every report (stages, `ProgressEvent` s, the
+The job (`core.models.training_job.run_job`) runs on a `gui.worker.Worker`: it plans the tiles, reads them, then
+calls `core.models.train.train`, which runs on the model thread. Every report (stages, `ProgressEvent` s, the
 result) reaches the panel through the worker's ``partial`` signal, queued to the GUI thread; nothing off
 that thread touches a widget. The curves are `gui.training_plots.TrainingCurves`.
 """
@@ -20,9 +20,9 @@ from PyQt5.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QG
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
 from core.errors import BiopsiaError, DatasetError
-from core.tiling import TileSpec
-from core.train import ProgressEvent, TrainResult
-from core.training_job import (MODELS_DIR, Planned, Stage, TrainingJob, best_so_far, default_model_name,
+from core.tiles.grid import TileSpec
+from core.models.train import ProgressEvent, TrainResult
+from core.models.training_job import (MODELS_DIR, Planned, Stage, TrainingJob, best_so_far, default_model_name,
                                new_job, run_job)
 from gui.device_picker import DevicePicker
 from gui.icons import icon
@@ -364,7 +364,7 @@ class TrainingPanel(QDialog):
             return
         self.history.append(dict(event.metrics))
         self.curves.set_history(self.history)
-        self._show_best(best_so_far(self.history))  # the epoch core.train keeps: lowest validation loss
+        self._show_best(best_so_far(self.history))  # the epoch core.models.train keeps: lowest validation loss
 
     def _show_batch_status(self) -> None:
         event = self._last_event

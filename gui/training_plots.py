@@ -85,7 +85,7 @@ class TrainingCurves(QWidget):
             self._redraw.start()
 
     def set_history(self, history: list[dict]) -> None:
-        """Draw the epoch curves from ``history`` (`core.train` metrics per epoch); epoch n ends at x = n + 1."""
+        """Draw the epoch curves from ``history`` (`core.models.train` metrics per epoch); epoch n ends at x = n + 1."""
         self.draw_batches()
         x = [h["epoch"] + 1 for h in history]
         self.train_curve.setData(x, [h["train_loss"] for h in history])
@@ -148,7 +148,7 @@ class BestEpochBox(QGroupBox):
             self.show_path(path)
 
     def show_result(self, best: dict, result) -> None:
-        """After training: the kept epoch ``best`` of ``result`` (a `core.train.TrainResult` with a bundle)."""
+        """After training: the kept epoch ``best`` of ``result`` (a `core.models.train.TrainResult` with a bundle)."""
         self.show_scores(best)
         ran = f"{result.epochs_run} epoch{'s' if result.epochs_run != 1 else ''} on {result.device}"
         why = (" (cancelled)" if result.cancelled else
@@ -158,7 +158,7 @@ class BestEpochBox(QGroupBox):
         self.show_path(result.bundle)
 
     def show_scores(self, metrics: dict) -> None:
-        """The scores of ``metrics`` (one epoch of `core.train`'s history), "—" for those missing."""
+        """The scores of ``metrics`` (one epoch of `core.models.train`'s history), "—" for those missing."""
         for key, label in self.metric_labels.items():
             value = metrics.get(key)
             label.setText("—" if value is None else f"{value:.3f}")

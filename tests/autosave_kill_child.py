@@ -51,7 +51,7 @@ def small_box(k: int):
 
 def build(folder: Path, marks: int) -> int:
     """A project with one (stand-in) slide holding ``marks`` big marks, written whole; the file's size."""
-    from core.project import Project
+    from core.project.model import Project
 
     slide = folder / "slide.svs"
     folder.mkdir(parents=True)
@@ -131,8 +131,8 @@ def check(annotations, marks: int) -> tuple[int, list[str]]:
 
 
 def main(folder: str) -> None:
-    from core.autosave import DEFAULT_DELAY
-    from core.project import Project
+    from core.project.autosave import DEFAULT_DELAY
+    from core.project.model import Project
 
     project = Project.open(Path(folder))
     entry = project.slides[0]

@@ -73,9 +73,9 @@ def small_model(slide_pair, tmp_path_factory):
 
     Returns the bundle folder.
     """
-    from core.dataset import load_tiles, plan_dataset, sources_from_paths
-    from core.tiling import TileSpec
-    from core.train import train
+    from core.tiles.dataset import load_tiles, plan_dataset, sources_from_paths
+    from core.tiles.grid import TileSpec
+    from core.models.train import train
 
     plan = plan_dataset(sources_from_paths([slide_pair[1].slide_path]), TileSpec(64, 2.0), split="random",
                         ratio=0.8, seed=0)

@@ -10,7 +10,7 @@ from shapely.geometry import box
 
 from core.annotations import ops
 from core.annotations.formats import read_annotations
-from core.project import default_project
+from core.project.model import default_project
 
 WINDOW_SIZE = (1200, 800)
 
@@ -74,12 +74,12 @@ def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu
     path = view.session.path
     saved = path.read_bytes()
 
-    import core.autosave
+    import core.project.autosave
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(core.autosave, "atomic_write_bytes", full)
+    monkeypatch.setattr(core.project.autosave, "atomic_write_bytes", full)
     view.apply_edit(ops.add(box(200, 200, 300, 300), "Benign"))
     qtbot.waitUntil(lambda: any("No space left" in e for e in win.errors), timeout=5000)
     assert path.read_bytes() == saved  # the last good file is intact
@@ -93,7 +93,7 @@ def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu
 
 
 def test_a_project_folder_holds_its_slides_and_marks(qtbot, make_window, cmu_svs, tmp_path, open_view):
-    from core.project import Project
+    from core.project.model import Project
 
     folder = tmp_path / "study"
     win = make_window()
@@ -163,8 +163,8 @@ def test_large_marks_are_journalled_and_complete_in_the_file_after_closing(qtbot
 
     from core.annotations import AnnotationStore, journal
     from core.annotations.model import Annotation
-    from core.autosave import FULL_WRITE_BYTES
-    from core.project import Project
+    from core.project.autosave import FULL_WRITE_BYTES
+    from core.project.model import Project
 
     folder = tmp_path / "study"
     project = Project.create(folder, "Study")

@@ -208,7 +208,7 @@ def test_no_text_in_the_store_makes_a_save_fail(notes, class_name, key, value):
 def test_a_lone_surrogate_in_a_note_imports_with_a_warning_and_every_save_works(tmp_path):
     """The reported case: a QuPath file whose name and class hold "\\ud800" made every autosave fail."""
     from core.annotations.formats import read_annotations, write_annotations
-    from core.autosave import write_snapshot
+    from core.project.autosave import write_snapshot
 
     path = tmp_path / "odd.geojson"
     path.write_text('{"type": "Feature", "id": "a", "geometry": {"type": "Polygon", "coordinates": '

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.predict import ProbabilityGrid
+from core.inference.predict import ProbabilityGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 

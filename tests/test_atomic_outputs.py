@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.demo import DEMO_MODEL
-from core.predict import ProbabilityGrid
+from core.inference.predict import ProbabilityGrid
 from tests.test_cli import biopsia
 
 
@@ -114,7 +114,7 @@ def test_a_rerun_replaces_the_whole_result_folder(synthetic_slide, tmp_path):
 
 
 def test_the_overlay_tiff_onto_a_full_disk_leaves_nothing(small_disk):
-    from core.heatmap import write_overlay_tiff
+    from core.inference.heatmap import write_overlay_tiff
 
     rng = np.random.default_rng(0)
     grid = ProbabilityGrid(probs=rng.random((40, 60)).astype(np.float32), origin=(0, 0), stride=256, tile_l0=256,

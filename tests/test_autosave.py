@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from shapely.geometry import box
 
-from core import autosave
+from core.project import autosave
 from core.annotations import AnnotationStore, ops
 from core.annotations.formats import read_annotations
-from core.autosave import AutoSaver
+from core.project.autosave import AutoSaver
 from core.errors import AnnotationFormatError
 
 def _wait_for(condition, timeout: float) -> bool:

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from shapely.geometry import box
 
-from core import atomic, autosave
+from core import atomic
+from core.project import autosave
 from core.annotations import AnnotationStore, journal, ops
 from core.annotations.model import AnnotationClass
 from core.annotations.store import ClassesEdit
-from core.autosave import AutoSaver, load_saved, write_snapshot
+from core.project.autosave import AutoSaver, load_saved, write_snapshot
 from core.errors import AnnotationFormatError
-from core.project import Project, ProjectError
+from core.project.model import Project, ProjectError
 
 
 def state(annotations) -> list:
@@ -92,7 +93,7 @@ class Crash(BaseException):
 
 
 class CrashingOS:
-    """The os module for core.atomic, core.annotations.journal and core.autosave: the n-th call that
+    """The os module for core.atomic, core.annotations.journal and core.project.autosave: the n-th call that
     changes a file crashes (a write crashes halfway, leaving a torn frame)."""
 
     CHANGING = {"write", "pwrite", "fsync", "fdatasync", "ftruncate", "replace", "rename", "link", "unlink"}

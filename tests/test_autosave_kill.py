@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import autosave_kill_child as child_module
-from core.autosave import FULL_WRITE_BYTES
+from core.project.autosave import FULL_WRITE_BYTES
 
 CHILD = Path(child_module.__file__)
 #: Killed for good after this long at the latest, whatever happens.

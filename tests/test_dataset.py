@@ -1,4 +1,4 @@
-"""core.dataset and core.recordio: labelled tiles from synthetic slides, splits, RecordIO files MXNet reads."""
+"""core.tiles.dataset and core.tiles.recordio: labelled tiles from synthetic slides, splits, RecordIO files MXNet reads."""
 
 import errno
 import json
@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from core.dataset import (CLASSES, load_tiles, plan_dataset, read_dataset, read_manifest, sources_from_paths,
+from core.tiles.dataset import (CLASSES, load_tiles, plan_dataset, read_dataset, read_manifest, sources_from_paths,
                           sources_from_project, write_dataset)
 from core.errors import DatasetError
-from core.recordio import MAGIC, RecordIOError, RecordReader, RecordWriter, pack_image_record, unpack_image_record
-from core.tiling import TileSpec
+from core.tiles.recordio import MAGIC, RecordIOError, RecordReader, RecordWriter, pack_image_record, unpack_image_record
+from core.tiles.grid import TileSpec
 
 SPEC = TileSpec(64, 2.0)
 
@@ -150,7 +150,7 @@ def test_no_labelled_tiles_says_why(slide_pair):
 def test_project_slides_use_their_settings(slide_pair, tmp_path):
     from core.annotations.formats import read_annotations
     from core.annotations.store import AnnotationStore
-    from core.project import Project
+    from core.project.model import Project
 
     project = Project.create(tmp_path / "proj")
     entry = project.add_slide(slide_pair[0].slide_path)
@@ -258,11 +258,11 @@ def test_cancelled_and_failed_writes_keep_the_earlier_dataset(pair_plan, written
     assert write_dataset(pair_plan, out, should_stop=lambda: calls.append(1) or len(calls) > 2) is None
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-    import core.recordio
+    import core.tiles.recordio
 
     def full_disk(self, key, payload):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.rec_path))
-    monkeypatch.setattr(core.recordio.RecordWriter, "write", full_disk)
+    monkeypatch.setattr(core.tiles.recordio.RecordWriter, "write", full_disk)
     with pytest.raises(DatasetError, match="No space left on device; nothing in the folder was replaced"):
         write_dataset(pair_plan, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -276,8 +276,8 @@ def test_a_real_full_filesystem(pair_plan, small_disk):
 
 
 def test_planning_stops_when_asked_and_uses_entered_mpp(slide_pair, tmp_path):
-    from core.project import Project
-    from core.slide.settings import SlideSettingsStore
+    from core.project.model import Project
+    from core.project.slide_settings import SlideSettingsStore
 
     sources = sources_from_paths([s.slide_path for s in slide_pair])
     assert plan_dataset(sources, SPEC, should_stop=lambda: True) is None
@@ -344,7 +344,7 @@ def test_marks_partly_off_the_slide_are_warned_about(synthetic_slide, tmp_path):
 
 def test_project_slides_declared_fully_annotated_may_be_benign(synthetic_slide, tmp_path):
     from core.annotations.store import AnnotationStore
-    from core.project import Project
+    from core.project.model import Project
 
     project = Project.create(tmp_path / "proj")
     entry = project.add_slide(synthetic_slide.slide_path)

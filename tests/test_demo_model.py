@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from core.annotations.formats import read_annotations
-from core.compare import compare, truth_for_grid
+from core.evaluation.compare import compare, truth_for_grid
 from core.models.bundle import read_info
-from core.predict import predict_slide
+from core.inference.predict import predict_slide
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo-model"
 

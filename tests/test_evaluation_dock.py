@@ -18,9 +18,9 @@ from shapely.geometry import box
 from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.annotations.store import AnnotationStore
-from core.compare import compare, summarise, truth_for_grid
-from core.predict import predict_slide, prediction_path
-from core.project import Project
+from core.evaluation.compare import compare, summarise, truth_for_grid
+from core.inference.predict import predict_slide, prediction_path
+from core.project.model import Project
 
 WINDOW_SIZE = (1400, 1000)
 TIMEOUT = 60_000
@@ -122,12 +122,12 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     for entry in project.slides:
         grid = view.prediction.grid if entry.id == view.session.entry.id else None
         if grid is None:
-            from core.predict import ProbabilityGrid, saved_predictions
+            from core.inference.predict import ProbabilityGrid, saved_predictions
             grid = ProbabilityGrid.load(saved_predictions(project, entry.id)[0])
         truth = truth_for_grid(grid, project.load_annotations(entry.id).annotations(), fully_annotated=True)
         comparisons.append(compare(grid, truth, 0.5, name=entry.name))
     want = summarise(comparisons, 0.5)
-    table = dock.summary_table  # one column per slide, the sum last; rows as core.compare.CSV_COLUMNS
+    table = dock.summary_table  # one column per slide, the sum last; rows as core.evaluation.compare.CSV_COLUMNS
     assert table.columnCount() == 3
     assert [table.horizontalHeaderItem(c).text() for c in range(3)] == [c.name for c in comparisons] + ["all slides"]
     assert table.verticalHeaderItem(0).text() == "Tiles" and table.verticalHeaderItem(11).text() == "AUC"

@@ -1,4 +1,4 @@
-"""core.framework_check: IDX and CIFAR-10 readers on files written here, and a quick benchmark run."""
+"""core.models.framework_check: IDX and CIFAR-10 readers on files written here, and a quick benchmark run."""
 
 import gzip
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import DatasetError
-from core.framework_check import load_framework_data, read_cifar10, read_idx, read_mnist, validate_framework
+from core.models.framework_check import load_framework_data, read_cifar10, read_idx, read_mnist, validate_framework
 
 
 def _write_idx(path, array, compress):

@@ -18,7 +18,7 @@ from shapely.geometry import box
 from core.annotations import AnnotationStore, journal, ops
 from core.annotations.model import AnnotationClass
 from core.annotations.store import ClassesEdit, Edit
-from core.autosave import AutoSaver, load_saved, write_snapshot
+from core.project.autosave import AutoSaver, load_saved, write_snapshot
 from fuzzing import seeds
 
 #: A generous bound on one case (each takes milliseconds).

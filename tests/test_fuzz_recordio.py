@@ -1,11 +1,11 @@
 """Seeded fuzzer for RecordIO datasets: damaged ``.rec`` / ``.idx`` files give a DatasetError naming the file.
 
-The source is a small RecordIO file written by `core.recordio.RecordWriter`: PNG tiles with image
+The source is a small RecordIO file written by `core.tiles.recordio.RecordWriter`: PNG tiles with image
 record headers, plus records whose payload holds the magic number (so they are split into parts).
 Each case damages a copy: bytes flipped in record headers (magic, length and part flags, the image
 header's flag and label) or anywhere, the file cut short or grown, bytes inserted or removed; index lines
 changed, swapped, doubled, emptied or filled with junk. It then reads every record through the reader
-and, for image datasets, through `core.dataset.read_records`.
+and, for image datasets, through `core.tiles.dataset.read_records`.
 
 Only DatasetError (RecordIOError is one) may escape, its message must name the damaged file, each case
 takes bounded time, peak memory stays bounded, and the source files never change. A failure names its seed; replay it with
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from core.errors import DatasetError
-from core.recordio import MAGIC, RecordReader, RecordWriter, pack_image_record, unpack_image_record
+from core.tiles.recordio import MAGIC, RecordReader, RecordWriter, pack_image_record, unpack_image_record
 from fuzzing import peak_memory_mb, reset_peak_memory, seeds
 
 CASES = 400
@@ -113,7 +113,7 @@ def _damage_idx(text: str, rng: random.Random) -> tuple[str, bytes]:
 
 
 def test_damaged_recordio_gives_dataset_errors_naming_the_file(source, tmp_path):
-    from core.dataset import read_records
+    from core.tiles.dataset import read_records
 
     rec, idx, payloads = source
     reader = RecordReader(rec)

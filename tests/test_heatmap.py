@@ -1,11 +1,11 @@
-"""core.heatmap: colour maps, heatmap images, the blended overview, the tile table and the TIFF overlay."""
+"""core.inference.heatmap: colour maps, heatmap images, the blended overview, the tile table and the TIFF overlay."""
 
 import numpy as np
 import pytest
 
-from core.heatmap import (COLORMAPS, blended_overview, colormap, colour_cells, heatmap_image, legend_image, tiles_csv,
+from core.inference.heatmap import (COLORMAPS, blended_overview, colormap, colour_cells, heatmap_image, legend_image, tiles_csv,
                           write_overlay_tiff)
-from core.predict import ProbabilityGrid
+from core.inference.predict import ProbabilityGrid
 from core.slide import open_slide
 
 

@@ -9,10 +9,10 @@ from PyQt5.QtGui import QImage, QPainter
 from shapely.geometry import Point
 from shapely.ops import unary_union
 
-from core.compare import FALSE_NEGATIVE, FALSE_POSITIVE, compare
-from core.predict import PartialResult, ProbabilityGrid
+from core.evaluation.compare import FALSE_NEGATIVE, FALSE_POSITIVE, compare
+from core.inference.predict import PartialResult, ProbabilityGrid
 from core.slide import open_slide
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.layers.disagreement_layer import FALSE_NEGATIVE_COLOUR, FALSE_POSITIVE_COLOUR, FILL_ALPHA
 from gui.layers.heatmap_layer import COLORMAPS, HeatmapLayer, colour_at
 from gui.slide_view import SlideView

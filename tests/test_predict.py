@@ -1,4 +1,4 @@
-"""core.predict and core.compare: whole-slide prediction with a real model, saved grids, the comparison
+"""core.inference.predict and core.evaluation.compare: whole-slide prediction with a real model, saved grids, the comparison
 with the doctors' marks, and the failures a user can run into."""
 
 import json
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from core.annotations.formats import read_annotations
-from core.compare import (FALSE_NEGATIVE, FALSE_POSITIVE, NOT_COMPARED, compare, summarise, summary_csv,
+from core.evaluation.compare import (FALSE_NEGATIVE, FALSE_POSITIVE, NOT_COMPARED, compare, summarise, summary_csv,
                           truth_for_grid)
 from core.errors import BiopsiaError, ModelError
-from core.predict import ProbabilityGrid, model_identity, predict_slide
+from core.inference.predict import ProbabilityGrid, model_identity, predict_slide
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.predict import ProbabilityGrid
+from core.inference.predict import ProbabilityGrid
 from core.slide import open_slide
 from tests.test_cli import biopsia
 

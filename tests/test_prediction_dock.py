@@ -17,9 +17,9 @@ from PyQt5.QtCore import Qt, QTimer
 
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
-from core.compare import truth_for_grid
-from core.predict import PartialResult, ProbabilityGrid, prediction_path, saved_predictions
-from core.project import Project
+from core.evaluation.compare import truth_for_grid
+from core.inference.predict import PartialResult, ProbabilityGrid, prediction_path, saved_predictions
+from core.project.model import Project
 from gui.docks import prediction_dock
 
 TIMEOUT = 120_000

@@ -14,7 +14,7 @@ from core import paths
 from core.annotations import AnnotationStore, ops
 from core.annotations.model import AnnotationClass
 from core.errors import AnnotationFormatError, BiopsiaError
-from core.project import FORMAT_VERSION, Project, ProjectError, default_project
+from core.project.model import FORMAT_VERSION, Project, ProjectError, default_project
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from core.slide import ArrayReader
-from core.slide import settings as settings_module
-from core.slide.settings import SlideSettingsStore, default_settings_path, effective_mpp
+from core.project import slide_settings as settings_module
+from core.project.slide_settings import SlideSettingsStore, default_settings_path, effective_mpp
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 from PyQt5.QtCore import QPoint, Qt
 
 from core.annotations.formats import read_annotations
-from core.compare import compare
-from core.predict import ProbabilityGrid
+from core.evaluation.compare import compare
+from core.inference.predict import ProbabilityGrid
 from gui.docks.disagreement_list import DisagreementList, region_text
 from gui.layers.disagreement_layer import FALSE_NEGATIVE_COLOUR, FALSE_POSITIVE_COLOUR
 from gui.layers.heatmap_layer import colour_at

@@ -9,10 +9,10 @@ from shapely.geometry import box
 
 from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
-from core.project import Project
+from core.project.model import Project
 from core.slide import open_slide
-from core.tiling import BACKGROUND, NON_TUMOUR_TILE, REASONS, TUMOUR_TILE, TileSpec, plan_tiles
-from core.tissue import detect_tissue
+from core.tiles.grid import BACKGROUND, NON_TUMOUR_TILE, REASONS, TUMOUR_TILE, TileSpec, plan_tiles
+from core.tiles.tissue import detect_tissue
 from gui.layers.tile_preview_layer import OUTLINE_MIN_PX, REASON_COLOURS
 from gui.main_window import MainWindow
 

@@ -12,9 +12,9 @@ from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.errors import BiopsiaError
 from core.slide import ArrayReader, open_slide
-from core.tiling import (DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
+from core.tiles.grid import (DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
                          TileSpec, plan_tiles, read_tile, tile_size_l0)
-from core.tissue import detect_tissue
+from core.tiles.tissue import detect_tissue
 from tests.test_tissue import GREEN, he_image
 
 

@@ -10,7 +10,7 @@ import shapely
 from core.annotations.masks import rasterise
 from core.annotations.model import Annotation
 from core.slide import ArrayReader, open_slide
-from core.tissue import TissueMask, detect_tissue
+from core.tiles.tissue import TissueMask, detect_tissue
 
 PINK = (225, 150, 200)
 PURPLE = (150, 90, 170)
@@ -164,7 +164,7 @@ def test_cmu_slide_is_partly_tissue(cmu_svs):
 def test_hole_filling_matches_scipy():
     from scipy import ndimage
 
-    from core.tissue import _fill_holes
+    from core.tiles.tissue import _fill_holes
 
     rng = np.random.default_rng(0)
     for density in (0.3, 0.5, 0.7):

@@ -1,4 +1,4 @@
-"""core.train on real but tiny data: two textures a CNN must tell apart by shape, not colour."""
+"""core.models.train on real but tiny data: two textures a CNN must tell apart by shape, not colour."""
 
 import os
 
@@ -9,7 +9,7 @@ import pytest
 from core.errors import DatasetError, ModelError
 from core.models.bundle import load_bundle
 from core.models.engine import engine
-from core.train import TileArrays, augment, train
+from core.models.train import TileArrays, augment, train
 
 TILE = 48
 

@@ -68,7 +68,7 @@ elif mode == "interrupt":
             time.sleep(1.0)
     mx.gluon.HybridBlock.export = export
 
-from core.train import train
+from core.models.train import train
 
 def progress(event):
     if event.metrics is not None:  # reported after the epoch's saves are complete
@@ -91,7 +91,7 @@ def tiles(n_per_class: int, seed: int, easy: bool = False):
 
     ``easy`` tiles differ so much that the validation loss falls at every one of the first epochs.
     """
-    from core.train import TileArrays
+    from core.models.train import TileArrays
 
     rng = np.random.default_rng(seed)
     palette = [[230, 190, 215], [120, 60, 140]] if easy else [[200, 150, 190], [180, 130, 175]]
@@ -174,7 +174,7 @@ def test_ctrl_c_while_saving_finishes_the_save_then_stops(tmp_path):
 
 
 def test_a_full_disk_keeps_the_previous_best_and_checkpoint(small_disk):
-    from core.train import train
+    from core.models.train import train
 
     mount = small_disk.mount("24m")
     out = mount / "run"

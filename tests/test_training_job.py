@@ -1,4 +1,4 @@
-"""core.training_job without Qt: the checks that say what to fix, and one tiny real run on the slide pair."""
+"""core.models.training_job without Qt: the checks that say what to fix, and one tiny real run on the slide pair."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
 from core.errors import DatasetError
-from core.project import Project
-from core.tiling import TileSpec
-from core.train import ProgressEvent, TrainResult
-from core.training_job import MODELS_DIR, Planned, Stage, best_so_far, check_counts, new_job, run_job
+from core.project.model import Project
+from core.tiles.grid import TileSpec
+from core.models.train import ProgressEvent, TrainResult
+from core.models.training_job import MODELS_DIR, Planned, Stage, best_so_far, check_counts, new_job, run_job
 
 SPEC = TileSpec(32, 4.0)  # about 200 labelled tiles a slide: a one-epoch run takes seconds
 

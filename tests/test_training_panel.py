@@ -11,8 +11,8 @@ from PyQt5.QtWidgets import QLabel
 
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
-from core.project import Project
-from core.train import ProgressEvent
+from core.project.model import Project
+from core.models.train import ProgressEvent
 from gui import training_panel
 from gui.training_panel import FULL, TILES, USE
 
@@ -216,7 +216,7 @@ def test_a_by_slide_split_needs_train_and_test_slides(qtbot, window, slides, tmp
 
 
 def test_the_best_epoch_shown_is_the_lowest_validation_loss_not_the_highest_auc(qtbot):
-    """The panel shows the epoch core.train keeps (lowest validation loss), while it runs too."""
+    """The panel shows the epoch core.models.train keeps (lowest validation loss), while it runs too."""
     from gui.training_panel import TrainingPanel
 
     panel = TrainingPanel()
@@ -237,8 +237,8 @@ def test_the_best_epoch_shown_is_the_lowest_validation_loss_not_the_highest_auc(
 
 
 def test_marks_that_miss_their_slide_are_reported_when_the_tiles_are_planned(qtbot, window):
-    """The job's plan carries core.dataset's warnings (marks off the slide); the panel tells the user."""
-    from core.training_job import Planned
+    """The job's plan carries core.tiles.dataset's warnings (marks off the slide); the panel tells the user."""
+    from core.models.training_job import Planned
 
     window.actions["train"].trigger()
     panel = window.training_panel

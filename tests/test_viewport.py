@@ -6,8 +6,8 @@ import numpy as np
 
 import pytest
 
-from core.tiles import TileCache, TileGrid, TileKey
-from core.viewport import (MAX_SCALE, Viewport, format_length_um, magnification_at, nice_length_at_least,
+from core.view.display_cache import TileCache, TileGrid, TileKey
+from core.view.viewport import (MAX_SCALE, Viewport, format_length_um, magnification_at, nice_length_at_least,
                            nice_length_um, scale_for_magnification)
 
 
@@ -130,7 +130,7 @@ def test_evicted_values_are_handed_back():
 
 
 def test_slab_pool_recycles_buffers():
-    from core.buffer_pool import SlabPool
+    from core.view.buffer_pool import SlabPool
 
     pool = SlabPool((8, 8, 4), slots_per_slab=4)
     slots = [pool.acquire() for _ in range(5)]

@@ -198,7 +198,7 @@ def _stop(out: Frames, problem: str, dropped: int) -> Frames:
 
 @dataclass
 class Origin:
-    """The files a store was read from, so that saving can go on from them (see :class:`core.autosave.AutoSaver`).
+    """The files a store was read from, so that saving can go on from them (see :class:`core.project.autosave.AutoSaver`).
 
     ``journal_state`` is "none" (no journal), "ok", "torn" (its incomplete last frame is cut off
     when saving resumes), "stale" (it does not belong to the GeoJSON file: set aside) or "damaged"

@@ -66,7 +66,7 @@ class AnnotationStore:
         Features of the slide's file that Biopsia keeps but cannot show or edit (JSON values);
         saving writes them back unchanged.
     origin : object, optional
-        Where the store was read from, set by the loader (:func:`core.autosave.load_saved`), so
+        Where the store was read from, set by the loader (:func:`core.project.autosave.load_saved`), so
         that an autosaver can go on from the files as they are.
     """
 

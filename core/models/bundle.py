@@ -41,7 +41,7 @@ from core.models import safety
 from core.models.folder import recover, write_file, write_folder
 from core.models.safety import GIB, MIB, describe, is_number
 from core.models.zoo import ARCHS
-from core.tiling import MPP_RANGE as MPP, TILE_PX_RANGE as TILE_PX
+from core.tiles.grid import MPP_RANGE as MPP, TILE_PX_RANGE as TILE_PX
 
 FORMAT_VERSION = 2
 PREFIX = "model"

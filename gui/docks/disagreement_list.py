@@ -6,7 +6,7 @@ from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QPixmap
 from PyQt5.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
-from core.compare import Region, SlideComparison
+from core.evaluation.compare import Region, SlideComparison
 from gui.layers.disagreement_layer import FILL_ALPHA, KIND_COLOURS
 
 #: How much room around a region the view leaves when going there (1.0: the region fills the view).

@@ -1,7 +1,7 @@
 """Evaluation: the current slide's prediction against the doctors' marks, and every slide of the project.
 
-This slide: the tiles' truth from the marks (`core.compare.truth_for_grid`) and the comparison at the
-threshold (`core.compare.compare`) are computed on a worker (the truth is kept until the marks, the grid or
+This slide: the tiles' truth from the marks (`core.evaluation.compare.truth_for_grid`) and the comparison at the
+threshold (`core.evaluation.compare.compare`) are computed on a worker (the truth is kept until the marks, the grid or
 the "fully annotated" setting change), then shown as the study's 2x2 table, the screening metrics, the ROC
 curve with the operating point, and the threshold that reaches a chosen sensitivity. The comparison goes
 to the view's disagreement layer. All slides: each project slide's newest saved prediction against its
@@ -23,7 +23,7 @@ from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QGridLayo
                              QWidget)
 
 from core.atomic import atomic_write_bytes
-from core.compare import (CSV_COLUMNS, SlideComparison, compare, compare_project, summary_csv, summary_json,
+from core.evaluation.compare import (CSV_COLUMNS, SlideComparison, compare, compare_project, summary_csv, summary_json,
                           truth_for_grid)
 from core.errors import BiopsiaError
 from gui.docks.prediction_dock import grid_of, project_slide
@@ -37,7 +37,7 @@ THRESHOLD_MS = 50
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
            ("accuracy", "Accuracy"), ("f1", "F1"), ("auc", "AUC"))
 AGREE, DISAGREE, TOTAL = QColor("#e8f5e9"), QColor("#ffebee"), QColor("#eceff1")
-#: Rows of the all-slides table (one column per slide, the sum last), as `core.compare.CSV_COLUMNS` after "slide".
+#: Rows of the all-slides table (one column per slide, the sum last), as `core.evaluation.compare.CSV_COLUMNS` after "slide".
 SUMMARY_ROWS = ("Tiles", "True positives", "False positives", "True negatives", "False negatives", "Sensitivity",
                 "Specificity", "PPV", "NPV", "Accuracy", "F1", "AUC")
 
@@ -60,7 +60,7 @@ def evaluate(grid, annotations, fully_annotated: bool, threshold: float, name: s
 
 
 def evaluate_project(project, threshold: float, open_marks: dict) -> dict:
-    """`core.compare.summarise` over every project slide with a saved prediction (``open_marks``: id → marks)."""
+    """`core.evaluation.compare.summarise` over every project slide with a saved prediction (``open_marks``: id → marks)."""
     return compare_project(project, threshold, open_marks)[0]
 
 
@@ -425,7 +425,7 @@ class EvaluationDock(QDockWidget):
 
     def export_report(self, path) -> Worker | None:
         """Write the HTML report of every slide with a saved prediction, off the GUI thread."""
-        from core.report import write_project_report
+        from core.evaluation.report import write_project_report
 
         project = project_slide(self.view)[0] or getattr(self.parent(), "project", None)
         if project is None:

@@ -1,7 +1,7 @@
 """Prediction: run a model over the current slide in the background, watch the heatmap fill in, keep it.
 
 The run (`run_prediction`) goes on a `gui.worker.Worker` in a pool of its own (one thread), so it never
-takes a thread that opening slides or the Tiles dock need. `core.predict.predict_slide` hands the
+takes a thread that opening slides or the Tiles dock need. `core.inference.predict.predict_slide` hands the
 network to the model thread and calls ``partial`` there after each batch; the worker's queued
 ``partial`` signal brings each report to the GUI thread, where they are gathered and applied at most
 every ``APPLY_MS`` (one `update_cells` call for many batches). Each view keeps its grid in
@@ -27,9 +27,9 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDockWidget, QD
                              QRadioButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
 from core.errors import BiopsiaError
-from core.predict import (PartialResult, ProbabilityGrid, check_model_for_slide, predict_slide, prediction_path,
+from core.inference.predict import (PartialResult, ProbabilityGrid, check_model_for_slide, predict_slide, prediction_path,
                           load_latest_prediction)
-from core.training_job import MODELS_DIR
+from core.models.training_job import MODELS_DIR
 from gui.device_picker import DevicePicker
 from gui.icons import icon
 from gui.worker import Cancelled, Worker
@@ -103,7 +103,7 @@ def run_prediction(reader, model_dir, device: str, slide_mpp, tissue, tissue_key
     """The worker's job: check the model, find tissue, predict, save a complete grid. Returns (grid, path)."""
     from core.models.bundle import read_info, resolve_bundle
     from core.models.engine import engine
-    from core.tissue import detect_tissue
+    from core.tiles.tissue import detect_tissue
 
     background_priority()  # this thread finds the tissue; the model thread and its readers predict
     engine().run(background_priority)

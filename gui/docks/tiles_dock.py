@@ -12,8 +12,8 @@ from PyQt5.QtWidgets import (QCheckBox, QDockWidget, QDoubleSpinBox, QFormLayout
                              QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from core.errors import BiopsiaError
-from core.tiling import REASONS, TilePlan, TileSpec, plan_tiles, tile_size_l0
-from core.tissue import TissueMask, detect_tissue
+from core.tiles.grid import REASONS, TilePlan, TileSpec, plan_tiles, tile_size_l0
+from core.tiles.tissue import TissueMask, detect_tissue
 from gui.layers.tile_preview_layer import DROPPED_REASONS, REASON_COLOURS, REASON_NAMES, TilePreviewLayer
 from gui.worker import Cancelled, Worker
 

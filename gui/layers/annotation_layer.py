@@ -9,7 +9,7 @@ from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPen, QTransform
 
 from core.annotations.store import AnnotationStore
 from core.annotations.vertices import parts_of, rings_of
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.layers.annotation_paths import PathCache, zoom_bucket
 from gui.layers.base import Layer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QFont, QPainter
 
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 
 
 class Layer(QObject):

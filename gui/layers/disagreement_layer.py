@@ -6,8 +6,8 @@ import numpy as np
 from PyQt5.QtCore import QRectF, Qt
 from PyQt5.QtGui import QColor, QImage, QPainter, QPen
 
-from core.compare import AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_NEGATIVE, FALSE_POSITIVE, SlideComparison
-from core.viewport import Viewport
+from core.evaluation.compare import AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_NEGATIVE, FALSE_POSITIVE, SlideComparison
+from core.view.viewport import Viewport
 from gui.layers.base import Layer, begin_legend_card
 from gui.layers.heatmap_layer import _qimage, cell_transform, mask_edges, visible_cells
 
@@ -26,7 +26,7 @@ def _premultiplied(colour: QColor, alpha: int) -> list[int]:
 
 
 class DisagreementLayer(Layer):
-    """Draws a `core.compare.SlideComparison`: false positives and false negatives filled in two colours with
+    """Draws a `core.evaluation.compare.SlideComparison`: false positives and false negatives filled in two colours with
     outlines; agreements not drawn (faintly with ``show_agreement``). Hidden until a comparison is set."""
 
     def __init__(self, grid_source=None):

@@ -7,7 +7,7 @@ import math
 from PyQt5.QtCore import QLineF
 from PyQt5.QtGui import QColor, QPainter, QPen
 
-from core.viewport import Viewport, nice_length_at_least
+from core.view.viewport import Viewport, nice_length_at_least
 from gui.layers.base import Layer
 
 #: Grid lines are at least this far apart on screen.

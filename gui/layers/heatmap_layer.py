@@ -1,6 +1,6 @@
 """The network's tumour probabilities over the slide: one pixel per grid cell, coloured, scaled up.
 
-Frames: grid cells ``(row, col)`` as in `core.predict.ProbabilityGrid`; *cell units* ``(u, v)`` put cell
+Frames: grid cells ``(row, col)`` as in `core.inference.predict.ProbabilityGrid`; *cell units* ``(u, v)`` put cell
 ``(r, c)`` at ``[c, c + 1) x [r, r + 1)``, and map to level 0 through the grid's `cell_rect` geometry.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 from PyQt5.QtCore import QLineF, QPointF, QRectF, Qt
 from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPolygonF, QTransform
 
-from core.predict import PartialResult, ProbabilityGrid
-from core.viewport import Viewport
+from core.inference.predict import PartialResult, ProbabilityGrid
+from core.view.viewport import Viewport
 from gui.layers.base import Layer, begin_legend_card
 
 

@@ -9,8 +9,8 @@ from PyQt5.QtCore import QRectF, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter
 
 from core.slide.base import SlideReader
-from core.tiles import TileGrid, TileKey, unique
-from core.viewport import Viewport
+from core.view.display_cache import TileGrid, TileKey, unique
+from core.view.viewport import Viewport
 from gui.layers.base import Layer
 from gui.tile_loader import TileImage, TileLoader, TileMemory
 from gui.worker import Worker

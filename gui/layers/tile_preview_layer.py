@@ -6,11 +6,11 @@ import numpy as np
 from PyQt5.QtCore import QRectF, Qt
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPen
 
-from core.tiling import REASONS, TilePlan
-from core.viewport import Viewport
+from core.tiles.grid import REASONS, TilePlan
+from core.view.viewport import Viewport
 from gui.layers.base import Layer
 
-#: Fill of each tile reason (``core.tiling.REASONS``) as (r, g, b, alpha): kept tiles strong, dropped ones
+#: Fill of each tile reason (``core.tiles.grid.REASONS``) as (r, g, b, alpha): kept tiles strong, dropped ones
 #: distinct, background barely there so the slide stays readable.
 REASON_COLOURS: dict[str, tuple[int, int, int, int]] = {
     "tumour": (220, 20, 60, 150),        # crimson
@@ -50,7 +50,7 @@ def reason_image(plan: TilePlan) -> tuple[QImage, np.ndarray]:
 
 
 class TilePreviewLayer(Layer):
-    """Draws a :class:`core.tiling.TilePlan`: one filled square per tile, coloured by its reason.
+    """Draws a :class:`core.tiles.grid.TilePlan`: one filled square per tile, coloured by its reason.
 
     At any zoom the fill is one image with a pixel per tile, scaled without smoothing, so tens of
     thousands of tiles cost one ``drawImage``; once tiles are large on screen the visible ones also

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from PyQt5.QtCore import QPointF, Qt
 from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QPolygonF, QWheelEvent
 
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 
 if TYPE_CHECKING:
     from gui.slide_view import SlideView

@@ -6,7 +6,7 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QMouseEvent, QPainter
 
 from core.annotations import ops
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.tools.base import Tool, paint_draft_outline
 
 

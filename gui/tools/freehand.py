@@ -9,7 +9,7 @@ from PyQt5.QtGui import QMouseEvent, QPainter
 
 from core.annotations import ops
 from core.annotations.geometry import polygon_from_points
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.tools.base import Tool, paint_draft_outline
 
 #: Points closer than this on screen (pixels) are dropped while tracing.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.annotations.geometry import rectangle
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.tools.drag_shape import DragShapeTool
 
 

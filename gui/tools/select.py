@@ -7,7 +7,7 @@ from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter
 from shapely.geometry import box
 
 from core.annotations import ops
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.tools.base import Tool, draft_pen, paint_draft_outline
 
 #: A click this close (screen pixels) to a mark's outline picks it.

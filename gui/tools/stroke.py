@@ -8,7 +8,7 @@ from PyQt5.QtCore import QPointF, Qt
 from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QWheelEvent
 
 from core.annotations.geometry import stroke
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.tools.base import Tool
 
 MIN_RADIUS_PX, MAX_RADIUS_PX = 2.0, 300.0

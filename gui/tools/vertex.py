@@ -7,7 +7,7 @@ from PyQt5.QtGui import QMouseEvent, QPainter
 
 from core.annotations import ops
 from core.annotations import vertices as vx
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 from gui.tools.base import Tool, paint_draft_outline
 
 #: A press this close (screen pixels) to a vertex grabs it.

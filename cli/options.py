@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from core.tiling import MPP_RANGE, TILE_PX_RANGE
+from core.tiles.grid import MPP_RANGE, TILE_PX_RANGE
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,

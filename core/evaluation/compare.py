@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from core.metrics import BinaryMetrics
-from core.predict import ProbabilityGrid
+from core.inference.predict import ProbabilityGrid
 
 #: Disagreement map values.
 NOT_COMPARED, AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = -1, 0, 1, 2, 3
@@ -27,12 +27,12 @@ def truth_for_grid(grid: ProbabilityGrid, annotations, fully_annotated: bool = T
                    normal_max: float = 0.05, benign_min: float = 0.5) -> np.ndarray:
     """What the marks say of each grid tile: 1 tumour, 0 non-tumour, -1 unknown (ambiguous, excluded, unmarked).
 
-    Coverage rules are those of the tile dataset (`core.tiling.plan_tiles`): Tumour marks covering at least
+    Coverage rules are those of the tile dataset (`core.tiles.grid.plan_tiles`): Tumour marks covering at least
     ``tumour_min`` make a tumour tile; at most ``normal_max`` a non-tumour one when the slide is fully
     annotated or the tile lies in Benign marks; tiles touched by Exclude marks are unknown.
     """
     from core.annotations.model import BENIGN, EXCLUDE, TUMOUR
-    from core.tiling import _Coverage
+    from core.tiles.grid import _Coverage
 
     rows, cols = grid.shape
     ys, xs = np.mgrid[0:rows, 0:cols]
@@ -175,7 +175,7 @@ def compare_project(project, threshold: float = 0.5, open_marks: dict | None = N
     ``open_marks`` ({slide id: marks}) replaces the saved marks of slides being edited. Returns the
     `summarise` dict and, per compared slide, ``(entry, grid, comparison)``.
     """
-    from core.predict import load_latest_prediction
+    from core.inference.predict import load_latest_prediction
 
     open_marks = open_marks or {}
     compared = []

@@ -1,9 +1,9 @@
 """One training run of the GUI's training panel, without widgets: plan the tiles, read them, train.
 
-`run_job` runs on a worker thread; `core.train.train` hands the MXNet work to the model thread. Every
+`run_job` runs on a worker thread; `core.models.train.train` hands the MXNet work to the model thread. Every
 report reaches the caller through one ``partial(obj)`` callable, in this order: `Stage` (planning),
-`Planned` (the labelled tiles), `Stage` (reading tiles), `core.train.ProgressEvent` s (batches and
-epochs) and finally the `core.train.TrainResult`.
+`Planned` (the labelled tiles), `Stage` (reading tiles), `core.models.train.ProgressEvent` s (batches and
+epochs) and finally the `core.models.train.TrainResult`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import DatasetError
-from core.tiling import TileSpec
+from core.tiles.grid import TileSpec
 
 MODELS_DIR = "models"  # a project's trained models live in <project>/models/<name>
 
@@ -27,7 +27,7 @@ class TrainingJob:
 
     Parameters
     ----------
-    project : core.project.Project
+    project : core.project.model.Project
         The project holding the slides and their marks.
     slide_ids : list of str
         Project slide ids to use, training and test.
@@ -38,7 +38,7 @@ class TrainingJob:
     out_dir : Path
         Folder the model is written to (``best/``, ``last/``, ``history.json``).
     arch, epochs, batch_size, lr, device
-        Passed on to `core.train.train`.
+        Passed on to `core.models.train.train`.
     mpp_overrides : dict
         {slide id: (x, y) µm/px} entered in the window, for slides whose file lacks one.
     """
@@ -102,7 +102,7 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
 
     Parameters
     ----------
-    project : core.project.Project or None
+    project : core.project.model.Project or None
     choices : dict
         {slide id: (use, role)}: ``use`` True for the slides to train or test on, ``role`` ``"Train"``
         or ``"Test"``.
@@ -143,8 +143,8 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     ----------
     job : TrainingJob
     partial : callable
-        Called with every report (`Stage`, `Planned`, `core.train.ProgressEvent`, then the
-        `core.train.TrainResult`), from the calling thread or the model thread.
+        Called with every report (`Stage`, `Planned`, `core.models.train.ProgressEvent`, then the
+        `core.models.train.TrainResult`), from the calling thread or the model thread.
     should_stop : callable
         Returns True to cancel: planning and reading stop at the next chunk, training after the
         current batch (the best epoch so far is kept).
@@ -159,8 +159,8 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     DatasetError
         When the slides or marks cannot make a dataset (which slide, what to mark).
     """
-    from core.dataset import load_tiles, plan_dataset, sources_from_project
-    from core.train import train
+    from core.tiles.dataset import load_tiles, plan_dataset, sources_from_project
+    from core.models.train import train
 
     sources = sources_from_project(job.project, job.slide_ids)
     for slide_id, source in zip(job.slide_ids, sources):
@@ -215,12 +215,12 @@ def default_model_name(models: Path) -> str:
 
 
 def best_so_far(history: list[dict]) -> dict | None:
-    """The epoch `core.train.train` keeps as the best: the lowest validation loss (the first of equal ones).
+    """The epoch `core.models.train.train` keeps as the best: the lowest validation loss (the first of equal ones).
 
     Parameters
     ----------
     history : list of dict
-        Metrics per epoch, as `core.train.ProgressEvent.metrics` / `TrainResult.history` give them.
+        Metrics per epoch, as `core.models.train.ProgressEvent.metrics` / `TrainResult.history` give them.
 
     Returns
     -------

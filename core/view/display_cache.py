@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
 from core.slide.base import best_level_for_downsample
-from core.viewport import Viewport
+from core.view.viewport import Viewport
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024

@@ -34,7 +34,7 @@ td.ok { background: #e8f5e9; } td.bad { background: #ffebee; }
 
 @dataclass
 class ReportSlide:
-    """One slide of a report: its row from `core.compare.summarise` and an overview picture (RGB) if any."""
+    """One slide of a report: its row from `core.evaluation.compare.summarise` and an overview picture (RGB) if any."""
 
     row: dict
     overview: np.ndarray | None = None
@@ -122,9 +122,9 @@ def write_project_report(project, path, threshold: float = 0.5, open_marks: dict
     BiopsiaError
         When no slide has a saved prediction.
     """
-    from core.compare import compare_project
+    from core.evaluation.compare import compare_project
     from core.errors import BiopsiaError
-    from core.heatmap import blended_overview
+    from core.inference.heatmap import blended_overview
     from core.slide import open_slide
 
     summary, compared = compare_project(project, threshold, open_marks)

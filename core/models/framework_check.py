@@ -107,8 +107,8 @@ def _class_names(kind: str, folder: Path) -> list[str]:
 
 
 def load_framework_data(kind: str, folder):
-    """Train and test `core.train.TileArrays` for ``kind`` in ``mnist``, ``fashion-mnist``, ``cifar10``."""
-    from core.train import TileArrays
+    """Train and test `core.models.train.TileArrays` for ``kind`` in ``mnist``, ``fashion-mnist``, ``cifar10``."""
+    from core.models.train import TileArrays
 
     folder = Path(folder)
     if kind in ("mnist", "fashion-mnist"):
@@ -144,14 +144,14 @@ def validate_framework(kind: str, folder, epochs: int = 2, batch_size: int = 64,
     max_train : int, optional
         Use only the first ``max_train`` training images (a quick check).
     device, arch, progress, should_stop
-        As for `core.train.train`.
+        As for `core.models.train.train`.
 
     Returns
     -------
     float
         Test accuracy after the last epoch (the test split is never used to pick an epoch).
     """
-    from core.train import TileArrays, train
+    from core.models.train import TileArrays, train
 
     train_data, test_data = load_framework_data(kind, folder)
     if max_train:

@@ -256,8 +256,8 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     from core.models.bundle import read_info, resolve_bundle
     from core.slide import open_slide
     from core.slide.base import SlideReader
-    from core.tiling import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
-    from core.tissue import detect_tissue
+    from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
+    from core.tiles.tissue import detect_tissue
 
     model_dir = resolve_bundle(model_dir)
     info = read_info(model_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cli_options as opt
+from cli import options as opt
 from core.errors import DatasetError
 
 
@@ -99,8 +99,8 @@ def _format_counts(counts: dict) -> str:
 
 
 def _dataset(args, progress_bar) -> int:
-    from core.dataset import plan_dataset, sources_from_paths, write_dataset
-    from core.tiling import TileSpec
+    from core.tiles.dataset import plan_dataset, sources_from_paths, write_dataset
+    from core.tiles.grid import TileSpec
 
     mpp = 10.0 / args.mag if args.mag else (args.mpp if args.mpp is not None else 1.0)
     try:
@@ -130,7 +130,7 @@ def _dataset(args, progress_bar) -> int:
 
 def _split_off(tiles, ratio: float, seed: int):
     """A stratified random share ``ratio`` of ``tiles`` for validation, and the rest."""
-    from core.train import TileArrays
+    from core.models.train import TileArrays
 
     rng = np.random.default_rng(seed)
     val = np.zeros(len(tiles), bool)
@@ -142,7 +142,7 @@ def _split_off(tiles, ratio: float, seed: int):
 
 
 def _load_training_data(args):
-    from core.dataset import MANIFEST, read_dataset, read_manifest
+    from core.tiles.dataset import MANIFEST, read_dataset, read_manifest
 
     folder = Path(args.dataset)
     train_tiles = read_dataset(folder, "train")
@@ -188,7 +188,7 @@ def _pct(value) -> str:
 
 def _train(args, progress_bar) -> int:
     from core.models.engine import describe_device, engine, parse_device
-    from core.train import train
+    from core.models.train import train
 
     train_tiles, val_tiles, mpp = _load_training_data(args)
     device = engine().run(lambda: describe_device(parse_device(args.device)))
@@ -211,8 +211,8 @@ def _train(args, progress_bar) -> int:
 
 
 def _test(args, progress_bar) -> int:
-    from core.dataset import read_dataset
-    from core.evaluation import test_model
+    from core.tiles.dataset import read_dataset
+    from core.models.testing import test_model
     from core.models.bundle import resolve_bundle
 
     bundle = resolve_bundle(args.model)
@@ -235,7 +235,7 @@ def _test(args, progress_bar) -> int:
 
 
 def _validate(args, progress_bar) -> int:
-    from core.framework_check import validate_framework
+    from core.models.framework_check import validate_framework
 
     start = time.monotonic()
     report = _TrainProgress(progress_bar)

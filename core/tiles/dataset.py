@@ -21,7 +21,7 @@ import numpy as np
 
 from core.annotations.model import Annotation
 from core.errors import DatasetError
-from core.tiling import TilePlan, TileSpec
+from core.tiles.grid import TilePlan, TileSpec
 
 CLASSES = ["Non-tumour", "Tumour"]
 SPLITS = ("train", "test")
@@ -145,8 +145,8 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
     """
     from core.annotations.formats import read_annotations
     from core.errors import AnnotationFormatError
-    from core.project import PROJECT_FILE, Project, default_project
-    from core.slide.settings import SlideSettingsStore
+    from core.project.model import PROJECT_FILE, Project, default_project
+    from core.project.slide_settings import SlideSettingsStore
 
     sources: list[SlideSource] = []
     taken: set[str] = set()
@@ -197,7 +197,7 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
 
 
 def sources_from_project(project, slide_ids=None, fully_annotated: bool | None = None) -> list[SlideSource]:
-    """Slides of an open `core.project.Project` (all, or those in ``slide_ids``) with their saved marks.
+    """Slides of an open `core.project.model.Project` (all, or those in ``slide_ids``) with their saved marks.
 
     A slide's µm/px comes from its project settings, else from a value entered in the window, else
     from the file.
@@ -208,7 +208,7 @@ def sources_from_project(project, slide_ids=None, fully_annotated: bool | None =
         When a slide's mark file cannot be read (the message names it).
     """
     from core.errors import AnnotationFormatError
-    from core.slide.settings import SlideSettingsStore
+    from core.project.slide_settings import SlideSettingsStore
 
     settings = SlideSettingsStore()
     entries = project.slides if slide_ids is None else [project.slide(i) for i in slide_ids]
@@ -250,7 +250,7 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
     test_slides : iterable of str, optional
         Names (`SlideSource.name`) of the slides that form the test split (by-slide only).
     labelling : dict, optional
-        Keyword arguments for `core.tiling.plan_tiles` (``tumour_min``, ``normal_max``, ``tissue_min``...).
+        Keyword arguments for `core.tiles.grid.plan_tiles` (``tumour_min``, ``normal_max``, ``tissue_min``...).
     progress : callable, optional
         ``progress(slides_done, slides)``.
     should_stop : callable, optional
@@ -266,8 +266,8 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
     """
     from core.errors import BiopsiaError
     from core.slide import open_slide
-    from core.tiling import plan_tiles
-    from core.tissue import detect_tissue
+    from core.tiles.grid import plan_tiles
+    from core.tiles.tissue import detect_tissue
 
     if not sources:
         raise DatasetError("no slides given")
@@ -421,7 +421,7 @@ class _Readers:
             return self._readers[slide]
 
     def read(self, slide: int, i: int) -> np.ndarray:
-        from core.tiling import read_tile
+        from core.tiles.grid import read_tile
 
         return read_tile(self.get(slide), self.plan.plans[slide], i)
 
@@ -503,11 +503,11 @@ def iter_tiles(plan: DatasetPlan, split: str | None = None, batch_size: int = 25
 
 def load_tiles(plan: DatasetPlan, split: str | None = None, workers: int | None = None,
                progress: Callable[[int, int], None] | None = None, should_stop=None):
-    """All tiles of ``split`` in memory, as `core.train.TileArrays` (classes `CLASSES`).
+    """All tiles of ``split`` in memory, as `core.models.train.TileArrays` (classes `CLASSES`).
 
     Returns None when ``should_stop()`` became true before every tile was read.
     """
-    from core.train import TileArrays
+    from core.models.train import TileArrays
 
     total = plan.select(split).size
     images = np.empty((total, plan.spec.tile_px, plan.spec.tile_px, 3), np.uint8)
@@ -565,7 +565,7 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
     import cv2
 
     import core
-    from core.recordio import RecordWriter, pack_image_record
+    from core.tiles.recordio import RecordWriter, pack_image_record
     from core.staging import staged_folder
 
     if encoding not in ENCODINGS:
@@ -690,7 +690,7 @@ def _check_scale(path: Path, doc: dict) -> None:
     """A manifest's tile size and µm/px, when present, are what tiles can be cut at (a model records them)."""
     import math
 
-    from core.tiling import MPP_RANGE, TILE_PX_RANGE
+    from core.tiles.grid import MPP_RANGE, TILE_PX_RANGE
 
     mpp, tile_px = doc.get("mpp"), doc.get("tile_px")
     if mpp is not None and not (isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and math.isfinite(mpp)
@@ -734,7 +734,7 @@ def _undecodable(body: bytes) -> str | None:
 
 
 def read_records(rec_path, classes=None, workers: int | None = None):
-    """All image records of one ``.rec`` file (with its ``.idx``) as `core.train.TileArrays`.
+    """All image records of one ``.rec`` file (with its ``.idx``) as `core.models.train.TileArrays`.
 
     Raises
     ------
@@ -746,8 +746,8 @@ def read_records(rec_path, classes=None, workers: int | None = None):
 
     import cv2
 
-    from core.recordio import RecordIOError, RecordReader, unpack_image_record
-    from core.train import TileArrays
+    from core.tiles.recordio import RecordIOError, RecordReader, unpack_image_record
+    from core.models.train import TileArrays
 
     rec_path = Path(rec_path)
     for needed in (rec_path, rec_path.with_suffix(".idx")):
@@ -792,7 +792,7 @@ def read_records(rec_path, classes=None, workers: int | None = None):
 
 
 def read_dataset(path, split: str = "train", workers: int | None = None):
-    """Tiles of one split as `core.train.TileArrays`, from a dataset folder or a patch folder.
+    """Tiles of one split as `core.models.train.TileArrays`, from a dataset folder or a patch folder.
 
     ``path`` is a folder written by `write_dataset` (``manifest.json`` + RecordIO), a ``.rec`` file,
     or a patch folder with one subfolder per class (then ``split`` is ignored: all patches).
@@ -802,7 +802,7 @@ def read_dataset(path, split: str = "train", workers: int | None = None):
     DatasetError
         Missing or damaged files, a record that does not decode, a split with no tiles.
     """
-    from core.train import TileArrays
+    from core.models.train import TileArrays
 
     path = Path(path).expanduser()
     if path.is_file() and path.suffix == ".rec":

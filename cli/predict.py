@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cli_options as opt
+from cli import options as opt
 from core.errors import BiopsiaError
 
 GRID_FILE = "grid.npz"
 
 
 def add_parsers(sub) -> None:
-    from core.heatmap import COLORMAPS
+    from core.inference.heatmap import COLORMAPS
 
     p = sub.add_parser("predict", help="run a model over whole slides: probability grid, heatmaps, overlay")
     p.add_argument("slides", nargs="+", metavar="SLIDE")
@@ -98,10 +98,10 @@ def _predict_one(slide: Path, folder: Path, model: Path, args, progress):
     import cv2
 
     from core.atomic import atomic_write_bytes
-    from core.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
-    from core.predict import predict_slide
+    from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
+    from core.inference.predict import predict_slide
     from core.slide import open_slide
-    from core.slide.settings import SlideSettingsStore
+    from core.project.slide_settings import SlideSettingsStore
     from core.staging import staged_folder
 
     with open_slide(slide) as reader:
@@ -145,7 +145,7 @@ def _grids(folder: Path) -> list[Path]:
 def _marks_for(slide: Path, given: list[Path] | None):
     """The marks of a slide and where they came from, or (None, reason)."""
     from core.annotations.formats import read_annotations
-    from core.project import PROJECT_FILE, Project, default_project
+    from core.project.model import PROJECT_FILE, Project, default_project
 
     sidecars = (".geojson", ".json", ".xml")
     candidates: list[Path] = []
@@ -174,8 +174,8 @@ def _marks_for(slide: Path, given: list[Path] | None):
 
 def _evaluate(args, progress_bar) -> int:
     from core.atomic import atomic_write_bytes
-    from core.compare import compare, summarise, summary_csv, truth_for_grid
-    from core.predict import ProbabilityGrid
+    from core.evaluation.compare import compare, summarise, summary_csv, truth_for_grid
+    from core.inference.predict import ProbabilityGrid
 
     given = [Path(p) for p in args.annotations] if args.annotations else None
     comparisons, folders, models = [], [], []
@@ -219,7 +219,7 @@ def _evaluate(args, progress_bar) -> int:
 def _write_html(path: Path, summary: dict, folders: list[Path], models: list[dict], threshold: float) -> None:
     import cv2
 
-    from core.report import ReportSlide, write_report
+    from core.evaluation.report import ReportSlide, write_report
 
     slides = []
     for row, folder in zip(summary["slides"], folders):

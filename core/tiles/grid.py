@@ -17,7 +17,7 @@ from core.annotations.masks import rasterise
 from core.annotations.model import BENIGN, EXCLUDE, TUMOUR, Annotation
 from core.errors import BiopsiaError
 from core.slide.base import SlideReader
-from core.tissue import TissueMask, AreaSum
+from core.tiles.tissue import TissueMask, AreaSum
 
 #: Labels of kept tiles; dropped tiles have ``DROPPED``.
 TUMOUR_LABEL, NON_TUMOUR_LABEL, DROPPED = 1, 0, -1
@@ -126,7 +126,7 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
     spec : TileSpec
         Tile size in pixels and µm/px, so that 20x and 40x scans give the same physical tiles.
     tissue : TissueMask
-        From :func:`core.tissue.detect_tissue`.
+        From :func:`core.tiles.tissue.detect_tissue`.
     annotations : iterable of Annotation
         Marks in level-0 pixels; classes Tumour, Benign and Exclude are used.
     fully_annotated : bool

@@ -278,7 +278,7 @@ class Project:
         """A store holding the slide's saved annotations, with the project's classes.
 
         The annotation file is read with its journal of later edits replayed
-        (:func:`core.autosave.load_saved`); what the file holds that Biopsia cannot show is kept
+        (:func:`core.project.autosave.load_saved`); what the file holds that Biopsia cannot show is kept
         in ``store.foreign`` and written back. Classes found but not in the project are added
         after the project's. Warnings from the reader are appended to ``warnings``.
 
@@ -288,7 +288,7 @@ class Project:
             When the file is malformed or cannot be read. The entry is then marked read-only,
             so that :meth:`autosaver` and :meth:`save_annotations` refuse to overwrite it.
         """
-        from core.autosave import load_saved
+        from core.project.autosave import load_saved
 
         entry = self.slide(slide_id)
         path = self.annotations_path(slide_id)
@@ -310,13 +310,13 @@ class Project:
         OSError
             When the file cannot be written.
         """
-        from core.autosave import write_snapshot
+        from core.project.autosave import write_snapshot
 
         self._check_writable(slide_id)
         write_snapshot(self.annotations_path(slide_id), store.annotations(), store.classes, store.foreign)
 
     def autosaver(self, slide_id: str, store: AnnotationStore, **kwargs):
-        """An :class:`core.autosave.AutoSaver` that keeps this slide's annotation file up to date.
+        """An :class:`core.project.autosave.AutoSaver` that keeps this slide's annotation file up to date.
 
         Parameters
         ----------
@@ -331,7 +331,7 @@ class Project:
         ProjectError
             When the slide's annotation file could not be read: it is never overwritten.
         """
-        from core.autosave import AutoSaver
+        from core.project.autosave import AutoSaver
 
         self._check_writable(slide_id)
         return AutoSaver(store, self.annotations_path(slide_id), **kwargs)

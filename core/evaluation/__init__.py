@@ -1,0 +1,1 @@
+"""Step 4, heatmap against marks: the tile-level comparison and the HTML report."""

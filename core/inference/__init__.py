@@ -1,0 +1,1 @@
+"""Step 3, network -> heatmap: whole-slide prediction and heatmap pictures and files."""
