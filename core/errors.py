@@ -65,3 +65,12 @@ class ModelError(BiopsiaError):
 
 class DatasetError(BiopsiaError):
     """A dataset is malformed or empty."""
+
+
+class Cancelled(BiopsiaError):
+    """A long job stopped because its ``should_stop()`` returned True.
+
+    The one cancellation class: core jobs raise it, `gui.worker.Worker` reports it on its ``cancelled``
+    signal, and a caller that does not expect cancelling sees a `BiopsiaError` whose message says what
+    was cancelled.
+    """

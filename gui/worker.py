@@ -12,11 +12,7 @@ from typing import Any, Callable
 
 from PyQt5.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
 
-from core.errors import BiopsiaError
-
-
-class Cancelled(Exception):
-    """Raised inside a job (or by ``check_cancelled``) to end it as cancelled."""
+from core.errors import BiopsiaError, Cancelled
 
 
 class Worker(QObject):
@@ -25,7 +21,8 @@ class Worker(QObject):
     If ``fn`` accepts ``progress``, ``partial`` or ``should_stop`` keyword
     arguments they are supplied: ``progress(done, total)`` and
     ``partial(obj)`` emit signals, ``should_stop()`` says whether
-    :meth:`cancel` was called.
+    :meth:`cancel` was called. A job that raises `core.errors.Cancelled`
+    ends on ``cancelled``, as does one that returns after :meth:`cancel`.
     """
 
     progress = pyqtSignal(int, int)

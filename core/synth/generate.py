@@ -17,9 +17,9 @@ from shapely.geometry import MultiPolygon, Polygon
 from core.annotations.formats import write_annotations
 from core.atomic import create_temp
 from core.annotations.model import Annotation, AnnotationClass
-from core.errors import BiopsiaError
+from core.errors import Cancelled
 from core.synth.layout import make_layout
-from core.synth.pyramid import Cancelled, PyramidSpec, PyramidWriter
+from core.synth.pyramid import PyramidSpec, PyramidWriter
 from core.synth.render import MARGIN, TileRenderer
 from core.synth.scene import make_scene
 from core.synth.sprites import make_sprite_bank, make_textures
@@ -148,7 +148,7 @@ def write_synthetic_slide(
         ``progress(done, total)``, called as tiles are written.
     should_stop : callable, optional
         Checked between tiles; when it returns True the partial file is deleted
-        and ``BiopsiaError`` is raised.
+        and `core.errors.Cancelled` (a ``BiopsiaError``) is raised.
     specimen : {"biopsy", "resection"}
         Needle cores and small pieces (default), or one large section filling most of the glass.
 
@@ -162,8 +162,8 @@ def write_synthetic_slide(
         For out-of-range arguments or an unsupported file suffix.
     OSError
         When the output folder is missing or cannot be written (no file is left behind).
-    BiopsiaError
-        When cancelled through ``should_stop``.
+    Cancelled
+        When cancelled through ``should_stop`` (a ``BiopsiaError``).
     """
     path = _check_args(out_path, seed, width, height, mpp, tile, quality)
     if specimen not in ("biopsy", "resection"):
@@ -174,8 +174,8 @@ def write_synthetic_slide(
     def stop_requested() -> bool:
         return should_stop is not None and bool(should_stop())
 
-    def cancelled() -> BiopsiaError:
-        return BiopsiaError(f"{path}: synthetic slide generation cancelled")
+    def cancelled() -> Cancelled:
+        return Cancelled(f"{path}: synthetic slide generation cancelled")
 
     # the stroma textures do not depend on the layout: draw them alongside it
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-setup") as setup:

@@ -27,6 +27,7 @@ import imagecodecs
 import numpy as np
 import tifffile
 
+from core.errors import Cancelled
 from core.synth import associated
 from core.synth.render import GLASS, TileRenderer
 
@@ -40,10 +41,6 @@ _AHEAD = 6
 _IN_MEMORY_LIMIT = 1.5e9
 #: Write BigTIFF when the file may grow past this many bytes (classic TIFF stops at 4 GiB).
 _BIGTIFF_ABOVE = 2e9
-
-
-class Cancelled(Exception):
-    """Raised inside the writer when ``should_stop()`` returned True."""
 
 
 @dataclass(frozen=True)

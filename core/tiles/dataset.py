@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from core.annotations.model import Annotation
-from core.errors import DatasetError
+from core.errors import Cancelled, DatasetError
 from core.tiles.grid import TilePlan, TileSpec
 
 CLASSES = ["Non-tumour", "Tumour"]
@@ -601,7 +601,7 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
                     record = 0
                     for part, blobs in _pipeline(plan, positions, work, workers):
                         if should_stop is not None and should_stop():
-                            raise _Cancelled
+                            raise Cancelled(f"{out}: writing the dataset cancelled")
                         for pos, blob in zip(part, blobs):
                             s, i, label = int(plan.slide[pos]), int(plan.index[pos]), int(plan.label[pos])
                             tile_plan, name = plan.plans[s], plan.sources[s].name
@@ -625,16 +625,12 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
             manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             manifest["software"] = {"biopsia": core.__version__}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    except _Cancelled:
+    except Cancelled:
         return None
     except OSError as err:
         raise DatasetError(f"{out}: writing the dataset failed: {err.strerror or err}; nothing in the folder "
                            "was replaced") from err
     return manifest
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def _manifest(plan: DatasetPlan, encoding: str, quality: int) -> dict:

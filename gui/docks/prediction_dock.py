@@ -26,13 +26,13 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDockWidget, QD
                              QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                              QRadioButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
-from core.errors import BiopsiaError
+from core.errors import BiopsiaError, Cancelled
 from core.inference.predict import (PartialResult, ProbabilityGrid, check_model_for_slide, predict_slide, prediction_path,
                           load_latest_prediction)
 from core.models.training_job import MODELS_DIR
 from gui.device_picker import DevicePicker
 from gui.icons import icon
-from gui.worker import Cancelled, Worker
+from gui.worker import Worker
 
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100

@@ -11,11 +11,11 @@ from PyQt5.QtGui import QBrush, QColor, QPainter, QPixmap
 from PyQt5.QtWidgets import (QCheckBox, QDockWidget, QDoubleSpinBox, QFormLayout, QFrame, QGridLayout, QLabel,
                              QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
-from core.errors import BiopsiaError
+from core.errors import BiopsiaError, Cancelled
 from core.tiles.grid import REASONS, TilePlan, TileSpec, plan_tiles, tile_size_l0
 from core.tiles.tissue import TissueMask, detect_tissue
 from gui.layers.tile_preview_layer import DROPPED_REASONS, REASON_COLOURS, REASON_NAMES, TilePreviewLayer
-from gui.worker import Cancelled, Worker
+from gui.worker import Worker
 
 #: Milliseconds of quiet after an edit or a setting before the grid is computed again.
 DEBOUNCE_MS = 300
