@@ -1,7 +1,12 @@
-"""Menus and the toolbar of the main window, declared in one place."""
+"""Menus and the toolbar of the main window, declared in one place.
+
+The builders return what they make (actions, the menus filled later, the toolbar and its
+magnification box); the window keeps them as its own fields.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PyQt5.QtGui import QKeySequence
@@ -78,21 +83,33 @@ def _raise_dock(dock) -> None:
     dock.raise_()
 
 
-def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
+@dataclass(frozen=True)
+class Menus:
+    """The menus others fill after `build_menus`: recent files, annotation files, Edit, Panels, Tools, Model."""
+
+    recent: QMenu
+    annotations: QMenu
+    edit: QMenu
+    docks: QMenu
+    tools: QMenu
+    model: QMenu
+
+
+def build_menus(win: "MainWindow", a: dict[str, QAction]) -> Menus:
     bar = win.menuBar()
     file_menu = bar.addMenu("&File")
     file_menu.addAction(a["open"])
-    win.recent_menu = QMenu("Open &recent", win)
-    file_menu.addMenu(win.recent_menu)
+    recent_menu = QMenu("Open &recent", win)
+    file_menu.addMenu(recent_menu)
     file_menu.addAction(a["close"])
     file_menu.addSeparator()
-    win.annotations_menu = file_menu.addMenu("&Projects and annotations")
+    annotations_menu = file_menu.addMenu("&Projects and annotations")
     file_menu.addAction(a["export_view"])
     file_menu.addAction(a["screenshot"])
     file_menu.addSeparator()
     file_menu.addAction(a["quit"])
 
-    win.edit_menu = bar.addMenu("&Edit")  # filled by gui/annotate.py
+    edit_menu = bar.addMenu("&Edit")  # filled by gui/annotate.py
 
     view_menu = bar.addMenu("&View")
     for name in ("zoom_in", "zoom_out", "zoom_fit", "zoom_1to1"):
@@ -105,17 +122,17 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
         view_menu.addAction(a[name])
     view_menu.addAction(a["side_by_side"])
     view_menu.addSeparator()
-    win.docks_menu = view_menu.addMenu("&Panels")
+    docks_menu = view_menu.addMenu("&Panels")
 
     slide_menu = bar.addMenu("&Slide")
     slide_menu.addAction(a["set_mpp"])
 
-    win.tools_menu = bar.addMenu("&Tools")  # filled by gui/annotate.py
+    tools_menu = bar.addMenu("&Tools")  # filled by gui/annotate.py
 
-    win.model_menu = bar.addMenu("&Model")
-    win.model_menu.addAction(a["train"])
-    win.model_menu.addAction(a["predict"])
-    win.model_menu.addAction(a["evaluate"])
+    model_menu = bar.addMenu("&Model")
+    model_menu.addAction(a["train"])
+    model_menu.addAction(a["predict"])
+    model_menu.addAction(a["evaluate"])
 
     settings_menu = bar.addMenu("S&ettings")
     settings_menu.addAction(a["cache"])
@@ -124,9 +141,12 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> None:
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(a["controls"])
     help_menu.addAction(a["about"])
+    return Menus(recent=recent_menu, annotations=annotations_menu, edit=edit_menu, docks=docks_menu,
+                 tools=tools_menu, model=model_menu)
 
 
-def build_toolbar(win: "MainWindow", a: dict[str, QAction]) -> QToolBar:
+def build_toolbar(win: "MainWindow", a: dict[str, QAction]) -> tuple[QToolBar, QComboBox]:
+    """The navigation toolbar and its magnification box (the window keeps the box in step with the view)."""
     tb = QToolBar("Navigation", win)
     tb.setObjectName("NavigationToolbar")
     tb.setMovable(False)
@@ -134,16 +154,16 @@ def build_toolbar(win: "MainWindow", a: dict[str, QAction]) -> QToolBar:
     tb.addSeparator()
     for name in ("zoom_out", "zoom_in", "zoom_fit", "zoom_1to1"):
         tb.addAction(a[name])
-    win.mag_combo = QComboBox(tb)
-    win.mag_combo.setToolTip("Magnification (Alt+1 … Alt+6)")
-    win.mag_combo.addItem("—")
+    mag_combo = QComboBox(tb)
+    mag_combo.setToolTip("Magnification (Alt+1 … Alt+6)")
+    mag_combo.addItem("—")
     for mag in MAGNIFICATION_PRESETS:
-        win.mag_combo.addItem(f"{mag:g}x", mag)
-    win.mag_combo.activated.connect(
-        lambda i: win.set_magnification(win.mag_combo.itemData(i)) if win.mag_combo.itemData(i) else None
+        mag_combo.addItem(f"{mag:g}x", mag)
+    mag_combo.activated.connect(
+        lambda i: win.set_magnification(mag_combo.itemData(i)) if mag_combo.itemData(i) else None
     )
-    tb.addWidget(win.mag_combo)
+    tb.addWidget(mag_combo)
     tb.addSeparator()
     for name in ("grid", "minimap", "scale_bar", "icc", "side_by_side"):
         tb.addAction(a[name])
-    return tb
+    return tb, mag_combo

@@ -88,10 +88,13 @@ class MainWindow(QMainWindow):
         self.associated_dock.hide()  # privacy: label and macro only when asked for
 
         self.actions = build_actions(self)
-        build_menus(self, self.actions)
+        menus = build_menus(self, self.actions)
+        self.recent_menu, self.docks_menu, self.model_menu = menus.recent, menus.docks, menus.model
+        self.edit_menu, self.tools_menu = menus.edit, menus.tools  # the annotation controller fills these
         self.annotation_files = AnnotationFiles(self)
-        self.annotation_files.add_to_menu(self.annotations_menu)
-        self.addToolBar(build_toolbar(self, self.actions))
+        self.annotation_files.add_to_menu(menus.annotations)
+        toolbar, self.mag_combo = build_toolbar(self, self.actions)
+        self.addToolBar(toolbar)
         self.annotate = AnnotationController(self)  # tools, undo per slide, Annotate toolbar, annotations dock
         self.addToolBar(self.annotate.toolbar)
         self.addDockWidget(Qt.RightDockWidgetArea, self.annotate.dock)
