@@ -20,17 +20,18 @@ from PyQt5.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QG
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
 from core.errors import BiopsiaError, DatasetError
+from core.project.layout import MODELS_DIR
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
-from core.models.training_job import (MODELS_DIR, Planned, Stage, TrainingJob, best_so_far, default_model_name,
+from core.models.training_job import (Planned, Stage, TrainingJob, best_so_far, default_model_name,
                                new_job, run_job)
 from gui.device_picker import DevicePicker
 from gui.icons import icon
+from gui.style import ERROR_BOX_STYLE, MUTED_STYLE
 from gui.training_plots import BestEpochBox, TrainingCurves
 from gui.worker import Worker
 
 ROLES = ("Train", "Test")
-ERROR_STYLE = "color: #b71c1c; background: #ffebee; border: 1px solid #ef9a9a; border-radius: 3px; padding: 6px"
 COLUMNS = ("Use", "Slide", "Role", "Fully\nannotated", "Marks", "Tiles T / N")
 TILES_TIP = "Tumour / non-tumour tiles found on the slide when training starts"
 USE, NAME, ROLE, FULL, MARKS, TILES = range(len(COLUMNS))
@@ -96,7 +97,7 @@ class TrainingPanel(QDialog):
         self.table.itemChanged.connect(self._on_item_changed)
         hint = QLabel("Test slides validate the model after every epoch (a split by slide); the epoch with "
                       "the lowest validation loss is kept.", wordWrap=True)
-        hint.setStyleSheet("color: #607d8b")
+        hint.setStyleSheet(MUTED_STYLE)
         box = QVBoxLayout(self.slides_box)
         box.addWidget(self.table)
         box.addWidget(hint)
@@ -155,7 +156,7 @@ class TrainingPanel(QDialog):
         self.status.setFont(font)
         self.progress = QProgressBar(textVisible=False, maximumHeight=8)
         self.error_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
-        self.error_label.setStyleSheet(ERROR_STYLE)
+        self.error_label.setStyleSheet(ERROR_BOX_STYLE)
         self.error_label.hide()
 
         self.curves = TrainingCurves()
@@ -201,7 +202,7 @@ class TrainingPanel(QDialog):
             self.table.setCellWidget(row, ROLE, combo)
             full = QTableWidgetItem()
             full.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
-            full.setCheckState(Qt.Checked if entry.settings.get("fully_annotated") else Qt.Unchecked)
+            full.setCheckState(Qt.Checked if entry.settings.fully_annotated else Qt.Unchecked)
             full.setToolTip("Every tumour is marked, so unmarked tissue counts as non-tumour (saved in the project)")
             self.table.setItem(row, FULL, full)
             self.table.setItem(row, MARKS, QTableWidgetItem(self._marks_text(entry.id)))
@@ -268,12 +269,7 @@ class TrainingPanel(QDialog):
                       TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
                       epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
                       device=self.device.currentText())
-        store = getattr(self.main_window, "slide_settings", None)  # µm/px entered in the window
-        for slide_id in job.slide_ids if store is not None else ():
-            override = store.get_mpp_override(self.project.slide(slide_id).path)
-            if override:
-                job.mpp_overrides[slide_id] = tuple(override)
-        return job
+        return job  # each slide's µm/px: core.project.mpp.resolve_mpp, when the job plans its tiles
 
     def start(self) -> Worker | None:
         """Start training with the current choices; problems are shown in the panel."""

@@ -15,6 +15,7 @@ from core.annotations import AnnotationStore, ops
 from core.annotations.model import AnnotationClass
 from core.errors import AnnotationFormatError, BiopsiaError
 from core.project.model import FORMAT_VERSION, Project, ProjectError, default_project
+from core.project.settings import SlideSettings
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_create_add_slide_and_open_round_trip(tmp_path, slide):
     assert (tmp_path / "proj" / "project.json").is_file()
     entry = project.add_slide(slide)
     assert entry.path == slide and entry.name == "case-17.svs" and entry.relative_path is None
-    assert entry.settings == {"mpp_override": None, "fully_annotated": False}
+    assert entry.settings == SlideSettings(fully_annotated=False, mpp_override=None)
     # Idempotent by resolved path: another spelling of the same file gives the same entry.
     link = tmp_path / "link.svs"
     link.symlink_to(slide)
@@ -50,8 +51,8 @@ def test_create_add_slide_and_open_round_trip(tmp_path, slide):
     assert again.classes == project.classes
     [reopened] = again.slides
     assert reopened.id == entry.id and reopened.path == slide
-    assert reopened.settings["fully_annotated"] is True
-    assert reopened.settings["mpp_override"] == [0.25, 0.25]
+    assert reopened.settings.fully_annotated is True
+    assert reopened.settings.mpp_override == (0.25, 0.25)
     assert again.warnings == []
     assert json.loads((tmp_path / "proj" / "project.json").read_text())["version"] == FORMAT_VERSION
 
@@ -210,7 +211,7 @@ def test_saving_after_recovery_keeps_the_good_backup(tmp_path, slide):
     assert bak.read_bytes() == good_backup  # the damaged file did not become the backup ...
     assert Path(str(json_path) + ".damaged").read_bytes() == damaged  # ... it is kept aside instead
     again = Project.open(tmp_path / "proj")
-    assert again.warnings == [] and again.slide(first.id).settings["fully_annotated"] is True
+    assert again.warnings == [] and again.slide(first.id).settings.fully_annotated is True
     json_path.write_bytes(damaged)  # damaged again: the backup still opens
     assert [s.id for s in Project.open(tmp_path / "proj").slides] == [first.id]
     # A sound file still becomes the backup at the next save.

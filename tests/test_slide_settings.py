@@ -1,4 +1,4 @@
-"""Per-slide settings kept outside the slide: round trip, corrupt files, atomic writes, effective mpp."""
+"""Per-slide settings kept outside the slide: round trip, corrupt files, atomic writes, which µm/px a slide has."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from core.slide import ArrayReader
 from core.project import slide_settings as settings_module
-from core.project.slide_settings import SlideSettingsStore, default_settings_path, effective_mpp
+from core.project.mpp import MppSource, SlideMpp, resolve_mpp
+from core.project.slide_settings import SlideSettingsStore, default_settings_path
 
 
 @pytest.fixture
@@ -128,13 +127,12 @@ def test_default_path_is_in_the_user_data_folder(tmp_path, monkeypatch):
     assert SlideSettingsStore().path == default_settings_path()
 
 
-def test_effective_mpp(store, slide):
-    pixels = np.zeros((32, 32, 3), np.uint8)
-    calibrated = ArrayReader(pixels, mpp=(0.5, 0.5), path=slide)
-    unknown = ArrayReader(pixels, path=slide)
-    assert effective_mpp(calibrated, store) == ((0.5, 0.5), "file")
-    assert effective_mpp(unknown, store) == (None, None)
-    assert effective_mpp(ArrayReader(pixels, mpp=(0.5, 0.5))) == ((0.5, 0.5), "file")  # no file, no store
+def test_resolve_mpp_entered_value_wins_over_the_file(store, slide):
+    calibrated, unknown = (0.5, 0.5), None
+    assert resolve_mpp(slide, calibrated, store=store) == SlideMpp((0.5, 0.5), MppSource.FILE)
+    assert resolve_mpp(slide, unknown, store=store) == SlideMpp(None, None)
+    assert tuple(resolve_mpp(None, calibrated)) == ((0.5, 0.5), "file")  # an in-memory slide: no store asked
     store.set_mpp_override(slide, (0.25, 0.25))
-    assert effective_mpp(unknown, store) == ((0.25, 0.25), "user")
-    assert effective_mpp(calibrated, store) == ((0.25, 0.25), "user")  # the user corrects the file
+    assert tuple(resolve_mpp(slide, unknown, store=store)) == ((0.25, 0.25), "user")
+    assert tuple(resolve_mpp(slide, calibrated, store=store)) == ((0.25, 0.25), "user")  # the user corrects the file
+    assert resolve_mpp(slide, None, store=SlideSettingsStore(store.path.with_name("other.json"))).mpp is None

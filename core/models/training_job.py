@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import DatasetError
+from core.project.layout import MODELS_DIR  # a project's trained models: <project>/models/<name>
 from core.tiles.grid import TileSpec
 
-MODELS_DIR = "models"  # a project's trained models live in <project>/models/<name>
 
 
 @dataclass

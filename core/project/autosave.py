@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from core.annotations import journal
+from core.annotations.formats import qupath_geojson
 from core.annotations.journal import JournalWriter, base_payload, file_id, geojson_bytes, journal_path, path_lock
 from core.annotations.model import Annotation, AnnotationClass
 from core.annotations.store import AnnotationStore, Changes
@@ -82,8 +83,6 @@ def load_saved(path) -> journal.Saved:
 
 
 def _check_suffix(path: Path) -> None:
-    from core.annotations.formats import qupath_geojson
-
     if path.suffix.lower() not in qupath_geojson.EXTENSIONS:
         raise ValueError(f"{path}: annotations are saved as QuPath GeoJSON; the file must end in .geojson")
 

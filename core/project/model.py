@@ -1,12 +1,7 @@
 """A project: a folder holding a list of slides, the class list, and each slide's annotations.
 
-Layout::
-
-    <folder>/project.json               format version, name, classes, slides
-    <folder>/project.json.bak           the previous project.json (kept by every save)
-    <folder>/annotations/<slide-id>.geojson           the slide's marks, as QuPath reads them
-    <folder>/annotations/<slide-id>.geojson.journal   edits saved since (large stores; folded in on close)
-    <folder>/models/, <folder>/predictions/   (made later, by training and prediction)
+The folder's layout is `core.project.layout`; each slide's settings are a
+`core.project.settings.SlideSettings`.
 
 Nothing is ever written beside a slide, so slides on read-only media work. Slides are
 recorded by absolute path, and also relative to the project folder when they lie inside
@@ -26,14 +21,12 @@ from core.annotations.model import DEFAULT_CLASSES, AnnotationClass
 from core.annotations.store import AnnotationStore
 from core.atomic import atomic_write_bytes
 from core.errors import BiopsiaError
+from core.project.autosave import AutoSaver, load_saved, write_snapshot
+from core.project.layout import ANNOTATION_SUFFIX, ANNOTATIONS_DIR, PROJECT_FILE
+from core.project.settings import SlideSettings
 
 FORMAT = "biopsia-project"
 FORMAT_VERSION = 1
-PROJECT_FILE = "project.json"
-ANNOTATIONS_DIR = "annotations"
-ANNOTATION_SUFFIX = ".geojson"
-#: Settings every slide entry has; unknown keys read from a file are kept as they are.
-DEFAULT_SLIDE_SETTINGS = {"mpp_override": None, "fully_annotated": False}
 
 
 class ProjectError(BiopsiaError):
@@ -54,8 +47,9 @@ class SlideEntry:
         Display name (the file name by default).
     relative_path : str or None
         Path relative to the project folder when the slide lies inside it.
-    settings : dict
-        ``mpp_override`` ([x, y] µm/px or None), ``fully_annotated`` (bool), and any others.
+    settings : SlideSettings
+        ``fully_annotated``, ``mpp_override`` and keys this version does not know; change them with
+        `Project.update_settings`.
     annotations_read_only : bool
         Set (in memory only) when the annotation file exists but could not be read:
         Biopsia must then never overwrite it.
@@ -65,12 +59,12 @@ class SlideEntry:
     path: Path
     name: str
     relative_path: str | None = None
-    settings: dict = field(default_factory=lambda: dict(DEFAULT_SLIDE_SETTINGS))
+    settings: SlideSettings = field(default_factory=SlideSettings)
     annotations_read_only: bool = False
 
     def to_json(self) -> dict:
         return {"id": self.id, "path": str(self.path), "relative_path": self.relative_path,
-                "name": self.name, "settings": self.settings}
+                "name": self.name, "settings": self.settings.to_json()}
 
 
 class Project:
@@ -153,7 +147,7 @@ class Project:
         for raw in data["slides"]:
             entry = SlideEntry(id=str(raw["id"]), path=Path(raw["path"]), name=str(raw.get("name") or ""),
                                relative_path=raw.get("relative_path"),
-                               settings={**DEFAULT_SLIDE_SETTINGS, **(raw.get("settings") or {})})
+                               settings=SlideSettings.from_json(raw.get("settings")))
             if not entry.path.exists() and entry.relative_path:
                 moved = (folder / entry.relative_path).absolute()
                 if moved.exists():  # the project folder was moved together with its slides
@@ -241,10 +235,18 @@ class Project:
         del self._slides[slide_id]
         self.save()
 
-    def update_settings(self, slide_id: str, **settings) -> SlideEntry:
-        """Change settings of one slide (e.g. ``fully_annotated=True``) and save."""
+    def update_settings(self, slide_id: str, **changes) -> SlideEntry:
+        """Change settings of one slide (``fully_annotated=True``, ``mpp_override=(x, y)``) and save.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a setting that does not exist or a value of the wrong kind (nothing changes).
+        ProjectError
+            When the project cannot be saved (the entry keeps its new settings in memory).
+        """
         entry = self.slide(slide_id)
-        entry.settings.update(settings)
+        entry.settings = entry.settings.changed(**changes)
         self.save()
         return entry
 
@@ -288,8 +290,6 @@ class Project:
             When the file is malformed or cannot be read. The entry is then marked read-only,
             so that :meth:`autosaver` and :meth:`save_annotations` refuse to overwrite it.
         """
-        from core.project.autosave import load_saved
-
         entry = self.slide(slide_id)
         path = self.annotations_path(slide_id)
         entry.annotations_read_only = True  # until it is read: a file we could not read is never clobbered
@@ -310,8 +310,6 @@ class Project:
         OSError
             When the file cannot be written.
         """
-        from core.project.autosave import write_snapshot
-
         self._check_writable(slide_id)
         write_snapshot(self.annotations_path(slide_id), store.annotations(), store.classes, store.foreign)
 
@@ -331,8 +329,6 @@ class Project:
         ProjectError
             When the slide's annotation file could not be read: it is never overwritten.
         """
-        from core.project.autosave import AutoSaver
-
         self._check_writable(slide_id)
         return AutoSaver(store, self.annotations_path(slide_id), **kwargs)
 
@@ -385,6 +381,10 @@ def _read_json(path: Path) -> dict:
                 raise TypeError("bad slide entry")
             if not isinstance(s.get("settings") or {}, dict):
                 raise TypeError("bad slide settings")
+            try:
+                SlideSettings.from_json(s.get("settings"))
+            except ValueError as err:
+                raise ValueError(f"slide {s['id']}: {err}") from None
     except (KeyError, TypeError, ValueError) as err:
         raise _Unreadable(f"{path}: the project file is damaged ({err})") from None
     return data

@@ -7,15 +7,13 @@ and modification time: when the file changes, its old settings no longer apply.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import threading
 from pathlib import Path
 
 from core import paths
 from core.atomic import atomic_write_bytes
-from core.slide.base import SlideReader
+from core.project.settings import mpp_pair
 
 _VERSION = 1
 
@@ -66,9 +64,10 @@ class SlideSettingsStore:
         """
         entry = self._entry(slide_path)
         value = entry.get("mpp_override") if entry else None
-        if isinstance(value, list) and len(value) == 2 and all(_positive(v) for v in value):
-            return float(value[0]), float(value[1])
-        return None
+        try:
+            return mpp_pair(value) if isinstance(value, list) else None
+        except ValueError:  # a hand-edited or damaged value: as if none were entered
+            return None
 
     def set_mpp_override(self, slide_path: str | Path, mpp: tuple[float, float] | float | None) -> None:
         """Remember (or, with None, forget) the micrometres per pixel of a slide.
@@ -89,12 +88,8 @@ class SlideSettingsStore:
         OSError
             When the settings file cannot be written.
         """
-        if mpp is not None:
-            pair = (mpp, mpp) if isinstance(mpp, numbers.Real) else tuple(mpp)
-            if len(pair) != 2 or not all(_positive(v) for v in pair):
-                raise ValueError(f"micrometres per pixel must be two positive numbers, got {mpp!r}")
-            mpp = [float(pair[0]), float(pair[1])]
-        self._update(slide_path, "mpp_override", mpp)
+        pair = mpp_pair(mpp)
+        self._update(slide_path, "mpp_override", None if pair is None else list(pair))
 
     # -- storage ---------------------------------------------------------------
     def _entry(self, slide_path: str | Path) -> dict | None:
@@ -157,36 +152,7 @@ class SlideSettingsStore:
         atomic_write_bytes(self.path, text.encode("utf-8"))
 
 
-def effective_mpp(reader: SlideReader, store: SlideSettingsStore | None = None):
-    """The micrometres per pixel to use for a slide, and where it came from.
-
-    A value the user entered wins over the file's, since users enter one to
-    correct a wrong or missing calibration.
-
-    Parameters
-    ----------
-    reader : SlideReader
-    store : SlideSettingsStore, optional
-
-    Returns
-    -------
-    ((float, float) or None, str or None)
-        ``(mpp, "user")``, ``(mpp, "file")`` or ``(None, None)``.
-    """
-    if store is not None and reader.path is not None:
-        override = store.get_mpp_override(reader.path)
-        if override is not None:
-            return override, "user"
-    if reader.mpp is not None:
-        return reader.mpp, "file"
-    return None, None
-
-
 def _key(slide_path: str | Path) -> str:
     """The absolute, normalised path that identifies a slide."""
     return os.path.normpath(os.path.abspath(os.fspath(slide_path)))
 
-
-def _positive(value) -> bool:
-    """Whether value is a finite number above zero."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0

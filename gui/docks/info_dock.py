@@ -11,7 +11,8 @@ from core.slide.base import SlideInfo
 def summary_rows(info: SlideInfo, mpp: tuple[float, float] | None, mpp_source: str | None) -> list[tuple[str, str]]:
     """The human summary shown above the raw properties."""
     if mpp:
-        where = {"file": "from the file", "user": "entered by you"}.get(mpp_source or "", "")
+        where = {"file": "from the file", "user": "entered by you",
+                 "project": "entered by you (kept in the project)"}.get(mpp_source or "", "")
         mpp_text = f"{mpp[0]:.4f} x {mpp[1]:.4f} µm/px {where}".strip()
     else:
         mpp_text = "unknown: set it in Slide ▸ Set resolution…"
