@@ -10,10 +10,10 @@ from PyQt5 import sip
 from PyQt5.QtWidgets import QComboBox, QLabel
 
 from core.models.training_job import describe
+from gui.style import ERROR_STYLE, MUTED_STYLE
 from gui.worker import Worker
 
 DEVICES = ("auto", "cpu", "gpu:0")
-OK_STYLE, ERROR_STYLE = "color: #607d8b", "color: #b71c1c"
 
 
 class DevicePicker:
@@ -30,7 +30,7 @@ class DevicePicker:
         self.verb, self.can_change = verb, can_change
         self.combo = QComboBox(toolTip="auto: the GPU when MXNet finds one, else the CPU")
         self.combo.addItems(DEVICES)
-        self.label = QLabel(wordWrap=True, styleSheet=OK_STYLE)
+        self.label = QLabel(wordWrap=True, styleSheet=MUTED_STYLE)
         self.asked = False
         self._worker: Worker | None = None
         self.combo.currentTextChanged.connect(lambda _t: self.resolve() if self.asked else None)
@@ -54,4 +54,4 @@ class DevicePicker:
         if sip.isdeleted(self.label) or device != self.combo.currentText():
             return  # the panel closed, or the choice changed meanwhile
         self.label.setText(f"{self.verb}: {words}" if err is None else f"Not available: {err}")
-        self.label.setStyleSheet(OK_STYLE if err is None else ERROR_STYLE)
+        self.label.setStyleSheet(MUTED_STYLE if err is None else ERROR_STYLE)

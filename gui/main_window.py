@@ -28,6 +28,7 @@ from gui.docks.tiles_dock import TilesDock
 from gui.icons import icon
 from gui.settings import Preferences
 from gui.slide_view import SlideView
+from gui.style import ERROR_STYLE
 from gui.split_view import SplitView, slide_view_of, split_tab, unsplit_tab
 from gui.tile_loader import TileMemory
 from gui.worker import Worker
@@ -120,7 +121,7 @@ class MainWindow(QMainWindow):
         self._refresh_recent_menu()
 
         self.pos_label, self.mag_label, self.zoom_label, self.mpp_label, self.load_label = (QLabel() for _ in range(5))
-        self.mpp_label.setStyleSheet("color: #b71c1c; font-weight: bold")
+        self.mpp_label.setStyleSheet(f"{ERROR_STYLE}; font-weight: bold")
         for label in (self.mpp_label, self.load_label, self.pos_label, self.mag_label, self.zoom_label):
             self.statusBar().addPermanentWidget(label)
         self.tabs.currentChanged.connect(self._on_current_changed)
@@ -520,7 +521,7 @@ class MainWindow(QMainWindow):
             view.session.close(timeout=1.0)
             view.close_view()
         if "pyqtgraph" in sys.modules:  # loaded with the first plot (training or evaluation panel)
-            from gui.training_plots import release_plots
+            from gui.plot_style import release_plots
 
             release_plots(self)
         super().closeEvent(event)

@@ -16,8 +16,9 @@ from PyQt5.QtGui import QDesktopServices, QGuiApplication
 from PyQt5.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from gui.icons import icon
+from gui.plot_style import make_plot
+from gui.style import ACCENT, BLUE, GREEN, GREY, INK, MUTED_STYLE, ORANGE
 
-INK, ACCENT, BLUE, GREEN, ORANGE, GREY = "#37474f", "#c2185b", "#1565c0", "#2e7d32", "#ef6c00", "#b0bec5"
 METRICS = (  # key, legend name, colour, solid (else dashed, no symbols)
     ("auc", "AUC", ACCENT, True),
     ("accuracy", "accuracy", BLUE, True),
@@ -40,9 +41,8 @@ class TrainingCurves(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=True)
-        self.loss_plot = make_plot("Loss", "cross-entropy")
-        self.metric_plot = make_plot("Validation on the test slides", "score", legend_offset=(-10, -30))
+        self.loss_plot = make_plot("Loss", "cross-entropy", "epoch")
+        self.metric_plot = make_plot("Validation on the test slides", "score", "epoch", legend_offset=(-10, -30))
         self.metric_plot.setYRange(-0.06, 1.06, padding=0)
         self.metric_plot.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
         self.batch_curve = self.loss_plot.plot(name="training (running, per batch)", pen=pg.mkPen(GREY, width=1))
@@ -114,7 +114,7 @@ class BestEpochBox(QGroupBox):
         self.metric_labels = {}
         for col, (key, text, colour) in enumerate(SCORES):
             caption = QLabel(text, alignment=Qt.AlignCenter)
-            caption.setStyleSheet("color: #607d8b")
+            caption.setStyleSheet(MUTED_STYLE)
             value = QLabel("—", alignment=Qt.AlignCenter)
             value.setStyleSheet(f"font-size: 18pt; font-weight: bold; color: {colour}")
             grid.addWidget(value, 0, col)
@@ -177,32 +177,3 @@ class BestEpochBox(QGroupBox):
         path = Path(self.path_edit.text())
         if self.path_edit.text() and path.exists():
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
-
-
-def make_plot(title: str, y_label: str, legend_offset=(-10, 10)) -> pg.PlotWidget:
-    """A white plot with the panel's ink, a light grid, a legend and a fixed-width left axis."""
-    plot = pg.PlotWidget(background="w")
-    plot.setTitle(title, color=INK, size="11pt")
-    plot.setLabel("bottom", "epoch", color=INK)
-    if y_label:
-        plot.setLabel("left", y_label, color=INK)
-    for side in ("left", "bottom"):
-        axis = plot.getAxis(side)
-        axis.setPen(pg.mkPen(INK))
-        axis.setTextPen(pg.mkPen(INK))
-    plot.getAxis("left").setWidth(58)  # the same in both plots, so their epochs line up
-    plot.showGrid(x=True, y=True, alpha=0.15)
-    plot.addLegend(offset=legend_offset, labelTextColor=INK, brush=pg.mkBrush(255, 255, 255, 220))
-    plot.setMenuEnabled(False)
-    plot.setMinimumHeight(160)
-    return plot
-
-
-def release_plots(root) -> None:
-    """Take down every plot under ``root`` before Qt deletes it.
-
-    ``GraphicsView.close`` clears the plot's scene; without it, view-box updates already queued can reach
-    items Qt has deleted, which ends in a crash when a window with plots is destroyed.
-    """
-    for plot in root.findChildren(pg.GraphicsView):
-        plot.close()

@@ -27,7 +27,8 @@ from core.evaluation.compare import (CSV_COLUMNS, SlideComparison, compare, comp
                           truth_for_grid)
 from core.errors import BiopsiaError
 from gui.docks.prediction_dock import grid_of, project_slide
-from gui.training_plots import ACCENT, INK, make_plot
+from gui.plot_style import make_plot
+from gui.style import ACCENT, ERROR_STYLE, GREY, INK, MUTED_STYLE, error_html
 from gui.worker import Worker
 
 #: Milliseconds of quiet after a mark edit before the comparison is computed again.
@@ -143,13 +144,13 @@ class EvaluationDock(QDockWidget):
         for i, (key, text) in enumerate(METRICS):
             value = QLabel("–", alignment=Qt.AlignCenter)
             value.setStyleSheet(f"font-size: 13pt; font-weight: bold; color: {ACCENT if key == 'auc' else INK}")
-            caption = QLabel(text, alignment=Qt.AlignCenter, styleSheet="color: #607d8b")
+            caption = QLabel(text, alignment=Qt.AlignCenter, styleSheet=MUTED_STYLE)
             metrics.addWidget(value, 2 * (i // 4), i % 4)
             metrics.addWidget(caption, 2 * (i // 4) + 1, i % 4)
             self.metric_labels[key] = value
 
-        self.roc_plot = make_plot("ROC curve (tiles in tissue)", "sensitivity", legend_offset=(-10, -40))
-        self.roc_plot.setLabel("bottom", "1 − specificity", color=INK)
+        self.roc_plot = make_plot("ROC curve (tiles in tissue)", "sensitivity", "1 − specificity",
+                                  legend_offset=(-10, -40))
         self.roc_plot.setXRange(0, 1, padding=0.02)
         self.roc_plot.setYRange(0, 1, padding=0.02)
         self.roc_plot.setMouseEnabled(x=False, y=False)
@@ -158,7 +159,7 @@ class EvaluationDock(QDockWidget):
         for side in ("left", "bottom"):
             self.roc_plot.getAxis(side).setTicks(ticks)
         self.roc_plot.setMinimumHeight(220)
-        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen("#b0bec5", width=1, style=Qt.DashLine))
+        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen(GREY, width=1, style=Qt.DashLine))
         self.roc_curve = self.roc_plot.plot(name="ROC", pen=pg.mkPen(ACCENT, width=2))
         self.operating_point = self.roc_plot.plot(name="at the threshold", pen=None, symbol="o", symbolSize=10,
                                                   symbolBrush=INK, symbolPen=pg.mkPen("w", width=1.5))
@@ -299,7 +300,7 @@ class EvaluationDock(QDockWidget):
     def _show(self, comparison: SlideComparison | None, text: str, error: bool = False) -> None:
         self.comparison = comparison
         self.status.setText(text)
-        self.status.setStyleSheet("color: #b71c1c" if error else "")
+        self.status.setStyleSheet(ERROR_STYLE if error else "")
         layer = getattr(self.view, "disagreement_layer", None) if self.view is not None else None
         if layer is not None and hasattr(layer, "set_comparison"):
             layer.set_comparison(comparison, grid=grid_of(self.view) if comparison is not None else None)
@@ -403,7 +404,7 @@ class EvaluationDock(QDockWidget):
                 self.summary_table.setItem(r, c, item)
         if err is not None:
             message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error: {err!r}"
-            self.summary_status.setText(f"<span style='color:#b71c1c'>{message}</span>")
+            self.summary_status.setText(error_html(message))
         elif not summary["slides"]:
             self.summary_status.setText("No slide of the project has a saved prediction yet.")
         else:
@@ -439,7 +440,7 @@ class EvaluationDock(QDockWidget):
         worker = Worker(write_project_report, project, Path(path), self.threshold, open_marks)
         worker.finished.connect(lambda out: self.summary_status.setText(f"Report written to {out}"))
         worker.failed.connect(lambda err: self.summary_status.setText(
-            f"<span style='color:#b71c1c'>{err}</span>"))
+            error_html(str(err))))
         self.summary_status.setText("Writing the report…")
         self._report_worker = worker
         return worker.start()
@@ -461,7 +462,7 @@ class EvaluationDock(QDockWidget):
             self.export(path, kind)
             self.summary_status.setText(f"Written to {path}")
         except OSError as err:
-            self.summary_status.setText(f"<span style='color:#b71c1c'>{path}: could not write ({err})</span>")
+            self.summary_status.setText(error_html(f"{path}: could not write ({err})"))
 
 
 def _disconnect(signal, slot) -> None:

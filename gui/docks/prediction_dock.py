@@ -32,12 +32,12 @@ from core.inference.predict import (PartialResult, ProbabilityGrid, check_model_
 from core.models.training_job import MODELS_DIR
 from gui.device_picker import DevicePicker
 from gui.icons import icon
+from gui.style import error_html
 from gui.worker import Worker
 
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100
 BROWSE = "__browse__"
-ERROR_STYLE = "color: #b71c1c"
 #: Niceness of the threads that predict (0 normal, 19 lowest): the GUI thread goes first.
 BACKGROUND_NICE = 10
 
@@ -490,7 +490,7 @@ class PredictionDock(QDockWidget):
         if view is self.view:
             failed = state.state == "failed"
             text = html.escape(state.message or "No prediction for this slide yet: choose a model and start.")
-            self.status.setText(f"<span style='{ERROR_STYLE}'>{text}</span>" if failed else text)
+            self.status.setText(error_html(text) if failed else text)
 
     # -- display settings, bound to the view's heatmap layer -----------------------------------
     def threshold(self) -> float:
