@@ -16,37 +16,43 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from core.inference.predict import ProbabilityGrid, load_latest_prediction
 from core.metrics import BinaryMetrics
-from core.inference.predict import ProbabilityGrid
+from core.tiles.labels import LabelRules, label_tiles
 
 #: Disagreement map values.
 NOT_COMPARED, AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = -1, 0, 1, 2, 3
 
 
-def truth_for_grid(grid: ProbabilityGrid, annotations, fully_annotated: bool = True, tumour_min: float = 0.5,
-                   normal_max: float = 0.05, benign_min: float = 0.5) -> np.ndarray:
+def truth_for_grid(grid: ProbabilityGrid, annotations, fully_annotated: bool = True,
+                   rules: LabelRules | None = None) -> np.ndarray:
     """What the marks say of each grid tile: 1 tumour, 0 non-tumour, -1 unknown (ambiguous, excluded, unmarked).
 
-    Coverage rules are those of the tile dataset (`core.tiles.grid.plan_tiles`): Tumour marks covering at least
-    ``tumour_min`` make a tumour tile; at most ``normal_max`` a non-tumour one when the slide is fully
-    annotated or the tile lies in Benign marks; tiles touched by Exclude marks are unknown.
-    """
-    from core.annotations.model import BENIGN, EXCLUDE, TUMOUR
-    from core.tiles.grid import _Coverage
+    The labels are the tile dataset's (`core.tiles.labels.label_tiles`, the rules `core.tiles.grid.plan_tiles`
+    uses) on the grid's tiles, from the marks alone: which tiles have tissue is the prediction's business
+    (it leaves the others NaN).
 
+    Parameters
+    ----------
+    grid : ProbabilityGrid
+    annotations : iterable of Annotation
+        The slide's marks in level-0 pixels.
+    fully_annotated : bool
+        Unmarked tissue is non-tumour (else only tissue inside Benign marks is).
+    rules : LabelRules, optional
+        Thresholds (default: the dataset's defaults).
+
+    Returns
+    -------
+    ndarray of int8, (rows, cols)
+    """
     rows, cols = grid.shape
     ys, xs = np.mgrid[0:rows, 0:cols]
-    l0_x = (grid.origin[0] + xs.ravel() * grid.stride).astype(np.int64)
-    l0_y = (grid.origin[1] + ys.ravel() * grid.stride).astype(np.int64)
-    coverage = _Coverage(list(annotations), grid.slide_size[0], grid.slide_size[1], max(1.0, grid.tile_l0 / 8))
-    tumour = coverage.fraction(TUMOUR.name, l0_x, l0_y, grid.tile_l0)
-    benign = coverage.fraction(BENIGN.name, l0_x, l0_y, grid.tile_l0)
-    exclude = coverage.fraction(EXCLUDE.name, l0_x, l0_y, grid.tile_l0)
-    truth = np.full(l0_x.size, -1, np.int8)
-    truth[(tumour <= normal_max) & (fully_annotated | (benign >= benign_min))] = 0
-    truth[tumour >= tumour_min] = 1
-    truth[exclude > 0.01] = -1
-    return truth.reshape(rows, cols)
+    l0_x = grid.origin[0] + xs.ravel() * grid.stride
+    l0_y = grid.origin[1] + ys.ravel() * grid.stride
+    labels = label_tiles(annotations, l0_x, l0_y, grid.tile_l0, grid.slide_size, fully_annotated,
+                         rules or LabelRules())
+    return labels.label.reshape(rows, cols)
 
 
 @dataclass
@@ -175,8 +181,6 @@ def compare_project(project, threshold: float = 0.5, open_marks: dict | None = N
     ``open_marks`` ({slide id: marks}) replaces the saved marks of slides being edited. Returns the
     `summarise` dict and, per compared slide, ``(entry, grid, comparison)``.
     """
-    from core.inference.predict import load_latest_prediction
-
     open_marks = open_marks or {}
     compared = []
     for entry in project.slides:
@@ -187,6 +191,6 @@ def compare_project(project, threshold: float = 0.5, open_marks: dict | None = N
         if marks is None:
             marks = project.load_annotations(entry.id).annotations()
         grid = found[0]
-        truth = truth_for_grid(grid, marks, fully_annotated=bool(entry.settings.get("fully_annotated")))
+        truth = truth_for_grid(grid, marks, fully_annotated=entry.settings.fully_annotated)
         compared.append((entry, grid, compare(grid, truth, threshold, name=entry.name)))
     return summarise([c for _, _, c in compared], threshold), compared

@@ -13,19 +13,14 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from core.annotations.masks import rasterise
-from core.annotations.model import BENIGN, EXCLUDE, TUMOUR, Annotation
+from core.annotations.model import Annotation
 from core.errors import BiopsiaError
 from core.slide.base import SlideReader
-from core.tiles.tissue import TissueMask, AreaSum
+from core.tiles.labels import (AMBIGUOUS, BACKGROUND, DROPPED, EXCLUDED, LOW_TISSUE, NON_TUMOUR_LABEL,  # noqa: F401
+                               NON_TUMOUR_TILE, PEN, REASONS, SUBPIXELS, TUMOUR_LABEL, TUMOUR_TILE, UNLABELLED,
+                               LabelRules, label_tiles)
+from core.tiles.tissue import TissueMask
 
-#: Labels of kept tiles; dropped tiles have ``DROPPED``.
-TUMOUR_LABEL, NON_TUMOUR_LABEL, DROPPED = 1, 0, -1
-#: Why each tile got its label (``TilePlan.reason``), and the names ``TilePlan.counts`` uses.
-REASONS = ("tumour", "non_tumour", "background", "low_tissue", "excluded", "pen", "ambiguous", "unlabelled")
-(TUMOUR_TILE, NON_TUMOUR_TILE, BACKGROUND, LOW_TISSUE, EXCLUDED, PEN, AMBIGUOUS, UNLABELLED) = range(len(REASONS))
-#: Mark sub-pixels per tile side when marks are rasterised for coverage.
-SUBPIXELS = 8
 #: The tile sizes (pixels) and scales (µm/px) Biopsia cuts tiles at; values outside are refused.
 TILE_PX_RANGE = (16, 1024)
 MPP_RANGE = (0.05, 50.0)
@@ -117,7 +112,7 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
                tissue_min: float = 0.5, stride: int | None = None, benign_min: float = 0.5,
                exclude_max: float = 0.01, pen_max: float = 0.05, background_max: float = 0.05,
                slide_mpp: tuple[float, float] | None = None) -> TilePlan:
-    """Lay a grid of tiles over a slide and label each from the marks.
+    """Lay a grid of tiles over a slide and label each from the marks (`core.tiles.labels.label_tiles`).
 
     Parameters
     ----------
@@ -171,59 +166,18 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
 
     tissue_fraction = np.asarray(tissue.fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
     pen_fraction = np.asarray(tissue.pen_fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
-    marks = list(annotations)
-    coverage = _Coverage(marks, l0_w, l0_h, tile_l0 / SUBPIXELS)
-    tumour = coverage.fraction(TUMOUR.name, l0_x, l0_y, tile_l0)
-    benign = coverage.fraction(BENIGN.name, l0_x, l0_y, tile_l0)
-    exclude = coverage.fraction(EXCLUDE.name, l0_x, l0_y, tile_l0)
-
-    # the first rule that applies wins, in this order
-    reason = np.full(len(l0_x), AMBIGUOUS, np.int8)
-    rules = [
-        (tissue_fraction <= background_max, BACKGROUND),
-        (exclude > exclude_max, EXCLUDED),
-        (pen_fraction > pen_max, PEN),
-        (tissue_fraction < tissue_min, LOW_TISSUE),
-        (tumour >= tumour_min, TUMOUR_TILE),
-        ((tumour <= normal_max) & (fully_annotated | (benign >= benign_min)), NON_TUMOUR_TILE),
-        (tumour <= normal_max, UNLABELLED),
-    ]
-    undecided = np.ones(len(l0_x), bool)
-    for condition, code in rules:
-        hit = undecided & condition
-        reason[hit] = code
-        undecided &= ~hit
-    label = np.full(len(l0_x), DROPPED, np.int8)
-    label[reason == TUMOUR_TILE] = TUMOUR_LABEL
-    label[reason == NON_TUMOUR_TILE] = NON_TUMOUR_LABEL
+    rules = LabelRules(tumour_min=tumour_min, normal_max=normal_max, tissue_min=tissue_min, benign_min=benign_min,
+                       exclude_max=exclude_max, pen_max=pen_max, background_max=background_max)
+    labels = label_tiles(annotations, l0_x, l0_y, tile_l0, (l0_w, l0_h), fully_annotated, rules,
+                         tissue_fraction=tissue_fraction, pen_fraction=pen_fraction)
 
     downsample = tile_l0 / spec.tile_px
     level = reader.best_level_for_downsample(downsample)
     read_px = max(1, round(tile_l0 / reader.level_downsamples[level]))
-    return TilePlan(spec=spec, tile_l0=tile_l0, level=level, read_px=read_px, l0_x=l0_x, l0_y=l0_y, label=label,
-                    reason=reason, tissue_fraction=tissue_fraction, tumour_fraction=tumour.astype(np.float32),
+    return TilePlan(spec=spec, tile_l0=tile_l0, level=level, read_px=read_px, l0_x=l0_x, l0_y=l0_y,
+                    label=labels.label, reason=labels.reason, tissue_fraction=tissue_fraction,
+                    tumour_fraction=labels.tumour_fraction,
                     grid_shape=(rows, cols))
-
-
-class _Coverage:
-    """Share of level-0 squares covered by each class's marks, from one raster per class."""
-
-    def __init__(self, marks: list[Annotation], l0_w: int, l0_h: int, downsample: float):
-        self.marks, self.l0_w, self.l0_h, self.downsample = marks, l0_w, l0_h, downsample
-        self._sums: dict[str, AreaSum | None] = {}
-
-    def fraction(self, class_name: str, l0_x: np.ndarray, l0_y: np.ndarray, tile_l0: int) -> np.ndarray:
-        if class_name not in self._sums:
-            wanted = [m for m in self.marks if m.class_name == class_name]
-            raster = rasterise(wanted, class_name, self.l0_w, self.l0_h, self.downsample) if wanted else None
-            self._sums[class_name] = AreaSum(raster) if raster is not None else None
-        area_sum = self._sums[class_name]
-        if area_sum is None:
-            return np.zeros(len(l0_x), np.float64)
-        x0, y0 = l0_x / self.downsample, l0_y / self.downsample
-        size = tile_l0 / self.downsample
-        # the raster is ceil(l0 / downsample) wide; tiles lie inside the slide, so no clipping share is needed
-        return np.asarray(area_sum.mean(x0, y0, x0 + size, y0 + size), np.float64).reshape(-1)
 
 
 def read_tile(reader: SlideReader, plan: TilePlan, i: int) -> np.ndarray:
@@ -237,7 +191,6 @@ def read_tile(reader: SlideReader, plan: TilePlan, i: int) -> np.ndarray:
     if plan.read_px != tile_px:
         rgb = cv2.resize(rgb, (tile_px, tile_px), interpolation=cv2.INTER_AREA)
     return rgb
-
 
 
 def read_tiles(reader: SlideReader, plan: TilePlan, indices) -> np.ndarray:
