@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from core.inference.heatmap import (COLORMAPS, blended_overview, colormap, colour_cells, heatmap_image, legend_image, tiles_csv,
-                          write_overlay_tiff)
+from core.inference.heatmap import (COLORMAP_LABELS, COLORMAPS, blend_over, blended_overview, colormap, colour_at,
+                                    colour_cells, colour_index, colour_probabilities, heatmap_image, legend_image,
+                                    tiles_csv, write_overlay_tiff)
 from core.inference.predict import ProbabilityGrid
 from core.slide import open_slide
 
@@ -16,14 +17,54 @@ def _grid():
                            slide_size=(400, 300))
 
 
-def test_colour_maps_match_their_published_ends():
-    assert set(COLORMAPS) == {"viridis", "magma", "cividis"}
-    viridis = colormap("viridis")
-    assert viridis.shape == (256, 3) and tuple(viridis[0]) == (0x44, 0x01, 0x54) and tuple(viridis[-1]) == (0xfd, 0xe7, 0x25)
-    lightness = colormap("magma").astype(float) @ [0.299, 0.587, 0.114]
-    assert np.all(np.diff(lightness) > -1.0)  # perceptually ordered: never gets darker
-    with pytest.raises(ValueError, match="unknown colour map 'jet'; choose one of viridis, magma, cividis"):
+#: Entries 0, 128 and 255 of the published tables (matplotlib's ``_cm_listed.py``; Google's turbo), to 8 bits.
+PUBLISHED = {
+    "viridis": [(0.267004, 0.004874, 0.329415), (0.127568, 0.566949, 0.550556), (0.993248, 0.906157, 0.143936)],
+    "magma": [(0.001462, 0.000466, 0.013866), (0.716387, 0.214982, 0.475290), (0.987053, 0.991438, 0.749504)],
+    "cividis": [(0.000000, 0.135112, 0.304751), (0.488697, 0.485318, 0.471008), (0.995737, 0.909344, 0.217772)],
+    "turbo": [(0.18995, 0.07176, 0.23217), (0.64362, 0.98999, 0.23356), (0.47960, 0.01583, 0.01055)],
+}
+
+
+def test_colour_maps_match_the_published_tables():
+    assert COLORMAPS == ("viridis", "magma", "cividis", "turbo") and set(COLORMAP_LABELS) == set(COLORMAPS)
+    for name, entries in PUBLISHED.items():
+        table = colormap(name)
+        assert table.shape == (256, 3) and table.dtype == np.uint8 and not table.flags.writeable
+        for index, rgb in zip((0, 128, 255), entries):
+            assert tuple(table[index]) == tuple(round(255 * v) for v in rgb), (name, index)
+        steps = np.abs(np.diff(table.astype(int), axis=0)).max()
+        assert steps <= 8, (name, steps)  # a smooth table: no entry copied out of place
+    for name in ("viridis", "magma", "cividis"):
+        lightness = colormap(name).astype(float) @ [0.299, 0.587, 0.114]
+        assert np.all(np.diff(lightness) > -1.0), name  # perceptually ordered: never gets darker
+    with pytest.raises(ValueError, match="unknown colour map 'jet'; choose one of viridis, magma, cividis, turbo"):
         colormap("jet")
+
+
+def test_the_probability_to_pixel_rule():
+    probs = np.array([0.0, 1.0, np.nan, 0.5, -1.0, 2.0, 0.3, 0.2999], np.float32)
+    assert colour_index(probs).tolist() == [0, 255, 0, 128, 0, 255, 76, 76]
+    rgba = colour_probabilities(probs, "magma", threshold=0.3)
+    shown = [False, True, False, True, False, True, True, False]  # NaN and below the threshold: hidden
+    assert (rgba[:, 3] == 255).tolist() == shown and (rgba[:, 3] == 0).tolist() == [not s for s in shown]
+    assert not rgba[~np.array(shown)].any()  # hidden pixels are all zero (valid premultiplied)
+    assert tuple(rgba[1, :3]) == colour_at("magma", 1.0) == tuple(colormap("magma")[255])
+    base = np.full((8, 3), 200, np.uint8)
+    out = blend_over(base, rgba, 0.5)
+    assert tuple(out[2]) == (200, 200, 200)
+    assert np.array_equal(out[1], np.round(200 * 0.5 + colormap("magma")[255] * 0.5).astype(np.uint8))
+    assert np.array_equal(blend_over(base, rgba, 1.0)[shown], rgba[shown, :3])
+
+
+@pytest.mark.parametrize("name", COLORMAPS)
+def test_every_colour_map_makes_every_picture(name):
+    grid = _grid()
+    thumb = np.full((30, 40, 3), 200, np.uint8)
+    image = heatmap_image(grid, 40, 30, name)
+    assert tuple(image[15, 25, :3]) == colour_at(name, 1.0) and image[15, 25, 3] == 255
+    assert blended_overview(thumb, grid, cmap=name).shape == (30, 40, 3)
+    assert tuple(legend_image(200, 40, name)[5, 0]) == colour_at(name, 0.0)
 
 
 def test_cells_and_images():

@@ -1,57 +1,35 @@
-"""Heatmap pictures and files from a probability grid, without Qt: colour maps, the blended overview
-(the study's "reconstruction"), a per-tile CSV, and a pyramidal TIFF overlay for QuPath and ASAP.
+"""Heatmap pictures and files from a probability grid, without Qt: the heatmap image, the blended overview
+(the study's "reconstruction"), a legend, a per-tile CSV, and a pyramidal TIFF overlay for QuPath and ASAP.
 
-The colour maps are perceptually uniform (viridis by default; magma, cividis) and built from anchor
-colours of the published maps, linearly interpolated to 256 entries.
+Colours and the probability-to-pixel rule come from `core.inference.colours` (re-exported here), the one
+table the window's heatmap layer draws with too.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
+from core.atomic import create_temp
+from core.inference.colours import (COLORMAP_LABELS, COLORMAPS, DEFAULT_COLORMAP, blend_over, colormap,
+                                    colour_at, colour_index, colour_probabilities, shown_cells)
 from core.inference.predict import ProbabilityGrid
 
-_ANCHORS = {
-    "viridis": ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
-                "#b5de2b", "#fde725"],
-    "magma": ["#000004", "#180f3d", "#440f76", "#721f81", "#9e2f7f", "#cd4071", "#f1605d", "#fd9668",
-              "#feca8d", "#fcfdbf"],
-    "cividis": ["#00224e", "#123570", "#3b496c", "#575d6d", "#707173", "#8a8779", "#a69d75", "#c4b56c",
-                "#e4cf5b", "#fee838"],
-}
-COLORMAPS = tuple(_ANCHORS)
+__all__ = ["COLORMAPS", "COLORMAP_LABELS", "DEFAULT_COLORMAP", "OVERLAY_DESCRIPTION", "blend_over",
+           "blended_overview", "colormap", "colour_at", "colour_cells", "colour_index", "colour_probabilities",
+           "heatmap_image", "legend_image", "shown_cells", "tiles_csv", "write_overlay_tiff"]
 
 
-def colormap(name: str = "viridis") -> np.ndarray:
-    """A (256, 3) uint8 RGB lookup table.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name (the message lists the choices).
-    """
-    if name not in _ANCHORS:
-        raise ValueError(f"unknown colour map {name!r}; choose one of {', '.join(COLORMAPS)}")
-    rgb = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in _ANCHORS[name]], np.float64)
-    at = np.linspace(0, 1, len(rgb))
-    x = np.linspace(0, 1, 256)
-    return np.stack([np.interp(x, at, rgb[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
-
-
-def colour_cells(grid: ProbabilityGrid, cmap: str = "viridis", threshold: float = 0.0) -> np.ndarray:
-    """RGBA uint8 image with one pixel per cell: colour-mapped probability, transparent where none or below
-    ``threshold``."""
-    lut = colormap(cmap)
-    probs = np.nan_to_num(grid.probs, nan=0.0)
-    rgba = np.zeros(grid.shape + (4,), np.uint8)
-    rgba[..., :3] = lut[np.clip((probs * 255).round(), 0, 255).astype(np.int64)]
-    rgba[..., 3] = np.where(grid.done & (probs >= threshold), 255, 0)
-    return rgba
+def colour_cells(grid: ProbabilityGrid, cmap: str = DEFAULT_COLORMAP, threshold: float = 0.0) -> np.ndarray:
+    """RGBA uint8 image with one pixel per cell: `colour_probabilities` of the grid (transparent where a cell
+    has no probability or is below ``threshold``)."""
+    return colour_probabilities(grid.probs, cmap, threshold)
 
 
 def _cells_to_image(grid: ProbabilityGrid, cells: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -73,21 +51,20 @@ def _cells_to_image(grid: ProbabilityGrid, cells: np.ndarray, width: int, height
     return out
 
 
-def heatmap_image(grid: ProbabilityGrid, width: int, height: int, cmap: str = "viridis") -> np.ndarray:
-    """RGBA heatmap of the whole slide at ``width`` x ``height`` (transparent off tissue)."""
-    return _cells_to_image(grid, colour_cells(grid, cmap), width, height)
+def heatmap_image(grid: ProbabilityGrid, width: int, height: int, cmap: str = DEFAULT_COLORMAP,
+                  threshold: float = 0.0) -> np.ndarray:
+    """RGBA heatmap of the whole slide at ``width`` x ``height``, nearest neighbour: what the window's heatmap
+    layer draws in its tiles mode (transparent off tissue and below ``threshold``)."""
+    return _cells_to_image(grid, colour_cells(grid, cmap, threshold), width, height)
 
 
 def blended_overview(thumbnail_rgb: np.ndarray, grid: ProbabilityGrid, opacity: float = 0.5,
-                     threshold: float = 0.5, cmap: str = "viridis") -> np.ndarray:
+                     threshold: float = 0.5, cmap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """The slide's thumbnail with the heatmap alpha-blended over the tissue, and the tiles at or above
     ``threshold`` outlined in white: the study's "reconstruction", in one vectorised pass."""
     height, width = thumbnail_rgb.shape[:2]
-    heat = heatmap_image(grid, width, height, cmap)
-    alpha = (heat[..., 3:4].astype(np.float32) / 255.0) * float(opacity)
-    out = thumbnail_rgb.astype(np.float32) * (1 - alpha) + heat[..., :3].astype(np.float32) * alpha
-    out = out.round().astype(np.uint8)
-    called = (grid.done & (np.nan_to_num(grid.probs) >= threshold)).astype(np.uint8)[..., None] * 255
+    out = blend_over(thumbnail_rgb, heatmap_image(grid, width, height, cmap), opacity)
+    called = shown_cells(grid.probs, threshold).astype(np.uint8)[..., None] * 255
     mask = _cells_to_image(grid, called, width, height)[..., 0]
     if mask.any():
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -95,7 +72,7 @@ def blended_overview(thumbnail_rgb: np.ndarray, grid: ProbabilityGrid, opacity: 
     return out
 
 
-def legend_image(width: int = 256, height: int = 48, cmap: str = "viridis", threshold: float | None = None):
+def legend_image(width: int = 256, height: int = 48, cmap: str = DEFAULT_COLORMAP, threshold: float | None = None):
     """A horizontal colour bar with ticks at 0, 0.5 and 1 (and the threshold), RGB uint8."""
     bar_h = height // 2
     img = np.full((height, width, 3), 255, np.uint8)
@@ -141,12 +118,6 @@ def write_overlay_tiff(grid: ProbabilityGrid, path, slide_mpp: tuple[float, floa
     Levels are top-level pages (each a quarter of the one before) with resolution tags, lossless deflate;
     tiles are made on the fly from the grid, so a 100,000-pixel slide needs no full-size image in memory.
     """
-    import os
-
-    import tifffile
-
-    from core.atomic import create_temp
-
     path = Path(path)
     values = np.where(grid.done, 1 + np.round(254 * np.nan_to_num(grid.probs)), 0).astype(np.uint8)
     width, height = grid.slide_size
