@@ -37,7 +37,8 @@ from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from core.models.engine import describe_device, engine, parse_device  # noqa: E402
 from core.models.zoo import build  # noqa: E402
 from core.tiles.grid import TileSpec  # noqa: E402
-from core.models.train import TileArrays, _batches, train  # noqa: E402
+from core.models.train import _batches, train  # noqa: E402
+from core.tiles.arrays import TileArrays  # noqa: E402
 from tissue import synthetic_slide  # noqa: E402
 
 

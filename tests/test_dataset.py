@@ -9,11 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.tiles.dataset import (CLASSES, load_tiles, plan_dataset, read_dataset, read_manifest, sources_from_paths,
-                          sources_from_project, write_dataset)
 from core.errors import DatasetError
-from core.tiles.recordio import MAGIC, RecordIOError, RecordReader, RecordWriter, pack_image_record, unpack_image_record
+from core.tiles.arrays import TileArrays, split_off
+from core.tiles.dataset import (CLASSES, load_tiles, plan_dataset, read_dataset, read_manifest, sources_from_paths,
+                                sources_from_project, write_dataset)
 from core.tiles.grid import TileSpec
+from core.tiles.recordio import MAGIC, RecordIOError, RecordReader, RecordWriter, pack_image_record, unpack_image_record
+from core.tiles.splits import stratified_pick
 
 SPEC = TileSpec(64, 2.0)
 
@@ -138,6 +140,22 @@ def test_random_split_is_stratified_and_seeded(slide_pair):
         n_train, n_test = a.counts()["train"][cls], a.counts()["test"][cls]
         assert abs(n_train - 0.3 * (n_train + n_test)) <= 1
     assert set(a.slide_splits().values()) == {"both"}
+
+
+def test_split_off_holds_out_a_stratified_seeded_share():
+    labels = np.repeat([0, 1, 2], [50, 7, 1])
+    tiles = TileArrays(np.arange(labels.size, dtype=np.uint8)[:, None, None, None].repeat(3, -1), labels,
+                       ["a", "b", "c"])
+    train, val = split_off(tiles, 0.2, seed=3)
+    again, _ = split_off(tiles, 0.2, seed=3)
+    other, _ = split_off(tiles, 0.2, seed=4)
+    assert np.bincount(val.labels, minlength=3).tolist() == [10, 1, 1]  # round(0.2 n), at least one a class
+    assert sorted(np.concatenate([train.images, val.images])[:, 0, 0, 0].tolist()) == list(range(labels.size))
+    assert np.array_equal(train.images, again.images) and not np.array_equal(train.images, other.images)
+    assert train.classes == val.classes == ["a", "b", "c"]
+    # a random dataset split draws the same way: the training share of each class
+    picked = stratified_pick(labels, 0.2, np.random.default_rng(3), at_least=1)
+    assert np.array_equal(np.sort(tiles.images[picked][:, 0, 0, 0]), np.sort(val.images[:, 0, 0, 0]))
 
 
 def test_no_labelled_tiles_says_why(slide_pair):

@@ -9,7 +9,8 @@ import pytest
 from core.errors import DatasetError, ModelError
 from core.models.bundle import load_bundle
 from core.models.engine import engine
-from core.models.train import TileArrays, augment, train
+from core.models.train import augment, train
+from core.tiles.arrays import TileArrays
 
 TILE = 48
 

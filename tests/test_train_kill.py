@@ -91,7 +91,7 @@ def tiles(n_per_class: int, seed: int, easy: bool = False):
 
     ``easy`` tiles differ so much that the validation loss falls at every one of the first epochs.
     """
-    from core.models.train import TileArrays
+    from core.tiles.arrays import TileArrays
 
     rng = np.random.default_rng(seed)
     palette = [[230, 190, 215], [120, 60, 140]] if easy else [[200, 150, 190], [180, 130, 175]]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DatasetError
+from core.tiles.arrays import TileArrays
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle boot"]
@@ -107,9 +108,7 @@ def _class_names(kind: str, folder: Path) -> list[str]:
 
 
 def load_framework_data(kind: str, folder):
-    """Train and test `core.models.train.TileArrays` for ``kind`` in ``mnist``, ``fashion-mnist``, ``cifar10``."""
-    from core.models.train import TileArrays
-
+    """Train and test `core.tiles.arrays.TileArrays` for ``kind`` in ``mnist``, ``fashion-mnist``, ``cifar10``."""
     folder = Path(folder)
     if kind in ("mnist", "fashion-mnist"):
         reader = read_mnist
@@ -151,7 +150,7 @@ def validate_framework(kind: str, folder, epochs: int = 2, batch_size: int = 64,
     float
         Test accuracy after the last epoch (the test split is never used to pick an epoch).
     """
-    from core.models.train import TileArrays, train
+    from core.models.train import train
 
     train_data, test_data = load_framework_data(kind, folder)
     if max_train:

@@ -27,7 +27,7 @@ def check_compatible(info, tiles, where: str = "the tiles") -> None:
 def predict_tiles(model_dir, tiles, device: str = "auto", batch_size: int = 128,
                   progress: Callable[[int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, str]:
-    """Class probabilities ``(N, classes)`` of a bundle on `core.models.train.TileArrays`, and the device used.
+    """Class probabilities ``(N, classes)`` of a bundle on `core.tiles.arrays.TileArrays`, and the device used.
 
     Returns ``(None, device)`` when ``should_stop()`` turned true.
 

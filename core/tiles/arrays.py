@@ -1,0 +1,102 @@
+"""Tiles in memory: images and labels as numpy arrays, what training and testing a model take.
+
+Made by `core.tiles.reading.load_tiles` (straight from slides), `core.tiles.records.read_dataset` (a dataset
+or patch folder) or :meth:`TileArrays.from_folder`; `split_off` holds part of them out for validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.errors import DatasetError
+from core.tiles.splits import CLASSES, stratified_pick
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+@dataclass
+class TileArrays:
+    """Tiles in memory: ``images`` uint8 RGB ``(N, H, W, 3)``, ``labels`` int ``(N,)`` indexing ``classes``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images)
+        self.labels = np.asarray(self.labels).astype(np.int64).ravel()
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def check(self, name: str = "dataset", need_all_classes: bool = True) -> None:
+        """Raise DatasetError when the arrays cannot be trained on."""
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise DatasetError(f"{name}: tiles must be uint8 RGB shaped (N, H, W, 3), got "
+                               f"{self.images.dtype} {self.images.shape}")
+        if len(self) == 0 or self.images.shape[0] != len(self):
+            raise DatasetError(f"{name}: {self.images.shape[0]} tiles but {len(self)} labels")
+        if self.labels.min() < 0 or self.labels.max() >= len(self.classes):
+            raise DatasetError(f"{name}: labels must lie in 0..{len(self.classes) - 1} ({self.classes})")
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        missing = [c for c, n in zip(self.classes, counts) if n == 0]
+        if need_all_classes and missing:
+            raise DatasetError(f"{name}: no tiles of class {', '.join(missing)}; a classifier needs examples "
+                               f"of every class (counts: {dict(zip(self.classes, counts.tolist()))})")
+
+    @classmethod
+    def from_folder(cls, path) -> "TileArrays":
+        """Read patches from ``path/<class name>/*.png|jpg``; classes are the subfolders, sorted by name.
+
+        Raises
+        ------
+        DatasetError
+            When the folder has no class subfolders, a file is unreadable, or tile sizes differ.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: dataset folder does not exist")
+        class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+        if not class_dirs:
+            raise DatasetError(f"{root}: expected one subfolder per class holding PNG/JPEG patches")
+        images, labels = [], []
+        for index, folder in enumerate(class_dirs):
+            for file in sorted(folder.iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+                if bgr is None:
+                    raise DatasetError(f"{file}: not a readable image; remove or replace it")
+                if images and bgr.shape != images[0].shape:
+                    raise DatasetError(f"{file}: tile is {bgr.shape[1]}x{bgr.shape[0]} px but others are "
+                                       f"{images[0].shape[1]}x{images[0].shape[0]} px; export tiles of one size")
+                images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                labels.append(index)
+        if not images:
+            raise DatasetError(f"{root}: no PNG/JPEG patches in its class subfolders")
+        return cls(np.stack(images), np.asarray(labels), [p.name for p in class_dirs])
+
+
+def split_off(tiles: TileArrays, ratio: float, seed: int) -> tuple[TileArrays, TileArrays]:
+    """A stratified random share of ``tiles`` held out for validation, and the rest.
+
+    Parameters
+    ----------
+    tiles : TileArrays
+    ratio : float
+        Share of each class held out (at least one tile of every class).
+    seed : int
+        The same tiles and seed give the same split.
+
+    Returns
+    -------
+    (TileArrays, TileArrays)
+        The training tiles and the validation tiles.
+    """
+    val = stratified_pick(tiles.labels, ratio, np.random.default_rng(seed), at_least=1)
+    return (TileArrays(tiles.images[~val], tiles.labels[~val], tiles.classes),
+            TileArrays(tiles.images[val], tiles.labels[val], tiles.classes))
