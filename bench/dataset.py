@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # as main.py
 
 import numpy as np  # noqa: E402
 
-from core.tiles.dataset import _ordered, plan_dataset, sources_from_paths, write_dataset  # noqa: E402
+from core.tiles.dataset import ordered_positions, plan_dataset, sources_from_paths, write_dataset  # noqa: E402
 from core.paths import cache_dir  # noqa: E402
 from core.tiles.grid import TileSpec  # noqa: E402
 
@@ -57,7 +57,7 @@ def main() -> None:
     if kept < args.tiles:
         raise SystemExit(f"the slide gives only {kept} labelled tiles, fewer than {args.tiles}")
     # the first N tiles in reading order: one band of the slide, as a smaller slide would give
-    chosen = np.sort(_ordered(plan, np.arange(kept))[:args.tiles])
+    chosen = np.sort(ordered_positions(plan, np.arange(kept))[:args.tiles])
     for name in ("slide", "index", "label", "split"):
         setattr(plan, name, getattr(plan, name)[chosen])
 

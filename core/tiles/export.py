@@ -1,0 +1,139 @@
+"""Writing a planned dataset as a folder: MXNet RecordIO files, their lists, ``tiles.csv`` and ``manifest.json``.
+
+The folder's layout is described in `core.tiles.dataset`; `core.tiles.folder` reads it back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+import core
+from core.errors import Cancelled, DatasetError
+from core.staging import staged_folder
+from core.tiles.folder import FORMAT, FORMAT_VERSION, MANIFEST
+from core.tiles.planning import DatasetPlan
+from core.tiles.reading import PlanReaders, ordered_positions, read_pipeline
+from core.tiles.recordio import RecordWriter, pack_image_record
+from core.tiles.splits import CLASSES, SPLITS
+
+#: Tile encodings and their file suffix.
+ENCODINGS = {"jpg": ".jpg", "png": ".png"}
+
+
+def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: int = 95, workers: int | None = None,
+                  progress: Callable[[int, int], None] | None = None, should_stop=None) -> dict | None:
+    """Write the RecordIO files, ``.lst`` lists, ``tiles.csv`` and ``manifest.json`` into ``out_dir``.
+
+    Tiles are read, resized and encoded on ``workers`` threads while one thread appends records. All
+    files are first written into a hidden folder inside ``out_dir`` and moved into place only when every
+    tile is written, so a cancelled or failed run (a full disk) leaves an earlier dataset there intact.
+
+    Parameters
+    ----------
+    encoding : {"jpg", "png"}
+        JPEG (``quality``) as MXNet's ``im2rec`` writes by default, or lossless PNG.
+    progress : callable, optional
+        ``progress(tiles_done, tiles)``.
+    should_stop : callable, optional
+        Checked between chunks of tiles; when true the partial files are removed and None is returned.
+
+    Returns
+    -------
+    dict or None
+        The manifest, or None when cancelled.
+
+    Raises
+    ------
+    DatasetError
+        When the folder cannot be written (the message names it and the reason, e.g. no space left).
+    """
+    if encoding not in ENCODINGS:
+        raise DatasetError(f"tile encoding {encoding!r} not understood; use 'jpg' or 'png'")
+    out = Path(out_dir).expanduser().absolute()
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if encoding == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ext = ENCODINGS[encoding]
+
+    def work(readers: PlanReaders, part: np.ndarray) -> list[bytes]:
+        blobs = []
+        for pos in part:
+            rgb = readers.read(int(plan.slide[pos]), int(plan.index[pos]))
+            ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+            if not ok:
+                raise DatasetError(f"could not encode a tile of {plan.sources[int(plan.slide[pos])].path} as {ext}")
+            blobs.append(buf.tobytes())
+        return blobs
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"{out}: cannot write the dataset here: {err.strerror or err}") from err
+    total = plan.label.size
+    done = 0
+    rows = []
+    tile_l0 = {i: p.tile_l0 for i, p in enumerate(plan.plans)}
+    try:
+        with staged_folder(out) as staging:
+            for split_name in SPLITS:
+                positions = ordered_positions(plan, plan.select(split_name))
+                lst = io.StringIO()
+                with RecordWriter(staging / f"{split_name}.rec", staging / f"{split_name}.idx") as writer:
+                    record = 0
+                    for part, blobs in read_pipeline(plan, positions, work, workers):
+                        if should_stop is not None and should_stop():
+                            raise Cancelled(f"{out}: writing the dataset cancelled")
+                        for pos, blob in zip(part, blobs):
+                            s, i, label = int(plan.slide[pos]), int(plan.index[pos]), int(plan.label[pos])
+                            tile_plan, name = plan.plans[s], plan.sources[s].name
+                            x, y = int(tile_plan.l0_x[i]), int(tile_plan.l0_y[i])
+                            writer.write(record, pack_image_record(label, record, blob))
+                            lst.write(f"{record}\t{label}\t{name}/{x}_{y}{ext}\n")
+                            rows.append((split_name, record, name, x, y, tile_l0[s], plan.spec.tile_px,
+                                         plan.spec.mpp, label, CLASSES[label], f"{tile_plan.tumour_fraction[i]:.3f}",
+                                         f"{tile_plan.tissue_fraction[i]:.3f}"))
+                            record += 1
+                        done += part.size
+                        if progress is not None:
+                            progress(done, total)
+                (staging / f"{split_name}.lst").write_text(lst.getvalue(), encoding="utf-8")
+            with open(staging / "tiles.csv", "w", newline="", encoding="utf-8") as f:
+                table = csv.writer(f)
+                table.writerow(["split", "record", "slide", "x", "y", "size_l0", "tile_px", "mpp", "label", "class",
+                                "tumour_fraction", "tissue_fraction"])
+                table.writerows(rows)
+            manifest = _manifest(plan, encoding, quality)
+            manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            manifest["software"] = {"biopsia": core.__version__}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    except Cancelled:
+        return None
+    except OSError as err:
+        raise DatasetError(f"{out}: writing the dataset failed: {err.strerror or err}; nothing in the folder "
+                           "was replaced") from err
+    return manifest
+
+
+def _manifest(plan: DatasetPlan, encoding: str, quality: int) -> dict:
+    slides = []
+    for i, (source, tile_plan) in enumerate(zip(plan.sources, plan.plans)):
+        mine = plan.slide == i
+        slides.append({
+            "name": source.name, "path": str(source.path), "fully_annotated": source.fully_annotated,
+            "tile_l0": tile_plan.tile_l0, "level": tile_plan.level, "grid": list(tile_plan.grid_shape),
+            "tiles_per_reason": tile_plan.counts,
+            "tiles": {name: {cls: int(np.sum(mine & (plan.split == s) & (plan.label == c)))
+                             for c, cls in enumerate(CLASSES)} for s, name in enumerate(SPLITS)},
+        })
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(CLASSES),
+        "tile_px": plan.spec.tile_px, "mpp": plan.spec.mpp, "encoding": encoding, "quality": quality,
+        "split": plan.settings, "counts": plan.counts(), "slides": slides,
+        "files": {name: {"rec": f"{name}.rec", "idx": f"{name}.idx", "lst": f"{name}.lst"} for name in SPLITS},
+    }
