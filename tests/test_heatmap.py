@@ -45,6 +45,12 @@ def test_colour_maps_match_the_published_tables():
 def test_the_probability_to_pixel_rule():
     probs = np.array([0.0, 1.0, np.nan, 0.5, -1.0, 2.0, 0.3, 0.2999], np.float32)
     assert colour_index(probs).tolist() == [0, 255, 0, 128, 0, 255, 76, 76]
+    steps = np.arange(256) / 255
+    values = np.concatenate([steps, steps + 0.5 / 255, np.random.default_rng(0).random(10000)]).astype(np.float32)
+    expected = np.rint(np.clip(values, 0, 1) * np.float32(255)).astype(np.uint8)  # ties to even, in float32
+    assert np.array_equal(colour_index(values), expected)
+    assert np.array_equal(colour_index(values.reshape(-1, 8)), expected.reshape(-1, 8))  # any shape, one rule
+    assert colour_index(np.float32(0.5)) == 128 and colour_index(np.zeros((0, 3))).shape == (0, 3)
     rgba = colour_probabilities(probs, "magma", threshold=0.3)
     shown = [False, True, False, True, False, True, True, False]  # NaN and below the threshold: hidden
     assert (rgba[:, 3] == 255).tolist() == shown and (rgba[:, 3] == 0).tolist() == [not s for s in shown]
