@@ -1,15 +1,19 @@
-"""The heatmap and disagreement layers: colours, threshold, smooth mode, outlines, progressive filling."""
+"""The heatmap and disagreement layers: colours, threshold, smooth mode, outlines, progressive filling, and the
+window drawing the same pixels as the CLI's heatmap image for every colour map."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-from PyQt5.QtGui import QImage, QPainter
+from PyQt5.QtGui import QColor, QImage, QPainter
 from shapely.geometry import Point
 from shapely.ops import unary_union
 
 from core.evaluation.compare import FALSE_NEGATIVE, FALSE_POSITIVE, compare
+from core.inference.colours import COLORMAPS as CORE_COLORMAPS
+from core.inference.colours import blend_over, colormap
+from core.inference.heatmap import heatmap_image
 from core.inference.predict import PartialResult, ProbabilityGrid
 from core.slide import open_slide
 from core.view.viewport import Viewport
@@ -125,6 +129,85 @@ def test_tile_colours_are_the_colour_map_blended_at_the_opacity(view, grid):
     assert set(COLORMAPS) >= {"viridis", "magma", "cividis", "turbo"}
     with pytest.raises(ValueError):
         layer.set_colormap("rainbow-unknown")
+
+
+DRIFT_SLIDE = (1000, 800)
+DRIFT_BACKGROUND = (90, 140, 200)
+
+
+def drift_grid() -> ProbabilityGrid:
+    """7 x 9 cells off the slide's corner (an origin, tiles overlapping by 20 px), values on and beside every
+    rounding and threshold edge, some without a probability."""
+    rng = np.random.default_rng(3)
+    probs = rng.random((7, 9)).astype(np.float32)
+    probs.flat[:9] = [0.0, 1.0, 0.5, 0.3, np.nextafter(np.float32(0.3), np.float32(0)), 127.5 / 255, 2 / 255,
+                      254.5 / 255, 0.999]
+    probs[rng.random((7, 9)) < 0.2] = np.nan
+    probs[0, 0] = np.nan
+    return ProbabilityGrid(probs=probs, origin=(20, 30), stride=100, tile_l0=120, tile_px=60, mpp=1.0,
+                           slide_size=DRIFT_SLIDE)
+
+
+def paint_layer(layer: HeatmapLayer, scale: float, opacity: float) -> np.ndarray:
+    """RGB of the layer painted over the whole slide at ``scale`` (a plain background), as a view paints it."""
+    width, height = round(DRIFT_SLIDE[0] * scale), round(DRIFT_SLIDE[1] * scale)
+    image = QImage(width, height, QImage.Format_ARGB32_Premultiplied)
+    image.fill(QColor(*DRIFT_BACKGROUND))
+    painter = QPainter(image)
+    painter.setOpacity(opacity)  # as SlideView.paintEvent sets it per layer
+    layer.paint(painter, Viewport(*DRIFT_SLIDE, width, height, DRIFT_SLIDE[0] / 2, DRIFT_SLIDE[1] / 2, scale))
+    painter.end()
+    return pixels(image)
+
+
+def cli_pixels(grid: ProbabilityGrid, scale: float, name: str, threshold: float, opacity: float) -> np.ndarray:
+    """What the CLI's heatmap image (``heatmap.png``) shows over the same background at ``opacity``."""
+    width, height = round(DRIFT_SLIDE[0] * scale), round(DRIFT_SLIDE[1] * scale)
+    base = np.full((height, width, 3), DRIFT_BACKGROUND, np.uint8)
+    return blend_over(base, heatmap_image(grid, width, height, name, threshold), opacity).astype(int)
+
+
+@pytest.mark.parametrize("name", CORE_COLORMAPS)
+def test_the_window_draws_the_pixels_the_cli_writes(qapp, name):
+    grid = drift_grid()
+    layer = HeatmapLayer()
+    layer.show_legend = False
+    layer.set_grid(grid)
+    layer.set_colormap(name)  # every core colour map works in the window
+    empty = ProbabilityGrid(probs=np.full(grid.shape, np.nan, np.float32), origin=grid.origin, stride=grid.stride,
+                            tile_l0=grid.tile_l0, tile_px=grid.tile_px, mpp=grid.mpp, slide_size=grid.slide_size)
+    filled = HeatmapLayer()  # the same map arriving batch by batch, as during a prediction
+    filled.show_legend = False
+    filled.set_colormap(name)
+    filled.set_grid(empty)
+    for cells in np.array_split(np.argwhere(grid.done), 3):
+        filled.update_cells(PartialResult(cells[:, 0], cells[:, 1], grid.probs[cells[:, 0], cells[:, 1]], 0, 1, 1.0))
+    for threshold in (0.0, 0.3):
+        layer.set_threshold(threshold)
+        filled.set_threshold(threshold)
+        for scale in (0.1, 0.2):  # cells of 10 and 20 screen pixels, edges on whole pixels
+            expected = cli_pixels(grid, scale, name, threshold, 1.0)
+            for which in (layer, filled):
+                shot = paint_layer(which, scale, 1.0)
+                wrong = np.argwhere(np.any(shot != expected, axis=2))
+                assert len(wrong) == 0, (name, threshold, scale, which is filled, wrong[:3].tolist())
+        half = paint_layer(layer, 0.1, 0.5)  # and blended the same way (Qt rounds in 8 bits)
+        assert np.abs(half - cli_pixels(grid, 0.1, name, threshold, 0.5)).max() <= 1, (name, threshold)
+
+
+@pytest.mark.parametrize("name", CORE_COLORMAPS)
+def test_smooth_mode_draws_only_the_core_colours(qapp, name):
+    layer = HeatmapLayer()
+    layer.set_grid(drift_grid())
+    layer.set_colormap(name)
+    layer.set_threshold(0.3)
+    image, factor, mask = layer.state.smooth()
+    assert factor > 1 and mask.any() and not mask.all()
+    rgb = pixels(image)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    table = colormap(name).astype(int)
+    assert np.isin(code[mask], (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]).all()
+    assert not code[~mask].any()  # hidden: transparent
 
 
 def test_threshold_hides_lower_cells(view, grid):

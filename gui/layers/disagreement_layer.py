@@ -9,7 +9,7 @@ from PyQt5.QtGui import QColor, QImage, QPainter, QPen
 from core.evaluation.compare import AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_NEGATIVE, FALSE_POSITIVE, SlideComparison
 from core.view.viewport import Viewport
 from gui.layers.base import Layer, begin_legend_card
-from gui.layers.heatmap_layer import _qimage, cell_transform, mask_edges, visible_cells
+from gui.layers.cell_geometry import bgra_qimage, cell_transform, mask_edges, visible_cells
 
 #: Colour-blind safe pair (Okabe-Ito orange and blue): the network says tumour, the doctors did not; and the reverse.
 FALSE_POSITIVE_COLOUR = QColor(230, 159, 0)
@@ -86,7 +86,7 @@ class DisagreementLayer(Layer):
         elif AGREEMENT_ALPHA:
             palette[AGREE_POSITIVE + 1] = _premultiplied(QColor(120, 120, 120), AGREEMENT_ALPHA)
         self._buffer = np.ascontiguousarray(palette[codes.astype(np.intp) + 1])
-        self._image = _qimage(self._buffer)
+        self._image = bgra_qimage(self._buffer)
         self._edges = {code: mask_edges(codes == code) for code in (FALSE_POSITIVE, FALSE_NEGATIVE)}
 
     # -- mirrors (the other pane of a split view) -------------------------------------------------

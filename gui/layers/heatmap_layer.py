@@ -1,47 +1,26 @@
 """The network's tumour probabilities over the slide: one pixel per grid cell, coloured, scaled up.
 
-Frames: grid cells ``(row, col)`` as in `core.inference.predict.ProbabilityGrid`; *cell units* ``(u, v)`` put cell
-``(r, c)`` at ``[c, c + 1) x [r, r + 1)``, and map to level 0 through the grid's `cell_rect` geometry.
+Colours, and which cells are drawn, come from `core.inference.colours` (the table and rule the CLI's images use);
+this module only packs them for ``QImage`` and draws them. Frames as in `gui.layers.cell_geometry`.
 """
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
-from PyQt5.QtCore import QLineF, QPointF, QRectF, Qt
-from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPolygonF, QTransform
+from PyQt5.QtCore import QRectF, Qt
+from PyQt5.QtGui import QColor, QImage, QPainter, QPen
 
+from core.inference.colours import (COLORMAPS, DEFAULT_COLORMAP, colormap, colour_at, colour_index,
+                                    colour_probabilities, shown_cells)
 from core.inference.predict import PartialResult, ProbabilityGrid
 from core.view.viewport import Viewport
-from gui.layers.base import Layer, begin_legend_card
+from gui.layers.base import Layer
+from gui.layers.cell_geometry import bgra_qimage, cell_transform, contour_polygons, mask_edges, visible_cells
+from gui.layers.heatmap_legend import heatmap_legend_image, paint_heatmap_legend
 
+__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "MODES", "HeatmapLayer", "HeatmapState", "colour_at"]
 
-def _lut(anchors: str) -> np.ndarray:
-    """A 256-entry RGB table interpolated from evenly spaced ``rrggbb`` anchors."""
-    rgb = np.array([[int(anchors[i + k:i + k + 2], 16) for k in (0, 2, 4)] for i in range(0, len(anchors), 6)], float)
-    x = np.linspace(0.0, 1.0, len(rgb))
-    return np.stack([np.interp(np.linspace(0.0, 1.0, 256), x, rgb[:, k]) for k in range(3)], 1).round().astype(np.uint8)
-
-
-# 33 anchors each, from the matplotlib maps (CC0) shipped with pyqtgraph; linear interpolation is within 2/255
-# of the originals (5/255 for cividis).
-_ANCHORS = {
-    "viridis": "440154470d6048186a482374472d7b4536814240863f49893b528b375a8d33638d2f6a8e2c728e297a8e26818e23898e21908c"
-               "1f988b1f9f8821a68528ae8031b57b3ebc744cc26c5dc9636ece5882d34c96d83fabdc32c0df24d5e21aeae51afde725",
-    "magma": "0000040303110a0822130d331d114628115a36106a430f7650127c5d177f691c817621818226818f2a819c2e7fa9327db63779c3"
-             "3b75cf4170db486ae65163ee5c5ef5695cf9785dfb8761fd9668fea571feb47bfec387fed194fde0a2fceeb0fcfdbf",
-    "cividis": "00204d00265a002c6800306f05366e1e3c6d2c426c37476b414d6b4a536b52596c595e6d61646f686a716f70737576767c7b78"
-               "8482798c8879948e789c9477a49b76aca174b4a872bdaf6fc5b66ccebd68d7c463e0cb5ee9d358f2da50fbe248ffea46",
-    "turbo": "30123b392a734040a14456c7466be3467ff64293ff37a7fa29bbec1dcdd818dcc31ee8b031f2994cf97e6bfd648aff4da3fd3cb8"
-             "f735cced34dee037edd03af8c03afdae35fe982cfb8022f56817ec520fe04009d23105c02302ac1701950d017a0403",
-}
-#: Colour maps by name: 256 x RGB tables. The first three are perceptually uniform; turbo is the "jet" look.
-COLORMAPS: dict[str, np.ndarray] = {name: _lut(anchors) for name, anchors in _ANCHORS.items()}
-COLORMAP_LABELS = {"viridis": "Viridis (uniform)", "magma": "Magma (uniform)", "cividis": "Cividis (colour-blind safe)",
-                   "turbo": "Turbo (rainbow, not uniform)"}
-DEFAULT_COLORMAP = "viridis"
 MODES = ("tiles", "smooth")
 DEFAULT_OPACITY = 0.5
 #: The smooth map is upsampled to about this many pixels on its longest side (then scaled by Qt, bilinear).
@@ -51,93 +30,17 @@ SMOOTH_MAX_FACTOR = 16
 MAX_OUTLINE_POINTS = 20000
 OUTLINE_COLOUR = QColor(255, 255, 255)
 OUTLINE_HALO = QColor(0, 0, 0, 150)
+#: RGBA channel order to QImage's ARGB32 bytes in memory (B, G, R, A on little-endian machines).
+BGRA = [2, 1, 0, 3]
 
 
 def _packed(lut: np.ndarray) -> np.ndarray:
-    """The table as opaque ARGB32 words (BGRA bytes in memory, as QImage reads them)."""
+    """A core colour table as opaque ARGB32 words, for QImage."""
     r, g, b = (lut[:, k].astype(np.uint32) for k in range(3))
     return (np.uint32(255) << 24) | (r << 16) | (g << 8) | b
 
 
-_PACKED = {name: _packed(lut) for name, lut in COLORMAPS.items()}
-
-
-def colour_at(name: str, probability: float) -> tuple[int, int, int]:
-    """RGB of ``probability`` in colour map ``name`` (as the layer draws it)."""
-    return tuple(int(v) for v in COLORMAPS[name][int(np.clip(probability, 0.0, 1.0) * 255)])
-
-
-def _bgra(rgb: np.ndarray, shown: np.ndarray) -> np.ndarray:
-    """Premultiplied BGRA pixels: colour where ``shown``, transparent elsewhere."""
-    out = np.zeros(shown.shape + (4,), np.uint8)
-    out[shown, :3] = rgb[shown][:, ::-1]
-    out[shown, 3] = 255
-    return out
-
-
-def _qimage(bgra: np.ndarray) -> QImage:
-    h, w = bgra.shape[:2]
-    return QImage(bgra.data, w, h, w * 4, QImage.Format_ARGB32_Premultiplied)
-
-
-def cell_transform(grid, viewport: Viewport) -> QTransform:
-    """Cell units to screen pixels."""
-    x00, y00, _, _ = grid.cell_rect(0, 0)
-    sx, sy = viewport.l0_to_screen(x00, y00)
-    side = grid.stride * viewport.scale
-    return QTransform(side, 0, 0, side, sx, sy)
-
-
-def visible_cells(grid, viewport: Viewport, margin: int = 0) -> tuple[int, int, int, int]:
-    """``(row0, row1, col0, col1)`` of the cells that meet the view (ends exclusive), widened by ``margin``."""
-    rows, cols = grid.shape
-    x00, y00, _, _ = grid.cell_rect(0, 0)
-    l0_x, l0_y, l0_w, l0_h = viewport.visible_l0_rect()
-    col0 = int(np.clip(math.floor((l0_x - x00) / grid.stride) - margin, 0, cols))
-    col1 = int(np.clip(math.ceil((l0_x + l0_w - x00) / grid.stride) + margin, 0, cols))
-    row0 = int(np.clip(math.floor((l0_y - y00) / grid.stride) - margin, 0, rows))
-    row1 = int(np.clip(math.ceil((l0_y + l0_h - y00) / grid.stride) + margin, 0, rows))
-    return row0, row1, col0, col1
-
-
-def mask_edges(mask: np.ndarray) -> list[QLineF]:
-    """Cell-edge segments (cell units) between ``mask`` cells and the rest, runs along a line merged."""
-    padded = np.pad(mask.astype(bool), 1)
-    lines: list[QLineF] = []
-    # vertical edges: between column c-1 and c (padded indices), running along rows
-    v = padded[1:-1, 1:] != padded[1:-1, :-1]  # (rows, cols + 1): edge at x = c
-    for x, y0, y1 in _runs(v.T):
-        lines.append(QLineF(x, y0, x, y1))
-    h = padded[1:, 1:-1] != padded[:-1, 1:-1]  # (rows + 1, cols): edge at y = r
-    for y, x0, x1 in _runs(h):
-        lines.append(QLineF(x0, y, x1, y))
-    return lines
-
-
-def _runs(edges: np.ndarray):
-    """``(line, start, end)`` of each run of True along axis 1 of ``edges``."""
-    padded = np.pad(edges, ((0, 0), (1, 1)))
-    diff = np.diff(padded.astype(np.int8), axis=1)
-    line_s, start = np.nonzero(diff == 1)
-    _, end = np.nonzero(diff == -1)  # both sorted row-major, so they pair up
-    return zip(line_s.tolist(), start.tolist(), end.tolist())
-
-
-def contour_polygons(mask: np.ndarray, factor: float) -> list[tuple[tuple[float, float, float, float], QPolygonF]]:
-    """Outlines of ``mask`` (an upsampled cell mask, ``factor`` pixels per cell) in cell units, each with its
-    bounding box ``(u0, v0, u1, v1)`` so a paint can skip those out of view."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    out = []
-    for contour in contours:
-        if len(contour) > 8:
-            contour = cv2.approxPolyDP(contour, max(0.7, factor / 8), True)
-        points = (contour[:, 0, :].astype(float) + 0.5) / factor
-        if len(points) < 2:
-            continue
-        (u0, v0), (u1, v1) = points.min(0), points.max(0)
-        out.append(((float(u0), float(v0), float(u1), float(v1)),
-                    QPolygonF([QPointF(x, y) for x, y in points.tolist()])))
-    return out
+_PACKED = {name: _packed(colormap(name)) for name in COLORMAPS}
 
 
 class HeatmapState:
@@ -160,31 +63,27 @@ class HeatmapState:
         self.revision += 1
 
     def shown(self, probs: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return np.isfinite(probs) & (probs >= self.threshold)
+        return shown_cells(probs, self.threshold)
+
+    def cell_pixels(self, probs: np.ndarray) -> np.ndarray:
+        """Premultiplied BGRA of probabilities: core's `colour_probabilities`, reordered for QImage."""
+        return colour_probabilities(probs, self.colormap, self.threshold)[..., BGRA]
 
     def rebuild(self) -> None:
         grid = self.grid
         if grid is None:
             self.bgra = self.image = None
         else:
-            self.bgra = _bgra(self._colours(grid.probs), self.shown(grid.probs))
-            self.image = _qimage(self.bgra)
+            self.bgra = np.ascontiguousarray(self.cell_pixels(grid.probs))
+            self.image = bgra_qimage(self.bgra)
         self.touch()
-
-    def _colours(self, probs: np.ndarray) -> np.ndarray:
-        index = (np.nan_to_num(np.clip(probs, 0.0, 1.0), nan=0.0) * 255).astype(np.uint8)
-        return COLORMAPS[self.colormap][index]
 
     def update(self, rows: np.ndarray, cols: np.ndarray, probs: np.ndarray) -> None:
         if self.bgra is None:
             return
         probs = np.asarray(probs, np.float32)
         self.grid.probs[rows, cols] = probs
-        shown = self.shown(probs)
-        colours = self._colours(probs)
-        self.bgra[rows, cols, :3] = np.where(shown[:, None], colours[:, ::-1], 0)
-        self.bgra[rows, cols, 3] = np.where(shown, 255, 0)
+        self.bgra[rows, cols] = self.cell_pixels(probs)
         self.touch()
 
     def smooth(self):
@@ -200,15 +99,15 @@ class HeatmapState:
                             interpolation=cv2.INTER_LINEAR)
         # average of the known neighbours only: no-tissue cells neither darken nor shrink the map
         fine = cv2.divide(values, np.maximum(weight, 1e-6))
-        mask = (weight >= 0.5) & (fine >= self.threshold)
-        words = _PACKED[self.colormap][cv2.convertScaleAbs(np.clip(fine, 0.0, 1.0), alpha=255)]
+        mask = (weight >= 0.5) & self.shown(fine)  # covered by known cells, and shown by core's rule
+        words = _PACKED[self.colormap][colour_index(fine)]
         words *= mask  # transparent where hidden
         bgra = words.view(np.uint8).reshape(mask.shape + (4,))
-        image = _qimage(bgra)
+        image = bgra_qimage(bgra)
         self._smooth = (self.revision, factor, image, bgra, mask)
         return image, factor, mask
 
-    def edges(self) -> list[QLineF]:
+    def edges(self) -> list:
         if self._edges is None or self._edges[0] != self.revision:
             self._edges = (self.revision, mask_edges(self.shown(self.grid.probs)))
         return self._edges[1]
@@ -282,8 +181,7 @@ class HeatmapLayer(Layer):
         self.opacity = value
 
     def set_colormap(self, name: str) -> None:
-        if name not in COLORMAPS:
-            raise ValueError(f"unknown colour map {name!r}; choose one of {', '.join(COLORMAPS)}")
+        colormap(name)  # ValueError naming the choices for an unknown one
         if name != self.state.colormap:
             self.state.colormap = name
             self.state.rebuild()
@@ -414,47 +312,8 @@ class HeatmapLayer(Layer):
     # -- legend ----------------------------------------------------------------------------------
     def legend_image(self, width: int, height: int) -> QImage:
         """The colour bar with ticks 0, 0.5, 1 and the threshold marked, on a white card."""
-        image = QImage(width, height, QImage.Format_ARGB32_Premultiplied)
-        image.fill(Qt.transparent)
-        painter = QPainter(image)
-        self.paint_legend(painter, QRectF(0, 0, width, height))
-        painter.end()
-        return image
+        return heatmap_legend_image(width, height, self.state.colormap, self.state.threshold)
 
     def paint_legend(self, painter: QPainter, rect: QRectF) -> None:
         """The legend in ``rect``: a title row when there is room, the bar, ticks under it."""
-        begin_legend_card(painter, rect)
-        text_h = painter.fontMetrics().height()
-        titled = rect.height() >= 2 * text_h + 22
-        pad = 8 if titled else 4
-        top = rect.top() + pad + (text_h + 2 if titled else 0)
-        bar = QRectF(rect.left() + pad, top, rect.width() - 2 * pad, max(4.0, rect.bottom() - pad - text_h - 3 - top))
-        threshold = self.state.threshold
-        painter.setPen(QColor(20, 20, 20))
-        if titled:
-            title = QRectF(rect.left() + pad, rect.top() + pad - 2, rect.width() - 2 * pad, text_h)
-            painter.drawText(title, Qt.AlignLeft | Qt.AlignVCenter, "Tumour probability")
-            if threshold > 0:
-                painter.setPen(QColor(200, 0, 0))
-                painter.drawText(title, Qt.AlignRight | Qt.AlignVCenter, f"shown ≥ {threshold:.2f}")
-        lut = COLORMAPS[self.state.colormap]
-        strip = np.ascontiguousarray(np.concatenate([lut[:, ::-1], np.full((256, 1), 255, np.uint8)], 1)[None])
-        painter.setRenderHint(QPainter.SmoothPixmapTransform, True)
-        painter.drawImage(bar, QImage(strip.data, 256, 1, 256 * 4, QImage.Format_ARGB32_Premultiplied))
-        if threshold > 0:  # the hidden part of the scale, washed out
-            painter.fillRect(QRectF(bar.left(), bar.top(), bar.width() * threshold, bar.height()),
-                             QColor(255, 255, 255, 170))
-        painter.setPen(QPen(QColor(60, 60, 60), 1))
-        painter.setBrush(Qt.NoBrush)
-        painter.drawRect(bar)
-        for value, label in ((0.0, "0"), (0.5, "0.5"), (1.0, "1")):
-            x = bar.left() + value * bar.width()
-            painter.drawLine(QPointF(x, bar.bottom()), QPointF(x, bar.bottom() + 3))
-            align = Qt.AlignLeft if value == 0 else Qt.AlignRight if value == 1 else Qt.AlignHCenter
-            box = QRectF(x - (0 if value == 0 else 40 if value == 1 else 20), bar.bottom() + 3, 40, text_h)
-            painter.drawText(box, align | Qt.AlignTop, label)
-        if threshold > 0:
-            x = bar.left() + threshold * bar.width()
-            painter.setPen(QPen(QColor(200, 0, 0), 2))
-            painter.drawLine(QPointF(x, bar.top() - 2), QPointF(x, bar.bottom() + 2))
-        painter.restore()
+        paint_heatmap_legend(painter, rect, self.state.colormap, self.state.threshold)
