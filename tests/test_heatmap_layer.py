@@ -11,14 +11,14 @@ from shapely.geometry import Point
 from shapely.ops import unary_union
 
 from core.evaluation.compare import FALSE_NEGATIVE, FALSE_POSITIVE, compare
-from core.inference.colours import COLORMAPS as CORE_COLORMAPS
-from core.inference.colours import blend_over, colormap
+from core.inference.colours import COLORMAPS, blend_over, colormap, colour_at
 from core.inference.heatmap import heatmap_image
 from core.inference.predict import PartialResult, ProbabilityGrid
 from core.slide import open_slide
 from core.view.viewport import Viewport
+from gui.layers import heatmap_layer
 from gui.layers.disagreement_layer import FALSE_NEGATIVE_COLOUR, FALSE_POSITIVE_COLOUR, FILL_ALPHA
-from gui.layers.heatmap_layer import COLORMAPS, HeatmapLayer, colour_at
+from gui.layers.heatmap_layer import HeatmapLayer
 from gui.slide_view import SlideView
 from gui.tile_loader import TileMemory
 
@@ -167,7 +167,7 @@ def cli_pixels(grid: ProbabilityGrid, scale: float, name: str, threshold: float,
     return blend_over(base, heatmap_image(grid, width, height, name, threshold), opacity).astype(int)
 
 
-@pytest.mark.parametrize("name", CORE_COLORMAPS)
+@pytest.mark.parametrize("name", COLORMAPS)
 def test_the_window_draws_the_pixels_the_cli_writes(qapp, name):
     grid = drift_grid()
     layer = HeatmapLayer()
@@ -195,7 +195,7 @@ def test_the_window_draws_the_pixels_the_cli_writes(qapp, name):
         assert np.abs(half - cli_pixels(grid, 0.1, name, threshold, 0.5)).max() <= 1, (name, threshold)
 
 
-@pytest.mark.parametrize("name", CORE_COLORMAPS)
+@pytest.mark.parametrize("name", COLORMAPS)
 def test_smooth_mode_draws_only_the_core_colours(qapp, name):
     layer = HeatmapLayer()
     layer.set_grid(drift_grid())
@@ -317,8 +317,6 @@ def test_a_pan_repaints_from_the_caches_and_draws_only_what_is_in_view(qtbot, mo
     """What keeps painting fast at any speed: after a partial result the smooth map and the outlines are
     computed once, a pan recomputes neither, and only outlines near the view are drawn. (The time itself
     is a benchmark: bench/heatmap_paint.py.)"""
-    import gui.layers.heatmap_layer as heatmap_layer
-
     # a slide-like map: smooth probabilities with blobs of tumour, no tissue outside a disc
     rng = np.random.default_rng(0)
     probs = cv2.GaussianBlur(rng.random((300, 300)).astype(np.float32), (0, 0), 6)

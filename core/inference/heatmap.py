@@ -27,8 +27,22 @@ __all__ = ["COLORMAPS", "COLORMAP_LABELS", "DEFAULT_COLORMAP", "OVERLAY_DESCRIPT
 
 
 def colour_cells(grid: ProbabilityGrid, cmap: str = DEFAULT_COLORMAP, threshold: float = 0.0) -> np.ndarray:
-    """RGBA uint8 image with one pixel per cell: `colour_probabilities` of the grid (transparent where a cell
-    has no probability or is below ``threshold``)."""
+    """One heatmap pixel per grid cell.
+
+    Parameters
+    ----------
+    grid : ProbabilityGrid
+        The probabilities; NaN cells have none.
+    cmap : str
+        One of `COLORMAPS`.
+    threshold : float
+        Cells below it are transparent.
+
+    Returns
+    -------
+    ndarray of uint8, (rows, cols, 4)
+        RGBA, `colour_probabilities` of ``grid.probs``.
+    """
     return colour_probabilities(grid.probs, cmap, threshold)
 
 
@@ -53,15 +67,51 @@ def _cells_to_image(grid: ProbabilityGrid, cells: np.ndarray, width: int, height
 
 def heatmap_image(grid: ProbabilityGrid, width: int, height: int, cmap: str = DEFAULT_COLORMAP,
                   threshold: float = 0.0) -> np.ndarray:
-    """RGBA heatmap of the whole slide at ``width`` x ``height``, nearest neighbour: what the window's heatmap
-    layer draws in its tiles mode (transparent off tissue and below ``threshold``)."""
+    """The heatmap of the whole slide, each cell a stride square centred on its tile (nearest neighbour).
+
+    The CLI's ``heatmap.png``; the window's heatmap layer draws the same pixels in its tiles mode.
+
+    Parameters
+    ----------
+    grid : ProbabilityGrid
+        The probabilities.
+    width, height : int
+        Image size; the slide's level 0 is scaled to fill it.
+    cmap : str
+        One of `COLORMAPS`.
+    threshold : float
+        Cells below it are transparent (as are cells without a probability and everything off the grid).
+
+    Returns
+    -------
+    ndarray of uint8, (height, width, 4)
+        RGBA.
+    """
     return _cells_to_image(grid, colour_cells(grid, cmap, threshold), width, height)
 
 
 def blended_overview(thumbnail_rgb: np.ndarray, grid: ProbabilityGrid, opacity: float = 0.5,
                      threshold: float = 0.5, cmap: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """The slide's thumbnail with the heatmap alpha-blended over the tissue, and the tiles at or above
-    ``threshold`` outlined in white: the study's "reconstruction", in one vectorised pass."""
+    """The slide's thumbnail with the heatmap blended over the tissue and the tiles at or above ``threshold``
+    outlined in white: the study's "reconstruction", in one vectorised pass.
+
+    Parameters
+    ----------
+    thumbnail_rgb : ndarray of uint8, (h, w, 3)
+        The whole slide at any size.
+    grid : ProbabilityGrid
+        The probabilities.
+    opacity : float
+        The heatmap's opacity (`blend_over`).
+    threshold : float
+        Tiles at or above it are outlined; the whole heatmap is drawn.
+    cmap : str
+        One of `COLORMAPS`.
+
+    Returns
+    -------
+    ndarray of uint8, (h, w, 3)
+    """
     height, width = thumbnail_rgb.shape[:2]
     out = blend_over(thumbnail_rgb, heatmap_image(grid, width, height, cmap), opacity)
     called = shown_cells(grid.probs, threshold).astype(np.uint8)[..., None] * 255
@@ -73,7 +123,22 @@ def blended_overview(thumbnail_rgb: np.ndarray, grid: ProbabilityGrid, opacity: 
 
 
 def legend_image(width: int = 256, height: int = 48, cmap: str = DEFAULT_COLORMAP, threshold: float | None = None):
-    """A horizontal colour bar with ticks at 0, 0.5 and 1 (and the threshold), RGB uint8."""
+    """A horizontal colour bar with ticks at 0, 0.5 and 1 (and the threshold) on white, for reports.
+
+    Parameters
+    ----------
+    width, height : int
+        Image size; the bar fills the top half.
+    cmap : str
+        One of `COLORMAPS`.
+    threshold : float, optional
+        Marked on the bar when given.
+
+    Returns
+    -------
+    ndarray of uint8, (height, width, 3)
+        RGB.
+    """
     bar_h = height // 2
     img = np.full((height, width, 3), 255, np.uint8)
     img[:bar_h] = colormap(cmap)[np.linspace(0, 255, width).round().astype(int)][None]
@@ -91,7 +156,22 @@ def legend_image(width: int = 256, height: int = 48, cmap: str = DEFAULT_COLORMA
 
 
 def tiles_csv(grid: ProbabilityGrid, threshold: float = 0.5, truth: np.ndarray | None = None) -> str:
-    """One row per predicted tile: row, col, level-0 x/y and size, probability, call (and the marks' truth)."""
+    """The per-tile table, one row per predicted tile.
+
+    Parameters
+    ----------
+    grid : ProbabilityGrid
+        The probabilities.
+    threshold : float
+        Tiles at or above it are called tumour (column ``tumour``).
+    truth : ndarray of int8, (rows, cols), optional
+        The marks' labels (1 tumour, 0 not, -1 unknown), added as ``marked_tumour`` (empty where unknown).
+
+    Returns
+    -------
+    str
+        CSV text: row, col, level-0 x, y and size, probability, tumour call (and marked_tumour).
+    """
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["row", "col", "x", "y", "size", "probability", "tumour"] +
@@ -117,6 +197,28 @@ def write_overlay_tiff(grid: ProbabilityGrid, path, slide_mpp: tuple[float, floa
 
     Levels are top-level pages (each a quarter of the one before) with resolution tags, lossless deflate;
     tiles are made on the fly from the grid, so a 100,000-pixel slide needs no full-size image in memory.
+    The file is written beside ``path`` and renamed over it, so a failed write leaves any old file intact.
+
+    Parameters
+    ----------
+    grid : ProbabilityGrid
+        The probabilities.
+    path : str or Path
+        Where to write (its folder is made).
+    slide_mpp : (float, float), optional
+        The slide's micrometres per pixel; by default the grid's tile geometry gives it.
+    tile : int
+        TIFF tile side; the pyramid stops at the first level no larger than one tile.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (nothing is left behind).
     """
     path = Path(path)
     values = np.where(grid.done, 1 + np.round(254 * np.nan_to_num(grid.probs)), 0).astype(np.uint8)
