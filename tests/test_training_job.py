@@ -61,7 +61,7 @@ def test_new_job_needs_a_project_train_and_test_slides_and_a_fresh_plain_name(tm
         new_job(FakeProject, both, "taken", SPEC)
     job = new_job(FakeProject, both, " new model ", SPEC, epochs=3, device="cpu")
     assert (job.slide_ids, job.test_ids, job.out_dir) == (["a", "b"], ["b"], tmp_path / MODELS_DIR / "new model")
-    assert (job.epochs, job.device, job.mpp_overrides) == (3, "cpu", {})
+    assert (job.epochs, job.device) == (3, "cpu")
 
 
 def test_the_best_epoch_is_the_lowest_validation_loss_the_first_of_equals():

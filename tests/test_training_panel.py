@@ -201,7 +201,7 @@ def test_unmarked_tissue_of_partly_annotated_slides_is_not_non_tumour(qtbot, win
     for row in range(panel.table.rowCount()):
         assert panel.table.item(row, FULL).checkState() == Qt.Unchecked
         panel.table.item(row, FULL).setCheckState(Qt.Checked)
-    assert all(e.settings["fully_annotated"] for e in Project.open(project.folder).slides)
+    assert all(e.settings.fully_annotated for e in Project.open(project.folder).slides)
 
 
 def test_a_by_slide_split_needs_train_and_test_slides(qtbot, window, slides, tmp_path):

@@ -39,8 +39,8 @@ class TrainingJob:
         Folder the model is written to (``best/``, ``last/``, ``history.json``).
     arch, epochs, batch_size, lr, device
         Passed on to `core.models.train.train`.
-    mpp_overrides : dict
-        {slide id: (x, y) µm/px} entered in the window, for slides whose file lacks one.
+
+    Each slide's µm/px is `core.project.mpp.resolve_mpp`'s (through `sources_from_project`).
     """
 
     project: object
@@ -53,7 +53,6 @@ class TrainingJob:
     batch_size: int = 64
     lr: float = 1e-3
     device: str = "auto"
-    mpp_overrides: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -110,7 +109,7 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
         The model's folder name under the project's ``models`` folder.
     spec : TileSpec
     **settings
-        `TrainingJob` fields: ``arch``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``mpp_overrides``.
+        `TrainingJob` fields: ``arch``, ``epochs``, ``batch_size``, ``lr``, ``device``.
 
     Raises
     ------
@@ -163,9 +162,6 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     from core.models.train import train
 
     sources = sources_from_project(job.project, job.slide_ids)
-    for slide_id, source in zip(job.slide_ids, sources):
-        if source.mpp is None and job.mpp_overrides.get(slide_id):
-            source.mpp = tuple(job.mpp_overrides[slide_id])
     names = dict(zip(job.slide_ids, (s.name for s in sources)))
     planning = "Finding tissue and labelling tiles"
     partial(Stage(planning, 0, len(sources)))

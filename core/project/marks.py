@@ -109,7 +109,7 @@ def find_marks(slide, given=None, fallback: Project | None = None) -> FoundMarks
         return FoundMarks(None, reason=f"no marks found (looked for {slide.stem}.geojson/.json/.xml beside "
                                        "it and in the default project)")
     places = ", ".join(str(p) for p in given)
-    return FoundMarks(None, reason=f"no marks found in {places}" if places else "no marks found (none given)")
+    return FoundMarks(None, reason=f"no marks found (looked in {places or 'nothing: none given'})")
 
 
 def _from_project(project: Project, slide: Path) -> FoundMarks | None:
