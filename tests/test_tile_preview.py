@@ -11,7 +11,11 @@ from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.project.model import Project
 from core.slide import open_slide
+from core.evaluation.compare import truth_for_grid
+from core.inference.predict import ProbabilityGrid
+from core.tiles.dataset import SlideSource, plan_dataset
 from core.tiles.grid import BACKGROUND, NON_TUMOUR_TILE, REASONS, TUMOUR_TILE, TileSpec, plan_tiles
+from core.tiles.labels import EXCLUDED, LOW_TISSUE, PEN, LabelRules
 from core.tiles.tissue import detect_tissue
 from gui.layers.tile_preview_layer import OUTLINE_MIN_PX, REASON_COLOURS
 from gui.main_window import MainWindow
@@ -64,7 +68,7 @@ def test_counts_follow_marks_and_the_fully_annotated_setting(qtbot, window, synt
     assert shown_counts(dock) == full.counts
     assert full.counts["non_tumour"] == partial.counts["unlabelled"] > 0
     entry = view.session.entry
-    assert Project.open(view.session.project.folder).slide(entry.id).settings["fully_annotated"] is True
+    assert Project.open(view.session.project.folder).slide(entry.id).settings.fully_annotated is True
 
     # a new Tumour mark over unmarked tissue: the counts follow (debounced, off the GUI thread)
     normal = np.flatnonzero(dock.plan.reason == NON_TUMOUR_TILE)
@@ -180,3 +184,28 @@ def test_slide_without_resolution_says_so_then_uses_the_entered_one(qtbot, windo
     plan = settle(qtbot, dock)
     assert dock.error is None and plan.tile_l0 == 256 and plan.grid_shape == (900 // 256, 1200 // 256)
     assert shown_counts(dock) == plan.counts
+
+
+def test_the_preview_labels_tiles_as_the_dataset_and_the_comparison(qtbot, window, synthetic_slide, marks):
+    view = open_view(qtbot, window, synthetic_slide.slide_path)
+    dock = window.tiles_dock
+    l0_w, l0_h = view.reader.dimensions
+    x0, y0, x1, y1 = next(m for m in marks if m.class_name == "Tumour").bounds
+    exclude = Annotation(box(x0 - 300, y0 - 300, (x0 + x1) / 2 + 29, (y0 + y1) / 2 + 13), "Exclude")  # a quarter
+    shown = list(marks) + [exclude]
+    view.apply_edit(view.annotations.replace_all(shown, "Import"))
+    dock.tumour_min.setValue(0.7)  # away from the defaults: the thresholds must reach every caller
+    dock.normal_max.setValue(0.2)
+    plan = settle(qtbot, dock)
+
+    source = SlideSource(synthetic_slide.slide_path, "slide", shown, fully_annotated=False, declared=True)
+    dataset = plan_dataset([source], dock.spec(), split="random", labelling=dock.thresholds()).plans[0]
+    np.testing.assert_array_equal(plan.label, dataset.label)
+    np.testing.assert_array_equal(plan.reason, dataset.reason)
+    assert {TUMOUR_TILE, EXCLUDED} <= set(plan.reason.tolist())
+    rows, cols = plan.grid_shape
+    grid = ProbabilityGrid(probs=np.zeros((rows, cols), np.float32), origin=(0, 0), stride=plan.tile_l0,
+                           tile_l0=plan.tile_l0, tile_px=plan.spec.tile_px, mpp=plan.spec.mpp, slide_size=(l0_w, l0_h))
+    truth = truth_for_grid(grid, shown, fully_annotated=False, rules=LabelRules(**dock.thresholds())).ravel()
+    by_marks = ~np.isin(plan.reason, (BACKGROUND, LOW_TISSUE, PEN))
+    np.testing.assert_array_equal(truth[by_marks], plan.label[by_marks])

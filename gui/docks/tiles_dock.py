@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-
 from PyQt5 import sip
 from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QPainter, QPixmap
 from PyQt5.QtWidgets import (QCheckBox, QDockWidget, QDoubleSpinBox, QFormLayout, QFrame, QGridLayout, QLabel,
                              QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
-from core.errors import BiopsiaError, Cancelled
-from core.tiles.grid import REASONS, TilePlan, TileSpec, plan_tiles, tile_size_l0
-from core.tiles.tissue import TissueMask, detect_tissue
+from core.errors import BiopsiaError
+from core.tiles.grid import REASONS, TilePlan, TileSpec
+from core.tiles.labels import LabelRules
+from core.tiles.preview import PlanResult, compute_plan
 from gui.layers.tile_preview_layer import DROPPED_REASONS, REASON_COLOURS, REASON_NAMES, TilePreviewLayer
 from gui.worker import Worker
 
@@ -21,28 +20,6 @@ from gui.worker import Worker
 DEBOUNCE_MS = 300
 #: Tissue masks kept (one per slide and resolution); each is a few megabytes at most.
 TISSUE_CACHE_SIZE = 8
-
-
-@dataclass(frozen=True)
-class PlanResult:
-    """What the planning worker hands back: the tissue it used (to cache) and the plan."""
-
-    tissue: TissueMask
-    plan: TilePlan
-
-
-def compute_plan(reader, mpp, spec: TileSpec, annotations, tissue: TissueMask | None, fully_annotated: bool,
-                 thresholds: dict, should_stop=lambda: False) -> PlanResult:
-    """Tissue (unless cached) and the labelled grid of one slide; runs on a worker thread."""
-    mpp = tuple(mpp) if mpp else None  # the user's value wins over the file's
-    tile_size_l0(reader, spec, mpp)  # says at once when the slide has no µm/px, before reading anything
-    if tissue is None:
-        tissue = detect_tissue(reader, slide_mpp=mpp)
-    if should_stop():
-        raise Cancelled()
-    plan = plan_tiles(reader, spec, tissue, annotations, fully_annotated=fully_annotated, slide_mpp=mpp,
-                      **thresholds)
-    return PlanResult(tissue, plan)
 
 
 def swatch_pixmap(reason: str, size: int = 14) -> QPixmap:
@@ -85,10 +62,13 @@ class TilesDock(QDockWidget):
                                 toolTip="Side of a dataset tile in pixels")
         self.tile_mpp = _fraction_box(0.05, 50.0, 1.0, 0.25, " µm/px", 3,
                                       "Resolution tiles are cut at (1 µm/px ≈ 10x); the same on 20x and 40x scans")
-        self.tumour_min = _fraction_box(0.0, 1.0, 0.5, 0.05, "", 2, "Tumour-mark coverage from which a tile is tumour")
-        self.normal_max = _fraction_box(0.0, 1.0, 0.05, 0.01, "", 2,
+        defaults = LabelRules()  # the dataset's thresholds, from their one owner
+        self.tumour_min = _fraction_box(0.0, 1.0, defaults.tumour_min, 0.05, "", 2,
+                                        "Tumour-mark coverage from which a tile is tumour")
+        self.normal_max = _fraction_box(0.0, 1.0, defaults.normal_max, 0.01, "", 2,
                                         "Tumour-mark coverage up to which a tile is non-tumour (between: ambiguous)")
-        self.tissue_min = _fraction_box(0.0, 1.0, 0.5, 0.05, "", 2, "Tissue share a tile needs to be kept")
+        self.tissue_min = _fraction_box(0.0, 1.0, defaults.tissue_min, 0.05, "", 2,
+                                        "Tissue share a tile needs to be kept")
         self.fully_annotated = QCheckBox("Fully annotated", toolTip=(
             "Every tumour on this slide is marked, so unmarked tissue is non-tumour. Otherwise only tissue "
             "inside Benign marks is (saved with the slide in its project)."))
@@ -179,7 +159,7 @@ class TilesDock(QDockWidget):
 
     def _fully_annotated(self, view) -> bool:
         entry = self._entry(view)
-        return bool(entry.settings.get("fully_annotated", False)) if entry else False
+        return entry.settings.fully_annotated if entry else False
 
     def _key(self, view) -> tuple:
         """Everything the plan depends on: when it is unchanged the grid shown is current."""
