@@ -7,10 +7,11 @@ import pytest
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
 from core.errors import DatasetError
+from core.project.layout import MODELS_DIR
 from core.project.model import Project
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
-from core.models.training_job import MODELS_DIR, Planned, Stage, best_so_far, check_counts, new_job, run_job
+from core.models.training_job import Planned, Stage, best_so_far, check_counts, new_job, run_job
 
 SPEC = TileSpec(32, 4.0)  # about 200 labelled tiles a slide: a one-epoch run takes seconds
 
