@@ -45,6 +45,7 @@ class FoundMarks:
 
     @property
     def found(self) -> bool:
+        """Whether marks were found (possibly none on the slide: an empty mark file)."""
         return self.marks is not None
 
     @property
