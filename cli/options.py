@@ -42,6 +42,17 @@ def whole(low: int | None = None, high: int | None = None, unit: str = ""):
     return parse
 
 
+def window_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` of a window, each side 200 to 8000 pixels."""
+    try:
+        w, h = (int(side) for side in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1600x1000, got {text!r}") from err
+    if not (200 <= w <= 8000 and 200 <= h <= 8000):  # a window, not an image of the whole slide
+        raise argparse.ArgumentTypeError(f"each side must be from 200 to 8000 pixels, got {text!r}")
+    return w, h
+
+
 def _describe(low, high, low_open: bool = False, high_open: bool = False) -> str:
     left = "" if low is None else (f"above {low:g}" if low_open else f"from {low:g}" if high is not None
                                    else f"at least {low:g}")

@@ -86,12 +86,12 @@ def test_info_on_a_file_of_two_or_three_bytes_fails_clearly(tmp_path, content):
 
 def test_an_unexpected_error_still_names_the_file(tmp_path, monkeypatch, capsys):
     """A defect in Biopsia (here planted) is reported with the file named and a non-zero status, no traceback."""
-    import core.slide
+    import cli.slides
     import main
 
     def broken(path, *args, **kwargs):
         raise RuntimeError("planted defect")
-    monkeypatch.setattr(core.slide, "open_slide", broken)
+    monkeypatch.setattr(cli.slides, "open_slide", broken)
     monkeypatch.delenv("BIOPSIA_TRACEBACK", raising=False)
     assert main.main(["info", str(tmp_path / "case.svs")]) == 1
     err = capsys.readouterr().err
@@ -139,3 +139,53 @@ def test_numbers_out_of_range_are_refused_where_they_are_typed(argv, option, cap
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"error: argument {option}: " in err and "must be" in err and f"got '{argv[-1]}'" in err
+
+
+def test_help_loads_neither_mxnet_nor_qt_nor_scipy():
+    """`biopsia --help` stays quick: MXNet (2 to 4 s), Qt and scipy load only for the commands that need them."""
+    code = ("import contextlib, io, sys, main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main.main(['--help'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'mxnet', 'PyQt5', 'pyqtgraph', 'scipy', 'skimage'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_subcommand_has_one_handler():
+    """The parser's subcommands and the table main dispatches on are the same list."""
+    import argparse
+
+    from cli.app import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    assert {"gui", "demo", "info", "predict", "evaluate", "train", "dataset"} <= set(COMMANDS)
+
+
+def test_main_only_hands_over():
+    """main.py parses nothing itself: `main.main` is the command line's own entry point."""
+    import cli.app
+    import main
+
+    assert main.main is cli.app.main
+    assert len((ROOT / "main.py").read_text().splitlines()) < 60
+
+
+def test_core_never_prints_nor_parses_arguments():
+    """Printing and argument parsing live in cli/: core reports through callbacks and return values."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("print", "input"):
+                found.append(f"{where} calls {node.func.id}()")
+            elif isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr", "argv") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "sys":
+                found.append(f"{where} uses sys.{node.attr}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                found += [f"{where} imports {n}" for n in names if n.split(".")[0] in ("argparse", "tqdm", "cli")]
+    assert found == []

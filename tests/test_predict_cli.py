@@ -71,7 +71,7 @@ def test_evaluate_without_marks_or_predictions(predicted, tmp_path):
     (tmp_path / "other.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     none = biopsia("evaluate", folder, "--annotations", tmp_path / "other.geojson")
     assert none.returncode == 1 and "no prediction has marks to compare with" in none.stderr
-    assert "pair29.tiff: no marks found; left out" in none.stderr
+    assert f"pair29.tiff: no marks found (looked in {tmp_path / 'other.geojson'}); left out" in none.stderr
     empty = biopsia("evaluate", tmp_path)
     assert empty.returncode == 1 and "no predictions" in empty.stderr
 
@@ -105,3 +105,4 @@ def test_a_slide_smaller_than_one_model_tile_is_refused_and_nothing_is_written(t
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{tiny}: the slide (300 x 256 px) is smaller than one tile of the model (512 x 512 px here" in done.stderr
     assert not (tmp_path / "out").exists()
+
