@@ -12,8 +12,11 @@ in level-0 pixels; the tile is ``tile_l0`` level-0 pixels square and ``stride <=
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +24,16 @@ from typing import Callable
 
 import numpy as np
 
+from core.atomic import atomic_write_bytes
 from core.errors import BiopsiaError, ModelError
+from core.project.layout import PREDICTIONS_DIR
+from core.slide import open_slide
+from core.slide.base import SlideReader
+from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
+from core.tiles.tissue import detect_tissue
+
+# core.models.bundle imports MXNet (4 s here): the window imports this module at start, so the functions
+# that read or run a model import it when first called.
 
 GRID_FORMAT = "biopsia-probability-grid"
 GRID_VERSION = 1
@@ -110,10 +122,6 @@ class ProbabilityGrid:
     # -- files ---------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the grid as ``.npz`` (arrays plus a JSON header), atomically."""
-        import io
-
-        from core.atomic import atomic_write_bytes
-
         meta = {"format": GRID_FORMAT, "format_version": GRID_VERSION, "origin": list(self.origin),
                 "stride": self.stride, "tile_l0": self.tile_l0, "tile_px": self.tile_px, "mpp": self.mpp,
                 "slide_size": list(self.slide_size), "slide": self.slide, "model": self.model,
@@ -135,8 +143,6 @@ class ProbabilityGrid:
         BiopsiaError
             Missing, damaged, or not a Biopsia probability grid (the message names the file).
         """
-        import zipfile
-
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -170,12 +176,15 @@ class PartialResult:
     tiles_per_s: float
 
 
-def model_identity(model_dir) -> dict:
-    """Name, folder, architecture, tile size, µm/px, creation time and a hash of the weights of a bundle."""
+def model_identity(model_dir, info=None) -> dict:
+    """Name, folder, architecture, tile size, µm/px, creation time and a hash of the weights of a bundle.
+
+    ``info`` is the bundle's `core.models.bundle.ModelInfo` when it was read already.
+    """
     from core.models.bundle import PARAMS_FILE, read_info
 
     folder = Path(model_dir)
-    info = read_info(folder)
+    info = read_info(folder) if info is None else info
     digest = hashlib.sha256()
     with open(folder / PARAMS_FILE, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -184,6 +193,44 @@ def model_identity(model_dir) -> dict:
     return {"name": name, "folder": str(folder.resolve()), "architecture": info.architecture,
             "classes": list(info.classes), "tile_px": info.tile_px, "mpp": info.mpp, "created": info.created,
             "sha256": digest.hexdigest()}
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """A model bundle resolved, read and checked against a slide's µm/px (see `check_model`)."""
+
+    folder: Path
+    info: object  # core.models.bundle.ModelInfo
+    slide_mpp: tuple[float, float]
+
+
+def check_model(model_dir, slide_mpp, slide_name: str) -> CheckedModel:
+    """Resolve a bundle (or a training folder holding ``best/``), read it and check it fits the slide.
+
+    Parameters
+    ----------
+    model_dir : path-like
+    slide_mpp : (float, float) or None
+        The slide's µm/px in use.
+    slide_name : str
+        Named in the error messages.
+
+    Returns
+    -------
+    CheckedModel
+        `predict_slide` takes it instead of a folder and does not check again.
+
+    Raises
+    ------
+    ModelError
+        An unreadable bundle, or a model that does not fit the slide (see `check_model_for_slide`).
+    """
+    from core.models.bundle import read_info, resolve_bundle
+
+    folder = resolve_bundle(model_dir)
+    info = read_info(folder)
+    check_model_for_slide(info, slide_mpp, slide_name, folder)
+    return CheckedModel(folder, info, tuple(slide_mpp))
 
 
 def check_model_for_slide(info, slide_mpp, slide_name: str, model_dir) -> None:
@@ -217,8 +264,9 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     ----------
     slide : path-like or SlideReader
         An open reader is used as it is (and left open); a path is opened and closed.
-    model_dir : path-like
-        A model bundle (or a training folder holding ``best/``).
+    model_dir : path-like or CheckedModel
+        A model bundle (or a training folder holding ``best/``), or one `check_model` checked for this
+        slide's µm/px (it is not checked again).
     device : str
         ``"auto"``, ``"cpu"`` or ``"gpu:N"``.
     stride : int, optional
@@ -253,21 +301,17 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     BiopsiaError
         An unreadable slide.
     """
-    from core.models.bundle import read_info, resolve_bundle
-    from core.slide import open_slide
-    from core.slide.base import SlideReader
-    from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
-    from core.tiles.tissue import detect_tissue
-
-    model_dir = resolve_bundle(model_dir)
-    info = read_info(model_dir)
-    identity = model_identity(model_dir)
     owned = not isinstance(slide, SlideReader)
     reader = open_slide(slide) if owned else slide
     t_start = time.perf_counter()
     try:
         mpp = tuple(slide_mpp) if slide_mpp else reader.mpp
-        check_model_for_slide(info, mpp, reader.display_name, model_dir)
+        checked = model_dir if isinstance(model_dir, CheckedModel) and model_dir.slide_mpp == mpp else None
+        if checked is None:
+            checked = check_model(model_dir.folder if isinstance(model_dir, CheckedModel) else model_dir, mpp,
+                                  reader.display_name)
+        model_dir, info = checked.folder, checked.info
+        identity = model_identity(model_dir, info)
         if tissue is None:
             tissue = detect_tissue(reader, slide_mpp=mpp)
         plan = plan_tiles(reader, TileSpec(info.tile_px, info.mpp), tissue, (), stride=stride, slide_mpp=mpp,
@@ -306,8 +350,6 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
 def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, total, workers, progress, partial,
                          should_stop, t_start) -> bool:
     """Feed batches read by a thread pool to the network on the model thread; True when all were done."""
-    import os
-
     from core.models.bundle import load_bundle
     from core.models.engine import engine, parse_device
 
@@ -344,7 +386,6 @@ def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, tot
 
 
 # -- predictions kept in a project ---------------------------------------------------------------
-PREDICTIONS_DIR = "predictions"
 
 
 def prediction_path(project, slide_id: str, identity: dict) -> Path:
@@ -372,4 +413,5 @@ def load_latest_prediction(project, slide_id: str) -> tuple[ProbabilityGrid, Pat
 
 
 __all__ = ["ProbabilityGrid", "PartialResult", "predict_slide", "model_identity", "check_model_for_slide",
+           "CheckedModel", "check_model",
            "prediction_path", "saved_predictions", "load_latest_prediction"]
