@@ -191,14 +191,16 @@ def _open_demo(window, path: Path) -> None:
     from PyQt5.QtCore import QTimer
 
     from core.demo import DEMO_MODEL
+    from core.project.document import PredictionState
 
     def first_time(view) -> None:
         if view.reader.path != Path(path):
             return
-        if len(view.annotations) == 0 and not view.session.path.exists():
+        doc = view.document
+        if len(view.annotations) == 0 and not doc.session.path.exists():
             window.annotation_files.import_file(view, Path(path).with_suffix(".geojson"))
             # the synthetic truth marks every tumour: unmarked tissue is non-tumour
-            view.session.project.update_settings(view.session.entry.id, fully_annotated=True)
+            doc.project.update_settings(doc.entry.id, fully_annotated=True)
         if (DEMO_MODEL / "model.json").is_file():
             window.prediction_dock.set_model(DEMO_MODEL)
             window.prediction_dock.show()
@@ -208,9 +210,9 @@ def _open_demo(window, path: Path) -> None:
 
     def predict_if_needed(view) -> None:
         dock = window.prediction_dock
-        prediction = getattr(view, "prediction", None)
-        if (view.reader.path == Path(path) and prediction is not None and prediction.looked_up
-                and prediction.state == "" and prediction.grid is None and not dock.running
+        prediction = view.document.prediction
+        if (view.reader.path == Path(path) and prediction.looked_up
+                and prediction.state == PredictionState.NONE and prediction.grid is None and not dock.running
                 and dock.model_path() == DEMO_MODEL):
             dock.start()
 
@@ -225,10 +227,12 @@ def render_demo_screenshot(path: Path, out: Path, size: tuple[int, int] = (1600,
         _open_demo(window, path)
         if not wait_until(lambda: window.current_view() is not None, 60):
             raise BiopsiaError(f"{path}: the demo slide did not open")
+        from core.project.document import PredictionState  # as the window's modules: loaded with it
+
         view = window.current_view()
-        prediction = lambda: getattr(view, "prediction", None)  # noqa: E731
-        done = wait_until(lambda: prediction() is not None and prediction().state in ("saved", "done")
-                          and prediction().grid is not None and not window.prediction_dock.running, timeout)
+        prediction = view.document.prediction
+        done = wait_until(lambda: prediction.state in (PredictionState.SAVED, PredictionState.DONE)
+                          and prediction.grid is not None and not window.prediction_dock.running, timeout)
         if not done:
             raise BiopsiaError(f"{path}: the demo prediction did not finish in {timeout:.0f} s")
         wait_until(lambda: view.slide_layer.overview is not None and view.slide_layer.is_sharp(), 60)

@@ -14,10 +14,12 @@ from PyQt5.QtWidgets import (QFileDialog, QInputDialog, QLabel, QMainWindow, QMe
 from core.errors import BiopsiaError
 from core.project.model import Project, default_project
 from core.slide import supported_extensions
-from core.project.slide_settings import SlideSettingsStore, effective_mpp
+from core.project.document import SlideDocument
+from core.project.mpp import MppSource, remember_mpp
+from core.project.slide_settings import SlideSettingsStore
 from gui.actions import build_actions, build_menus, build_toolbar
 from gui.annotation_files import AnnotationFiles, confirm_discard
-from gui.annotation_session import AnnotationSession, OpenedSlide, open_with_annotations
+from gui.annotation_session import OpenedSlide
 from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML, AnnotationController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.evaluation_dock import EvaluationDock
@@ -26,6 +28,7 @@ from gui.docks.layers_dock import LayersDock
 from gui.docks.prediction_dock import PredictionDock
 from gui.docks.tiles_dock import TilesDock
 from gui.icons import icon
+from gui.open_slides import OpenSlides
 from gui.settings import Preferences
 from gui.slide_view import SlideView
 from gui.style import ERROR_STYLE
@@ -60,7 +63,13 @@ class MainWindow(QMainWindow):
         self.cache = self.tile_memory.cache
         self.project: Project | None = None  # None: slides open into the user's default project
         self.errors: list[str] = []  # every error shown, newest last (for the log and tests)
-        self._opening: dict[str, Worker] = {}
+        # the open slides' documents, opened off the GUI thread (the window owns them, the docks read them)
+        self.slides = OpenSlides(self.tile_memory, self.slide_settings, self._project, self.prefs.loader_threads, self)
+        self.slides.opened.connect(self._on_opened)
+        self.slides.failed.connect(self._on_open_failed)
+        self.slides.save_failed.connect(self._on_save_failed)
+        self.slides.saved.connect(self._on_saved)
+        self.training_panel = None  # made on first use (it loads pyqtgraph)
         self.setWindowTitle("Biopsia")
         self.setWindowIcon(icon("biopsia"))
         self.setAcceptDrops(True)
@@ -104,8 +113,9 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.RightDockWidgetArea, self.tiles_dock)
         self.tabifyDockWidget(self.annotate.dock, self.tiles_dock)
         self.tiles_dock.toggleViewAction().setIcon(icon("tiles"))
-        self.prediction_dock = PredictionDock(self)  # run a model over the slide: the heatmap
-        self.evaluation_dock = EvaluationDock(self)  # the network against the doctors' marks
+        self.prediction_dock = PredictionDock(self, lambda: self.project)  # run a model over the slide: the heatmap
+        # the network against the doctors' marks
+        self.evaluation_dock = EvaluationDock(self, lambda: self.project, lambda: list(self.documents))
         for dock in (self.prediction_dock, self.evaluation_dock):
             self.addDockWidget(Qt.RightDockWidgetArea, dock)
             self.tabifyDockWidget(self.tiles_dock, dock)
@@ -141,15 +151,8 @@ class MainWindow(QMainWindow):
                 self.tabs.setCurrentIndex(i)
                 self.slide_opened.emit(view)
                 return None
-        if path in self._opening:
-            return self._opening[path]
         self.statusBar().showMessage(f"Opening {Path(path).name}…")
-        worker = Worker(open_with_annotations, path, self._project())
-        worker.finished.connect(lambda opened, p=path: self._on_opened(p, opened))
-        worker.failed.connect(lambda err, p=path: self._on_open_failed(p, err))
-        worker.done.connect(lambda p=path: self._opening.pop(p, None))
-        self._opening[path] = worker
-        return worker.start()
+        return self.slides.open(path)
 
     def _project(self) -> Project:
         """The project slides open into: the one chosen, else the user's default project."""
@@ -189,15 +192,13 @@ class MainWindow(QMainWindow):
             except (BiopsiaError, OSError) as err:
                 self.show_error("Could not create project", str(err))
 
-    def _on_opened(self, path: str, opened: OpenedSlide) -> None:
-        reader = opened.reader
-        mpp, source = effective_mpp(reader, self.slide_settings)
-        view = SlideView(reader, self.tile_memory, mpp, workers=self.prefs.loader_threads)
-        view.mpp_source = source
-        view.annotations = opened.store
-        view.session = AnnotationSession(opened, view)
-        view.session.save_failed.connect(lambda msg, v=view: self._on_save_failed(v, msg))
-        view.session.saved.connect(lambda _rev, v=view: self._on_saved(v))
+    @property
+    def documents(self) -> list[SlideDocument]:
+        """The documents of the open slides, one per tab."""
+        return self.slides.documents
+
+    def _on_opened(self, path: str, view: SlideView, opened: OpenedSlide) -> None:
+        reader = view.reader
         if opened.load_error:
             self.show_error("Marks could not be read",
                             f"{opened.load_error}\n\nThe file is left untouched. Marks you draw now are kept "
@@ -225,17 +226,16 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opened {reader.display_name}", 4000)
         self.slide_opened.emit(view)
 
-    def _on_open_failed(self, path: str, err: Exception) -> None:
-        message = str(err) if isinstance(err, BiopsiaError) else f"{path}: unexpected error: {err!r}"
+    def _on_open_failed(self, path: str, message: str) -> None:
         self.statusBar().showMessage(f"Could not open {Path(path).name}", 8000)
         self.show_error("Could not open slide", message)
         self.open_failed.emit(path, message)
 
     def _on_tile_error(self, view: SlideView, message: str) -> None:
-        first = view.slide_layer.failed_count <= 1 and not getattr(view, "_tile_error_shown", False)
+        first = view.slide_layer.failed_count <= 1 and not view.document.damage_reported
         self.statusBar().showMessage(f"Part of {view.reader.display_name} could not be read", 8000)
         if first:
-            view._tile_error_shown = True
+            view.document.damage_reported = True
             self.show_error("Damaged slide",
                             f"{message}\n\nUnreadable regions are shown hatched in red; the rest of the slide "
                             "remains usable.")
@@ -293,16 +293,7 @@ class MainWindow(QMainWindow):
 
     def _on_saved(self, view: SlideView) -> None:
         if view is self.current_view():
-            self.statusBar().showMessage(f"Marks saved to {view.session.path}", 3000)
-
-    def _unsaved(self, views) -> list[str]:
-        """Flush every view's marks; the problems of those that could not be saved."""
-        problems = []
-        for view in views:
-            saver = view.session.saver
-            if saver is not None and not saver.flush(5.0):
-                problems.append(f"{view.reader.display_name}: {saver.last_error or 'not written yet'}")
-        return problems
+            self.statusBar().showMessage(f"Marks saved to {view.document.session.path}", 3000)
 
     def close_tab(self, index: int, force: bool = False) -> bool:
         """Close a slide tab once its marks are on disk (or the user accepts losing them)."""
@@ -311,13 +302,12 @@ class MainWindow(QMainWindow):
             return False
         if isinstance(self.tabs.widget(index), SplitView):
             unsplit_tab(self.tabs, self.tabs.widget(index))  # the right pane goes; the view closes as usual
-        problems = self._unsaved([view])
+        problems = self.slides.unsaved([view])
         if problems and not force and not confirm_discard(self, problems):
             return False
-        view.session.close(timeout=1.0)
         self.prediction_dock.view_closing(view)  # cancels its run: nothing is applied to the view afterwards
         self.tabs.removeTab(index)
-        view.close_view()
+        self.slides.close(view)  # its marks written, its document dropped
         view.deleteLater()
         if self.tabs.count() == 0:
             self.tabs.addTab(self.welcome, "Welcome")
@@ -332,7 +322,7 @@ class MainWindow(QMainWindow):
                 v.slide_layer.loader.set_wanted([])  # background tabs stop loading
         if view is not None:
             view.set_viewport(view.viewport)
-            self.info_dock.show_info(view.reader.info(), view.mpp, getattr(view, "mpp_source", None))
+            self.info_dock.show_info(view.reader.info(), view.mpp, view.document.mpp_source)
             self.actions["icc"].setEnabled(view.reader.icc_profile is not None)
         else:
             self.info_dock.show_info(None)
@@ -429,12 +419,14 @@ class MainWindow(QMainWindow):
 
     def set_slide_mpp(self, view: SlideView, mpp: tuple[float, float]) -> None:
         """Apply and remember a user-entered resolution for this slide."""
+        doc = view.document  # the slide's project keeps the value, and the user's store for the file
         try:
-            self.slide_settings.set_mpp_override(view.reader.path, mpp)
+            remember_mpp(view.reader.path, mpp, doc.project, doc.entry, self.slide_settings)
+        except BiopsiaError as err:
+            self.show_error("Could not save the resolution", str(err))
         except OSError as err:
             self.show_error("Could not save the resolution", f"{self.slide_settings.path}: {err}")
-        view.mpp_source = "user"
-        view.set_mpp(mpp)
+        view.set_mpp(mpp, MppSource.PROJECT)
         self._on_current_changed()
 
     def cache_size_dialog(self) -> None:
@@ -486,7 +478,7 @@ class MainWindow(QMainWindow):
         """Model ▸ Train…: the non-modal training panel, listing the current project's slides."""
         from gui.training_panel import TrainingPanel  # pyqtgraph loads on first use
 
-        if getattr(self, "training_panel", None) is None:
+        if self.training_panel is None:
             self.training_panel = TrainingPanel(self)
         self.training_panel.set_project(self._project())
         self.training_panel.show()
@@ -506,20 +498,18 @@ class MainWindow(QMainWindow):
                           "tumour detection for pathologists.</p>")
 
     def closeEvent(self, event) -> None:
-        problems = self._unsaved(self.views())
+        problems = self.slides.unsaved(self.views())
         if problems and not confirm_discard(self, problems):
             event.ignore()
             return
-        for worker in list(self._opening.values()):
-            worker.cancel()
-        if getattr(self, "training_panel", None) is not None:
+        self.slides.cancel()
+        if self.training_panel is not None:
             self.training_panel.cancel()  # stops after the current batch; the best epoch is kept
         self.prediction_dock.cancel()  # a partial heatmap is never saved
         for split in [w for w in map(self.tabs.widget, range(self.tabs.count())) if isinstance(w, SplitView)]:
             unsplit_tab(self.tabs, split)  # the right panes stop reading before the slides close
         for view in self.views():
-            view.session.close(timeout=1.0)
-            view.close_view()
+            self.slides.close(view)
         if "pyqtgraph" in sys.modules:  # loaded with the first plot (training or evaluation panel)
             from gui.plot_style import release_plots
 

@@ -1,4 +1,8 @@
-"""A view of one slide: layers painted through a viewport, navigation, the active tool."""
+"""A view of one slide: layers painted through a viewport, navigation, the active tool.
+
+What the view shows of a slide lives in its `core.project.document.SlideDocument` (``view.document``):
+the reader, the marks, the µm/px. The window makes the document; two panes of one tab share it.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from PyQt5.QtWidgets import QSizePolicy, QUndoStack, QWidget
 
 from core.annotations import AnnotationStore
 from core.annotations.store import ClassesEdit, Edit
+from core.project.document import SlideDocument
 from core.slide.base import SlideReader
 from core.view.viewport import Viewport, magnification_at, scale_for_magnification
-from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer
+from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer, TilePreviewLayer
 from gui.overlays import Minimap, paint_scale_bar
 from gui.tile_loader import TileMemory
 from gui.tools import PanTool, Tool
@@ -50,10 +55,17 @@ class SlideView(QWidget):
     annotations_edited = pyqtSignal(object)
 
     def __init__(self, reader: SlideReader, memory: TileMemory, mpp: tuple[float, float] | None = None,
-                 workers: int = 2, parent: QWidget | None = None):
+                 workers: int = 2, parent: QWidget | None = None, *, document: SlideDocument | None = None,
+                 fit: bool = True):
+        """Show ``reader``; ``document`` (of that reader) carries its marks and µm/px, else a bare one is made.
+
+        ``fit=False``: the view keeps its viewport when first sized (a pane that follows another).
+        """
         super().__init__(parent)
+        if document is not None and document.reader is not reader:
+            raise ValueError("a view shows its document's reader")
+        self._document = document or SlideDocument(reader, mpp=tuple(mpp) if mpp else None)
         self.reader = reader
-        self.mpp = mpp
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.StrongFocus)
         self.setAcceptDrops(False)  # the main window takes drops
@@ -61,24 +73,29 @@ class SlideView(QWidget):
         self.setAttribute(Qt.WA_OpaquePaintEvent, True)
         self.show_scale_bar = True
         self._viewport = Viewport.fit(*reader.dimensions, max(self.width(), 1), max(self.height(), 1))
-        self._fitted_once = False
+        self._fitted_once = not fit
         self.layers: list[Layer] = []
         self.slide_layer = SlideLayer(reader, memory, workers)
-        self.grid_layer = GridLayer(mpp[0] if mpp else None)
-        # Annotations: level-0 marks with per-slide undo; set `annotations` from outside to load a slide's marks.
-        self._annotations = AnnotationStore()
+        self.grid_layer = GridLayer(self.mpp[0] if self.mpp else None)
+        # Annotations: the document's level-0 marks, with undo per view; `annotations` replaces them.
+        self._annotations = self._document.store
         self._annotations.add_listener(self._on_annotations_edited)
         self._selection: frozenset[str] = frozenset()
-        self._current_class = self._annotations.classes[0].name
+        self._current_class = self._annotations.classes[0].name if self._annotations.classes else ""
         self.undo_stack = QUndoStack(self)
         self.annotation_layer = AnnotationLayer(self._annotations)
-        # the network's view (issue 5), hidden until a prediction or comparison is set; under the marks
+        # the network's view, hidden until a prediction or comparison is set; under the marks
         self.heatmap_layer = HeatmapLayer()
         self.disagreement_layer = DisagreementLayer(grid_source=lambda: self.heatmap_layer.grid)
+        # the tile plan of the Tiles panel, hidden until shown there; above the marks, so the tiles'
+        # staircase shows where a red Tumour fill would hide it
+        self.tile_preview_layer = TilePreviewLayer()
+        self.tile_preview_layer.visible = False
         self.add_layer(self.slide_layer)
         self.add_layer(self.heatmap_layer)
         self.add_layer(self.disagreement_layer)
         self.add_layer(self.annotation_layer)
+        self.add_layer(self.tile_preview_layer)
         self.add_layer(self.grid_layer)
         self.slide_layer.sharp.connect(self.sharp)
         self.minimap = Minimap(self)
@@ -147,8 +164,19 @@ class SlideView(QWidget):
         self.zoom_to_scale(scale)
         return True
 
-    def set_mpp(self, mpp: tuple[float, float] | None) -> None:
-        self.mpp = mpp
+    @property
+    def document(self) -> SlideDocument:
+        """The slide's document: reader, marks, µm/px, tissue, tile plan, prediction."""
+        return self._document
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """Micrometres per level-0 pixel in use (the document's), or None."""
+        return self._document.mpp
+
+    def set_mpp(self, mpp: tuple[float, float] | None, source: str | None = None) -> None:
+        """Use ``mpp`` (from ``source``: see `SlideDocument.mpp_source`) for this slide."""
+        self._document.set_mpp(mpp, source)
         self.grid_layer.mpp_x = mpp[0] if mpp else None
         self.update()
         self.viewport_changed.emit(self._viewport)
@@ -162,7 +190,7 @@ class SlideView(QWidget):
     def annotations(self, store: AnnotationStore) -> None:
         """Show ``store`` (a slide's marks); the undo history and selection start afresh."""
         self._annotations.remove_listener(self._on_annotations_edited)
-        self._annotations = store
+        self._annotations = self._document.store = store
         store.add_listener(self._on_annotations_edited)
         self.undo_stack.clear()
         self.annotation_layer.set_store(store)
@@ -322,3 +350,12 @@ class SlideView(QWidget):
         for layer in self.layers:
             layer.dispose()
         self.reader.close()
+
+    def release_pane(self) -> None:
+        """Stop loading and listening, keeping the reader and the cached tiles (another pane shows them)."""
+        self._annotations.remove_listener(self._on_annotations_edited)
+        for layer in self.layers:
+            if layer is self.slide_layer:
+                layer.stop()
+            else:
+                layer.dispose()

@@ -39,12 +39,12 @@ class SplitView(QWidget):
         self.primary = primary
         self.mode = "split"
         self._syncing = False
+        self._sized = False  # the splitter got its first sizes
         self._marks_fill: bool | None = None  # the marks' fill setting, kept while the overlay hides it
-        self._saved = {name: getattr(primary, name).visible for name in CONTENT_LAYERS}
+        self._saved = {name: content_layer(primary, name).visible for name in CONTENT_LAYERS}
         self._start_ids = self._seen = self._content_ids()
-        secondary = SlideView(primary.reader, memory, primary.mpp, workers=1)
-        secondary._fitted_once = True  # it follows the left pane instead of fitting itself
-        secondary.annotations = primary.annotations  # the same store: live, edited on the left only
+        # the same document, so the same marks: live, edited on the left only; it follows the left pane
+        secondary = SlideView(primary.reader, memory, workers=1, document=primary.document, fit=False)
         secondary.heatmap_layer.mirror(primary.heatmap_layer)
         secondary.disagreement_layer.mirror(primary.disagreement_layer)
         secondary.grid_layer.visible = primary.grid_layer.visible
@@ -148,7 +148,7 @@ class SplitView(QWidget):
             shown = {"primary": set(CONTENTS[self.content("left")]), "secondary": set(CONTENTS[self.content("right")])}
         for pane, view in (("primary", self.primary), ("secondary", self.secondary)):
             for name in CONTENT_LAYERS:
-                getattr(view, name).visible = name in shown[pane]
+                content_layer(view, name).visible = name in shown[pane]
 
     def _content_ids(self) -> tuple:
         return id(self.primary.heatmap_layer.grid), id(self.primary.disagreement_layer.comparison)
@@ -178,7 +178,7 @@ class SplitView(QWidget):
         appearing = show and self.regions.isHidden()
         self.regions.setVisible(show)
         sizes = self.splitter.sizes()
-        if appearing and getattr(self, "_sized", False) and sizes[2] < REGIONS_WIDTH // 2:
+        if appearing and self._sized and sizes[2] < REGIONS_WIDTH // 2:
             panes = max(2, sum(sizes) - REGIONS_WIDTH)
             self.splitter.setSizes([panes // 2, panes - panes // 2, REGIONS_WIDTH])
 
@@ -222,7 +222,7 @@ class SplitView(QWidget):
         # single view again: the layers as they were, or shown if their content is new
         now = self._content_ids()
         for name, saved in self._saved.items():
-            layer = getattr(primary, name)
+            layer = content_layer(primary, name)
             if name == "heatmap_layer" and now[0] != self._start_ids[0]:
                 saved = layer.grid is not None
             elif name == "disagreement_layer" and now[1] != self._start_ids[1]:
@@ -233,7 +233,7 @@ class SplitView(QWidget):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        if not getattr(self, "_sized", False):
+        if not self._sized:
             self._sized = True
             side = REGIONS_WIDTH if not self.regions.isHidden() else 0
             half = max(1, (max(self.width(), 2 * REGIONS_WIDTH) - side) // 2)
@@ -246,15 +246,15 @@ def _combo(items, tip: str) -> QComboBox:
     return box
 
 
+def content_layer(view: SlideView, name: str):
+    """The layer of ``view`` a `CONTENTS` name stands for."""
+    return {"heatmap_layer": view.heatmap_layer, "disagreement_layer": view.disagreement_layer,
+            "annotation_layer": view.annotation_layer}[name]
+
+
 def _dispose_secondary(view: SlideView) -> None:
     """Stop the right pane's loading and listeners; the reader and the cached tiles stay (the left uses them)."""
-    view.annotations.remove_listener(view._on_annotations_edited)
-    for layer in view.layers:
-        if layer is view.slide_layer:
-            layer._overview_worker.cancel()
-            layer.loader.shutdown()
-        else:
-            layer.dispose()
+    view.release_pane()
     view.setParent(None)
     view.deleteLater()
 

@@ -299,8 +299,8 @@ class TrainingPanel(QDialog):
         """Marks being edited reach their files before the tiles are labelled from them."""
         views = self.main_window.views() if hasattr(self.main_window, "views") else []
         for view in views:
-            session = getattr(view, "session", None)
-            if session is None or session.saver is None or session.entry.id not in slide_ids:
+            session = view.document.session
+            if session is None or session.saver is None or view.document.slide_id not in slide_ids:
                 continue
             if not session.saver.flush(5.0):
                 raise DatasetError(f"The marks of {view.reader.display_name} are not saved yet "

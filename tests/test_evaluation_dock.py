@@ -20,6 +20,7 @@ from core.annotations.model import Annotation
 from core.annotations.store import AnnotationStore
 from core.evaluation.compare import compare, summarise, truth_for_grid
 from core.inference.predict import predict_slide, prediction_path
+from core.project.document import PredictionState
 from core.project.model import Project
 
 WINDOW_SIZE = (1400, 1000)
@@ -67,8 +68,8 @@ def expected(view, grid, threshold):
 
 def test_table_metrics_roc_and_target_threshold_follow_core(qtbot, window, project, slide_pair, grids):
     view, dock = open_evaluation(qtbot, window, project, slide_pair[0].slide_path)
-    grid = view.prediction.grid
-    assert view.prediction.state == "saved" and np.array_equal(grid.probs, grids[slide_pair[0].slide_path].probs,
+    grid = view.document.prediction.grid
+    assert view.document.prediction.state == PredictionState.SAVED and np.array_equal(grid.probs, grids[slide_pair[0].slide_path].probs,
                                                                equal_nan=True)
     want = expected(view, grid, 0.5).metrics
     c = want.counts
@@ -99,9 +100,7 @@ def test_table_metrics_roc_and_target_threshold_follow_core(qtbot, window, proje
     at_target = expected(view, grid, used).metrics
     assert at_target.sensitivity >= 0.99
     assert table_counts(dock)["fn"] == at_target.counts.fn and table_counts(dock)["tp"] == at_target.counts.tp
-    layer = getattr(view, "disagreement_layer", None)
-    if layer is not None and hasattr(layer, "comparison"):
-        assert layer.comparison is dock.comparison
+    assert view.disagreement_layer.comparison is dock.comparison
 
     # the marks change: the comparison follows (debounced, off the GUI thread)
     before = table_counts(dock)["total"]
@@ -117,17 +116,17 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     view, dock = open_evaluation(qtbot, window, project, slide_pair[0].slide_path)
     dock.tabs.setCurrentIndex(1)
     with qtbot.waitSignal(dock.summary_ready, timeout=TIMEOUT):
-        qtbot.mouseClick(dock.summary_button, Qt.LeftButton)
+        qtbot.mouseClick(dock.all_slides.summary_button, Qt.LeftButton)
     comparisons = []
     for entry in project.slides:
-        grid = view.prediction.grid if entry.id == view.session.entry.id else None
+        grid = view.document.prediction.grid if entry.id == view.document.slide_id else None
         if grid is None:
             from core.inference.predict import ProbabilityGrid, saved_predictions
             grid = ProbabilityGrid.load(saved_predictions(project, entry.id)[0])
         truth = truth_for_grid(grid, project.load_annotations(entry.id).annotations(), fully_annotated=True)
         comparisons.append(compare(grid, truth, 0.5, name=entry.name))
     want = summarise(comparisons, 0.5)
-    table = dock.summary_table  # one column per slide, the sum last; rows as core.evaluation.compare.CSV_COLUMNS
+    table = dock.all_slides.summary_table  # one column per slide, the sum last; rows as core.evaluation.compare.CSV_COLUMNS
     assert table.columnCount() == 3
     assert [table.horizontalHeaderItem(c).text() for c in range(3)] == [c.name for c in comparisons] + ["all slides"]
     assert table.verticalHeaderItem(0).text() == "Tiles" and table.verticalHeaderItem(11).text() == "AUC"
@@ -143,14 +142,14 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     assert float(rows[-1]["auc"]) == pytest.approx(want["total"]["auc"], abs=1e-4)
     doc = json.loads(dock.export(tmp_path / "evaluation.json", "json").read_text(encoding="utf-8"))
     assert doc["total"]["n"] == want["total"]["n"] and len(doc["slides"]) == 2
-    assert dock.csv_button.isEnabled() and dock.json_button.isEnabled() and dock.report_button.isEnabled()
+    assert dock.all_slides.csv_button.isEnabled() and dock.all_slides.json_button.isEnabled() and dock.all_slides.report_button.isEnabled()
 
     dock.export_report(tmp_path / "report.html")
-    qtbot.waitUntil(lambda: "Report written to" in dock.summary_status.text(), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: "Report written to" in dock.all_slides.summary_status.text(), timeout=TIMEOUT)
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/jpeg;base64,") == 2 and "All slides (2), summed" in report
     assert f"<td class='num ok'>{want['total']['tp']}</td>" in report
-    assert "Report written to" in dock.summary_status.text()
+    assert "Report written to" in dock.all_slides.summary_status.text()
 
 
 def test_no_prediction_says_so(qtbot, window, tmp_path, slide_pair):
@@ -159,10 +158,10 @@ def test_no_prediction_says_so(qtbot, window, tmp_path, slide_pair):
     with qtbot.waitSignal(window.slide_opened, timeout=TIMEOUT):
         window.open_slide(slide_pair[1].slide_path)
     dock = window.evaluation_dock
-    qtbot.waitUntil(lambda: window.current_view().prediction.state == "", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.current_view().document.prediction.state == PredictionState.NONE, timeout=TIMEOUT)
     assert "No prediction" in dock.status.text() and dock.cells["total"].text() == "–"
     assert not dock.use_button.isEnabled()
     with qtbot.waitSignal(dock.summary_ready, timeout=TIMEOUT):
         dock.compute_summary()
-    assert dock.summary_table.columnCount() == 0 and "No slide" in dock.summary_status.text()
-    assert not dock.csv_button.isEnabled()
+    assert dock.all_slides.summary_table.columnCount() == 0 and "No slide" in dock.all_slides.summary_status.text()
+    assert not dock.all_slides.csv_button.isEnabled()

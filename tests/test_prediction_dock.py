@@ -18,9 +18,10 @@ from PyQt5.QtCore import Qt, QTimer
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
 from core.evaluation.compare import truth_for_grid
+from core.inference import run
 from core.inference.predict import PartialResult, ProbabilityGrid, prediction_path, saved_predictions
+from core.project.document import PredictionState
 from core.project.model import Project
-from gui.docks import prediction_dock
 
 TIMEOUT = 120_000
 
@@ -59,7 +60,7 @@ class Gate:
     def __init__(self, monkeypatch):
         self.reached, self.released = threading.Event(), threading.Event()
         self.threads: set[int] = set()
-        real = prediction_dock.predict_slide
+        real = run.predict_slide
 
         def gated(*args, partial, **kwargs):
             def report(result):
@@ -71,7 +72,7 @@ class Gate:
                         if not self.released.wait(60):
                             raise RuntimeError("the test never released the run")
             return real(*args, partial=report, **kwargs)
-        monkeypatch.setattr(prediction_dock, "predict_slide", gated)
+        monkeypatch.setattr(run, "predict_slide", gated)
 
     def wait_held(self, qtbot, dock) -> tuple[int, int]:
         """Wait until the run is held and its first batch is on the heatmap; returns that update's (done, total)."""
@@ -108,7 +109,7 @@ def open_view(qtbot, window, project, path):
     view = opened.args[0]
     window.actions["predict"].trigger()  # Model ▸ Predict… raises the dock
     dock = window.prediction_dock
-    qtbot.waitUntil(lambda: view.prediction.state != "loading", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: view.document.prediction.state != PredictionState.LOADING, timeout=TIMEOUT)
     return view, dock
 
 
@@ -126,17 +127,17 @@ def test_predicts_progressively_saves_and_shows_again_on_reopening(qtbot, window
     project, slide_id = make_project(tmp_path / "project", synth, small_model)
     view, dock = open_view(qtbot, window, project, synth.slide_path)
     assert dock.model.count() == 2 and dock.model.currentText().startswith("small · 64 px at 2 µm/px · AUC ")
-    assert view.prediction.grid is None and "No prediction" in dock.status.text()
+    assert view.document.prediction.grid is None and "No prediction" in dock.status.text()
 
     gate = Gate(monkeypatch)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock)
         done, total = gate.wait_held(qtbot, dock)  # filled in before the end
-        assert 0 < done < total and int(view.prediction.grid.done.sum()) == done
+        assert 0 < done < total and int(view.document.prediction.grid.done.sum()) == done
         gate.release()
 
     assert ended.args == ["finished"], dock.status.text()
-    grid = view.prediction.grid
+    grid = view.document.prediction.grid
     assert grid.complete and grid.done.sum() == grid.predicted.sum() > 100
     assert len(dock.updates) >= 2
     assert_updates_in_order(dock.updates, grid)
@@ -150,15 +151,13 @@ def test_predicts_progressively_saves_and_shows_again_on_reopening(qtbot, window
     assert np.array_equal(ProbabilityGrid.load(saved).probs, grid.probs, equal_nan=True)
 
     # closed and opened again: the saved grid is shown, the model is not run
-    monkeypatch.setattr(prediction_dock, "predict_slide", lambda *a, **k: pytest.fail("predicted again"))
+    monkeypatch.setattr(run, "predict_slide", lambda *a, **k: pytest.fail("predicted again"))
     window.close_tab(window.tabs.indexOf(view))
     view, dock = open_view(qtbot, window, project, synth.slide_path)
-    assert view.prediction.state == "saved" and view.prediction.path == saved
-    assert np.array_equal(view.prediction.grid.probs, grid.probs, equal_nan=True)
-    assert view.prediction.grid.model["name"] == "small" and "Saved prediction" in dock.status.text()
-    layer = getattr(view, "heatmap_layer", None)
-    if layer is not None and hasattr(layer, "grid"):
-        assert layer.grid is view.prediction.grid
+    assert view.document.prediction.state == PredictionState.SAVED and view.document.prediction.path == saved
+    assert np.array_equal(view.document.prediction.grid.probs, grid.probs, equal_nan=True)
+    assert view.document.prediction.grid.model["name"] == "small" and "Saved prediction" in dock.status.text()
+    assert view.heatmap_layer.grid is view.document.prediction.grid
 
 
 def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, small_model, tmp_path, monkeypatch):
@@ -184,7 +183,7 @@ def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, sm
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock)
         done, total = gate.wait_held(qtbot, dock)
-        assert 0 < done < total and int(view.prediction.grid.done.sum()) == done
+        assert 0 < done < total and int(view.document.prediction.grid.done.sum()) == done
         before = (view.viewport.l0_cx, view.viewport.l0_cy)
         view.pan_by(40, 25)  # the model thread is busy with the run, the window is not
         assert (view.viewport.l0_cx, view.viewport.l0_cy) != before and dock.running
@@ -196,7 +195,7 @@ def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, sm
             steps += 1
     beat.stop()
     assert ended.args == ["finished"], dock.status.text()
-    grid = view.prediction.grid
+    grid = view.document.prediction.grid
     assert threading.get_ident() not in gate.threads
     assert grid.done.sum() > 500 and len(dock.updates) >= 2
     assert_updates_in_order(dock.updates, grid)
@@ -218,9 +217,9 @@ def test_cancel_keeps_a_partial_heatmap_and_saves_nothing(qtbot, window, slide_p
         qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
         gate.release()
     assert ended.args == ["cancelled"]
-    grid = view.prediction.grid
+    grid = view.document.prediction.grid
     assert not grid.complete and 0 < grid.done.sum() < dock.updates[-1][1] and dock.updates[-1][0] < dock.updates[-1][1]
-    assert view.prediction.state == "partial" and "partial heatmap" in dock.status.text()
+    assert view.document.prediction.state == PredictionState.PARTIAL and "partial heatmap" in dock.status.text()
     assert "not saved" in dock.status.text()
     assert saved_predictions(project, slide_id) == []
     assert dock.start_button.isEnabled() and not dock.cancel_button.isEnabled()
@@ -246,7 +245,7 @@ def test_closing_the_slide_mid_run_is_safe(qtbot, window, slide_pair, small_mode
     view, dock = open_view(qtbot, window, project, synth.slide_path)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock, batch_size=64)
-    assert ended.args == ["finished"] and view.prediction.grid.complete
+    assert ended.args == ["finished"] and view.document.prediction.grid.complete
 
 
 def test_a_model_finer_than_the_slide_or_unreadable_is_refused(qtbot, window, slide_pair, small_model, tmp_path):
@@ -268,7 +267,7 @@ def test_a_model_finer_than_the_slide_or_unreadable_is_refused(qtbot, window, sl
     assert ended.args == ["failed"]
     text = dock.status.text()
     assert "0.5 µm/px" in text and "0.25 µm/px tiles, finer than this scan" in text and "b71c1c" in text
-    assert view.prediction.grid is None and saved_predictions(project, slide_id) == []
+    assert view.document.prediction.grid is None and saved_predictions(project, slide_id) == []
 
     dock.set_model(broken)
     assert "(unreadable)" in dock.model.currentText()

@@ -1,34 +1,33 @@
 """Evaluation: the current slide's prediction against the doctors' marks, and every slide of the project.
 
-This slide: the tiles' truth from the marks (`core.evaluation.compare.truth_for_grid`) and the comparison at the
-threshold (`core.evaluation.compare.compare`) are computed on a worker (the truth is kept until the marks, the grid or
-the "fully annotated" setting change), then shown as the study's 2x2 table, the screening metrics, the ROC
-curve with the operating point, and the threshold that reaches a chosen sensitivity. The comparison goes
-to the view's disagreement layer. All slides: each project slide's newest saved prediction against its
-saved marks (open slides: the marks on screen), per slide and summed, exportable as CSV and JSON.
+This slide: the tiles' truth and the comparison at the threshold (`core.evaluation.slide.evaluate`) are
+computed on a worker (the truth is kept while `core.evaluation.slide.truth_key` holds), then shown as the
+study's 2x2 table, the screening metrics, the ROC curve with the operating point, and the threshold that
+reaches a chosen sensitivity. The comparison goes to the view's disagreement layer. All slides: the tab
+`gui.docks.evaluation_summary.ProjectSummary`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
 from PyQt5 import sip
 from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QFont
-from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-                             QPushButton, QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout,
-                             QWidget)
+from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                             QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
-from core.atomic import atomic_write_bytes
-from core.evaluation.compare import (CSV_COLUMNS, SlideComparison, compare, compare_project, summary_csv, summary_json,
-                          truth_for_grid)
 from core.errors import BiopsiaError
-from gui.docks.prediction_dock import grid_of, project_slide
+from core.evaluation.compare import SlideComparison
+from core.evaluation.slide import Evaluation, evaluate, truth_key
+from core.metrics import BinaryMetrics
+from core.project.document import PredictionState
+from gui.docks.evaluation_summary import ProjectSummary
 from gui.plot_style import make_plot
-from gui.style import ACCENT, ERROR_STYLE, GREY, INK, MUTED_STYLE, error_html
+from gui.style import ACCENT, ERROR_STYLE, GREY, INK, MUTED_STYLE
 from gui.worker import Worker
 
 #: Milliseconds of quiet after a mark edit before the comparison is computed again.
@@ -38,31 +37,6 @@ THRESHOLD_MS = 50
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
            ("accuracy", "Accuracy"), ("f1", "F1"), ("auc", "AUC"))
 AGREE, DISAGREE, TOTAL = QColor("#e8f5e9"), QColor("#ffebee"), QColor("#eceff1")
-#: Rows of the all-slides table (one column per slide, the sum last), as `core.evaluation.compare.CSV_COLUMNS` after "slide".
-SUMMARY_ROWS = ("Tiles", "True positives", "False positives", "True negatives", "False negatives", "Sensitivity",
-                "Specificity", "PPV", "NPV", "Accuracy", "F1", "AUC")
-
-
-@dataclass
-class Evaluation:
-    """What the worker hands back for the current slide: the truth it used and the comparison."""
-
-    key: tuple
-    truth: np.ndarray
-    comparison: SlideComparison
-
-
-def evaluate(grid, annotations, fully_annotated: bool, threshold: float, name: str, key: tuple,
-             truth: np.ndarray | None = None) -> Evaluation:
-    """Truth of the grid's tiles (unless given) and the comparison at ``threshold``; runs on a worker."""
-    if truth is None:
-        truth = truth_for_grid(grid, annotations, fully_annotated=fully_annotated)
-    return Evaluation(key, truth, compare(grid, truth, threshold, name=name))
-
-
-def evaluate_project(project, threshold: float, open_marks: dict) -> dict:
-    """`core.evaluation.compare.summarise` over every project slide with a saved prediction (``open_marks``: id → marks)."""
-    return compare_project(project, threshold, open_marks)[0]
 
 
 def _scrolling(widget: QWidget) -> QScrollArea:
@@ -85,22 +59,24 @@ class EvaluationDock(QDockWidget):
     threshold_chosen = pyqtSignal(float)
     summary_ready = pyqtSignal(object)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, project_source: Callable = lambda: None, documents_source: Callable = list):
+        """``project_source()``: the window's project; ``documents_source()``: the open slides' documents."""
         super().__init__("Evaluation", parent)
         self.setObjectName("EvaluationDock")
         self.view = None
         self.threshold = 0.5
         self.comparison: SlideComparison | None = None
-        self.summary: dict | None = None
         self.target_threshold: float | None = None
         self._evaluation: Evaluation | None = None  # the last one, its truth reused while the key holds
         self._worker: Worker | None = None
-        self._summary_worker: Worker | None = None
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self.compute)
+        self._window_project = project_source
 
+        self.all_slides = ProjectSummary(self._project, documents_source, lambda: self.threshold)
+        self.all_slides.summary_ready.connect(self.summary_ready)
         tabs = QTabWidget()
         tabs.addTab(_scrolling(self._build_slide_tab()), "This slide")
-        tabs.addTab(_scrolling(self._build_all_tab()), "All slides")
+        tabs.addTab(_scrolling(self.all_slides), "All slides")
         self.tabs = tabs
         self.setWidget(tabs)
         self.visibilityChanged.connect(lambda shown: self.compute() if shown else None)  # settings changed elsewhere
@@ -187,33 +163,6 @@ class EvaluationDock(QDockWidget):
         layout.addWidget(self.target_label)
         return widget
 
-    def _build_all_tab(self) -> QWidget:
-        self.summary_status = QLabel("Compares every slide of the project that has a saved prediction.",
-                                     wordWrap=True)
-        self.summary_table = QTableWidget(len(SUMMARY_ROWS), 0)  # slides as columns: a narrow dock shows them all
-        self.summary_table.setVerticalHeaderLabels(SUMMARY_ROWS)
-        self.summary_table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.summary_table.horizontalHeader().setStretchLastSection(True)
-        self.summary_button = QPushButton("Compare all slides", clicked=self.compute_summary)
-        self.csv_button = QPushButton("Export CSV…", enabled=False, clicked=lambda: self._export_dialog("csv"))
-        self.json_button = QPushButton("Export JSON…", enabled=False, clicked=lambda: self._export_dialog("json"))
-        self.report_button = QPushButton("Report…", enabled=False, clicked=self._report_dialog,
-                                         toolTip="One HTML file: each slide's overview with the heatmap, its "
-                                                 "table and metrics, then the total")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.summary_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.csv_button)
-        buttons.addWidget(self.json_button)
-        buttons.addWidget(self.report_button)
-        widget = QWidget()
-        layout = QVBoxLayout(widget)
-        layout.addWidget(self.summary_status)
-        layout.addWidget(self.summary_table, 1)
-        layout.addLayout(buttons)
-        return widget
-
     # -- inputs ---------------------------------------------------------------------------------
     def set_view(self, view) -> None:
         """The current tab changed."""
@@ -242,32 +191,31 @@ class EvaluationDock(QDockWidget):
         self._timer.start(delay)
 
     # -- this slide -------------------------------------------------------------------------------
-    def _key(self, view, grid) -> tuple:
-        entry = getattr(getattr(view, "session", None), "entry", None)
-        fully = bool(entry.settings.get("fully_annotated")) if entry else False
-        geometry = (grid.shape, tuple(grid.origin), grid.stride, grid.tile_l0, tuple(grid.slide_size))
-        return (geometry, fully, id(view.annotations), view.annotations.revision)
+    def _project(self):
+        """The current slide's project, else the window's."""
+        project = self.view.document.project if self.view is not None else None
+        return project or self._window_project()
 
     def compute(self) -> Worker | None:
         """Compare the current view's grid with its marks at the threshold (off the GUI thread)."""
         self._timer.stop()
         view = self.view
-        grid = grid_of(view) if view is not None else None
+        grid = view.document.prediction.grid if view is not None else None
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
         if grid is None or not grid.done.any():
-            running = getattr(getattr(view, "prediction", None), "state", "") == "running"
+            running = view is not None and view.document.prediction.state == PredictionState.RUNNING
             self._show(None, "No slide open." if view is None else
                        "Predicting: the comparison follows when the run ends." if running else
                        "No prediction for this slide: run one in the Prediction panel.")
             return None
-        key = self._key(view, grid)
+        doc = view.document
+        fully = doc.entry.settings.fully_annotated if doc.entry is not None else False
+        key = truth_key(grid, doc.store, fully)
         truth = self._evaluation.truth if self._evaluation is not None and self._evaluation.key == key else None
-        entry = getattr(view.session, "entry", None) if hasattr(view, "session") else None
-        name = entry.name if entry else view.reader.display_name
         grid = replace(grid, probs=grid.probs.copy(), predicted=grid.predicted.copy())  # a run may be filling it
-        worker = Worker(evaluate, grid, view.annotations.annotations(), key[1], self.threshold, name, key, truth)
+        worker = Worker(evaluate, grid, doc.store.annotations(), fully, self.threshold, doc.name, key, truth)
         worker.finished.connect(lambda result, w=worker, v=view: self._on_evaluated(w, v, result))
         worker.failed.connect(lambda err, w=worker, v=view: self._on_failed(w, v, err))
         self._worker = worker
@@ -280,7 +228,7 @@ class EvaluationDock(QDockWidget):
             return
         self._worker = None
         self._evaluation = result
-        grid = grid_of(view)
+        grid = view.document.prediction.grid
         partial = "" if grid is not None and grid.complete else " (partial prediction)"
         counts = result.comparison.metrics.counts
         hint = ""
@@ -301,9 +249,9 @@ class EvaluationDock(QDockWidget):
         self.comparison = comparison
         self.status.setText(text)
         self.status.setStyleSheet(ERROR_STYLE if error else "")
-        layer = getattr(self.view, "disagreement_layer", None) if self.view is not None else None
-        if layer is not None and hasattr(layer, "set_comparison"):
-            layer.set_comparison(comparison, grid=grid_of(self.view) if comparison is not None else None)
+        if self.view is not None and not sip.isdeleted(self.view):
+            grid = self.view.document.prediction.grid if comparison is not None else None
+            self.view.disagreement_layer.set_comparison(comparison, grid=grid)
         if comparison is None:
             for item in self.cells.values():
                 item.setText("–")
@@ -345,8 +293,6 @@ class EvaluationDock(QDockWidget):
         elif not usable:
             self.target_label.setText("No tumour tiles among the compared tiles: no sensitivity to reach.")
         else:
-            from core.metrics import BinaryMetrics
-
             at = BinaryMetrics(m.labels, m.probabilities, self.target_threshold)
             self.target_label.setText(f"Threshold {self.target_threshold:.4f} reaches sensitivity "
                                       f"{at.sensitivity:.3f} (specificity {at.specificity or 0:.3f}, "
@@ -358,111 +304,16 @@ class EvaluationDock(QDockWidget):
 
     # -- all slides -----------------------------------------------------------------------------
     def compute_summary(self) -> Worker | None:
-        """Compare every project slide that has a saved prediction (off the GUI thread)."""
-        window = self.parent()
-        project = project_slide(self.view)[0] or getattr(window, "project", None)
-        if project is None:
-            self.summary_status.setText("No project: open a slide or a project first.")
-            return None
-        views = window.views() if hasattr(window, "views") else ([self.view] if self.view else [])
-        open_marks = {}
-        for view in views:
-            _, slide_id = project_slide(view)
-            if slide_id is not None and project_slide(view)[0] is project:
-                open_marks[slide_id] = view.annotations.annotations()
-        worker = Worker(evaluate_project, project, self.threshold, open_marks)
-        worker.finished.connect(lambda summary, w=worker: self._on_summary(w, summary))
-        worker.failed.connect(lambda err, w=worker: self._on_summary(w, None, err))
-        self._summary_worker = worker
-        self.summary_status.setText(f"Comparing the slides of “{project.name}”…")
-        self.summary_button.setEnabled(False)
-        return worker.start()
+        """Compare every project slide that has a saved prediction (the All slides tab)."""
+        return self.all_slides.compute_summary()
 
-    def _on_summary(self, worker, summary, err=None) -> None:
-        if sip.isdeleted(self) or worker is not self._summary_worker:
-            return
-        self._summary_worker = None
-        self.summary_button.setEnabled(True)
-        self.summary = summary
-        rows = (list(summary["slides"]) + ([summary["total"]] if summary and summary.get("total") else [])
-                if summary else [])
-        bold = QFont()
-        bold.setBold(True)
-        self.summary_table.setColumnCount(len(rows))
-        self.summary_table.setHorizontalHeaderLabels([row["slide"] for row in rows])
-        for c, row in enumerate(rows):
-            total = c == len(rows) - 1 and bool(summary.get("total"))
-            self.summary_table.horizontalHeaderItem(c).setToolTip(row["slide"])
-            for r, key in enumerate(CSV_COLUMNS[1:]):
-                value = row.get(key)
-                text = "–" if value is None else f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
-                item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                if total:
-                    item.setFont(bold)
-                    item.setBackground(QBrush(TOTAL))
-                self.summary_table.setItem(r, c, item)
-        if err is not None:
-            message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error: {err!r}"
-            self.summary_status.setText(error_html(message))
-        elif not summary["slides"]:
-            self.summary_status.setText("No slide of the project has a saved prediction yet.")
-        else:
-            n = len(summary["slides"])
-            self.summary_status.setText(f"{n} slide{'s' if n != 1 else ''} with a saved prediction, threshold "
-                                        f"{summary['threshold']:.3f}; the last column sums their tiles.")
-        has = bool(summary and summary["slides"])
-        self.csv_button.setEnabled(has)
-        self.json_button.setEnabled(has)
-        self.report_button.setEnabled(has)
-        self.summary_ready.emit(summary)
-
-    def export(self, path, kind: str) -> Path:
-        """Write the all-slides summary as ``"csv"`` or ``"json"`` (atomically)."""
-        text = summary_csv(self.summary) if kind == "csv" else summary_json(self.summary)
-        path = Path(path)
-        atomic_write_bytes(path, text.encode("utf-8"))
-        return path
+    def export(self, path, kind: str):
+        """Write the all-slides summary as ``"csv"`` or ``"json"``."""
+        return self.all_slides.export(path, kind)
 
     def export_report(self, path) -> Worker | None:
         """Write the HTML report of every slide with a saved prediction, off the GUI thread."""
-        from core.evaluation.report import write_project_report
-
-        project = project_slide(self.view)[0] or getattr(self.parent(), "project", None)
-        if project is None:
-            return None
-        window = self.parent()
-        open_marks = {}
-        for view in (window.views() if hasattr(window, "views") else []):
-            proj, slide_id = project_slide(view)
-            if proj is project:
-                open_marks[slide_id] = view.annotations.annotations()
-        worker = Worker(write_project_report, project, Path(path), self.threshold, open_marks)
-        worker.finished.connect(lambda out: self.summary_status.setText(f"Report written to {out}"))
-        worker.failed.connect(lambda err: self.summary_status.setText(
-            error_html(str(err))))
-        self.summary_status.setText("Writing the report…")
-        self._report_worker = worker
-        return worker.start()
-
-    def _report_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Write the report", "evaluation-report.html", "HTML (*.html)")
-        if path:
-            self.export_report(path)
-
-    def _export_dialog(self, kind: str) -> None:
-        if not self.summary:
-            return
-        name = f"evaluation.{kind}"
-        path, _ = QFileDialog.getSaveFileName(self, f"Export the comparison as {kind.upper()}", name,
-                                              f"{kind.upper()} (*.{kind})")
-        if not path:
-            return
-        try:
-            self.export(path, kind)
-            self.summary_status.setText(f"Written to {path}")
-        except OSError as err:
-            self.summary_status.setText(error_html(f"{path}: could not write ({err})"))
+        return self.all_slides.export_report(path)
 
 
 def _disconnect(signal, slot) -> None:

@@ -1,36 +1,32 @@
 """Prediction: run a model over the current slide in the background, watch the heatmap fill in, keep it.
 
-The run (`run_prediction`) goes on a `gui.worker.Worker` in a pool of its own (one thread), so it never
-takes a thread that opening slides or the Tiles dock need. `core.inference.predict.predict_slide` hands the
-network to the model thread and calls ``partial`` there after each batch; the worker's queued
-``partial`` signal brings each report to the GUI thread, where they are gathered and applied at most
-every ``APPLY_MS`` (one `update_cells` call for many batches). Each view keeps its grid in
-``view.prediction`` (a `SlidePrediction`); the heatmap layer (``view.heatmap_layer``) draws it.
+The run (`core.inference.run.run_prediction`) goes on a `gui.worker.Worker` in a pool of its own (one
+thread), so it never takes a thread that opening slides or the Tiles dock need. The model thread calls
+``partial`` after each batch; the worker's queued ``partial`` signal brings each report to the GUI thread,
+where they are gathered and applied at most every ``APPLY_MS`` (one `update_cells` call for many batches).
+Each slide keeps its grid and its state in its document (``view.document.prediction``); the view's heatmap
+layer draws it, with the settings of `gui.docks.heatmap_settings.HeatmapSettings`.
 """
 
 from __future__ import annotations
 
 import html
-import os
-import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PyQt5 import sip
 from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
-from PyQt5.QtGui import QPixmap
-from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog,
-                             QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                             QRadioButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
+from PyQt5.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
+                             QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
-from core.errors import BiopsiaError, Cancelled
-from core.inference.predict import (PartialResult, ProbabilityGrid, check_model_for_slide, predict_slide, prediction_path,
-                          load_latest_prediction)
-from core.models.training_job import MODELS_DIR
+from core.errors import BiopsiaError
+from core.inference.predict import PartialResult, ProbabilityGrid, load_latest_prediction
+from core.inference.run import TissueFound, run_prediction
+from core.project.layout import MODELS_DIR
+from core.project.document import PredictionState
 from gui.device_picker import DevicePicker
+from gui.docks.heatmap_settings import HeatmapSettings
 from gui.icons import icon
 from gui.style import error_html
 from gui.worker import Worker
@@ -38,41 +34,6 @@ from gui.worker import Worker
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100
 BROWSE = "__browse__"
-#: Niceness of the threads that predict (0 normal, 19 lowest): the GUI thread goes first.
-BACKGROUND_NICE = 10
-
-
-@dataclass
-class SlidePrediction:
-    """What a view shows of predictions: the grid, where it came from, and a line about it."""
-
-    grid: ProbabilityGrid | None = None
-    state: str = ""  # "", "loading", "saved", "running", "done", "partial", "failed"
-    message: str = ""
-    path: Path | None = None
-    looked_up: bool = False  # saved predictions were looked for
-
-
-@dataclass(frozen=True)
-class TissueFound:
-    """A report of the run: the tissue mask it computed (the dock keeps it for the next run)."""
-
-    key: tuple
-    tissue: object
-
-
-def grid_of(view) -> ProbabilityGrid | None:
-    """The probability grid a view shows (complete, partial or loaded), or None."""
-    state = getattr(view, "prediction", None)
-    return state.grid if state is not None else None
-
-
-def project_slide(view) -> tuple[object, str] | tuple[None, None]:
-    """(project, slide id) of a view opened within a project, else (None, None)."""
-    session = getattr(view, "session", None)
-    if session is None or getattr(session, "entry", None) is None:
-        return None, None
-    return session.project, session.entry.id
 
 
 def find_models(project) -> list[Path]:
@@ -85,7 +46,7 @@ def find_models(project) -> list[Path]:
 
 def model_label(bundle: Path) -> tuple[str, str]:
     """The picker's text for a bundle (name, tile size, µm/px, validation AUC) and its tooltip."""
-    from core.models.bundle import read_info
+    from core.models.bundle import read_info  # it imports MXNet (seconds): not with the window
 
     name = bundle.parent.name if bundle.name in ("best", "last") else bundle.name
     try:
@@ -96,49 +57,6 @@ def model_label(bundle: Path) -> tuple[str, str]:
     auc = info.metrics.get("auc")
     auc_text = f" · AUC {auc:.3f}" if isinstance(auc, (int, float)) else ""
     return f"{name} · {info.tile_px} px at {mpp}{auc_text}", f"{bundle}\n{info.architecture}, created {info.created}"
-
-
-def run_prediction(reader, model_dir, device: str, slide_mpp, tissue, tissue_key, project, slide_id,
-                   batch_size: int = 64, partial=None, should_stop=lambda: False):
-    """The worker's job: check the model, find tissue, predict, save a complete grid. Returns (grid, path)."""
-    from core.models.bundle import read_info, resolve_bundle
-    from core.models.engine import engine
-    from core.tiles.tissue import detect_tissue
-
-    background_priority()  # this thread finds the tissue; the model thread and its readers predict
-    engine().run(background_priority)
-    model_dir = resolve_bundle(model_dir)
-    info = read_info(model_dir)
-    mpp = tuple(slide_mpp) if slide_mpp else reader.mpp
-    check_model_for_slide(info, mpp, reader.display_name, model_dir)  # before reading a pixel
-    if tissue is None:
-        tissue = detect_tissue(reader, slide_mpp=mpp)
-        partial(TissueFound(tissue_key, tissue))
-    if should_stop():
-        raise Cancelled()
-    grid = predict_slide(reader, model_dir, device=device, batch_size=batch_size, tissue=tissue, slide_mpp=mpp,
-                         partial=partial, should_stop=should_stop, started=partial)
-    path = None
-    if grid.complete and not should_stop() and project is not None:
-        path = grid.save(prediction_path(project, slide_id, grid.model))
-    return grid, path
-
-
-def background_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux: per thread; threads it starts inherit it).
-
-    On a machine with few cores the reading threads and MXNet would otherwise take the CPU from the GUI
-    thread, which must paint while the user pans during a run.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        if current < BACKGROUND_NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
-    except OSError:  # not permitted here: run at the normal priority
-        pass
 
 
 class PredictionDock(QDockWidget):
@@ -152,9 +70,11 @@ class PredictionDock(QDockWidget):
     threshold_changed = pyqtSignal(float)
     run_ended = pyqtSignal(str)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, project_source=lambda: None):
+        """``project_source()``: the window's project, whose models are listed while no slide is open."""
         super().__init__("Prediction", parent)
         self.setObjectName("PredictionDock")
+        self.project_source = project_source
         self.view = None
         self.worker: Worker | None = None
         self.run_view = None
@@ -163,7 +83,6 @@ class PredictionDock(QDockWidget):
         self._pending: list[PartialResult] = []
         self._last_apply = 0.0
         self._apply_timer = QTimer(self, singleShot=True, timeout=self._apply_pending)
-        self._tissue: dict = {}
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._extra_models: list[Path] = []
@@ -180,27 +99,8 @@ class PredictionDock(QDockWidget):
         self.progress_label = QLabel()
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
 
-        defaults = _layer_defaults()
-        self.opacity = QSlider(Qt.Horizontal, minimum=0, maximum=100, value=round(defaults["opacity"] * 100),
-                               toolTip="Heatmap opacity")
-        self.opacity.valueChanged.connect(lambda v: self._layer_call("set_opacity", v / 100))
-        self.colormap = QComboBox(toolTip="Colours of the probabilities")
-        self.colormap.addItems(_colormaps())
-        self.colormap.setCurrentText(defaults["colormap"])
-        self.colormap.currentTextChanged.connect(self._on_colormap)
-        self.legend = QLabel(alignment=Qt.AlignCenter)
-        self.threshold_slider = QSlider(Qt.Horizontal, minimum=0, maximum=1000, value=500)
-        self.threshold_box = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=1.0, singleStep=0.01, value=0.5,
-                                            toolTip="Tiles at or above it are called tumour (heatmap and comparison)")
-        self.threshold_slider.valueChanged.connect(lambda v: self.threshold_box.setValue(v / 1000))
-        self.threshold_box.valueChanged.connect(self._on_threshold)
-        self.tiles_mode, self.smooth_mode = QRadioButton("Tiles", checked=True), QRadioButton("Smooth")
-        modes = QButtonGroup(self)
-        for button in (self.tiles_mode, self.smooth_mode):
-            modes.addButton(button)
-        self.tiles_mode.toggled.connect(lambda on: self._layer_call("set_mode", "tiles" if on else "smooth"))
-        self.outlines = QCheckBox("Outline tumour calls", toolTip="Outline the tiles at or above the threshold")
-        self.outlines.toggled.connect(lambda on: self._layer_call("set_outlines", on))
+        self.heatmap = HeatmapSettings()
+        self.heatmap.threshold_changed.connect(self.threshold_changed)
         self.setWidget(self._layout())
         self._set_running(False)
         self.visibilityChanged.connect(self._on_visibility)
@@ -218,27 +118,12 @@ class PredictionDock(QDockWidget):
         form.addRow(buttons)
         form.addRow(self.progress)
         form.addRow(self.progress_label)
-        show_box = QGroupBox("Heatmap")
-        show = QFormLayout(show_box)
-        show.addRow("Opacity", self.opacity)
-        show.addRow("Colours", self.colormap)
-        show.addRow("", self.legend)
-        threshold = QHBoxLayout()
-        threshold.addWidget(self.threshold_slider, 1)
-        threshold.addWidget(self.threshold_box)
-        show.addRow("Threshold", threshold)
-        mode = QHBoxLayout()
-        mode.addWidget(self.tiles_mode)
-        mode.addWidget(self.smooth_mode)
-        mode.addStretch(1)
-        show.addRow("Draw", mode)
-        show.addRow("", self.outlines)
         body = QWidget()
         outer = QVBoxLayout(body)
         outer.setAlignment(Qt.AlignTop)
         outer.addWidget(self.status)
         outer.addWidget(run_box)
-        outer.addWidget(show_box)
+        outer.addWidget(self.heatmap)
         scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.NoFrame)
         scroll.setWidget(body)
         return scroll
@@ -248,41 +133,40 @@ class PredictionDock(QDockWidget):
         """The current tab changed: show its grid, loading the newest saved one the first time."""
         self.view = view
         self.refresh_models()
+        self.heatmap.set_view(view)
         if view is None:
             self.status.setText("No slide open.")
             self._show_running_state()
             return
-        if getattr(view, "prediction", None) is None:
-            view.prediction = SlidePrediction()
-        self._apply_settings(view)
-        if not view.prediction.looked_up:
+        if not view.document.prediction.looked_up:
             self.load_saved(view)
         self._show_state(view)
         self._show_running_state()
 
     def load_saved(self, view) -> Worker | None:
         """Look for the slide's saved predictions off the GUI thread; the newest is shown."""
-        project, slide_id = project_slide(view)
-        view.prediction.looked_up = True
-        if project is None or view.prediction.grid is not None:
+        doc, state = view.document, view.document.prediction
+        state.looked_up = True
+        if doc.slide_id is None or state.grid is not None:
             return None
-        view.prediction.state, view.prediction.message = "loading", "Looking for saved predictions…"
-        worker = Worker(load_latest_prediction, project, slide_id)
+        state.state, state.message = PredictionState.LOADING, "Looking for saved predictions…"
+        worker = Worker(load_latest_prediction, doc.project, doc.slide_id)
         worker.finished.connect(lambda found, v=view: self._on_loaded(v, found))
         worker.failed.connect(lambda err, v=view: self._on_loaded(v, None))
         return worker.start()
 
     def _on_loaded(self, view, found) -> None:
-        if sip.isdeleted(self) or sip.isdeleted(view) or view.prediction.state != "loading":
+        if sip.isdeleted(self) or sip.isdeleted(view) or view.document.prediction.state != PredictionState.LOADING:
             return  # the view closed, or a run started meanwhile
+        state = view.document.prediction
         if found is None:
-            view.prediction.state, view.prediction.message = "", ""
+            state.state, state.message = PredictionState.NONE, ""
         else:
             grid, path = found
-            view.prediction.grid, view.prediction.path, view.prediction.state = grid, path, "saved"
-            view.prediction.message = (f"Saved prediction of model “{grid.model.get('name', '?')}”, "
-                                       f"{int(np.isfinite(grid.probs).sum()):,} tiles, kept in the project.")
-            self._layer_call("set_grid", grid, view=view)
+            state.grid, state.path, state.state = grid, path, PredictionState.SAVED
+            state.message = (f"Saved prediction of model “{grid.model.get('name', '?')}”, "
+                             f"{int(np.isfinite(grid.probs).sum()):,} tiles, kept in the project.")
+            view.heatmap_layer.set_grid(grid)
         if view is self.view:
             self._show_state(view)
         self.grid_changed.emit(view)
@@ -300,9 +184,8 @@ class PredictionDock(QDockWidget):
     def refresh_models(self) -> None:
         """List the project's models (and folders browsed to), keeping the choice."""
         chosen = self.model_path()
-        project, _ = project_slide(self.view)
-        if project is None:
-            project = getattr(self.parent(), "project", None)
+        project = self.view.document.project if self.view is not None else None
+        project = project or self.project_source()
         bundles = find_models(project) + [p for p in self._extra_models]
         self.model.blockSignals(True)
         self.model.clear()
@@ -354,11 +237,10 @@ class PredictionDock(QDockWidget):
         view, model = self.view, self.model_path()
         if view is None or model is None or self.running:
             return None
-        project, slide_id = project_slide(view)
-        key = (str(view.reader.path), tuple(view.mpp) if view.mpp else None)
-        tissue = self._tissue.get(key) or _tiles_dock_tissue(self.parent(), key)
-        worker = Worker(run_prediction, view.reader, model, self.device.currentText(), view.mpp, tissue, key,
-                        project, slide_id, self.batch_size, pool=self._pool)
+        doc = view.document
+        key = doc.tissue_key()
+        worker = Worker(run_prediction, view.reader, model, self.device.currentText(), doc.mpp, doc.tissue(key), key,
+                        doc.project, doc.slide_id, self.batch_size, pool=self._pool)
         worker.partial.connect(lambda report, w=worker, v=view: self._on_report(w, v, report))
         worker.finished.connect(lambda result, w=worker, v=view: self._on_finished(w, v, result))
         worker.cancelled.connect(lambda w=worker, v=view: self._on_cancelled(w, v))
@@ -366,7 +248,8 @@ class PredictionDock(QDockWidget):
         worker.done.connect(lambda w=worker: self._on_done(w))
         view.destroyed.connect(worker.cancel)  # however the view goes, its run stops
         self.worker, self.run_view, self.updates, self._pending = worker, view, [], []
-        view.prediction.state, view.prediction.message = "running", f"Predicting with “{model_label(model)[0]}”…"
+        doc.prediction.state = PredictionState.RUNNING
+        doc.prediction.message = f"Predicting with “{model_label(model)[0]}”…"
         self.progress.setRange(0, 0)
         self.progress_label.setText("Finding tissue and reading the model…")
         self._set_running(True)
@@ -384,14 +267,14 @@ class PredictionDock(QDockWidget):
 
     def _on_report(self, worker, view, report) -> None:
         if isinstance(report, TissueFound):
-            if not sip.isdeleted(self):
-                self._tissue[report.key] = report.tissue
+            if not sip.isdeleted(view):
+                view.document.keep_tissue(report.key, report.tissue)
             return
         if not self._current(worker, view):
             return
         if isinstance(report, ProbabilityGrid):  # the empty grid: cells fill in as batches come
-            view.prediction.grid, view.prediction.path = report, None
-            self._layer_call("set_grid", report, view=view)
+            view.document.prediction.grid, view.document.prediction.path = report, None
+            view.heatmap_layer.set_grid(report)
             self.grid_changed.emit(view)
         elif isinstance(report, PartialResult):
             self._pending.append(report)
@@ -403,15 +286,16 @@ class PredictionDock(QDockWidget):
         """Write the batches gathered since the last update into the grid and the heatmap, as one update."""
         parts, self._pending = self._pending, []
         view = self.run_view
-        if not parts or view is None or sip.isdeleted(view) or view.prediction.grid is None:
+        if not parts or view is None or sip.isdeleted(view) or view.document.prediction.grid is None:
             return
         self._last_apply = time.perf_counter()
         last = parts[-1]
         merged = PartialResult(np.concatenate([p.rows for p in parts]), np.concatenate([p.cols for p in parts]),
                                np.concatenate([p.probs for p in parts]), last.done, last.total, last.tiles_per_s)
-        view.prediction.grid.probs[merged.rows, merged.cols] = merged.probs
-        view.prediction.grid.predicted[merged.rows, merged.cols] = True
-        self._layer_call("update_cells", merged, view=view)
+        grid = view.document.prediction.grid
+        grid.probs[merged.rows, merged.cols] = merged.probs
+        grid.predicted[merged.rows, merged.cols] = True
+        view.heatmap_layer.update_cells(merged)
         self.updates.append((last.done, last.total))
         _set_progress(self.progress, last.done, max(last.total, 1))
         left = (last.total - last.done) / last.tiles_per_s if last.tiles_per_s > 0 else 0
@@ -424,11 +308,11 @@ class PredictionDock(QDockWidget):
         self._apply_timer.stop()
         self._apply_pending()
         grid, path = result
-        state = view.prediction
-        state.grid, state.path, state.state = grid, path, "done"
+        state = view.document.prediction
+        state.grid, state.path, state.state = grid, path, PredictionState.DONE
         where = f"saved in the project ({path.name})" if path else "not saved (the slide is in no project)"
         state.message = f"Done: {int(grid.done.sum()):,} tiles in {_clock(grid.seconds)}, {where}."
-        self._layer_call("set_grid", grid, view=view)
+        view.heatmap_layer.set_grid(grid)
         _set_progress(self.progress, 1, 1)
         self.progress_label.setText(f"{int(grid.done.sum()):,} tiles · {_clock(grid.seconds)}")
         self._ended(view, "finished")
@@ -438,14 +322,14 @@ class PredictionDock(QDockWidget):
             return
         self._apply_timer.stop()
         self._apply_pending()
-        state = view.prediction
+        state = view.document.prediction
         if state.grid is not None:
             state.grid.complete = False
             done = int(state.grid.done.sum())
-            state.state = "partial"
+            state.state = PredictionState.PARTIAL
             state.message = f"Cancelled: a partial heatmap ({done:,} tiles), not saved."
         else:
-            state.state, state.message = "", "Cancelled before any tile was predicted."
+            state.state, state.message = PredictionState.NONE, "Cancelled before any tile was predicted."
         _set_progress(self.progress, 0, 1)
         self._ended(view, "cancelled")
 
@@ -455,10 +339,10 @@ class PredictionDock(QDockWidget):
         self._apply_timer.stop()
         self._pending.clear()
         message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error while predicting: {err!r}"
-        state = view.prediction
-        if state.grid is not None and state.state == "running":
+        state = view.document.prediction
+        if state.grid is not None and state.state == PredictionState.RUNNING:
             state.grid.complete = False
-        state.state, state.message = "failed", message
+        state.state, state.message = PredictionState.FAILED, message
         _set_progress(self.progress, 0, 1)
         self.progress_label.setText("")
         self._ended(view, "failed")
@@ -486,53 +370,19 @@ class PredictionDock(QDockWidget):
         self.model.setEnabled(not self.running)
 
     def _show_state(self, view) -> None:
-        state = view.prediction
+        state = view.document.prediction
         if view is self.view:
-            failed = state.state == "failed"
+            failed = state.state == PredictionState.FAILED
             text = html.escape(state.message or "No prediction for this slide yet: choose a model and start.")
             self.status.setText(error_html(text) if failed else text)
 
-    # -- display settings, bound to the view's heatmap layer -----------------------------------
+    # -- the heatmap's threshold (shared with the comparison) ----------------------------------
     def threshold(self) -> float:
-        return self.threshold_box.value()
+        return self.heatmap.threshold()
 
     def set_threshold(self, value: float) -> None:
         """Use ``value`` as the heatmap's and the comparison's threshold (rounded down to 0.001)."""
-        self.threshold_box.setValue(np.floor(float(value) * 1000 + 1e-6) / 1000)
-
-    def _on_threshold(self, value: float) -> None:
-        self.threshold_slider.blockSignals(True)
-        self.threshold_slider.setValue(round(value * 1000))
-        self.threshold_slider.blockSignals(False)
-        self._layer_call("set_threshold", value)
-        self.threshold_changed.emit(value)
-
-    def _on_colormap(self, name: str) -> None:
-        if name:
-            self._layer_call("set_colormap", name)
-        self._show_legend()
-
-    def _show_legend(self) -> None:
-        layer = getattr(self.view, "heatmap_layer", None)
-        if layer is None or not hasattr(layer, "legend_image"):
-            self.legend.clear()
-            return
-        self.legend.setPixmap(QPixmap.fromImage(layer.legend_image(220, 34)))
-
-    def _apply_settings(self, view) -> None:
-        """Give a view's heatmap layer the dock's settings and the view's grid."""
-        for name, value in (("set_opacity", self.opacity.value() / 100), ("set_colormap", self.colormap.currentText()),
-                            ("set_threshold", self.threshold()), ("set_outlines", self.outlines.isChecked()),
-                            ("set_mode", "tiles" if self.tiles_mode.isChecked() else "smooth")):
-            if value != "":
-                self._layer_call(name, value, view=view)
-        self._show_legend()
-
-    def _layer_call(self, method: str, *args, view=None) -> None:
-        view = self.view if view is None else view
-        layer = getattr(view, "heatmap_layer", None) if view is not None and not sip.isdeleted(view) else None
-        if layer is not None and hasattr(layer, method):
-            getattr(layer, method)(*args)
+        self.heatmap.set_threshold(value)
 
 
 def _set_progress(bar: QProgressBar, value: int, maximum: int) -> None:
@@ -542,28 +392,6 @@ def _set_progress(bar: QProgressBar, value: int, maximum: int) -> None:
     bar.setValue(value)
     bar.setUpdatesEnabled(True)
     bar.update()
-
-
-def _layer_defaults() -> dict:
-    try:
-        from gui.layers.heatmap_layer import DEFAULT_COLORMAP, DEFAULT_OPACITY
-    except ImportError:
-        return {"opacity": 0.5, "colormap": ""}
-    return {"opacity": DEFAULT_OPACITY, "colormap": DEFAULT_COLORMAP}
-
-
-def _colormaps() -> list[str]:
-    try:
-        from gui.layers.heatmap_layer import COLORMAPS
-    except ImportError:  # the heatmap layer is not there yet
-        return []
-    return list(COLORMAPS)
-
-
-def _tiles_dock_tissue(window, key):
-    """The tissue mask the Tiles dock computed for this slide and µm/px, if any."""
-    cache = getattr(getattr(window, "tiles_dock", None), "_tissue", None)
-    return cache.get(key) if cache is not None else None
 
 
 def _clock(seconds: float) -> str:

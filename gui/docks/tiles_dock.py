@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from PyQt5 import sip
 from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QPainter, QPixmap
@@ -13,13 +12,11 @@ from core.errors import BiopsiaError
 from core.tiles.grid import REASONS, TilePlan, TileSpec
 from core.tiles.labels import LabelRules
 from core.tiles.preview import PlanResult, compute_plan
-from gui.layers.tile_preview_layer import DROPPED_REASONS, REASON_COLOURS, REASON_NAMES, TilePreviewLayer
+from gui.layers.tile_preview_layer import DROPPED_REASONS, REASON_COLOURS, REASON_NAMES
 from gui.worker import Worker
 
 #: Milliseconds of quiet after an edit or a setting before the grid is computed again.
 DEBOUNCE_MS = 300
-#: Tissue masks kept (one per slide and resolution); each is a few megabytes at most.
-TISSUE_CACHE_SIZE = 8
 
 
 def swatch_pixmap(reason: str, size: int = 14) -> QPixmap:
@@ -55,7 +52,6 @@ class TilesDock(QDockWidget):
         self.error: str | None = None
         self._worker: Worker | None = None
         self._worker_key: tuple | None = None
-        self._tissue: OrderedDict = OrderedDict()  # (slide path, µm/px) -> TissueMask
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self.compute)
 
         self.tile_px = QSpinBox(minimum=16, maximum=4096, value=128, singleStep=16, suffix=" px",
@@ -136,26 +132,21 @@ class TilesDock(QDockWidget):
             self.status.setText("No slide open.")
             self.fully_annotated.setEnabled(False)
             return
-        if getattr(view, "tile_preview_layer", None) is None:
-            view.tile_preview_layer = TilePreviewLayer()
-            view.tile_preview_layer.key = None  # the inputs its plan (or error) was computed from
-            view.tile_preview_layer.error = None
+        if view.document.tile_plan_key is None:  # a slide the grid was never laid on: as the checkbox says
             view.tile_preview_layer.visible = self.show_grid.isChecked()
-            # above the marks: the tiles' staircase must show where a red Tumour fill would hide it
-            view.add_layer(view.tile_preview_layer, view.layers.index(view.annotation_layer) + 1)
         view.annotations_edited.connect(self._on_marks_changed)
         view.annotations_replaced.connect(self._on_marks_changed)
         view.tile_preview_layer.changed.connect(self._sync_show_grid)
         _set_checked(self.show_grid, view.tile_preview_layer.visible)
         self.fully_annotated.setEnabled(self._entry() is not None)
         _set_checked(self.fully_annotated, self._fully_annotated(view))
-        self._show_result(view.tile_preview_layer)
+        self._show_result(view.document)
         self.schedule()
 
     def _entry(self, view=None):
         """The view's slide in its project (None for a view opened without one)."""
-        session = getattr(view or self.view, "session", None)
-        return session.entry if session is not None else None
+        view = view or self.view
+        return view.document.entry if view is not None else None
 
     def _fully_annotated(self, view) -> bool:
         entry = self._entry(view)
@@ -176,7 +167,7 @@ class TilesDock(QDockWidget):
     def is_current(self) -> bool:
         """Whether the counts and grid shown belong to the current view's marks and settings."""
         view = self.view
-        return view is not None and self._worker is None and view.tile_preview_layer.key == self._key(view)
+        return view is not None and self._worker is None and view.document.tile_plan_key == self._key(view)
 
     def is_shown(self) -> bool:
         """Whether the dock can be seen (a dock tabbed behind another is "visible" to Qt, yet unseen)."""
@@ -199,13 +190,13 @@ class TilesDock(QDockWidget):
                 return self._worker  # already on it
             self._worker.cancel()
             self._worker = None
-        if key == view.tile_preview_layer.key:
-            self._show_result(view.tile_preview_layer)
+        if key == view.document.tile_plan_key:
+            self._show_result(view.document)
             return None
         entry = self._entry()
         tissue_key = (str(view.reader.path), view.mpp)
         worker = Worker(compute_plan, view.reader, view.mpp, self.spec(), view.annotations.annotations(),
-                        self._tissue.get(tissue_key), self._fully_annotated(view), self.thresholds())
+                        view.document.tissue(tissue_key), self._fully_annotated(view), self.thresholds())
         worker.finished.connect(lambda result, w=worker, v=view: self._on_planned(w, v, key, tissue_key, result))
         worker.failed.connect(lambda err, w=worker, v=view: self._on_failed(w, v, key, err))
         self._worker, self._worker_key = worker, key
@@ -216,15 +207,12 @@ class TilesDock(QDockWidget):
         if sip.isdeleted(self) or worker is not self._worker:
             return  # the window closed, or a newer computation replaced this one
         self._worker = self._worker_key = None
-        self._tissue[tissue_key] = result.tissue
-        self._tissue.move_to_end(tissue_key)
-        while len(self._tissue) > TISSUE_CACHE_SIZE:
-            self._tissue.popitem(last=False)
-        layer = view.tile_preview_layer
-        layer.key, layer.error = key, None
-        layer.set_plan(result.plan)
+        view.document.keep_tissue(tissue_key, result.tissue)
+        doc = view.document
+        doc.tile_plan_key, doc.tile_plan, doc.tile_plan_error = key, result.plan, None
+        view.tile_preview_layer.set_plan(result.plan)
         if view is self.view:
-            self._show_result(layer)
+            self._show_result(doc)
             self.plan_ready.emit(result.plan)
             if key != self._key(view):  # something changed while it ran
                 self.schedule()
@@ -234,21 +222,21 @@ class TilesDock(QDockWidget):
             return
         self._worker = self._worker_key = None
         message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error while laying the tiles: {err!r}"
-        layer = view.tile_preview_layer
-        layer.key, layer.error = key, message
-        layer.set_plan(None)
+        doc = view.document
+        doc.tile_plan_key, doc.tile_plan, doc.tile_plan_error = key, None, message
+        view.tile_preview_layer.set_plan(None)
         if view is self.view:
-            self._show_result(layer)
+            self._show_result(doc)
             self.plan_failed.emit(message)
 
-    def _show_result(self, layer: TilePreviewLayer) -> None:
-        """Counts and a one-line summary of ``layer``'s plan, or its error in red."""
-        self.plan, self.error = layer.plan, layer.error
-        self._show_counts(layer.plan)
-        if layer.error:
-            self.status.setText(f"<span style='color:#b71c1c'>{_escape(layer.error)}</span>")
-        elif layer.plan is not None:
-            plan = layer.plan
+    def _show_result(self, doc) -> None:
+        """Counts and a one-line summary of the slide's tile plan (its document's), or its error in red."""
+        self.plan, self.error = doc.tile_plan, doc.tile_plan_error
+        self._show_counts(doc.tile_plan)
+        if doc.tile_plan_error:
+            self.status.setText(f"<span style='color:#b71c1c'>{_escape(doc.tile_plan_error)}</span>")
+        elif doc.tile_plan is not None:
+            plan = doc.tile_plan
             rows, cols = plan.grid_shape
             self.status.setText(f"{rows} x {cols} tiles of {plan.spec.tile_px * plan.spec.mpp:g} µm "
                                 f"({plan.tile_l0} slide pixels), read at level {plan.level}.")
@@ -264,7 +252,7 @@ class TilesDock(QDockWidget):
         if entry is None or self._fully_annotated(self.view) == on:
             return
         try:
-            self.view.session.project.update_settings(entry.id, fully_annotated=on)
+            self.view.document.project.update_settings(entry.id, fully_annotated=on)
         except (BiopsiaError, OSError) as err:
             self.status.setText(f"<span style='color:#b71c1c'>Could not save the setting: {_escape(str(err))}</span>")
         self.schedule()
@@ -279,7 +267,7 @@ class TilesDock(QDockWidget):
         if self.view is not None:
             layer = self.view.tile_preview_layer
             _set_checked(self.show_grid, layer.visible)
-            if layer.visible and layer.key != self._key(self.view):
+            if layer.visible and self.view.document.tile_plan_key != self._key(self.view):
                 self.schedule()
 
     def _show_counts(self, plan: TilePlan | None) -> None:

@@ -113,9 +113,13 @@ class SlideLayer(Layer):
         self.overview_ready.emit()
         self.changed.emit()
 
-    def dispose(self) -> None:
+    def stop(self) -> None:
+        """Stop reading (overview and tiles); what is cached stays for other views of the reader."""
         self._overview_worker.cancel()
         self.loader.shutdown()
+
+    def dispose(self) -> None:
+        self.stop()
         self.cache.discard_where(lambda k: isinstance(k, TileKey) and k.source.split("#")[1] == str(id(self.reader)))
 
     # -- drawing ------------------------------------------------------------------
