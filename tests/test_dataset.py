@@ -8,14 +8,24 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from shapely.geometry import Point, box
+from shapely.ops import unary_union
 
+import core.tiles.recordio
+from core.annotations.formats import read_annotations, write_annotations
+from core.annotations.model import BENIGN, TUMOUR, Annotation
+from core.annotations.store import AnnotationStore
 from core.errors import DatasetError
+from core.models.engine import engine
+from core.project.model import Project
+from core.project.slide_settings import SlideSettingsStore
 from core.tiles.arrays import TileArrays, split_off
 from core.tiles.dataset import (CLASSES, load_tiles, plan_dataset, read_dataset, read_manifest, sources_from_paths,
                                 sources_from_project, write_dataset)
 from core.tiles.grid import TileSpec
 from core.tiles.recordio import MAGIC, RecordIOError, RecordReader, RecordWriter, pack_image_record, unpack_image_record
 from core.tiles.splits import stratified_pick
+from tests.test_cli import biopsia
 
 SPEC = TileSpec(64, 2.0)
 
@@ -37,7 +47,7 @@ PAYLOADS = [b"abc", b"x" * 4 + struct.pack("<I", MAGIC) + b"yyyy" + struct.pack(
 
 
 def test_recordio_bytes_match_mxnet(tmp_path):
-    import mxnet as mx
+    import mxnet as mx  # here, not at the top: collecting this file must not load MXNet (tests fork after it)
 
     with RecordWriter(tmp_path / "ours.rec", tmp_path / "ours.idx") as writer:
         for i, payload in enumerate(PAYLOADS):
@@ -108,8 +118,6 @@ def test_by_slide_split_keeps_slides_apart(pair_plan, slide_pair):
     counts = pair_plan.counts()
     assert all(n > 0 for split in counts.values() for n in split.values())
     # labels agree with the known tumour: a tumour tile's centre lies in a tumour polygon
-    from shapely.geometry import Point
-    from shapely.ops import unary_union
 
     tumour = unary_union(slide_pair[0].tumour_polygons)
     plan0 = pair_plan.plans[0]
@@ -166,10 +174,6 @@ def test_no_labelled_tiles_says_why(slide_pair):
 
 
 def test_project_slides_use_their_settings(slide_pair, tmp_path):
-    from core.annotations.formats import read_annotations
-    from core.annotations.store import AnnotationStore
-    from core.project.model import Project
-
     project = Project.create(tmp_path / "proj")
     entry = project.add_slide(slide_pair[0].slide_path)
     found = read_annotations(slide_pair[0].geojson_path)
@@ -212,9 +216,8 @@ def test_manifest_lists_and_csv_agree(written, pair_plan):
 
 
 def test_mxnet_reads_the_records(written):
-    import mxnet as mx
+    import mxnet as mx  # here, not at the top: collecting this file must not load MXNet (tests fork after it)
 
-    from core.models.engine import engine
 
     out, manifest = written
     n_test = sum(manifest["counts"]["test"].values())
@@ -276,7 +279,6 @@ def test_cancelled_and_failed_writes_keep_the_earlier_dataset(pair_plan, written
     assert write_dataset(pair_plan, out, should_stop=lambda: calls.append(1) or len(calls) > 2) is None
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-    import core.tiles.recordio
 
     def full_disk(self, key, payload):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.rec_path))
@@ -294,9 +296,6 @@ def test_a_real_full_filesystem(pair_plan, small_disk):
 
 
 def test_planning_stops_when_asked_and_uses_entered_mpp(slide_pair, tmp_path):
-    from core.project.model import Project
-    from core.project.slide_settings import SlideSettingsStore
-
     sources = sources_from_paths([s.slide_path for s in slide_pair])
     assert plan_dataset(sources, SPEC, should_stop=lambda: True) is None
     project = Project.create(tmp_path / "proj")
@@ -312,9 +311,6 @@ def test_planning_stops_when_asked_and_uses_entered_mpp(slide_pair, tmp_path):
 # -- marks that cannot label a slide ------------------------------------------------------------------
 def _slide_with_marks(synth, folder, marks):
     """A copy of a synthetic slide with ``marks`` (Annotations, level-0 pixels) in a GeoJSON beside it."""
-    from core.annotations.formats import write_annotations
-    from core.annotations.model import BENIGN, TUMOUR
-
     folder.mkdir(parents=True, exist_ok=True)
     slide = folder / "case.tiff"
     slide.write_bytes(synth.slide_path.read_bytes())
@@ -323,9 +319,7 @@ def _slide_with_marks(synth, folder, marks):
 
 
 def _tumour(x0, y0, x1, y1):
-    from shapely.geometry import box
 
-    from core.annotations.model import Annotation
 
     return Annotation(box(x0, y0, x1, y1), "Tumour")
 
@@ -348,8 +342,6 @@ def test_marks_that_label_nothing_are_refused_unless_the_slide_is_declared_benig
 
 
 def test_marks_partly_off_the_slide_are_warned_about(synthetic_slide, tmp_path):
-    from core.annotations.formats import read_annotations
-
     marks = list(read_annotations(synthetic_slide.geojson_path).annotations)
     slide = _slide_with_marks(synthetic_slide, tmp_path, marks + [_tumour(3900, 2900, 4500, 3500)])
     plan = plan_dataset(sources_from_paths([slide]), SPEC)
@@ -361,9 +353,6 @@ def test_marks_partly_off_the_slide_are_warned_about(synthetic_slide, tmp_path):
 
 
 def test_project_slides_declared_fully_annotated_may_be_benign(synthetic_slide, tmp_path):
-    from core.annotations.store import AnnotationStore
-    from core.project.model import Project
-
     project = Project.create(tmp_path / "proj")
     entry = project.add_slide(synthetic_slide.slide_path)
     project.save_annotations(entry.id, AnnotationStore([], project.classes))
@@ -378,8 +367,6 @@ def test_project_slides_declared_fully_annotated_may_be_benign(synthetic_slide, 
 
 
 def test_the_dataset_command_refuses_and_warns(synthetic_slide, tmp_path):
-    from tests.test_cli import biopsia
-
     slide = _slide_with_marks(synthetic_slide, tmp_path, [_tumour(-900, -900, -10, -10)])
     refused = biopsia("dataset", slide, "--out", tmp_path / "out", "--tile", 64, "--mpp", 2)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr

@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import shapely
+from scipy import ndimage
 
 from core.annotations.masks import rasterise
 from core.annotations.model import Annotation
 from core.slide import ArrayReader, open_slide
-from core.tiles.tissue import TissueMask, detect_tissue
+from core.tiles.tissue import TissueMask, detect_tissue, fill_holes
 
 PINK = (225, 150, 200)
 PURPLE = (150, 90, 170)
@@ -162,11 +163,7 @@ def test_cmu_slide_is_partly_tissue(cmu_svs):
 
 
 def test_hole_filling_matches_scipy():
-    from scipy import ndimage
-
-    from core.tiles.tissue import _fill_holes
-
     rng = np.random.default_rng(0)
     for density in (0.3, 0.5, 0.7):
         mask = rng.random((120, 160)) < density
-        assert np.array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))

@@ -211,7 +211,7 @@ def detect_tissue(reader: SlideReader, target_mpp: float = 16.0, max_side: int =
     radius = int(np.clip(round(radius), 1, 8))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     tissue = cv2.morphologyEx(tissue.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
-    tissue = _fill_holes(tissue)
+    tissue = fill_holes(tissue)
     pen_wide = cv2.dilate(pen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 if pen.any() else pen
     tissue &= ~pen_wide
     min_px = min_area_um2 / mask_mpp ** 2 if mask_mpp else min_area_px
@@ -240,8 +240,18 @@ def _pen(brightest: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
     return (off_hue & (sat > PEN_SATURATION)) | (brightest < DARK_LEVEL)
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``mask`` with enclosed holes filled, like ``scipy.ndimage.binary_fill_holes`` but several times faster."""
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with enclosed holes filled, like ``scipy.ndimage.binary_fill_holes`` but several times faster.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, (rows, cols)
+
+    Returns
+    -------
+    ndarray of bool
+        ``mask`` and every background region that does not touch the border.
+    """
     # flood the glass from a one-pixel frame; whatever the flood cannot reach is tissue or a hole in it
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(padded, None, (0, 0), 2, flags=4)
