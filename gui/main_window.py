@@ -1,26 +1,29 @@
-"""The main window: slide tabs, docks, menus, status bar."""
+"""The main window: slide tabs, docks, menus, status bar.
+
+Its rooms: `gui.open_slides` (opening, one document per slide, closing), `gui.window_opening` (the open
+and project dialogs, recent files), `gui.window_status` (the status bar), `gui.window_exports` (PNG
+exports) and `gui.window_help`.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QDragEnterEvent, QDropEvent, QImage
-from PyQt5.QtWidgets import (QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QTabWidget)
+from PyQt5.QtWidgets import QInputDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from core.errors import BiopsiaError
 from core.project.model import Project, default_project
-from core.slide import supported_extensions
 from core.project.document import SlideDocument
 from core.project.mpp import MppSource, remember_mpp
 from core.project.slide_settings import SlideSettingsStore
 from gui.actions import build_actions, build_menus, build_toolbar
 from gui.annotation_files import AnnotationFiles, confirm_discard
 from gui.annotation_session import OpenedSlide
-from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML, AnnotationController
+from gui.annotate import AnnotationController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.evaluation_dock import EvaluationDock
 from gui.docks.info_dock import InfoDock
@@ -29,25 +32,16 @@ from gui.docks.prediction_dock import PredictionDock
 from gui.docks.tiles_dock import TilesDock
 from gui.icons import icon
 from gui.open_slides import OpenSlides
+from gui.plot_style import release_plots
 from gui.settings import Preferences
 from gui.slide_view import SlideView
-from gui.style import ERROR_STYLE
 from gui.split_view import SplitView, slide_view_of, split_tab, unsplit_tab
 from gui.tile_loader import TileMemory
+from gui.window_exports import export_view_dialog, screenshot_dialog
+from gui.window_help import show_about, show_controls
+from gui.window_opening import fill_recent_menu, new_project_dialog, open_dialog, open_project_dialog
+from gui.window_status import SlideStatus
 from gui.worker import Worker
-
-CONTROLS_HTML = """
-<h3>Mouse</h3>
-<ul><li>Wheel: zoom about the cursor</li><li>Left drag (Move tool), middle drag, or Space + drag: pan</li>
-<li>Overview (top right): click or drag to move there</li></ul>
-<h3>Keyboard</h3>
-<ul><li>Arrow keys: pan</li><li>+ / − (or Ctrl+= / Ctrl+−): zoom in / out</li>
-<li>0: zoom to fit &nbsp; 1: full resolution (1:1)</li>
-<li>Alt+1 … Alt+6: 1.25x, 2.5x, 5x, 10x, 20x, 40x</li>
-<li>G: grid &nbsp; O: overview &nbsp; S: scale bar</li>
-<li>Ctrl+O: open &nbsp; Ctrl+W: close slide &nbsp; Ctrl+E: export view</li></ul>
-"""
-
 
 class MainWindow(QMainWindow):
     """Biopsia's window. ``slide_opened(view)`` and ``open_failed(path, message)`` report opening."""
@@ -69,7 +63,7 @@ class MainWindow(QMainWindow):
         self.slides.failed.connect(self._on_open_failed)
         self.slides.save_failed.connect(self._on_save_failed)
         self.slides.saved.connect(self._on_saved)
-        self.training_panel = None  # made on first use (it loads pyqtgraph)
+        self.training_panel = None  # made on first use (it loads MXNet)
         self.setWindowTitle("Biopsia")
         self.setWindowIcon(icon("biopsia"))
         self.setAcceptDrops(True)
@@ -130,10 +124,9 @@ class MainWindow(QMainWindow):
         self.associated_dock.toggleViewAction().setIcon(icon("label"))
         self._refresh_recent_menu()
 
-        self.pos_label, self.mag_label, self.zoom_label, self.mpp_label, self.load_label = (QLabel() for _ in range(5))
-        self.mpp_label.setStyleSheet(f"{ERROR_STYLE}; font-weight: bold")
-        for label in (self.mpp_label, self.load_label, self.pos_label, self.mag_label, self.zoom_label):
-            self.statusBar().addPermanentWidget(label)
+        self.status = SlideStatus(self.statusBar(), self.mag_combo)
+        self.pos_label, self.mag_label, self.zoom_label = self.status.pos_label, self.status.mag_label, self.status.zoom_label
+        self.mpp_label, self.load_label = self.status.mpp_label, self.status.load_label
         self.tabs.currentChanged.connect(self._on_current_changed)
         self._on_current_changed()
 
@@ -169,9 +162,7 @@ class MainWindow(QMainWindow):
             self.open_paths(str(entry.path) for entry in project.slides)
 
     def open_project_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open project folder")
-        if folder:
-            self.open_project(folder)
+        open_project_dialog(self)
 
     def open_project(self, folder) -> Project | None:
         try:
@@ -185,12 +176,7 @@ class MainWindow(QMainWindow):
         return project
 
     def new_project_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new project")
-        if folder:
-            try:
-                self.use_project(Project.create(folder, Path(folder).name))
-            except (BiopsiaError, OSError) as err:
-                self.show_error("Could not create project", str(err))
+        new_project_dialog(self)
 
     @property
     def documents(self) -> list[SlideDocument]:
@@ -212,7 +198,7 @@ class MainWindow(QMainWindow):
         view.slide_layer.set_apply_icc(self.actions["icc"].isChecked())
         view.viewport_changed.connect(lambda _vp, v=view: self._update_status(v))
         view.sharp.connect(lambda v=view: self._update_status(v))
-        view.cursor_moved.connect(lambda pos, v=view: self._update_cursor(v, pos))
+        view.cursor_moved.connect(lambda pos, v=view: self.status.show_cursor(v, pos))
         view.slide_layer.tile_error.connect(lambda msg, v=view: self._on_tile_error(v, msg))
         view.slide_layer.overview_ready.connect(
             lambda v=view: v.minimap.setVisible(self.actions["minimap"].isChecked()))
@@ -248,23 +234,10 @@ class MainWindow(QMainWindow):
         box.open()
 
     def open_dialog(self) -> None:
-        patterns = " ".join(f"*.{ext}" for ext in supported_extensions())
-        paths, _ = QFileDialog.getOpenFileNames(
-            self, "Open slides", "", f"Slides and images ({patterns});;All files (*)")
-        self.open_paths(paths)
+        open_dialog(self)
 
     def _refresh_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        files = self.prefs.recent_files()
-        for path in files:
-            act = self.recent_menu.addAction(Path(path).name)
-            act.setToolTip(path)
-            act.triggered.connect(lambda _c=False, p=path: self.open_slide(p))
-        if files:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear list", lambda: (self.prefs.clear_recent_files(),
-                                                              self._refresh_recent_menu()))
-        self.recent_menu.setEnabled(bool(files))
+        fill_recent_menu(self.recent_menu, self.prefs, self.open_slide)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():
@@ -342,28 +315,10 @@ class MainWindow(QMainWindow):
 
     # -- status bar --------------------------------------------------------------------
     def _update_status(self, view: SlideView | None) -> None:
-        if view is None or view is not self.current_view():
-            if view is None:
-                for label in (self.pos_label, self.mag_label, self.zoom_label, self.mpp_label, self.load_label):
-                    label.setText("")
-            return
-        mag = view.magnification
-        self.mag_label.setText(f"{mag:.1f}x" if mag is not None else "magnification unknown")
-        self.zoom_label.setText(f"zoom {view.viewport.scale * 100:.1f}%")
-        self.mpp_label.setText("" if view.mpp else "µm/px unknown: Slide ▸ Set resolution…")
-        self.load_label.setText("" if view.slide_layer.is_sharp() else "loading…")
-        index = self.mag_combo.findData(round(mag, 2) if mag else None)
-        self.mag_combo.setCurrentIndex(index if index >= 0 else 0)
-
-    def _update_cursor(self, view: SlideView, pos) -> None:
-        if pos is None:
-            self.pos_label.setText("")
-            return
-        l0_x, l0_y = pos
-        if view.mpp:
-            self.pos_label.setText(f"x {l0_x * view.mpp[0]:,.1f} µm  y {l0_y * view.mpp[1]:,.1f} µm")
-        else:
-            self.pos_label.setText(f"x {l0_x:,.0f} px  y {l0_y:,.0f} px")
+        if view is None:
+            self.status.clear()
+        elif view is self.current_view():
+            self.status.show_view(view)
 
     # -- view options --------------------------------------------------------------------
     def set_magnification(self, mag: float) -> None:
@@ -450,33 +405,15 @@ class MainWindow(QMainWindow):
         return image
 
     def export_view_dialog(self) -> None:
-        view = self.current_view()
-        if view is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export view", f"{Path(view.reader.display_name).stem}.png",
-                                              "PNG image (*.png)")
-        if path:
-            self._save_image(view.grab(), path, "Export failed")
+        export_view_dialog(self)
 
     def screenshot_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save window screenshot", "biopsia.png", "PNG image (*.png)")
-        if path:
-            self._save_image(self.grab_window(), path, "Screenshot failed")
-
-    def _save_image(self, image, path: str, title: str) -> None:
-        from gui.image_files import save_image
-
-        try:
-            save_image(image, path, "PNG")
-        except BiopsiaError as err:
-            self.show_error(title, str(err))
-        except OSError as err:  # a full disk or a folder that cannot be written: the earlier file, if any, stays
-            self.show_error(title, f"{err.filename or path}: could not write the image: {err.strerror or err}")
+        screenshot_dialog(self)
 
     # -- model ---------------------------------------------------------------------------
     def show_training_panel(self):
         """Model ▸ Train…: the non-modal training panel, listing the current project's slides."""
-        from gui.training_panel import TrainingPanel  # pyqtgraph loads on first use
+        from gui.training_panel import TrainingPanel  # it imports MXNet (4 s): not at start
 
         if self.training_panel is None:
             self.training_panel = TrainingPanel(self)
@@ -488,14 +425,10 @@ class MainWindow(QMainWindow):
 
     # -- help ----------------------------------------------------------------------------
     def show_controls(self) -> None:
-        QMessageBox.information(self, "Mouse and keyboard", CONTROLS_HTML + ANNOTATE_HTML)
+        show_controls(self)
 
     def show_about(self) -> None:
-        from core import __version__
-
-        QMessageBox.about(self, "About Biopsia",
-                          f"<h3>Biopsia {__version__}</h3><p>Whole-slide viewing, tumour marking and MXNet "
-                          "tumour detection for pathologists.</p>")
+        show_about(self)
 
     def closeEvent(self, event) -> None:
         problems = self.slides.unsaved(self.views())
@@ -510,8 +443,5 @@ class MainWindow(QMainWindow):
             unsplit_tab(self.tabs, split)  # the right panes stop reading before the slides close
         for view in self.views():
             self.slides.close(view)
-        if "pyqtgraph" in sys.modules:  # loaded with the first plot (training or evaluation panel)
-            from gui.plot_style import release_plots
-
-            release_plots(self)
+        release_plots(self)  # the evaluation and training plots' pyqtgraph objects
         super().closeEvent(event)
