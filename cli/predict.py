@@ -17,7 +17,8 @@ from core.atomic import atomic_write_bytes
 from core.errors import BiopsiaError
 from core.evaluation.compare import compare, summarise, summary_csv, truth_for_grid
 from core.evaluation.report import ReportSlide, write_report
-from core.inference.heatmap import COLORMAPS, blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
+from core.inference.colours import COLORMAPS, DEFAULT_COLORMAP
+from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
 from core.inference.predict import ProbabilityGrid, predict_slide
 from core.models.engine import describe_device, engine, parse_device
 from core.project.marks import find_marks
@@ -38,8 +39,8 @@ def add_parsers(sub) -> None:
                    help="tumour probability called positive (default 0.5)")
     p.add_argument("--stride", type=opt.positive, help="level-0 pixels between tiles (default: the tile size; smaller overlaps)")
     p.add_argument("--batch", type=opt.positive, default=64)
-    p.add_argument("--colormap", default="viridis", choices=COLORMAPS,
-                   help="colours of the heatmap (default viridis)")
+    p.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=COLORMAPS,
+                   help=f"colours of the heatmap (default {DEFAULT_COLORMAP})")
     p.add_argument("--no-tiff", action="store_true", help="skip the full-size pyramidal TIFF overlay")
 
     p = sub.add_parser("evaluate", help="confusion matrix and metrics of predictions against the doctors' marks")

@@ -189,3 +189,18 @@ def test_core_never_prints_nor_parses_arguments():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 found += [f"{where} imports {n}" for n in names if n.split(".")[0] in ("argparse", "tqdm", "cli")]
     assert found == []
+
+
+def test_colour_map_choices_are_cores():
+    """`predict --colormap` offers exactly core's colour maps, with core's default."""
+    import argparse
+
+    from cli.app import build_parser
+    from core.inference.colours import COLORMAPS, DEFAULT_COLORMAP
+
+    parser = build_parser()
+    predict = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["predict"]
+    option = next(a for a in predict._actions if "--colormap" in a.option_strings)
+    assert tuple(option.choices) == COLORMAPS and option.default == DEFAULT_COLORMAP
+    for name in COLORMAPS:
+        assert parser.parse_args(["predict", "s.svs", "--model", "m", "--out", "o", "--colormap", name]).colormap == name

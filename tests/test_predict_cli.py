@@ -106,3 +106,29 @@ def test_a_slide_smaller_than_one_model_tile_is_refused_and_nothing_is_written(t
     assert f"{tiny}: the slide (300 x 256 px) is smaller than one tile of the model (512 x 512 px here" in done.stderr
     assert not (tmp_path / "out").exists()
 
+
+def test_every_colour_map_of_core_can_be_asked_for_and_draws_cores_pixels(slide_pair, small_model, tmp_path):
+    """``--colormap`` offers core's maps (turbo too) and the heatmap written is core's image of the grid."""
+    from core.inference.heatmap import COLORMAPS, heatmap_image
+
+    assert "turbo" in COLORMAPS
+    done = biopsia("predict", slide_pair[0].slide_path, "--model", small_model.parent, "--out", tmp_path / "out",
+                   "--device", "cpu", "--colormap", "turbo", "--no-tiff", timeout=300)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "pair29"
+    grid = ProbabilityGrid.load(folder / "grid.npz")
+    heat = cv2.cvtColor(cv2.imread(str(folder / "heatmap.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    assert grid.done.sum() > 100 and heat[..., 3].any()
+    assert np.array_equal(heat, heatmap_image(grid, heat.shape[1], heat.shape[0], "turbo"))
+    assert not np.array_equal(heat, heatmap_image(grid, heat.shape[1], heat.shape[0], "viridis"))
+
+
+def test_an_unknown_colour_map_is_refused_before_any_work(slide_pair, tmp_path, capsys):
+    import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["predict", str(slide_pair[0].slide_path), "--model", str(tmp_path / "m"), "--out",
+                   str(tmp_path / "out"), "--colormap", "jet"])
+    assert exit_.value.code == 2
+    assert "argument --colormap: invalid choice: 'jet'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
