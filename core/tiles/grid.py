@@ -16,6 +16,7 @@ import numpy as np
 from core.annotations.model import Annotation
 from core.errors import BiopsiaError
 from core.slide.base import SlideReader
+# the label and reason codes are read off a TilePlan, so they are importable beside it
 from core.tiles.labels import (AMBIGUOUS, BACKGROUND, DROPPED, EXCLUDED, LOW_TISSUE, NON_TUMOUR_LABEL,  # noqa: F401
                                NON_TUMOUR_TILE, PEN, REASONS, SUBPIXELS, TUMOUR_LABEL, TUMOUR_TILE, UNLABELLED,
                                LabelRules, label_tiles)
