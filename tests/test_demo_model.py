@@ -1,7 +1,7 @@
 """The bundled demo model: a checked bundle that finds the tumour on synthetic slides it never saw.
 
-Done-when of issue 5: on a synthetic slide the model never saw, predicted tiles agree with the ground
-truth at sensitivity and specificity of at least 0.9 each.
+On a synthetic slide the model never saw, predicted tiles agree with the ground truth at sensitivity
+and specificity of at least 0.9 each.
 """
 
 from pathlib import Path

@@ -1,6 +1,6 @@
 """`biopsia dataset / train / test / validate-framework`, run as a user runs them (subprocesses of main.py).
 
-The headline check of issue 4: a network trained on one synthetic slide's tiles finds the tumour on
+The headline check of training: a network trained on one synthetic slide's tiles finds the tumour on
 another slide it never saw (tile-level AUC at least 0.95).
 """
 

@@ -82,7 +82,7 @@ def test_predict_refuses_a_missing_model(slide_pair, tmp_path):
 
 
 def test_the_demo_model_agrees_with_the_doctors_from_the_command_line(slide_pair, tmp_path):
-    """Issue 5's done-when, headless: on a slide the model never saw, sensitivity and specificity >= 0.9."""
+    """The demo model, headless: on a slide it never saw, sensitivity and specificity >= 0.9."""
     from core.demo import DEMO_MODEL
 
     done = biopsia("predict", slide_pair[1].slide_path, "--model", DEMO_MODEL, "--out", tmp_path, "--device", "cpu",
