@@ -19,7 +19,7 @@ from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.annotations.store import AnnotationStore
 from core.evaluation.compare import compare, summarise, truth_for_grid
-from core.inference.predict import predict_slide, prediction_path
+from core.inference.predict import ProbabilityGrid, predict_slide, prediction_path, saved_predictions
 from core.project.document import PredictionState
 from core.project.model import Project
 
@@ -121,7 +121,6 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     for entry in project.slides:
         grid = view.document.prediction.grid if entry.id == view.document.slide_id else None
         if grid is None:
-            from core.inference.predict import ProbabilityGrid, saved_predictions
             grid = ProbabilityGrid.load(saved_predictions(project, entry.id)[0])
         truth = truth_for_grid(grid, project.load_annotations(entry.id).annotations(), fully_annotated=True)
         comparisons.append(compare(grid, truth, 0.5, name=entry.name))

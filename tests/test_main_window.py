@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import cv2
+import numpy as np
 import pytest
 from PyQt5.QtCore import QMimeData, QPoint, Qt, QUrl
 from PyQt5.QtGui import QColor, QDropEvent
@@ -105,8 +107,6 @@ def test_drop_opens_files(qtbot, window, cmu_svs):
 
 
 def test_unknown_resolution_is_said_and_can_be_entered(qtbot, window, tmp_path):
-    import cv2
-    import numpy as np
 
     png = tmp_path / "scan.png"
     cv2.imwrite(str(png), np.full((600, 800, 3), 200, np.uint8))

@@ -17,6 +17,7 @@ from PyQt5.QtCore import Qt, QTimer
 
 from core.annotations.formats import read_annotations
 from core.annotations.store import AnnotationStore
+from core.demo import DEMO_MODEL
 from core.evaluation.compare import truth_for_grid
 from core.inference import run
 from core.inference.predict import PartialResult, ProbabilityGrid, prediction_path, saved_predictions
@@ -278,10 +279,8 @@ def test_a_model_finer_than_the_slide_or_unreadable_is_refused(qtbot, window, sl
 
 
 def test_the_demo_model_agrees_with_the_doctors_in_the_window(qtbot, window, slide_pair, tmp_path):
-    """Issue 5's done-when, from the window: on a slide the model never saw, the Evaluation panel shows
+    """The demo model's promise, from the window: on a slide the model never saw, the Evaluation panel shows
     sensitivity and specificity of at least 0.9."""
-    from core.demo import DEMO_MODEL
-
     synth = slide_pair[0]
     project, _ = make_project(tmp_path / "project", synth, None)
     view, dock = open_view(qtbot, window, project, synth.slide_path)

@@ -12,6 +12,7 @@ from PyQt5.QtGui import QColor
 
 from conftest import coordinate_image
 from qt_events import drag, wheel
+from test_slide_readers import rgb_profile
 from core.errors import SlideReadError
 from core.slide.array_reader import ArrayReader
 from gui.slide_view import SlideView
@@ -192,8 +193,6 @@ def test_grid_and_scale_bar_draw(make_view, qtbot):
 
 
 def test_colour_profile_toggle_changes_pixels(make_view, qtbot):
-    from test_slide_readers import rgb_profile
-
     grey = np.full((1000, 1000, 3), 64, np.uint8)
     view = make_view(ArrayReader(grey, icc_profile=rgb_profile()))
     qtbot.waitUntil(view.slide_layer.is_sharp, timeout=5000)
