@@ -41,15 +41,11 @@ class Tool:
         self.view = view
         if self.cursor is not None:
             view.setCursor(self.cursor)
-        layer = getattr(view, "annotation_layer", None)
-        if layer is not None:
-            layer.overlay = self.paint_overlay
+        view.annotation_layer.overlay = self.paint_overlay
 
     def deactivate(self, view: "SlideView") -> None:
         view.unsetCursor()
-        layer = getattr(view, "annotation_layer", None)
-        if layer is not None:
-            layer.overlay = None
+        view.annotation_layer.overlay = None
         self.view = None
 
     def mouse_press(self, event: QMouseEvent) -> bool:
