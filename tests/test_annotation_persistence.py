@@ -21,7 +21,7 @@ def test_edits_are_on_disk_within_two_seconds_and_come_back(qtbot, make_window, 
     assert len(view.annotations) == 0
     started = time.monotonic()
     view.apply_edit(ops.add(box(100, 100, 600, 500), "Tumour", note="gland cluster"))
-    path = view.session.path
+    path = view.document.session.path
     qtbot.waitUntil(lambda: path.exists() and len(read_annotations(path).annotations) == 1, timeout=2500)
     assert time.monotonic() - started < 2.5
     view.apply_edit(ops.add(box(700, 700, 900, 900), "Benign"))
@@ -44,7 +44,7 @@ def test_unreadable_marks_file_is_never_overwritten(qtbot, make_window, cmu_svs,
     win = make_window()
     view = open_view(win, cmu_svs)
     assert any("could not be read" in e or bad.name in e for e in win.errors)
-    assert not view.session.autosaving
+    assert not view.document.session.autosaving
     view.apply_edit(ops.add(box(0, 0, 50, 50), "Tumour"))
     qtbot.wait(1500)
     assert bad.read_text() == '{"type": "FeatureCollection", "features": ['
@@ -70,8 +70,8 @@ def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu
     win = make_window()
     view = open_view(win, cmu_svs)
     view.apply_edit(ops.add(box(0, 0, 100, 100), "Tumour"))
-    assert view.session.saver.flush(5)
-    path = view.session.path
+    assert view.document.session.saver.flush(5)
+    path = view.document.session.path
     saved = path.read_bytes()
 
     import core.project.autosave
@@ -88,7 +88,7 @@ def test_full_disk_is_reported_and_nothing_saved_is_lost(qtbot, make_window, cmu
     monkeypatch.setattr("gui.main_window.confirm_discard", lambda win, problems: False)
     assert win.close_tab(win.tabs.currentIndex()) is False and win.views() == [view]
     monkeypatch.undo()  # space is free again: the retry or the next flush saves everything
-    assert view.session.saver.flush(10)
+    assert view.document.session.saver.flush(10)
     assert len(read_annotations(path).annotations) == 2
 
 
@@ -180,7 +180,7 @@ def test_large_marks_are_journalled_and_complete_in_the_file_after_closing(qtbot
     win.use_project(project, open_slides=False)
     view = open_view(win, cmu_svs)
     view.apply_edit(ops.add(box(100, 2000, 600, 2500), "Benign", note="journalled"))
-    qtbot.waitUntil(lambda: not view.session.saver.dirty, timeout=2500)  # on disk within 2 s ...
+    qtbot.waitUntil(lambda: not view.document.session.saver.dirty, timeout=2500)  # on disk within 2 s ...
     assert path.read_bytes() == before and journal.journal_path(path).exists()  # ... in the journal
     assert len(project.load_annotations(entry.id)) == 5
     win.close()  # folds the journal into the file QuPath reads

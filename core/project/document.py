@@ -98,6 +98,9 @@ class SlideDocument:
     damage_reported: bool = False
     _tissue: dict = field(default_factory=dict, repr=False)
 
+    def __post_init__(self):
+        self.mpp = tuple(float(v) for v in self.mpp) if self.mpp else None  # a key of the tissue masks
+
     @property
     def name(self) -> str:
         """The slide's name in its project, else the reader's display name."""
@@ -114,7 +117,7 @@ class SlideDocument:
 
     def set_mpp(self, mpp: tuple[float, float] | None, source: str | None) -> None:
         """Use ``mpp`` (from ``source``) from now on."""
-        self.mpp = tuple(mpp) if mpp else None
+        self.mpp = tuple(float(v) for v in mpp) if mpp else None
         self.mpp_source = source
 
     # -- tissue --------------------------------------------------------------------------------
