@@ -14,10 +14,12 @@ import numpy as np
 from cli import options as opt
 from cli.progress import ProgressBar, metric, note
 from core.models.engine import describe_device, engine, parse_device
-from core.models.framework_check import validate_framework
-from core.models.testing import test_model
 from core.tiles.arrays import split_off
 from core.tiles.dataset import MANIFEST, read_dataset, read_manifest
+
+# The trainer, the bundle reader, the tester and the framework check import MXNet, which takes 2 to 4 s
+# to load: each command imports its module when it runs, so that `biopsia --help` and the commands that
+# need no network stay quick (tests/test_cli.py checks that --help loads no MXNet).
 
 
 def add_parsers(sub) -> None:
@@ -106,8 +108,7 @@ def class_counts(tiles) -> str:
 
 
 def train_model(args) -> int:
-    # mxnet loads with the trainer, in 2.3 s: only here, so that `biopsia --help` and the other commands stay quick
-    from core.models.train import train
+    from core.models.train import train  # MXNet: see the note at the top
 
     train_tiles, val_tiles, mpp = load_training_data(args)
     device = engine().run(lambda: describe_device(parse_device(args.device)))
@@ -129,8 +130,8 @@ def train_model(args) -> int:
 
 
 def test_tiles(args) -> int:
-    # core.models.bundle loads mxnet (2.3 s): only here, so that `biopsia --help` stays quick
-    from core.models.bundle import resolve_bundle
+    from core.models.bundle import resolve_bundle  # MXNet: see the note at the top
+    from core.models.testing import test_model
 
     bundle = resolve_bundle(args.model)
     tiles = read_dataset(args.dataset, args.split)
@@ -152,6 +153,8 @@ def test_tiles(args) -> int:
 
 
 def validate(args) -> int:
+    from core.models.framework_check import validate_framework  # MXNet: see the note at the top
+
     start = time.monotonic()
     accuracy = validate_framework(args.kind, args.folder, epochs=args.epochs, batch_size=args.batch,
                                   max_train=args.max_train, device=args.device, progress=EpochProgress())

@@ -70,7 +70,7 @@ def unique_names(paths: list[Path]) -> list[str]:
 
 
 def predict(args) -> int:
-    # core.models.bundle loads mxnet (2.3 s): only here, so that `biopsia --help` stays quick
+    # core.models.bundle imports MXNet (2 to 4 s to load): only here, so that `biopsia --help` stays quick
     from core.models.bundle import resolve_bundle
 
     model = resolve_bundle(args.model)
