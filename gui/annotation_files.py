@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from PyQt5.QtWidgets import QFileDialog, QMenu, QMessageBox
 
-from core.annotations import Edit
+from core.annotations import Edit, ops
 from core.annotations.formats import read_annotations, write_annotations
 from core.annotations.marked import import_marked
 from core.errors import BiopsiaError
@@ -31,8 +31,6 @@ def import_edit(view: "SlideView", annotation_set, label: str) -> Edit:
     known = {c.name for c in store.classes}
     new_classes = [c for c in annotation_set.classes if c.name not in known]
     if new_classes:
-        from core.annotations import ops
-
         view.apply_edit(ops.edit_classes(store, store.classes + tuple(new_classes)))
     return Edit((), tuple(annotation_set.annotations), label)
 

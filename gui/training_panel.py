@@ -23,6 +23,7 @@ from core.errors import BiopsiaError, DatasetError
 from core.project.layout import MODELS_DIR
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
+from core.models.zoo import ARCHS
 from core.models.training_job import (Planned, Stage, TrainingJob, best_so_far, default_model_name,
                                new_job, run_job)
 from gui.device_picker import DevicePicker
@@ -101,8 +102,6 @@ class TrainingPanel(QDialog):
         box = QVBoxLayout(self.slides_box)
         box.addWidget(self.table)
         box.addWidget(hint)
-
-        from core.models.zoo import ARCHS
 
         self.arch = QComboBox()
         self.arch.addItems(list(ARCHS))

@@ -35,6 +35,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core.annotations.formats import class_colors, format_for_reading, normalise_id, qupath_geojson, read_bytes
 from core.annotations.model import Annotation, AnnotationClass
 from core.annotations.store import Changes
 from core.atomic import atomic_write_bytes
@@ -108,9 +109,6 @@ def base_payload(sha: str, seq: int) -> bytes:
 
 def edits_payload(seq: int, changes: Changes) -> bytes | None:
     """The record of ``changes`` (None when they change nothing on disk)."""
-    from core.annotations.formats import qupath_geojson
-    from core.annotations.formats._common import class_colors
-
     ops: list[list] = []
     puts: list[Annotation] = []
     for ann_id, change in changes.entries.items():
@@ -138,8 +136,6 @@ def edits_payload(seq: int, changes: Changes) -> bytes | None:
 
 def geojson_bytes(annotations, classes, foreign=()) -> bytes:
     """The mark file: a QuPath GeoJSON FeatureCollection, one compact feature per line, then ``foreign``."""
-    from core.annotations.formats import qupath_geojson
-
     features = qupath_geojson.to_dict(annotations, classes)["features"]
     lines = [_json(f) for f in (*features, *foreign)]
     return b'{"type":"FeatureCollection","features":[\n' + b",\n".join(lines) + b"\n]}\n"
@@ -238,9 +234,6 @@ def read_saved(path) -> Saved:
         malformed (the message names the file). A torn or damaged journal is not an error: what
         can be read of it is used, with a warning.
     """
-    from core.annotations.formats import format_for_reading
-    from core.annotations.formats._common import read_bytes
-
     path = Path(path)
     jpath = journal_path(path)
     with path_lock(path):
@@ -328,9 +321,6 @@ def _replay(records, base_seq: int, items: dict, classes: dict, jpath: Path, war
     Numbers grow through the file, and a base frame may follow records it does not hold (it is
     appended while saving goes on), so the records applied are chosen by number, not by place.
     """
-    from core.annotations.formats import qupath_geojson
-    from core.annotations.formats._common import normalise_id
-
     seq = base_seq
     for meta, body in records:
         if meta["type"] != "edits" or meta["seq"] <= seq:

@@ -25,6 +25,7 @@ from core.annotations.geometry import clean
 from core.annotations.masks import vectorise
 from core.annotations.model import TUMOUR, Annotation, AnnotationClass
 from core.errors import AnnotationFormatError
+from core.slide import open_slide
 
 #: Largest relative difference in aspect ratio between the original and the marked copy.
 MAX_ASPECT_MISMATCH = 0.02
@@ -170,8 +171,6 @@ def import_marked(original_path, marked_path, class_name: str = TUMOUR.name,
     SlideError
         When the original cannot be opened.
     """
-    from core.slide import open_slide
-
     marked_path, original_path = Path(marked_path), Path(original_path)
     marked = read_rgb(marked_path)
     h, w = marked.shape[:2]

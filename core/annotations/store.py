@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from shapely import STRtree
-from shapely.geometry import box
+from shapely.geometry import Point, box
 
 from core.annotations.model import DEFAULT_CLASSES, Annotation, AnnotationClass
 
@@ -133,8 +133,6 @@ class AnnotationStore:
 
     def at_point(self, l0_x: float, l0_y: float, tolerance: float = 0.0) -> list[Annotation]:
         """Annotations covering (or within ``tolerance`` of) a point, topmost first."""
-        from shapely.geometry import Point
-
         point = Point(l0_x, l0_y)
         near = self.query(l0_x - tolerance, l0_y - tolerance, l0_x + tolerance, l0_y + tolerance)
         return [a for a in reversed(near) if a.geometry.distance(point) <= tolerance]

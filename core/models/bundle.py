@@ -33,7 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import mxnet as mx
 import numpy as np
+from mxnet import gluon
 
 import core
 from core.errors import ModelError
@@ -101,8 +103,6 @@ class ModelInfo:
 
     def to_json(self) -> dict:
         """The ``model.json`` document (`save_bundle` adds ``files``)."""
-        import mxnet as mx
-
         return {
             "format_version": FORMAT_VERSION,
             "architecture": self.architecture,
@@ -364,8 +364,6 @@ class LoadedModel:
 
     def predict_prepared(self, batch_nchw: np.ndarray) -> np.ndarray:
         """Class probabilities for tiles already through `prepare` (which any thread may run)."""
-        import mxnet as mx
-
         return mx.nd.softmax(self.net(mx.nd.array(batch_nchw, ctx=self.ctx)), axis=1).asnumpy()
 
 
@@ -396,9 +394,6 @@ def load_bundle(folder, ctx=None) -> LoadedModel:
         architecture unknown, ``model.json`` out of bounds, or the weights do not fit the graph; the message
         names the file and what to do. MXNet reads only files that passed these checks.
     """
-    import mxnet as mx
-    from mxnet import gluon
-
     folder = recover(Path(folder), _complete)
     info, data = _read(folder)
     ctx = ctx or mx.cpu()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mxnet as mx
+
 from core.errors import ModelError
 from core.models import optimizer_state, safety
 from core.models.bundle import ModelInfo, read_bundle, read_info, recover_bundle, save_bundle
@@ -53,8 +55,6 @@ def load_checkpoint(folder, net, trainer, ctx) -> dict:
         A pickled optimizer state, a missing or damaged file (each is checked against its hash), or a
         checkpoint of another network or optimizer; the message names the file and what to do.
     """
-    import mxnet as mx
-
     folder = recover_bundle(folder)
     fix = "train again without resuming, or into a new folder"
     pickled = folder / optimizer_state.PICKLED_FILE

@@ -18,6 +18,8 @@ from core.errors import ModelError
 _STOP = object()
 
 
+# MXNet is imported inside the functions that use it: the window imports this module at start-up and
+# MXNet costs 2 to 4 s to import (python -X importtime), so it loads on the model thread's first job.
 def _gpu_count() -> int:
     import mxnet as mx
 

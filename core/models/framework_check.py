@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DatasetError
+from core.models.train import train
 from core.tiles.arrays import TileArrays
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -150,8 +151,6 @@ def validate_framework(kind: str, folder, epochs: int = 2, batch_size: int = 64,
     float
         Test accuracy after the last epoch (the test split is never used to pick an epoch).
     """
-    from core.models.train import train
-
     train_data, test_data = load_framework_data(kind, folder)
     if max_train:
         train_data = TileArrays(train_data.images[:max_train], train_data.labels[:max_train], train_data.classes)

@@ -22,6 +22,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import mxnet as mx
 import numpy as np
 
 from core.errors import ModelError
@@ -44,8 +45,6 @@ def _updater(trainer):
 
 
 def _flatten(state, name: str, arrays: dict, depth: int = 0):
-    import mxnet as mx
-
     if state is None:
         return None
     if isinstance(state, mx.nd.NDArray):
@@ -90,8 +89,6 @@ def load_trainer_state(trainer, folder, arrays_data: bytes, meta_data: bytes) ->
     ModelError
         Another optimizer, states that do not fit the parameters, or damaged files; nothing is unpickled.
     """
-    import mxnet as mx
-
     folder = Path(folder)
     meta_path, arrays_path = folder / META_FILE, folder / ARRAYS_FILE
     fix = "train again without resuming, or into a new folder"
@@ -140,8 +137,6 @@ def _index(key, n: int) -> bool:
 
 def _fill(template, layout, archive: zipfile.ZipFile, path: Path, fix: str):
     """``template`` (a fresh state of the right shapes) with its arrays read from ``archive`` by ``layout``."""
-    import mxnet as mx
-
     if template is None or layout is None:
         if template is None and layout is None:
             return None

@@ -11,6 +11,8 @@ import numpy as np
 
 from core.errors import ModelError
 from core.metrics import BinaryMetrics
+from core.models.bundle import load_bundle, read_info
+from core.models.engine import describe_device, engine, parse_device
 
 
 def check_compatible(info, tiles, where: str = "the tiles") -> None:
@@ -36,9 +38,6 @@ def predict_tiles(model_dir, tiles, device: str = "auto", batch_size: int = 128,
     ModelError
         An unreadable bundle, or tiles it cannot take.
     """
-    from core.models.bundle import load_bundle, read_info
-    from core.models.engine import describe_device, engine, parse_device
-
     check_compatible(read_info(model_dir), tiles)
 
     def run():
@@ -64,8 +63,6 @@ def test_model(model_dir, tiles, device: str = "auto", threshold: float = 0.5, b
     plus ``table`` (the study's 2x2 layout) and the sensitivity-0.95/0.99 thresholds; for more classes,
     accuracy and the full confusion matrix (rows true class, columns predicted).
     """
-    from core.models.bundle import read_info
-
     info = read_info(model_dir)
     probs, used = predict_tiles(model_dir, tiles, device, batch_size, progress)
     labels = tiles.labels

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import cv2
 import numpy as np
+from PIL import Image, ImageCms
 
 from core.errors import SlideReadError
 from core.slide import overview
@@ -285,8 +286,6 @@ class SlideReader(abc.ABC):
         transform = self._get_icc_transform()
         if transform is None:
             return rgb
-        from PIL import Image, ImageCms
-
         image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
         ImageCms.applyTransform(image, transform, inPlace=True)
         return np.array(image)  # a writable copy, like the untransformed path
@@ -297,8 +296,6 @@ class SlideReader(abc.ABC):
         with self._icc_lock:
             if self._icc_transform is None and not self._icc_failed:
                 try:
-                    from PIL import ImageCms
-
                     source = ImageCms.ImageCmsProfile(io.BytesIO(self.icc_profile))
                     target = ImageCms.createProfile("sRGB")
                     self._icc_transform = ImageCms.buildTransform(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from core.errors import SlideError
 from core.slide.array_reader import ArrayReader
@@ -107,8 +108,6 @@ def peek_image(path: Path) -> tuple[str, tuple[int, int], dict] | None:
     -------
     tuple or None
     """
-    from PIL import Image
-
     Image.init()
     # Pillow warns (to stderr) about odd but harmless headers, e.g. corrupt EXIF in a cut-short file.
     with open(path, "rb") as fh, warnings.catch_warnings():

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from PIL import ImageCms
 
 from core.errors import SlideError, SlideReadError
 from core.slide.base import DAMAGED_HINT, MAX_REGION_PIXELS, SlideReader, composite_on_white, plausible_mpp
@@ -119,8 +120,6 @@ class OpenSlideReader(SlideReader):
 
     def _read_icc_profile(self) -> bytes | None:
         """The embedded profile's bytes; a broken one is reported through ``icc_error``."""
-        from PIL import ImageCms
-
         try:
             profile = self._slide.color_profile
         except (OSError, ValueError, ImageCms.PyCMSError):

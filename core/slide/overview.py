@@ -122,7 +122,7 @@ def read_downscaled(reader: SlideReader, out_w: int, out_h: int, downsample: flo
     SlideReadError
         When no part of the slide could be decoded.
     """
-    from core.slide.base import MAX_REGION_PIXELS
+    from core.slide.base import MAX_REGION_PIXELS  # base imports this module: at the top it would be a cycle
 
     if out_w <= 0 or out_h <= 0 or out_w * out_h > MAX_REGION_PIXELS:
         raise ValueError(f"thumbnail size must be positive and at most {MAX_REGION_PIXELS} pixels, "
