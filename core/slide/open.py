@@ -18,7 +18,10 @@ from typing import Callable
 from core.errors import SlideError, SlideNotFoundError, UnsupportedSlideError
 from core.slide.base import DAMAGED_HINT, SlideReader
 from core.slide.dicom_check import check_dicom, is_dicom
+from core.slide.image_reader import ImageReader
+from core.slide.openslide_reader import OpenSlideReader, openslide, openslide_available
 from core.slide.tiff_check import check_tiff
+from core.slide.tifffile_reader import TiffFileReader, tifffile  # the latter with tifffile's logging quietened
 
 #: Extensions OpenSlide reads (vendor formats; ``.tif``/``.tiff`` are tried with it too).
 OPENSLIDE_EXTENSIONS = ("svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "svslide", "bif", "dcm")
@@ -231,35 +234,20 @@ def _better_with_tifffile(path: Path) -> bool:
     faster (no Cairo compositing), which the viewer and tiling feel directly.
     """
     try:
-        import openslide
-
-        if openslide.OpenSlide.detect_format(str(path)) == "generic-tiff":
+        if openslide is not None and openslide.OpenSlide.detect_format(str(path)) == "generic-tiff":
             return True
-    except (ImportError, OSError):
+    except OSError:
         pass
     try:
-        from core.slide.tifffile_reader import tifffile  # also quietens tifffile's logging
-
         with tifffile.TiffFile(str(path)) as tif:
             return bool(tif.is_ome) or tif.pages.first.bitspersample > 8
-    except (ImportError, ValueError, OSError, IndexError, KeyError, TypeError, RuntimeError, AttributeError,
+    except (ValueError, OSError, IndexError, KeyError, TypeError, RuntimeError, AttributeError,
             EOFError, struct.error, ZeroDivisionError, MemoryError):
         return False
 
 
 def _backend(name: str) -> Callable[[Path], SlideReader] | None:
-    """The reader class for a backend name, or None when its library is missing."""
-    try:
-        if name == "openslide":
-            from core.slide.openslide_reader import OpenSlideReader, openslide_available
-
-            return OpenSlideReader if openslide_available() else None
-        if name == "tifffile":
-            from core.slide.tifffile_reader import TiffFileReader
-
-            return TiffFileReader
-        from core.slide.image_reader import ImageReader
-
-        return ImageReader
-    except ImportError:
-        return None
+    """The reader class for a backend name, or None when its library is missing (OpenSlide is optional)."""
+    if name == "openslide":
+        return OpenSlideReader if openslide_available() else None
+    return TiffFileReader if name == "tifffile" else ImageReader
