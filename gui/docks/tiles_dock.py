@@ -13,6 +13,7 @@ from core.tiles.grid import REASONS, TilePlan, TileSpec
 from core.tiles.labels import LabelRules
 from core.tiles.preview import PlanResult, compute_plan
 from gui.layers.tile_preview_layer import DROPPED_REASONS, REASON_COLOURS, REASON_NAMES
+from gui.style import error_html
 from gui.worker import Worker
 
 #: Milliseconds of quiet after an edit or a setting before the grid is computed again.
@@ -234,7 +235,7 @@ class TilesDock(QDockWidget):
         self.plan, self.error = doc.tile_plan, doc.tile_plan_error
         self._show_counts(doc.tile_plan)
         if doc.tile_plan_error:
-            self.status.setText(f"<span style='color:#b71c1c'>{_escape(doc.tile_plan_error)}</span>")
+            self.status.setText(error_html(_escape(doc.tile_plan_error)))
         elif doc.tile_plan is not None:
             plan = doc.tile_plan
             rows, cols = plan.grid_shape
@@ -254,7 +255,7 @@ class TilesDock(QDockWidget):
         try:
             self.view.document.project.update_settings(entry.id, fully_annotated=on)
         except (BiopsiaError, OSError) as err:
-            self.status.setText(f"<span style='color:#b71c1c'>Could not save the setting: {_escape(str(err))}</span>")
+            self.status.setText(error_html(f"Could not save the setting: {_escape(str(err))}"))
         self.schedule()
 
     def _on_show_grid(self, on: bool) -> None:
