@@ -124,3 +124,27 @@ def test_the_import_check_names_the_module_that_asks_for_qt(tmp_path):
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["asked"] == {"core.b": "pyqtgraph"}
     assert set(result["failed"]) == {"core.a", "core.b"}
+
+
+def _private_imports(folder: str) -> list[str]:
+    """Imports of a private name, or of a private module from outside its own package."""
+    found = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        own_package = ".".join(rel.with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.ImportFrom) or not node.module or node.level:
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            parts = node.module.split(".")
+            hidden = [p for p in parts if p.startswith("_") and not p.startswith("__")]
+            if hidden and ".".join(parts[:parts.index(hidden[0])]) != own_package:
+                private.append(node.module)
+            if private:
+                found.append(f"{rel}:{node.lineno} imports {', '.join(private)}")
+    return found
+
+
+@pytest.mark.parametrize("folder", ["core", "gui", "cli"])
+def test_no_private_name_is_imported_across_modules(folder):
+    assert _private_imports(folder) == []
