@@ -67,8 +67,8 @@ def test_counts_follow_marks_and_the_fully_annotated_setting(qtbot, window, synt
     full = expected_plan(synthetic_slide.slide_path, marks, fully_annotated=True)
     assert shown_counts(dock) == full.counts
     assert full.counts["non_tumour"] == partial.counts["unlabelled"] > 0
-    entry = view.session.entry
-    assert Project.open(view.session.project.folder).slide(entry.id).settings.fully_annotated is True
+    entry = view.document.entry
+    assert Project.open(view.document.project.folder).slide(entry.id).settings.fully_annotated is True
 
     # a new Tumour mark over unmarked tissue: the counts follow (debounced, off the GUI thread)
     normal = np.flatnonzero(dock.plan.reason == NON_TUMOUR_TILE)
