@@ -14,6 +14,7 @@ from core.annotations import AnnotationStore
 from core.annotations.formats import read_annotations
 from core.errors import AnnotationFormatError
 from core.inference.predict import ProbabilityGrid
+from core import paths
 from core.project import layout
 from core.project.marks import FoundMarks, find_marks
 from core.project.model import Project, ProjectError, default_project
@@ -164,6 +165,15 @@ def test_the_cli_predicts_with_the_projects_mpp(bare_slide, synthetic_slide, sma
     grid = ProbabilityGrid.load(tmp_path / "run" / "bare" / "grid.npz")
     assert grid.tile_l0 == 64 * 2.0 / PROJECT_MPP[0]  # 64 px tiles at 2 µm/px: 128 slide pixels at 1 µm/px
 
+
+
+def test_headless_lookups_never_create_the_default_project(bare_slide, tmp_path):
+    """Asking a bare slide's µm/px or marks reads the default project if there is one, never makes it."""
+    folder = paths.data_dir() / "default-project"
+    assert not folder.exists()
+    assert resolve_file_mpp(bare_slide, FILE_MPP).mpp == FILE_MPP
+    assert not find_marks(bare_slide).found
+    assert not folder.exists()
 
 # -- marks ------------------------------------------------------------------------------------------
 def test_marks_are_found_beside_the_slide_in_folders_and_in_projects(synthetic_slide, bare_slide, tmp_path):

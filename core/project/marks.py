@@ -13,7 +13,7 @@ from pathlib import Path
 from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.project.layout import is_project_folder
-from core.project.model import Project, SlideEntry, default_project
+from core.project.model import Project, SlideEntry, existing_default_project
 
 #: Mark files looked for beside a slide (``<stem><suffix>``), in this order.
 SIDECAR_SUFFIXES = (".geojson", ".json", ".xml")
@@ -73,6 +73,7 @@ def find_marks(slide, given=None, fallback: Project | None = None) -> FoundMarks
         beside the slide, then the user's default project.
     fallback : Project, optional
         The project to try last when ``given`` is None; defaults to the user's default project
+        if it exists, never creating it
         (pass it when finding the marks of many slides, to open it once).
 
     Returns
@@ -104,7 +105,8 @@ def find_marks(slide, given=None, fallback: Project | None = None) -> FoundMarks
             read = read_annotations(candidate)
             return FoundMarks(tuple(read.annotations), candidate, warnings=tuple(read.warnings))
     if given is None:
-        found = _from_project(fallback if fallback is not None else default_project(), slide)
+        project = fallback if fallback is not None else existing_default_project()
+        found = _from_project(project, slide) if project is not None else None
         if found is not None:
             return found
         return FoundMarks(None, reason=f"no marks found (looked for {slide.stem}.geojson/.json/.xml beside "

@@ -349,6 +349,14 @@ def default_project() -> Project:
     return Project.create(folder, "Default project")
 
 
+def existing_default_project() -> Project | None:
+    """The default project if it has been created (see `default_project`), else None; never creates it."""
+    folder = paths.data_dir() / "default-project"
+    if (folder / PROJECT_FILE).exists() or (folder / (PROJECT_FILE + ".bak")).exists():
+        return Project.open(folder)
+    return None
+
+
 class _Unreadable(ProjectError):
     """project.json is missing, unreadable or not a valid project file (a backup may stand in)."""
 

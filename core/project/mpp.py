@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.project.model import Project, SlideEntry, default_project
+from core.project.model import Project, SlideEntry, existing_default_project
 from core.project.settings import mpp_pair
 from core.project.slide_settings import SlideSettingsStore
 
@@ -85,7 +85,7 @@ def resolve_file_mpp(slide_path, file_mpp=None, store: SlideSettingsStore | None
         What the file records, or None for only an entered value.
     store : SlideSettingsStore, optional
     project : Project, optional
-        Defaults to the user's default project (opened, or created on first use).
+        Defaults to the user's default project if it exists (a headless run never creates it).
 
     Returns
     -------
@@ -96,8 +96,9 @@ def resolve_file_mpp(slide_path, file_mpp=None, store: SlideSettingsStore | None
     ProjectError
         When the default project cannot be opened.
     """
-    project = project if project is not None else default_project()
-    return resolve_mpp(slide_path, file_mpp, project.find_slide(slide_path), store)
+    project = project if project is not None else existing_default_project()
+    entry = project.find_slide(slide_path) if project is not None else None
+    return resolve_mpp(slide_path, file_mpp, entry, store)
 
 
 def remember_mpp(slide_path, mpp, project: Project | None = None, entry: SlideEntry | None = None,
