@@ -33,7 +33,9 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # as main.py
 
 import numpy as np  # noqa: E402
 
-from core.models.bundle import load_bundle, read_info  # noqa: E402
+from core.models.bundle import read_info  # noqa: E402
+
+from core.models.loading import load_bundle  # noqa: E402
 from core.models.engine import describe_device, engine, parse_device  # noqa: E402
 from core.inference.predict import PREDICT_TISSUE_MIN, predict_slide  # noqa: E402
 from core.slide import open_slide  # noqa: E402

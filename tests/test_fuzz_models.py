@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from core.models.bundle import META_FILE, PARAMS_FILE, SYMBOL_FILE, ModelInfo, load_bundle, read_info, save_bundle
+from core.models.bundle import META_FILE, PARAMS_FILE, SYMBOL_FILE, ModelInfo, read_info, save_bundle
+from core.models.loading import load_bundle
 from core.models.engine import engine
 from core.models.zoo import build
 from fuzzing import peak_memory_mb, reset_peak_memory, seeds

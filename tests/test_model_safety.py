@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from core.models.bundle import ModelInfo, load_bundle, read_info, resolve_bundle, save_bundle
+from core.models.bundle import ModelInfo, read_info, resolve_bundle, save_bundle
+from core.models.loading import load_bundle
 from core.models.engine import engine
 from core.models.zoo import build, compact_cnn
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from core.models import bundle as bundle_mod
-from core.models.bundle import ModelInfo, load_bundle, save_bundle
+from core.models.bundle import ModelInfo, save_bundle
 from core.models.engine import ModelThread, describe_device, engine, parse_device
+from core.models.loading import load_bundle, normalise
 from core.models.zoo import ARCHS, build
 
 
@@ -90,7 +90,7 @@ def _saved_bundle(folder, tile_px=32):
     tiles = np.random.default_rng(0).integers(0, 256, (4, tile_px, tile_px, 3), dtype=np.uint8)
     mean = np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
-    before = mx.nd.softmax(net(mx.nd.array(bundle_mod.normalise(tiles, mean, std))), axis=1).asnumpy()
+    before = mx.nd.softmax(net(mx.nd.array(normalise(tiles, mean, std))), axis=1).asnumpy()
     save_bundle(folder, net, info)
     return tiles, before
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.errors import DatasetError, ModelError
-from core.models.bundle import load_bundle
+from core.models.loading import load_bundle
 from core.models.engine import engine
 from core.models.train import augment, train
 from core.tiles.arrays import TileArrays

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from core.models.bundle import load_bundle, read_info, resolve_bundle
+from core.models.bundle import read_info, resolve_bundle
+from core.models.loading import load_bundle
 from core.models.engine import engine
 
 ROOT = Path(__file__).resolve().parents[1]

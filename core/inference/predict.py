@@ -350,7 +350,7 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
 def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, total, workers, progress, partial,
                          should_stop, t_start) -> bool:
     """Feed batches read by a thread pool to the network on the model thread; True when all were done."""
-    from core.models.bundle import load_bundle
+    from core.models.loading import load_bundle
     from core.models.engine import engine, parse_device
 
     n_workers = max(1, workers or min(8, 2 * (os.cpu_count() or 2)))

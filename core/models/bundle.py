@@ -20,14 +20,13 @@ graph are locked by their hashes. Bundles of format 1 (before hashes were record
 every check but the hashes; `ModelInfo.verified` says which kind was read. Format 2 bundles must list
 their hashes: deleting them is refused like any other damage.
 
-`load_bundle` and `LoadedModel.predict` call MXNet: run them on the model thread (`core.models.engine`).
+Loading into MXNet is `core.models.loading`.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +34,6 @@ from typing import Callable
 
 import mxnet as mx
 import numpy as np
-from mxnet import gluon
 
 import core
 from core.errors import ModelError
@@ -56,7 +54,6 @@ STD_MIN, STD_MAX = 1e-3, 10.0
 MAX_CLASSES = 1000
 META_LIMIT = MIB
 FILE_LIMITS = {".params": GIB, ".npz": 2 * GIB, ".json": 16 * MIB}
-ACTIVATION_BUDGET = 2 * GIB  # all intermediate outputs of the network for one tile, float32
 
 
 @dataclass
@@ -181,7 +178,8 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _bad(path: Path, problem: str, hint: str) -> ModelError:
+def bundle_error(path: Path, problem: str, hint: str) -> ModelError:
+    """The error for a bundle file: the path, what is wrong with it, and what to do."""
     return ModelError(f"{path}: {problem} ({hint})")
 
 
@@ -215,8 +213,8 @@ def resolve_bundle(path) -> Path:
     if (best / META_FILE).is_file():
         return best
     if not folder.exists():
-        raise _bad(folder, "model folder does not exist", "give the folder 'biopsia train --out' wrote")
-    raise _bad(folder, f"not a model: no {META_FILE} in it or in best/",
+        raise bundle_error(folder, "model folder does not exist", "give the folder 'biopsia train --out' wrote")
+    raise bundle_error(folder, f"not a model: no {META_FILE} in it or in best/",
                "give the folder 'biopsia train --out' wrote, or its best/ folder")
 
 
@@ -252,7 +250,7 @@ def read_bundle(folder) -> tuple[ModelInfo, dict[str, bytes]]:
 
 def _read(folder: Path, verify: bool = True) -> tuple[ModelInfo, dict[str, bytes]]:
     if not folder.is_dir():
-        raise _bad(folder, "model folder does not exist", "choose a folder saved by Biopsia's training")
+        raise bundle_error(folder, "model folder does not exist", "choose a folder saved by Biopsia's training")
     meta_path = folder / META_FILE
     doc = safety.parse_json(meta_path, safety.read_member(folder, META_FILE, META_LIMIT, "model description"),
                             "model description")
@@ -273,7 +271,7 @@ def _read(folder: Path, verify: bool = True) -> tuple[ModelInfo, dict[str, bytes
     weights = safety.check_weights(params_path, data[PARAMS_FILE])
     stored = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k for k in weights}
     if stored != graph_params:
-        raise _bad(params_path, f"the weights do not fit {SYMBOL_FILE}: {len(graph_params - stored)} of the graph's "
+        raise bundle_error(params_path, f"the weights do not fit {SYMBOL_FILE}: {len(graph_params - stored)} of the graph's "
                    f"{len(graph_params)} parameters are missing and {len(stored - graph_params)} are extra",
                    "the file may be from another model; re-export the model")
     return info, data
@@ -283,180 +281,57 @@ def _parse_info(path: Path, doc) -> ModelInfo:
     """`ModelInfo` from a parsed ``model.json``, every field checked."""
     resave = "re-export the model from Biopsia or choose another model folder"
     if not isinstance(doc, dict):
-        raise _bad(path, "model description is not a JSON object", resave)
+        raise bundle_error(path, "model description is not a JSON object", resave)
     version = doc.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _bad(path, "format_version is missing or not a positive whole number", resave)
+        raise bundle_error(path, "format_version is missing or not a positive whole number", resave)
     if version > FORMAT_VERSION:
-        raise _bad(path, f"model format version {version} is newer than this Biopsia reads ({FORMAT_VERSION})",
+        raise bundle_error(path, f"model format version {version} is newer than this Biopsia reads ({FORMAT_VERSION})",
                    "update Biopsia")
     files = {}
     if version >= 2 or "files" in doc:
         files = safety.check_files_record(path, doc.get("files"))
         for needed in (SYMBOL_FILE, PARAMS_FILE):
             if needed not in files:
-                raise _bad(path, f"'files' does not record the SHA-256 of {needed}", resave)
+                raise bundle_error(path, f"'files' does not record the SHA-256 of {needed}", resave)
     arch = doc.get("architecture")
     if not isinstance(arch, str) or arch not in ARCHS:
-        raise _bad(path, f"the architecture ({describe(arch)}) is not one this Biopsia knows",
+        raise bundle_error(path, f"the architecture ({describe(arch)}) is not one this Biopsia knows",
                    f"it knows {', '.join(sorted(ARCHS))}")
     classes = doc.get("classes")
     if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES
             and all(isinstance(c, str) and 0 < len(c) <= 200 and c.isprintable() for c in classes)
             and len(set(classes)) == len(classes)):
-        raise _bad(path, f"classes must be a list of 2 to {MAX_CLASSES} different names, got {describe(classes)}",
+        raise bundle_error(path, f"classes must be a list of 2 to {MAX_CLASSES} different names, got {describe(classes)}",
                    resave)
     tile_px = doc.get("tile_px")
     if not (isinstance(tile_px, int) and not isinstance(tile_px, bool) and TILE_PX[0] <= tile_px <= TILE_PX[1]):
-        raise _bad(path, f"tile_px must be a whole number of pixels from {TILE_PX[0]} to {TILE_PX[1]}, got "
+        raise bundle_error(path, f"tile_px must be a whole number of pixels from {TILE_PX[0]} to {TILE_PX[1]}, got "
                    f"{describe(tile_px)}", resave)
     mpp = doc.get("mpp")
     if mpp is not None and not (is_number(mpp) and MPP[0] <= mpp <= MPP[1]):
-        raise _bad(path, f"mpp must be a number of µm/px from {MPP[0]:g} to {MPP[1]:g}, or null, got {describe(mpp)}",
+        raise bundle_error(path, f"mpp must be a number of µm/px from {MPP[0]:g} to {MPP[1]:g}, or null, got {describe(mpp)}",
                    resave)
     norm = doc.get("input")
     if not isinstance(norm, dict):
-        raise _bad(path, "input (the normalisation of the tiles) is missing", resave)
+        raise bundle_error(path, "input (the normalisation of the tiles) is missing", resave)
     mean, std = norm.get("mean"), norm.get("std")
     for name, vals, low, high in (("mean", mean, 0.0, 1.0), ("std", std, STD_MIN, STD_MAX)):
         if not (isinstance(vals, list) and len(vals) == 3 and all(is_number(v) for v in vals)):
-            raise _bad(path, f"input.{name} must be three finite numbers (R, G, B), got {describe(vals)}", resave)
+            raise bundle_error(path, f"input.{name} must be three finite numbers (R, G, B), got {describe(vals)}", resave)
         if not all(low <= v <= high for v in vals):
-            raise _bad(path, f"input.{name} values must lie from {low:g} to {high:g} (tiles are scaled to 0..1), "
+            raise bundle_error(path, f"input.{name} values must lie from {low:g} to {high:g} (tiles are scaled to 0..1), "
                        f"got {', '.join(describe(v) for v in vals)}", resave)
     sections = {}
     for key in ("training", "validation_metrics", "software"):
         value = doc.get(key)
         if value is not None and not isinstance(value, dict):
-            raise _bad(path, f"{key} must be a JSON object, got {describe(value)}", resave)
+            raise bundle_error(path, f"{key} must be a JSON object, got {describe(value)}", resave)
         sections[key] = value or {}
     created = doc.get("created", "")
     if not isinstance(created, str):
-        raise _bad(path, f"created must be a date text, got {describe(created)}", resave)
+        raise bundle_error(path, f"created must be a date text, got {describe(created)}", resave)
     return ModelInfo(
         architecture=arch, classes=list(classes), tile_px=tile_px, mpp=None if mpp is None else float(mpp),
         mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), training=sections["training"],
         metrics=sections["validation_metrics"], created=created[:64], software=sections["software"], files=files)
-
-
-class LoadedModel:
-    """A network ready to predict; every method runs MXNet, so call it on the model thread.
-
-    Attributes
-    ----------
-    info : ModelInfo
-    folder : pathlib.Path
-    ctx : mxnet.Context
-    """
-
-    def __init__(self, net, info: ModelInfo, folder: Path, ctx):
-        self.net, self.info, self.folder, self.ctx = net, info, folder, ctx
-        self._mean = np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
-
-    def prepare(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
-        """uint8 RGB NHWC tiles → normalised float32 NCHW (numpy; any thread)."""
-        return normalise(batch_uint8_nhwc, self._mean, self._std)
-
-    def predict(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape ``(N, len(classes))``, for uint8 RGB tiles of shape ``(N, H, W, 3)``."""
-        return self.predict_prepared(self.prepare(batch_uint8_nhwc))
-
-    def predict_prepared(self, batch_nchw: np.ndarray) -> np.ndarray:
-        """Class probabilities for tiles already through `prepare` (which any thread may run)."""
-        return mx.nd.softmax(self.net(mx.nd.array(batch_nchw, ctx=self.ctx)), axis=1).asnumpy()
-
-
-def normalise(batch_uint8_nhwc: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """uint8 RGB NHWC → float32 NCHW, ``(x / 255 - mean) / std``; mean/std shaped ``(1, 3, 1, 1)``."""
-    batch = np.asarray(batch_uint8_nhwc)
-    if batch.ndim == 3:
-        batch = batch[None]
-    if batch.ndim != 4 or batch.shape[-1] != 3:
-        raise ModelError(f"tiles must be RGB arrays shaped (N, H, W, 3), got {batch.shape}")
-    x = batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return (x - mean) / std
-
-
-def load_bundle(folder, ctx=None) -> LoadedModel:
-    """Load and check a bundle folder; call on the model thread.
-
-    Parameters
-    ----------
-    folder : path-like
-    ctx : mxnet.Context, optional
-        Defaults to the CPU.
-
-    Raises
-    ------
-    ModelError
-        When a file is missing, damaged or not the one ``model.json`` records, the format is newer, the
-        architecture unknown, ``model.json`` out of bounds, or the weights do not fit the graph; the message
-        names the file and what to do. MXNet reads only files that passed these checks.
-    """
-    folder = recover(Path(folder), _complete)
-    info, data = _read(folder)
-    ctx = ctx or mx.cpu()
-    symbol_path, params_path, meta_path = folder / SYMBOL_FILE, folder / PARAMS_FILE, folder / META_FILE
-    reexport = "re-export the model"
-    try:
-        symbol = mx.sym.load_json(data[SYMBOL_FILE].decode("utf-8"))
-    except Exception as exc:  # MXNetError for a graph MXNet cannot build
-        raise _bad(symbol_path, f"MXNet cannot build the network graph ({type(exc).__name__})", reexport) from None
-    weights = safety.check_weights(params_path, data[PARAMS_FILE])
-    _check_shapes(symbol, weights, info, symbol_path, params_path, meta_path)
-    try:
-        with warnings.catch_warnings():  # SymbolBlock warns that "data" has no declared type
-            warnings.simplefilter("ignore")
-            net = gluon.SymbolBlock(symbol, mx.sym.var("data"))
-    except Exception as exc:
-        raise _bad(symbol_path, f"network graph has no usable 'data' input ({type(exc).__name__})", reexport) from None
-    try:
-        net.collect_params().load_dict(mx.nd.load_frombuffer(data[PARAMS_FILE]), ctx=ctx, allow_missing=False,
-                                       ignore_extra=False)
-    except Exception as exc:  # MXNetError, AssertionError: names or shapes that do not fit
-        raise _bad(params_path, f"weights do not fit {SYMBOL_FILE} ({type(exc).__name__})",
-                   "the file may be from another model; re-export the model") from None
-    try:
-        probe = net(mx.nd.zeros((1, 3, info.tile_px, info.tile_px), ctx=ctx)).asnumpy()
-    except Exception as exc:
-        raise _bad(symbol_path, f"network does not run on {info.tile_px} px tiles ({type(exc).__name__})",
-                   "check tile_px in model.json or re-export the model") from None
-    if not np.isfinite(probe).all():
-        raise _bad(params_path, "the network gives NaN or infinite scores on a blank tile", reexport)
-    # one cached graph per batch shape, memory planned once: about 1.4x faster inference on the CPU
-    net.hybridize(static_alloc=True, static_shape=True)
-    return LoadedModel(net, info, folder, ctx)
-
-
-def _check_shapes(symbol, weights: dict, info: ModelInfo, symbol_path: Path, params_path: Path,
-                  meta_path: Path) -> None:
-    """Before anything is allocated: the weights' shapes, the outputs and the memory one tile needs."""
-    shape = (1, 3, info.tile_px, info.tile_px)
-    try:
-        with warnings.catch_warnings():  # a graph whose shapes cannot be worked out warns, then gives None
-            warnings.simplefilter("ignore")
-            arg_shapes, out_shapes, aux_shapes = symbol.infer_shape(data=shape)
-            _, internal_shapes, _ = symbol.get_internals().infer_shape(data=shape)
-    except Exception as exc:  # MXNetError: the graph cannot take such tiles
-        raise _bad(symbol_path, f"network does not run on {info.tile_px} px tiles ({type(exc).__name__})",
-                   "check tile_px in model.json or re-export the model") from None
-    if arg_shapes is None or internal_shapes is None:
-        raise _bad(symbol_path, f"the shapes of the network on {info.tile_px} px tiles cannot be worked out",
-                   "re-export the model")
-    needed = 4 * sum(int(np.prod(s, dtype=np.int64)) for s in internal_shapes)
-    if needed > ACTIVATION_BUDGET:
-        raise _bad(symbol_path, f"the network would need {needed / GIB:.1f} GiB for one {info.tile_px} px tile",
-                   f"more than the {ACTIVATION_BUDGET / GIB:.0f} GiB a tile classifier may; not a Biopsia model")
-    expected = dict(zip(symbol.list_arguments(), arg_shapes)) | dict(zip(symbol.list_auxiliary_states(), aux_shapes))
-    expected.pop("data", None)
-    stored = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v for k, v in weights.items()}
-    wrong = sum(1 for name, s in expected.items() if tuple(stored.get(name, ())) != tuple(s))
-    if wrong or len(stored) != len(expected):
-        raise _bad(params_path, f"{wrong} of the {len(expected)} weight arrays have another shape than "
-                   f"{SYMBOL_FILE} needs", "the file may be from another model; re-export the model")
-    n_classes = len(info.classes)
-    if len(out_shapes) != 1 or tuple(out_shapes[0]) != (1, n_classes):
-        outputs = out_shapes[0][1:] if len(out_shapes) == 1 else f"{len(out_shapes)} heads"
-        raise _bad(meta_path, f"the network gives {outputs} outputs but {n_classes} classes are named",
-                   "fix the class list or re-export the model")

@@ -11,7 +11,8 @@ import numpy as np
 
 from core.errors import ModelError
 from core.metrics import BinaryMetrics
-from core.models.bundle import load_bundle, read_info
+from core.models.bundle import read_info
+from core.models.loading import load_bundle
 from core.models.engine import describe_device, engine, parse_device
 
 

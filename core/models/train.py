@@ -21,7 +21,8 @@ import numpy as np
 from core.atomic import atomic_write_bytes
 from core.errors import DatasetError, ModelError
 from core.metrics import BinaryMetrics
-from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, normalise, save_bundle
+from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, save_bundle
+from core.models.loading import normalise
 from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
 from core.models.folder import NEW, OLD, sibling
 from core.models.engine import describe_device, engine, parse_device
