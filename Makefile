@@ -12,17 +12,18 @@ XCB_DEBS := libx11-6 libx11-xcb1 libxcb1 libxcb-icccm4 libxcb-image0 libxcb-keys
             libxcb-xkb1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
 # Qt offscreen/X11 needs glib, GL, fontconfig, Xext and a font; MXNet needs OpenMP and quadmath.
 DEBS    := libglib2.0-0 libgl1 libfontconfig1 libxext6 fonts-dejavu-core libgomp1 libquadmath0 $(XCB_DEBS)
-# make test also starts the real window on an X server of its own (tests/test_xvfb_window.py).
+# make test also starts the real window on an X server of its own (tests/gui/test_xvfb_window.py).
 TEST_DEBS := xvfb xauth
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 export OMP_NUM_THREADS ?= $(NPROC)
+FUZZ_TESTS := $(sort $(wildcard tests/test_fuzz_*.py tests/*/test_fuzz_*.py tests/*/*/test_fuzz_*.py))
 
 FASHION := /usr/share/datasets/fashion-mnist
 
 DEMO_WORK := .demo-model-work
 DEMO_SEEDS := 23 27 41 44
 
-# make fuzz: every seeded fuzzer (tests/test_fuzz_*.py) for about FUZZ_MINUTES in all, from seed FUZZ_SEED.
+# make fuzz: every seeded fuzzer (tests/**/test_fuzz_*.py) for about FUZZ_MINUTES in all, from seed FUZZ_SEED.
 FUZZ_MINUTES ?= 10
 FUZZ_SEED ?= 0
 
@@ -47,12 +48,12 @@ test: setup
 # The budget is shared out among the fuzz tests pytest finds (each runs seeds until its share is spent),
 # keeping a tenth for starting up and the slowest last case.
 fuzz: setup
-	@n=$$(QT_QPA_PLATFORM=offscreen $(VPY) -m pytest --collect-only -q -o addopts= tests/test_fuzz_*.py 2>/dev/null | grep -c '::'); \
-	[ "$$n" -gt 0 ] || { echo "error: no fuzz tests found (tests/test_fuzz_*.py)"; exit 1; }; \
+	@n=$$(QT_QPA_PLATFORM=offscreen $(VPY) -m pytest --collect-only -q -o addopts= $(FUZZ_TESTS) 2>/dev/null | grep -c '::'); \
+	[ "$$n" -gt 0 ] || { echo "error: no fuzz tests found ($(FUZZ_TESTS))"; exit 1; }; \
 	share=$$(( $(FUZZ_MINUTES) * 60 * 9 / 10 / n )); \
 	echo "make fuzz: $$n fuzz tests, $$share s each, from seed $(FUZZ_SEED)"; \
 	BIOPSIA_FUZZ_SECONDS=$$share BIOPSIA_FUZZ_SEED=$(FUZZ_SEED) QT_QPA_PLATFORM=offscreen \
-	  $(VPY) -m pytest -p no:cacheprovider tests/test_fuzz_*.py
+	  $(VPY) -m pytest -p no:cacheprovider $(FUZZ_TESTS)
 
 bench: setup
 	QT_QPA_PLATFORM=offscreen $(VPY) bench/viewer.py

@@ -2,7 +2,8 @@
 
 Each file is opened in a fresh interpreter (its peak resident size is its own), which then reads 25
 regions of level 0, the 1024-pixel overview the viewer makes, and the associated images. The fuzz
-figures come from the fuzzer's own child process (``tests/test_fuzz_slides.py``) over ``--cases`` cases.
+figures come from the fuzzer's own child process (``tests/core/slide/test_fuzz_slides.py``) over
+``--cases`` cases.
 
 Usage: ``python bench/slide_hostile.py [--cases N]``
 """
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
                 "outcome": f"exited {done.returncode}", "stderr": done.stderr[-300:]}
         log = folder / "fuzz.jsonl"
-        subprocess.run([sys.executable, str(ROOT / "tests" / "test_fuzz_slides.py"), str(folder / "work"), str(log)],
+        subprocess.run([sys.executable, str(ROOT / "tests" / "core" / "slide" / "test_fuzz_slides.py"), str(folder / "work"), str(log)],
                        env=dict(env, BIOPSIA_FUZZ_CASES=str(args.cases), MALLOC_ARENA_MAX="2"),
                        capture_output=True, timeout=3600, cwd=ROOT)
         cases = [json.loads(line) for line in log.read_text().splitlines() if '"done"' in line]

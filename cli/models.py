@@ -19,7 +19,7 @@ from core.tiles.dataset import MANIFEST, read_dataset, read_manifest
 
 # The trainer, the bundle reader, the tester and the framework check import MXNet, which takes 2 to 4 s
 # to load: each command imports its module when it runs, so that `biopsia --help` and the commands that
-# need no network stay quick (tests/test_cli.py checks that --help loads no MXNet).
+# need no network stay quick (tests/cli/test_cli.py checks that --help loads no MXNet).
 
 
 def add_parsers(sub) -> None:

@@ -1,4 +1,5 @@
-"""The editing program of the autosave kill test (tests/test_autosave_kill.py), run in a fresh interpreter.
+"""The editing program of the autosave kill test (tests/core/project/test_autosave_kill.py), run in a fresh
+interpreter.
 
     python tests/autosave_kill_child.py PROJECT_FOLDER
 

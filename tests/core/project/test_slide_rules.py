@@ -23,7 +23,7 @@ from core.project.settings import SlideSettings
 from core.project.slide_settings import SlideSettingsStore
 from core.slide import open_slide
 from core.tiles.dataset import sources_from_paths, sources_from_project
-from tests.test_cli import biopsia
+from tests.cli.test_cli import biopsia
 
 PROJECT_MPP, USER_MPP, FILE_MPP = (1.0, 1.0), (2.0, 2.0), (0.5, 0.5)
 
@@ -211,7 +211,7 @@ def test_project_folder_names_have_one_owner():
     """Only core/project/layout.py defines them; everyone else imports them."""
     names = ("PROJECT_FILE", "ANNOTATIONS_DIR", "ANNOTATION_SUFFIX", "MODELS_DIR", "PREDICTIONS_DIR")
     defined = re.compile(rf"^\s*({'|'.join(names)})\s*(:[^=]+)?=", re.MULTILINE)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     owners = sorted(str(p.relative_to(root)) for folder in ("core", "gui", "cli") for p in (root / folder).rglob("*.py")
                     if defined.search(p.read_text(encoding="utf-8")))
     assert owners == ["core/project/layout.py"]

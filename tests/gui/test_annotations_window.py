@@ -13,7 +13,7 @@ from shapely.geometry import box
 
 from qt_events import click, drag
 from core.annotations import Annotation, AnnotationStore
-from test_main_window import open_and_wait
+from tests.gui.test_main_window import open_and_wait
 
 WINDOW_SIZE = (1600, 1000)
 SCREENSHOT = "/tmp/annotations_window.png"

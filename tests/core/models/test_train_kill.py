@@ -25,7 +25,7 @@ from core.models.bundle import read_info, resolve_bundle
 from core.models.loading import load_bundle
 from core.models.engine import engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TILE = 16
 
 CHILD = r'''
@@ -33,7 +33,7 @@ import json, os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 out, mode, at = sys.argv[2], sys.argv[3], int(sys.argv[4])
 import numpy as np
-from tests.test_train_kill import tiles
+from tests.core.models.test_train_kill import tiles
 import mxnet as mx
 
 steps = [0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs main.py's own entry (run_gui and its event loop); once the slide shows sharp it saves the window,
 # says what it saw and closes the window, which ends the application the way a user's close does.

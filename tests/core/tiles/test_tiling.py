@@ -15,7 +15,7 @@ from core.slide import ArrayReader, open_slide
 from core.tiles.grid import (DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
                          TileSpec, plan_tiles, read_tile, tile_size_l0)
 from core.tiles.tissue import detect_tissue
-from tests.test_tissue import GREEN, he_image
+from tests.core.tiles.test_tissue import GREEN, he_image
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from core.inference.predict import ProbabilityGrid
 from core.slide import open_slide
-from tests.test_cli import biopsia
+from tests.cli.test_cli import biopsia
 
 
 @pytest.fixture(scope="module")

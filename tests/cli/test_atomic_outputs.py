@@ -8,7 +8,7 @@ import pytest
 
 from core.demo import DEMO_MODEL
 from core.inference.predict import ProbabilityGrid
-from tests.test_cli import biopsia
+from tests.cli.test_cli import biopsia
 
 
 def _files(folder):

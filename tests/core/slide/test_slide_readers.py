@@ -25,9 +25,9 @@ from core.slide.image_reader import ImageReader
 from core.slide.openslide_reader import OpenSlideReader
 from core.slide.tifffile_reader import TiffFileReader
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[2]
 CMU = TESTS / "data" / "CMU-1-Small-Region.svs"
-SHARED_SLIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
+SHARED_SLIDES = Path(__file__).resolve().parents[4] / "shared" / "data" / "slides"
 W, H = 1536, 1024
 
 

@@ -1,7 +1,7 @@
 """Autosave: edits reach the disk quickly, bursts coalesce, a full disk loses nothing.
 
-Kills are in tests/test_autosave_kill.py (a store rewritten whole at every save among them), the
-journal of large stores in tests/test_autosave_journal.py.
+Kills are in tests/core/project/test_autosave_kill.py (a store rewritten whole at every save among them), the
+journal of large stores in tests/core/project/test_autosave_journal.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import numpy as np
 
 from core.inference.predict import ProbabilityGrid
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_run_without_display_renders_a_screenshot_and_says_where(tmp_path, synthetic_slide):

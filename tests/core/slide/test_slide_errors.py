@@ -20,9 +20,9 @@ from core.slide.openslide_reader import OpenSlideReader
 from core.slide.tifffile_reader import TiffFileReader
 from deadline import within_deadline
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[2]
 CMU = TESTS / "data" / "CMU-1-Small-Region.svs"
-SHARED_SLIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
+SHARED_SLIDES = Path(__file__).resolve().parents[4] / "shared" / "data" / "slides"
 
 
 def open_error(path: Path) -> SlideError:

@@ -28,7 +28,7 @@ from deadline import DEADLINE_S
 from deadline import within_deadline as bounded
 from hostile_tiffs import TAGS, clear_entries, ifd_offsets, set_next, set_tag, write_sparse_tiff
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[2]
 ROOT = TESTS.parent
 CMU = TESTS / "data" / "CMU-1-Small-Region.svs"
 SHARED_SLIDES = TESTS.parents[1] / "shared" / "data" / "slides"

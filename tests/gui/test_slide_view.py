@@ -12,7 +12,7 @@ from PyQt5.QtGui import QColor
 
 from conftest import coordinate_image
 from qt_events import drag, wheel
-from test_slide_readers import rgb_profile
+from tests.core.slide.test_slide_readers import rgb_profile
 from core.errors import SlideReadError
 from core.slide.array_reader import ArrayReader
 from gui.slide_view import SlideView

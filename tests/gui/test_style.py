@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gui import style
 
-GUI = Path(__file__).resolve().parents[1] / "gui"
+GUI = Path(__file__).resolve().parents[2] / "gui"
 OWNERS = {"style.py", "plot_style.py"}
 
 

@@ -15,7 +15,7 @@ from shapely.geometry import shape
 
 from core.annotations.formats import read_annotations
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def biopsia(*args, timeout=120):

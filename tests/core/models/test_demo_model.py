@@ -13,7 +13,7 @@ from core.evaluation.compare import compare, truth_for_grid
 from core.models.bundle import read_info
 from core.inference.predict import predict_slide
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo-model"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "resources" / "demo-model"
 
 
 def test_the_bundle_says_what_it_is():

@@ -25,7 +25,7 @@ from core.tiles.dataset import (CLASSES, load_tiles, plan_dataset, read_dataset,
 from core.tiles.grid import TileSpec
 from core.tiles.recordio import MAGIC, RecordIOError, RecordReader, RecordWriter, pack_image_record, unpack_image_record
 from core.tiles.splits import stratified_pick
-from tests.test_cli import biopsia
+from tests.cli.test_cli import biopsia
 
 SPEC = TileSpec(64, 2.0)
 

@@ -15,7 +15,7 @@ from gui.layers.heatmap_layer import colour_at
 from gui.slide_view import SlideView
 from gui.split_view import SplitView
 from tests.qt_events import wheel
-from tests.test_heatmap_layer import BENIGN_P, TUMOUR_P, blend, cell_centre_px, interior_cell, make_grid, pixels
+from tests.gui.test_heatmap_layer import BENIGN_P, TUMOUR_P, blend, cell_centre_px, interior_cell, make_grid, pixels
 
 WINDOW_SIZE = (1400, 800)
 TIMEOUT = 15000

@@ -18,7 +18,7 @@ from core.models.loading import load_bundle
 from core.models.engine import engine
 from core.models.zoo import build, compact_cnn
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo-model"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "resources" / "demo-model"
 TILE = 32
 
 

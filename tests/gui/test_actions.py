@@ -9,7 +9,7 @@ from PyQt5.QtWidgets import QComboBox, QMenu, QToolBar
 
 from gui.actions import Menus, build_actions, build_menus, build_toolbar
 
-ACTIONS = Path(__file__).resolve().parents[1] / "gui" / "actions.py"
+ACTIONS = Path(__file__).resolve().parents[2] / "gui" / "actions.py"
 
 
 def test_the_builders_set_no_attribute_on_the_window():

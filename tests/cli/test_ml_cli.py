@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from tests.test_cli import biopsia
-from tests.test_framework_check import _mnist_folder
+from tests.cli.test_cli import biopsia
+from tests.core.models.test_framework_check import _mnist_folder
 
 TILES = ("--tile", "64", "--mpp", "2")
 

@@ -29,8 +29,8 @@ import pytest
 from core.annotations.formats import FORMATS, read_annotations
 from core.errors import AnnotationFormatError
 from fuzzing import peak_memory_mb, reset_peak_memory, seeds
-from test_annotation_formats import ASAP, CLASSES, IMAGESCOPE, QUPATH_02, QUPATH_04, marks
-from test_annotation_roundtrip import NASTY, assert_same
+from tests.core.annotations.test_annotation_formats import ASAP, CLASSES, IMAGESCOPE, QUPATH_02, QUPATH_04, marks
+from tests.core.annotations.test_annotation_roundtrip import NASTY, assert_same
 
 CASES = 300
 CASE_LIMIT_S = 30.0

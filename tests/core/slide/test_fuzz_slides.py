@@ -26,7 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[2]
 ROOT = TESTS.parent
 CMU = TESTS / "data" / "CMU-1-Small-Region.svs"
 SHARED_SLIDES = TESTS.parents[1] / "shared" / "data" / "slides"
