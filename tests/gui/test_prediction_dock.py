@@ -103,7 +103,7 @@ def make_project(folder, synth, model=None, fully_annotated=True):
     return project, entry.id
 
 
-def open_view(qtbot, window, project, path):
+def open_for_prediction(qtbot, window, project, path):
     window.use_project(project, open_slides=False)
     with qtbot.waitSignal(window.slide_opened, timeout=TIMEOUT) as opened:
         window.open_slide(path)
@@ -126,7 +126,7 @@ def test_predicts_progressively_saves_and_shows_again_on_reopening(qtbot, window
                                                                   monkeypatch):
     synth = slide_pair[0]
     project, slide_id = make_project(tmp_path / "project", synth, small_model)
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     assert dock.model.count() == 2 and dock.model.currentText().startswith("small · 64 px at 2 µm/px · AUC ")
     assert view.document.prediction.grid is None and "No prediction" in dock.status.text()
 
@@ -154,7 +154,7 @@ def test_predicts_progressively_saves_and_shows_again_on_reopening(qtbot, window
     # closed and opened again: the saved grid is shown, the model is not run
     monkeypatch.setattr(run, "predict_slide", lambda *a, **k: pytest.fail("predicted again"))
     window.close_tab(window.tabs.indexOf(view))
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     assert view.document.prediction.state == PredictionState.SAVED and view.document.prediction.path == saved
     assert np.array_equal(view.document.prediction.grid.probs, grid.probs, equal_nan=True)
     assert view.document.prediction.grid.model["name"] == "small" and "Saved prediction" in dock.status.text()
@@ -176,7 +176,7 @@ def test_the_gui_stays_responsive_while_predicting(qtbot, window, slide_pair, sm
     meta = json.loads((finer / "model.json").read_text(encoding="utf-8"))
     meta["mpp"] = 1.0
     (finer / "model.json").write_text(json.dumps(meta), encoding="utf-8")
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     dock.set_model(finer)
     gate = Gate(monkeypatch)
     beat = Heartbeat()
@@ -210,7 +210,7 @@ def test_cancel_keeps_a_partial_heatmap_and_saves_nothing(qtbot, window, slide_p
                                                           monkeypatch):
     synth = slide_pair[0]
     project, slide_id = make_project(tmp_path / "project", synth, small_model)
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     gate = Gate(monkeypatch)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock, batch_size=4)
@@ -229,7 +229,7 @@ def test_cancel_keeps_a_partial_heatmap_and_saves_nothing(qtbot, window, slide_p
 def test_closing_the_slide_mid_run_is_safe(qtbot, window, slide_pair, small_model, tmp_path, monkeypatch):
     synth = slide_pair[0]
     project, slide_id = make_project(tmp_path / "project", synth, small_model)
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     gate = Gate(monkeypatch)
     start(qtbot, dock, batch_size=4)
     worker = dock.worker
@@ -243,7 +243,7 @@ def test_closing_the_slide_mid_run_is_safe(qtbot, window, slide_pair, small_mode
     assert saved_predictions(project, slide_id) == []
     assert window.errors == []
     # the dock still works: open it again and run to the end
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock, batch_size=64)
     assert ended.args == ["finished"] and view.document.prediction.grid.complete
@@ -259,7 +259,7 @@ def test_a_model_finer_than_the_slide_or_unreadable_is_refused(qtbot, window, sl
     (fine / "model.json").write_text(json.dumps(meta), encoding="utf-8")
     shutil.copytree(small_model, broken)
     (broken / "model.json").write_text("{not json", encoding="utf-8")
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     assert dock.model.count() == 1  # only Browse…: the project has no model yet
 
     dock.set_model(fine)
@@ -283,7 +283,7 @@ def test_the_demo_model_agrees_with_the_doctors_in_the_window(qtbot, window, sli
     sensitivity and specificity of at least 0.9."""
     synth = slide_pair[0]
     project, _ = make_project(tmp_path / "project", synth, None)
-    view, dock = open_view(qtbot, window, project, synth.slide_path)
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     dock.set_model(DEMO_MODEL)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock, batch_size=64)

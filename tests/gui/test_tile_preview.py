@@ -18,7 +18,6 @@ from core.tiles.grid import BACKGROUND, NON_TUMOUR_TILE, REASONS, TUMOUR_TILE, T
 from core.tiles.labels import EXCLUDED, LOW_TISSUE, PEN, LabelRules
 from core.tiles.tissue import detect_tissue
 from gui.layers.tile_preview_layer import OUTLINE_MIN_PX, REASON_COLOURS
-from gui.main_window import MainWindow
 
 TIMEOUT = 15000
 
@@ -28,11 +27,16 @@ def marks(synthetic_slide):
     return read_annotations(synthetic_slide.geojson_path).annotations
 
 
-def open_view(qtbot, win, path):
-    with qtbot.waitSignal(win.slide_opened, timeout=TIMEOUT) as blocker:
-        win.open_slide(path)
-    win.tiles_dock.raise_()  # the dock computes while someone looks at it (or at the grid)
-    return blocker.args[0]
+@pytest.fixture
+def open_with_tiles(open_view):
+    """``open_with_tiles(window, path)``: open a slide and raise the Tiles dock (it computes while looked at)."""
+
+    def open_(win, path):
+        view = open_view(win, path)
+        win.tiles_dock.raise_()
+        return view
+
+    return open_
 
 
 def settle(qtbot, dock):
@@ -50,8 +54,9 @@ def shown_counts(dock) -> dict[str, int]:
     return {reason: int(dock.count_labels[reason].text().replace(",", "")) for reason in REASONS}
 
 
-def test_counts_follow_marks_and_the_fully_annotated_setting(qtbot, window, synthetic_slide, marks):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_counts_follow_marks_and_the_fully_annotated_setting(qtbot, window, make_window, synthetic_slide, marks,
+                                                             open_with_tiles):
+    view = open_with_tiles(window, synthetic_slide.slide_path)
     dock = window.tiles_dock
     assert not dock.fully_annotated.isChecked()  # the project default: only Benign marks say non-tumour
     view.apply_edit(view.annotations.replace_all(marks, "Import"))
@@ -82,10 +87,8 @@ def test_counts_follow_marks_and_the_fully_annotated_setting(qtbot, window, synt
     assert after.counts["tumour"] > full.counts["tumour"]
 
     # the setting belongs to the slide: another window shows it ticked
-    other = MainWindow()
-    qtbot.addWidget(other)
-    other.show()
-    open_view(qtbot, other, synthetic_slide.slide_path)
+    other = make_window()
+    open_with_tiles(other, synthetic_slide.slide_path)
     assert other.tiles_dock.fully_annotated.isChecked()
     other.close()
 
@@ -101,8 +104,8 @@ def pixel(image, x: float, y: float) -> tuple[int, int, int]:
     return c.red(), c.green(), c.blue()
 
 
-def test_grid_is_painted_in_the_reason_colours(qtbot, window, synthetic_slide, marks):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_grid_is_painted_in_the_reason_colours(qtbot, window, synthetic_slide, marks, open_with_tiles):
+    view = open_with_tiles(window, synthetic_slide.slide_path)
     dock = window.tiles_dock
     view.apply_edit(view.annotations.replace_all(marks, "Import"))
     dock.fully_annotated.click()
@@ -156,15 +159,16 @@ def test_grid_is_painted_in_the_reason_colours(qtbot, window, synthetic_slide, m
     assert red > green + 40
 
 
-def test_slide_without_resolution_says_so_then_uses_the_entered_one(qtbot, window, tmp_path, synthetic_slide):
-    first = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_slide_without_resolution_says_so_then_uses_the_entered_one(qtbot, window, tmp_path, synthetic_slide,
+                                                                      open_with_tiles):
+    first = open_with_tiles(window, synthetic_slide.slide_path)
     counts = settle(qtbot, window.tiles_dock).counts
     rng = np.random.default_rng(3)
     image = np.full((900, 1200, 3), 240, np.uint8)
     image[200:700, 300:900] = rng.integers(120, 200, (500, 600, 3))
     png = tmp_path / "scan.png"
     cv2.imwrite(str(png), image)
-    view = open_view(qtbot, window, png)
+    view = open_with_tiles(window, png)
     dock = window.tiles_dock
     assert view.mpp is None
     settle(qtbot, dock)
@@ -186,8 +190,9 @@ def test_slide_without_resolution_says_so_then_uses_the_entered_one(qtbot, windo
     assert shown_counts(dock) == plan.counts
 
 
-def test_the_preview_labels_tiles_as_the_dataset_and_the_comparison(qtbot, window, synthetic_slide, marks):
-    view = open_view(qtbot, window, synthetic_slide.slide_path)
+def test_the_preview_labels_tiles_as_the_dataset_and_the_comparison(qtbot, window, synthetic_slide, marks,
+                                                                    open_with_tiles):
+    view = open_with_tiles(window, synthetic_slide.slide_path)
     dock = window.tiles_dock
     l0_w, l0_h = view.reader.dimensions
     x0, y0, x1, y1 = next(m for m in marks if m.class_name == "Tumour").bounds
