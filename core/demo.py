@@ -28,7 +28,7 @@ def ensure_demo_slide(progress: Callable[[int, int], None] | None = None) -> Pat
     path = demo_slide_path()
     if demo_slide_exists():
         return path
-    from core.synth import write_synthetic_slide
+    from core.synth import write_synthetic_slide  # scipy and skimage: about 0.3 s, only when it must be made
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_synthetic_slide(path, seed=DEMO_SEED, width=DEMO_SIZE[0], height=DEMO_SIZE[1], mpp=DEMO_MPP,

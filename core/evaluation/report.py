@@ -15,6 +15,10 @@ import cv2
 import numpy as np
 
 from core.atomic import atomic_write_bytes
+from core.errors import BiopsiaError
+from core.evaluation.compare import compare_project
+from core.inference.heatmap import blended_overview
+from core.slide import open_slide
 
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
            ("accuracy", "Accuracy"), ("f1", "F1"), ("auc", "AUC"))
@@ -122,11 +126,6 @@ def write_project_report(project, path, threshold: float = 0.5, open_marks: dict
     BiopsiaError
         When no slide has a saved prediction.
     """
-    from core.evaluation.compare import compare_project
-    from core.errors import BiopsiaError
-    from core.inference.heatmap import blended_overview
-    from core.slide import open_slide
-
     summary, compared = compare_project(project, threshold, open_marks)
     if not compared:
         raise BiopsiaError(f"{project.folder}: no slide of the project has a saved prediction yet")

@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import mxnet as mx
 import numpy as np
+from mxnet import autograd, gluon
 
 from core.atomic import atomic_write_bytes
 from core.errors import DatasetError, ModelError
 from core.metrics import BinaryMetrics
 from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, save_bundle
-from core.models.loading import normalise
 from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
-from core.models.folder import NEW, OLD, sibling
 from core.models.engine import describe_device, engine, parse_device
+from core.models.folder import NEW, OLD, sibling
+from core.models.loading import normalise
 from core.models.zoo import build
 from core.tiles.arrays import TileArrays
 
@@ -195,7 +197,6 @@ def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, ep
 
 def _evaluate(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, loss_fn) -> dict:
     """Validation loss, accuracy and (for two classes) screening metrics; on the model thread."""
-    import mxnet as mx
 
     order = np.arange(len(data))
     probs, losses = [], []
@@ -218,8 +219,6 @@ def _recalibrate_batchnorm(net, data: TileArrays, batch_size: int, ctx, mean, st
     Running statistics trail the weights, so after few updates they describe an older network and
     inference-mode predictions drift; a short pass over unaugmented training tiles brings them up to date.
     """
-    import mxnet as mx
-    from mxnet import autograd
 
     # cycle through small sets, so the statistics forget their old values (BN_MOMENTUM ** batches)
     wanted = batches * batch_size
@@ -243,8 +242,6 @@ def _score_or_none(metrics: dict) -> float | None:
 
 
 def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, progress, should_stop, resume):
-    import mxnet as mx
-    from mxnet import autograd, gluon
 
     ctx = parse_device(device)
     mx.random.seed(s["seed"])
