@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.annotations import AnnotationStore
-from core.inference.predict import ProbabilityGrid
 from core.project.model import Project, SlideEntry
 from core.slide.base import SlideReader
-from core.tiles.grid import TilePlan
-from core.tiles.tissue import TissueMask
+
+if TYPE_CHECKING:  # the document holds the later steps' results; it needs their types, not their code
+    from core.inference.predict import ProbabilityGrid
+    from core.tiles.grid import TilePlan
+    from core.tiles.tissue import TissueMask
 
 #: Tissue masks a document keeps (one per µm/px it was asked for), oldest dropped first.
 TISSUE_MASKS_KEPT = 4
