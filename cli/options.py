@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
+from cli.progress import note
+from core.project.layout import PROJECT_FILE
+from core.project.model import Project
+from core.project.mpp import remember_file_mpp, remember_mpp
 from core.tiles.grid import MPP_RANGE, TILE_PX_RANGE
 
 
@@ -73,3 +78,48 @@ share = number(0.0, 1.0, low_open=True)
 positive = whole(1)
 #: A seed or a level: zero or more.
 natural = whole(0)
+
+
+def mpp_xy(text: str) -> tuple[float, float]:
+    """``X`` (square pixels) or ``X,Y`` micrometres per pixel, each as `mpp` checks it."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected X or X,Y micrometres per pixel, got {text!r}")
+    values = [mpp(part.strip()) for part in parts]
+    return values[0], values[-1]
+
+
+def add_slide_mpp(parser: argparse.ArgumentParser) -> None:
+    """``--slide-mpp X[,Y]``: the resolution of every slide the command is given."""
+    parser.add_argument("--slide-mpp", type=mpp_xy, metavar="X[,Y]",
+                        help="micrometres per pixel of every slide given (X,Y when they differ), for images "
+                             "that do not record it (JPEG, PNG) or record it wrongly; stored for each slide, "
+                             "as the window's Slide > Set resolution does")
+
+
+def state_slide_mpp(paths, value: tuple[float, float] | None) -> None:
+    """Store ``--slide-mpp`` for each slide file (in a project folder: each of its slides) and say so on stderr.
+
+    A slide file's value goes to the user's per-slide store (and its entry in the default project, if
+    that exists and holds it); a project folder's slides keep it in that project. Paths that are
+    neither are left for the command to report.
+    """
+    if value is None:
+        return
+    shown = f"{value[0]:g}" if value[0] == value[1] else f"{value[0]:g} x {value[1]:g}"
+    for raw in paths:
+        path = Path(raw).expanduser().absolute()
+        if path.is_dir() and (path / PROJECT_FILE).is_file():
+            project = Project.open(path)
+            for entry in project.slides:
+                remember_mpp(entry.path, value, project, entry)
+                note(f"{entry.path}: resolution set to {shown} µm/px (stored for this slide)")
+        elif path.is_file():
+            remember_file_mpp(path, value)
+            note(f"{path}: resolution set to {shown} µm/px (stored for this slide)")
+
+
+def mpp_hint(slide) -> str:
+    """The advice for a slide that states no µm/px."""
+    return (f"{slide}: the image does not record its micrometres per pixel (plain JPEG and PNG never do); "
+            "pass --slide-mpp X, e.g. --slide-mpp 0.5 for a 20x scan")

@@ -42,6 +42,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=COLORMAPS,
                    help=f"colours of the heatmap (default {DEFAULT_COLORMAP})")
     p.add_argument("--no-tiff", action="store_true", help="skip the full-size pyramidal TIFF overlay")
+    opt.add_slide_mpp(p)
 
     p = sub.add_parser("evaluate", help="confusion matrix and metrics of predictions against the doctors' marks")
     p.add_argument("folder", help="output folder of 'biopsia predict'")
@@ -55,6 +56,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--html", help="also write a report: per slide its overview with the heatmap, table and "
                                   "metrics, then the total (one self-contained HTML file)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    # the grids are in level-0 pixels, so comparing needs no µm/px; taken (and stored) as the other commands do
+    opt.add_slide_mpp(p)
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -73,6 +76,7 @@ def predict(args) -> int:
     # core.models.bundle imports MXNet (2 to 4 s to load): only here, so that `biopsia --help` stays quick
     from core.models.bundle import resolve_bundle
 
+    opt.state_slide_mpp(args.slides, args.slide_mpp)
     model = resolve_bundle(args.model)
     device = engine().run(lambda: describe_device(parse_device(args.device)))
     note(f"predicting with {model} on {device}")
@@ -103,6 +107,8 @@ def predict_one(slide: Path, folder: Path, model: Path, args, progress) -> Proba
     """Predict one slide and write its outputs into ``folder`` as one unit (all of them, or none)."""
     with open_slide(slide) as reader:
         mpp = resolve_file_mpp(slide, reader.mpp).mpp
+        if mpp is None:
+            raise BiopsiaError(opt.mpp_hint(slide))
         grid = predict_slide(reader, model, device=args.device, stride=args.stride, batch_size=args.batch,
                              slide_mpp=mpp, progress=progress)
         thumb = reader.get_thumbnail((2048, 2048))
@@ -140,8 +146,9 @@ def grid_files(folder: Path) -> list[Path]:
 def evaluate(args) -> int:
     given = [Path(p) for p in args.annotations] if args.annotations else None
     comparisons, folders, models = [], [], []
-    for path in grid_files(Path(args.folder)):
-        grid = ProbabilityGrid.load(path)
+    grids = [(path, ProbabilityGrid.load(path)) for path in grid_files(Path(args.folder))]
+    opt.state_slide_mpp([grid.slide for _, grid in grids if grid.slide], args.slide_mpp)
+    for path, grid in grids:
         found = find_marks(grid.slide, given)
         for warning in found.warnings:
             warn(warning)

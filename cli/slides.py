@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from cli import options as opt
 from cli.progress import ProgressBar, warn
 from core.errors import BiopsiaError
+from core.project.mpp import MppSource, resolve_file_mpp
 from core.slide import open_slide
 from core.slide.describe import describe
 from gui.app import render_screenshot, run_gui  # Qt itself loads only when a window is made
@@ -22,6 +24,7 @@ def add_parsers(sub) -> None:
     p.add_argument("slide")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-properties", action="store_true", help="leave out the raw property list")
+    opt.add_slide_mpp(p)
 
     p = sub.add_parser("screenshot", help="render the window with a slide offscreen to a PNG")
     p.add_argument("slide")
@@ -33,6 +36,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--annotations", help="also show the marks in this file (GeoJSON, ASAP or ImageScope XML)")
     p.add_argument("--include-label", action="store_true",
                    help="show the label and macro images (they may carry patient names)")
+    opt.add_slide_mpp(p)
 
     p = sub.add_parser("synth", help="write a synthetic H&E slide with known tumour regions")
     p.add_argument("out", help="output .tiff (or .svs for the Aperio layout); tumour marks go to .geojson beside it")
@@ -53,17 +57,34 @@ def demo(args) -> int:
     return run_gui([], demo=True, progress=ProgressBar("demo slide"))
 
 
+#: How ``info`` names where a slide's µm/px came from.
+MPP_SOURCE_WORDS = {MppSource.FILE: "from the file", MppSource.USER: "the user's setting for this file",
+                    MppSource.PROJECT: "the slide's setting in the default project",
+                    MppSource.COMMAND_LINE: "given with --slide-mpp, now stored for this slide"}
+
+
 def info(args) -> int:
     with open_slide(args.slide) as reader:
         found = reader.info()
+    opt.state_slide_mpp([args.slide], args.slide_mpp)
+    mpp, source = resolve_file_mpp(args.slide, found.mpp)
+    if args.slide_mpp is not None and mpp is not None:
+        source = MppSource.COMMAND_LINE
+    shown = dataclasses.replace(found, mpp=mpp)
     if args.json:
-        print(json.dumps(found.to_dict(), indent=2))
-    else:
-        print(describe(found, show_properties=not args.no_properties))
+        print(json.dumps({**shown.to_dict(), "mpp_source": None if source is None else str(source),
+                          "file_mpp": found.mpp}, indent=2))
+        return 0
+    lines = describe(shown, show_properties=not args.no_properties).split("\n")
+    if source is not None:  # say where the value came from, on its own line
+        at = next(i for i, line in enumerate(lines) if line.startswith("Resolution:"))
+        lines[at] += f" ({MPP_SOURCE_WORDS[source]})"
+    print("\n".join(lines))
     return 0
 
 
 def screenshot(args) -> int:
+    opt.state_slide_mpp([args.slide], args.slide_mpp)  # the window reads it where the window stores it
     out = render_screenshot(args.slide, args.out, args.size, args.mag, args.include_label, args.grid,
                             annotations=args.annotations, on_warning=warn)
     print(out)

@@ -8,6 +8,7 @@ from pathlib import Path
 from cli import options as opt
 from cli.progress import ProgressBar, warn
 from core.errors import DatasetError
+from core.slide import open_slide
 from core.tiles.dataset import plan_dataset, sources_from_paths, write_dataset
 from core.tiles.grid import TileSpec
 from core.view.viewport import UM_PER_PX_AT_10X
@@ -42,6 +43,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--encoding", choices=("jpg", "png"), default="jpg", help="tile encoding (default jpg, q95)")
     p.add_argument("--workers", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
     p.add_argument("--dry-run", action="store_true", help="print the counts only; write nothing")
+    opt.add_slide_mpp(p)
 
 
 def format_counts(counts: dict) -> str:
@@ -61,7 +63,13 @@ def dataset(args) -> int:
     except ValueError as err:
         raise DatasetError(str(err)) from err
     start = time.monotonic()
+    opt.state_slide_mpp(args.slides, args.slide_mpp)
     sources = sources_from_paths(args.slides, args.fully_annotated)
+    for source in sources:
+        if source.mpp is None:  # nothing entered: the file must say it (a plain JPEG or PNG never does)
+            with open_slide(source.path) as reader:
+                if not reader.mpp:
+                    raise DatasetError(opt.mpp_hint(source.path))
     labelling = {"tumour_min": args.tumour_min, "normal_max": args.normal_max, "tissue_min": args.tissue_min}
     plan = plan_dataset(sources, spec, args.split, args.ratio, args.seed, args.test_slides, labelling,
                         progress=ProgressBar("tissue and labels"))

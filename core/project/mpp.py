@@ -23,6 +23,7 @@ class MppSource(enum.StrEnum):
     PROJECT = "project"  # the slide's settings in its project
     USER = "user"  # the user's per-file store
     FILE = "file"  # the slide file's own calibration
+    COMMAND_LINE = "--slide-mpp"  # given on this command line (and stored as a USER or PROJECT value)
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,32 @@ def remember_mpp(slide_path, mpp, project: Project | None = None, entry: SlideEn
         entry = project.update_settings(entry.id, mpp_override=pair)
     (store if store is not None else SlideSettingsStore()).set_mpp_override(Path(slide_path), pair)
     return resolve_mpp(slide_path, None, entry, store)
+
+
+def remember_file_mpp(slide_path, mpp, store: SlideSettingsStore | None = None,
+                      project: Project | None = None) -> SlideMpp:
+    """Keep a µm/px given for a slide named by its file alone (the command line), where `resolve_file_mpp` looks.
+
+    The user's store always gets it; so does the slide's entry in ``project`` (by default the user's
+    default project, only if it exists and already holds the slide: it is never created for this).
+
+    Parameters
+    ----------
+    slide_path : path-like
+    mpp : float or (float, float)
+    store : SlideSettingsStore, optional
+    project : Project, optional
+
+    Returns
+    -------
+    SlideMpp
+        What `resolve_file_mpp` now gives for the slide.
+
+    Raises
+    ------
+    ValueError, ProjectError, OSError
+        As `remember_mpp`.
+    """
+    project = project if project is not None else existing_default_project()
+    entry = project.find_slide(slide_path) if project is not None else None
+    return remember_mpp(slide_path, mpp, project if entry is not None else None, entry, store)
