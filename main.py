@@ -9,6 +9,8 @@
     biopsia annotations convert IN OUT  convert QuPath GeoJSON / ASAP XML / ImageScope XML
     biopsia annotations mask SLIDE ANNOTATIONS --level N --out PNG
                                         write a label mask of the annotations at a level
+    biopsia annotations from-mask MASK --slide SLIDE --map 1=Tumour,... --out A.geojson
+                                        marks from a label mask (one class per value, holes kept)
     biopsia import-marked ORIGINAL MARKED --out A.geojson
                                         annotations from a pen-marked copy of a slide
     biopsia dataset SLIDE_OR_PROJECT... --out DIR

@@ -6,7 +6,9 @@ import cv2
 
 from cli import options as opt
 from cli.progress import warn
-from core.annotations.formats import read_annotations, write_annotations
+from core.annotations.formats import format_for_writing, read_annotations, write_annotations
+from core.annotations.from_mask import (DEFAULT_MIN_AREA_PX, DEFAULT_MIN_AREA_UM2, MAX_DOWNSAMPLE, marks_from_mask,
+                                        min_area_l0_for, parse_value_map, read_label_mask)
 from core.annotations.masks import rasterise
 from core.annotations.model import DEFAULT_CLASSES
 from core.atomic import atomic_write_bytes
@@ -29,6 +31,22 @@ def add_parsers(sub) -> None:
     a.add_argument("--level", type=opt.natural, default=0, help="pyramid level (default 0)")
     a.add_argument("--out", required=True, help="PNG file to write")
     a.add_argument("--class", dest="class_name", help="only this class (binary mask)")
+    a = actions.add_parser("from-mask", help="marks from a label mask (PNG or TIFF, 8- or 16-bit, one channel) "
+                           "of a slide: one class per mapped value, holes kept, specks dropped")
+    a.add_argument("mask", help="the label image, at the slide's size or shrunk by --downsample")
+    a.add_argument("--slide", required=True, help="the slide the mask belongs to (for its size and µm/px)")
+    a.add_argument("--map", dest="value_map", required=True, metavar="V=CLASS,...",
+                   help="class per mask value, e.g. 1=Tumour,2=Benign (values not named are left out)")
+    a.add_argument("--out", required=True, help="annotation file to write (.geojson or .xml)")
+    a.add_argument("--format", choices=("geojson", "asap", "imagescope"), help="output format (default: by extension)")
+    a.add_argument("--downsample", type=opt.number(0.0, MAX_DOWNSAMPLE, low_open=True),
+                   help="level-0 pixels per mask pixel (default: from the sizes, when a whole factor)")
+    area = a.add_mutually_exclusive_group()
+    area.add_argument("--min-area", type=opt.number(0.0), metavar="UM2",
+                      help=f"drop marks smaller than this many µm² (default {DEFAULT_MIN_AREA_UM2:g} µm² when the "
+                      f"slide has a µm/px, else {DEFAULT_MIN_AREA_PX:g} level-0 px²)")
+    area.add_argument("--min-area-px", type=opt.number(0.0), metavar="PX2",
+                      help="drop marks smaller than this many square level-0 pixels")
 
     p = sub.add_parser("import-marked", help="annotations from a copy of a slide a doctor marked with a pen")
     p.add_argument("original", help="the slide (or its unmarked image)")
@@ -38,7 +56,7 @@ def add_parsers(sub) -> None:
 
 
 def annotations(args) -> int:
-    return {"convert": convert, "mask": mask}[args.action](args)
+    return {"convert": convert, "mask": mask, "from-mask": from_mask}[args.action](args)
 
 
 def convert(args) -> int:
@@ -73,6 +91,25 @@ def mask(args) -> int:
     atomic_write_bytes(args.out, data.tobytes())
     legend = ", ".join(f"{name}={value}" for name, value in values.items())
     print(f"{args.out} ({lv_w} x {lv_h}; {legend})")
+    return 0
+
+
+def from_mask(args) -> int:
+    format_for_writing(args.out, args.format)  # an impossible output is refused before any work
+    value_map = parse_value_map(args.value_map)
+    with open_slide(args.slide) as reader:
+        l0_w, l0_h = reader.dimensions
+        slide_mpp = reader.mpp
+    min_area_l0 = min_area_l0_for(slide_mpp, args.min_area, args.min_area_px)
+    label = read_label_mask(args.mask)
+    found = marks_from_mask(label, value_map, l0_w, l0_h, args.downsample, min_area_l0, path=args.mask)
+    for warning in found.warnings:
+        warn(warning)
+    write_annotations(args.out, found.annotations, found.classes, format=args.format)
+    per_class = ", ".join(f"{name} {found.areas_l0.get(name, 0.0) * slide_mpp[0] * slide_mpp[1] / 1e6:.4g} mm²"
+                          if slide_mpp else f"{name} {found.areas_l0.get(name, 0.0):.0f} px²"
+                          for name in (c.name for c in found.classes))
+    print(f"{args.out} ({len(found.annotations)} marks at downsample {found.downsample:g}; {per_class})")
     return 0
 
 

@@ -97,3 +97,86 @@ def test_mask_level_out_of_range(synthetic_slide, tmp_path):
     result = biopsia("annotations", "mask", synthetic_slide.slide_path, synthetic_slide.geojson_path,
                      "--level", 99, "--out", tmp_path / "m.png")
     assert result.returncode == 1 and "level 99" in result.stderr
+
+
+def _label_mask(synthetic_slide, path, downsample):
+    from core.annotations.masks import rasterise
+
+    marks = read_annotations(synthetic_slide.geojson_path).annotations
+    cv2.imwrite(str(path), rasterise(marks, None, 4096, 3072, downsample, {"Tumour": 1}))
+    return shapely.union_all([a.geometry for a in marks])
+
+
+@pytest.mark.parametrize("downsample, out_name", [(1, "marks.geojson"), (8, "marks.xml")])
+def test_from_mask_round_trip(synthetic_slide, tmp_path, downsample, out_name):
+    mask_path, out = tmp_path / "mask.png", tmp_path / out_name
+    want = _label_mask(synthetic_slide, mask_path, downsample)
+    result = biopsia("annotations", "from-mask", mask_path, "--slide", synthetic_slide.slide_path,
+                     "--map", "1=Tumour,2=Benign", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert f"downsample {downsample}" in result.stdout and "Tumour" in result.stdout
+    assert "value 2 (Benign) does not occur" in result.stderr
+    found = read_annotations(out)
+    got = shapely.union_all([a.geometry for a in found.annotations])
+    assert got.symmetric_difference(want).area < want.length * downsample + 4 * downsample ** 2
+    assert {a.class_name for a in found.annotations} == {"Tumour"}
+
+
+def test_from_mask_bad_input_leaves_the_old_output(synthetic_slide, tmp_path):
+    good = tmp_path / "mask.png"
+    _label_mask(synthetic_slide, good, 8)
+    out = tmp_path / "old.geojson"
+    out.write_bytes(synthetic_slide.geojson_path.read_bytes())
+    before = out.read_bytes()
+    wrong_size = tmp_path / "small.png"
+    cv2.imwrite(str(wrong_size), np.zeros((100, 120), np.uint8))
+    colour = tmp_path / "colour.png"
+    cv2.imwrite(str(colour), np.dstack([np.zeros((384, 512), np.uint8), np.ones((384, 512), np.uint8),
+                                        np.zeros((384, 512), np.uint8)]))
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    slide = synthetic_slide.slide_path
+    cases = [
+        ([wrong_size, "--slide", slide, "--map", "1=Tumour"], 1, ["small.png", "not the slide shrunk"]),
+        ([good, "--slide", slide, "--map", "1=Tumour", "--downsample", "4"], 1, ["mask.png", "downsample 4"]),
+        ([good, "--slide", slide, "--map", "1Tumour"], 1, ["--map", "VALUE=CLASS"]),
+        ([good, "--slide", slide, "--map", "1=Tumour,1=Benign"], 1, ["given twice"]),
+        ([good, "--slide", slide, "--map", "300=Tumour"], 1, ["mask.png", "300", "8-bit"]),
+        ([good, "--slide", slide, "--map", "99999=Tumour"], 1, ["out of range"]),
+        ([colour, "--slide", slide, "--map", "1=Tumour"], 1, ["colour.png", "colour image"]),
+        ([text, "--slide", slide, "--map", "1=Tumour"], 1, ["text.png", "not an image"]),
+        ([good, "--slide", tmp_path / "gone.tiff", "--map", "1=Tumour"], 1, ["gone.tiff"]),
+        ([good, "--slide", slide, "--map", "1=Tumour", "--downsample", "-8"], 2, ["--downsample"]),
+        ([good, "--slide", slide, "--map", "1=Tumour", "--downsample", "1e9"], 2, ["--downsample"]),
+    ]
+    for args, status, words in cases:
+        result = biopsia("annotations", "from-mask", *args, "--out", out)
+        assert result.returncode == status, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        for word in words:
+            assert word in result.stderr, (args, result.stderr)
+        assert out.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_from_mask_16_bit_tiff_min_area_and_format(synthetic_slide, tmp_path):
+    label = np.zeros((384, 512), np.uint16)  # the slide shrunk 8 times
+    label[10:110, 10:110] = 1000
+    label[40:60, 40:60] = 0  # a hole
+    label[300:302, 300:302] = 1000  # a speck of 4 mask px = 256 level-0 px², about 64 µm²
+    label[200:250, 300:400] = 2000
+    mask_path, out = tmp_path / "labels.tif", tmp_path / "marks.xml"
+    cv2.imwrite(str(mask_path), label)
+    result = biopsia("annotations", "from-mask", mask_path, "--slide", synthetic_slide.slide_path,
+                     "--map", "1000=Tumour,2000=Stroma", "--out", out, "--format", "imagescope")
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().startswith("<Annotations")
+    found = read_annotations(out)
+    tumour = [a.geometry for a in found.annotations if a.class_name == "Tumour"]
+    assert len(tumour) == 1 and len(tumour[0].interiors) == 1  # default 100 µm² drops the speck
+    assert tumour[0].area == pytest.approx((100 * 100 - 20 * 20) * 64, abs=2 * 64)  # a pixel at the hole corners
+    assert {a.class_name for a in found.annotations} == {"Tumour", "Stroma"}
+    kept = biopsia("annotations", "from-mask", mask_path, "--slide", synthetic_slide.slide_path,
+                   "--map", "1000=Tumour", "--out", out, "--min-area-px", 100)
+    assert kept.returncode == 0 and "2000 (" in kept.stderr  # the unmapped value is reported
+    assert len(read_annotations(out).annotations) == 2

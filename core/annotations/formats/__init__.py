@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterable
 
 from core.annotations.formats import asap_xml, imagescope_xml, qupath_geojson
-from core.annotations.formats._common import (MAX_FILE_BYTES, UNCLASSIFIED, AnnotationSet, class_colors, normalise_id,
-                                              read_bytes, xml_root_tag)
+from core.annotations.formats._common import (DEFAULT_COLOR, MAX_FILE_BYTES, UNCLASSIFIED, AnnotationSet,
+                                              class_colors, normalise_id, read_bytes, xml_root_tag)
 from core.annotations.model import Annotation, AnnotationClass
 from core.atomic import atomic_write_bytes
 from core.errors import AnnotationFormatError
@@ -23,7 +23,7 @@ FORMATS = {"geojson": qupath_geojson, "asap": asap_xml, "imagescope": imagescope
 #: The format written for a ``.xml`` path unless another is asked for.
 DEFAULT_XML_FORMAT = "asap"
 
-__all__ = ["AnnotationSet", "FORMATS", "MAX_FILE_BYTES", "UNCLASSIFIED", "read_annotations", "write_annotations",
+__all__ = ["AnnotationSet", "DEFAULT_COLOR", "FORMATS", "MAX_FILE_BYTES", "UNCLASSIFIED", "read_annotations", "write_annotations",
            "format_for_reading", "format_for_writing", "class_colors", "normalise_id", "read_bytes"]
 
 
