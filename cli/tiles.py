@@ -11,7 +11,10 @@ from core.errors import DatasetError
 from core.slide import open_slide
 from core.tiles.dataset import plan_dataset, sources_from_paths, write_dataset
 from core.tiles.grid import TileSpec
+from core.tiles.labels import LabelRules
 from core.view.viewport import UM_PER_PX_AT_10X
+
+RULES = LabelRules()  # the labelling thresholds' defaults, from their one owner
 
 
 def add_parsers(sub) -> None:
@@ -36,10 +39,12 @@ def add_parsers(sub) -> None:
                       help="every tumour is marked: unmarked tissue is non-tumour")
     full.add_argument("--partly-annotated", dest="fully_annotated", action="store_false",
                       help="only Benign marks give non-tumour tiles")
-    p.add_argument("--tumour-min", type=opt.fraction, default=0.5, help="Tumour coverage for a tumour tile (default 0.5)")
-    p.add_argument("--normal-max", type=opt.fraction, default=0.05,
-                   help="Tumour coverage up to which a tile is non-tumour (default 0.05)")
-    p.add_argument("--tissue-min", type=opt.fraction, default=0.5, help="tissue share a tile needs (default 0.5)")
+    p.add_argument("--tumour-min", type=opt.fraction, default=RULES.tumour_min,
+                   help=f"Tumour coverage for a tumour tile (default {RULES.tumour_min:g})")
+    p.add_argument("--normal-max", type=opt.fraction, default=RULES.normal_max,
+                   help=f"Tumour coverage up to which a tile is non-tumour (default {RULES.normal_max:g})")
+    p.add_argument("--tissue-min", type=opt.fraction, default=RULES.tissue_min,
+                   help=f"tissue share a tile needs (default {RULES.tissue_min:g})")
     p.add_argument("--encoding", choices=("jpg", "png"), default="jpg", help="tile encoding (default jpg, q95)")
     p.add_argument("--workers", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
     p.add_argument("--dry-run", action="store_true", help="print the counts only; write nothing")

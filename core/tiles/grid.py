@@ -7,7 +7,7 @@ pyramid level ``level`` at ``read_px`` level pixels and resized to ``tile_px``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import cv2
@@ -109,10 +109,10 @@ def tile_size_l0(reader: SlideReader, spec: TileSpec, slide_mpp: tuple[float, fl
 
 
 def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotations: Iterable[Annotation] = (),
-               fully_annotated: bool = True, tumour_min: float = 0.5, normal_max: float = 0.05,
-               tissue_min: float = 0.5, stride: int | None = None, benign_min: float = 0.5,
-               exclude_max: float = 0.01, pen_max: float = 0.05, background_max: float = 0.05,
-               slide_mpp: tuple[float, float] | None = None) -> TilePlan:
+               fully_annotated: bool = True, tumour_min: float | None = None, normal_max: float | None = None,
+               tissue_min: float | None = None, stride: int | None = None, benign_min: float | None = None,
+               exclude_max: float | None = None, pen_max: float | None = None,
+               background_max: float | None = None, slide_mpp: tuple[float, float] | None = None) -> TilePlan:
     """Lay a grid of tiles over a slide and label each from the marks (`core.tiles.labels.label_tiles`).
 
     Parameters
@@ -128,20 +128,12 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
     fully_annotated : bool
         Every tumour on the slide is marked, so unmarked tissue is non-tumour; when False only
         tissue inside Benign marks is.
-    tumour_min : float
-        Tumour coverage from which a tile is Tumour.
-    normal_max : float
-        Tumour coverage up to which a tile is Non-tumour; tiles in between are ambiguous.
-    tissue_min : float
-        Tissue fraction a tile needs to be kept.
+    tumour_min, normal_max, tissue_min : float, optional
+        Labelling thresholds; each one not given is `core.tiles.labels.LabelRules`'s default.
     stride : int, optional
         Step between tiles in level-0 pixels (default: the tile size, no overlap).
-    benign_min : float
-        Benign coverage that puts a tile inside Benign marks.
-    exclude_max, pen_max : float
-        Tiles where Exclude marks, or pen ink, cover more than this are dropped.
-    background_max : float
-        Tiles with at most this tissue fraction are background (reported apart from low tissue).
+    benign_min, exclude_max, pen_max, background_max : float, optional
+        The other thresholds of `LabelRules` (its defaults when not given).
     slide_mpp : (float, float), optional
         The slide's µm/px when it differs from what the file records (a value the user entered).
 
@@ -167,8 +159,9 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
 
     tissue_fraction = np.asarray(tissue.fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
     pen_fraction = np.asarray(tissue.pen_fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
-    rules = LabelRules(tumour_min=tumour_min, normal_max=normal_max, tissue_min=tissue_min, benign_min=benign_min,
-                       exclude_max=exclude_max, pen_max=pen_max, background_max=background_max)
+    given = {"tumour_min": tumour_min, "normal_max": normal_max, "tissue_min": tissue_min, "benign_min": benign_min,
+             "exclude_max": exclude_max, "pen_max": pen_max, "background_max": background_max}
+    rules = replace(LabelRules(), **{name: value for name, value in given.items() if value is not None})
     labels = label_tiles(annotations, l0_x, l0_y, tile_l0, (l0_w, l0_h), fully_annotated, rules,
                          tissue_fraction=tissue_fraction, pen_fraction=pen_fraction)
 

@@ -6,16 +6,20 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+import cli.tiles
+from cli.app import build_parser
 from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.evaluation.compare import truth_for_grid
 from core.inference.predict import ProbabilityGrid
 from core.slide import open_slide
 from core.tiles.dataset import SlideSource, plan_dataset
+from core.tiles import grid
 from core.tiles.grid import TileSpec
 from core.tiles.labels import (AMBIGUOUS, BACKGROUND, DROPPED, EXCLUDED, LOW_TISSUE, NON_TUMOUR_TILE, PEN,
                                TUMOUR_TILE, UNLABELLED, LabelRules, label_tiles)
 from core.tiles.preview import compute_plan
+from core.tiles.tissue import detect_tissue
 
 SPEC = TileSpec(128, 1.0)
 #: Thresholds away from the defaults, so that a copy with a default hard-coded shows.
@@ -93,3 +97,20 @@ def test_without_tissue_only_the_marks_decide(marked):
     no_tissue = label_tiles(marks, l0_x.ravel(), l0_y.ravel(), 256, size, True,
                             tissue_fraction=np.zeros(l0_x.size), pen_fraction=np.zeros(l0_x.size))
     assert np.all(no_tissue.reason == BACKGROUND) and np.all(no_tissue.label == DROPPED)
+
+
+def test_the_default_thresholds_have_one_owner(marked, monkeypatch):
+    """plan_tiles and the dataset command take their defaults from LabelRules: changing it changes both."""
+    args = build_parser().parse_args(["dataset", "slide.svs", "--out", "out"])
+    defaults = LabelRules()
+    assert (args.tumour_min, args.normal_max, args.tissue_min) == (defaults.tumour_min, defaults.normal_max,
+                                                                  defaults.tissue_min)
+    assert cli.tiles.RULES == defaults
+    path, marks = marked
+    with open_slide(path) as reader:
+        tissue = detect_tissue(reader)
+        plain = grid.plan_tiles(reader, SPEC, tissue, marks)
+        monkeypatch.setattr(grid, "LabelRules", lambda: ODD_RULES)
+        moved = grid.plan_tiles(reader, SPEC, tissue, marks)
+        odd = grid.plan_tiles(reader, SPEC, tissue, marks, **ODD_RULES.as_dict())
+    assert np.array_equal(moved.reason, odd.reason) and not np.array_equal(plain.reason, odd.reason)
