@@ -44,6 +44,15 @@ def cmu_svs() -> Path:
     return CMU_SVS
 
 
+@pytest.fixture
+def slide(tmp_path) -> Path:
+    """A stand-in slide file (not an image) for tests of settings and projects, which only need its path."""
+    path = tmp_path / "slides" / "case-17.svs"
+    path.parent.mkdir()
+    path.write_bytes(b"stand-in for a slide file")
+    return path
+
+
 @pytest.fixture(scope="session")
 def synthetic_slide(tmp_path_factory):
     """A small synthetic slide (4096 x 3072 at 0.5 µm/px) with known tumour, shared by the run."""

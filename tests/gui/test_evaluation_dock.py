@@ -15,13 +15,12 @@ import pytest
 from PyQt5.QtCore import Qt
 from shapely.geometry import box
 
-from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
-from core.annotations.store import AnnotationStore
 from core.evaluation.compare import compare, summarise, truth_for_grid
 from core.inference.predict import ProbabilityGrid, predict_slide, prediction_path, saved_predictions
 from core.project.document import PredictionState
 from core.project.model import Project
+from projects import marked_project
 
 WINDOW_SIZE = (1400, 1000)
 TIMEOUT = 60_000
@@ -36,14 +35,10 @@ def grids(slide_pair, small_model):
 @pytest.fixture
 def project(tmp_path, slide_pair, grids):
     """Both slides with their tumour marks, fully annotated, each with its saved prediction."""
-    project = Project.create(tmp_path / "project", "Evaluation test")
-    for synth in slide_pair:
-        entry = project.add_slide(synth.slide_path)
-        loaded = read_annotations(synth.geojson_path)
-        project.save_annotations(entry.id, AnnotationStore(loaded.annotations, loaded.classes))
-        project.update_settings(entry.id, fully_annotated=True)
+    project, ids = marked_project(tmp_path / "project", slide_pair, "Evaluation test")
+    for synth, slide_id in zip(slide_pair, ids):
         grid = grids[synth.slide_path]
-        grid.save(prediction_path(project, entry.id, grid.model))
+        grid.save(prediction_path(project, slide_id, grid.model))
     return project
 
 

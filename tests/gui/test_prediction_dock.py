@@ -16,13 +16,12 @@ import pytest
 from PyQt5.QtCore import Qt, QTimer
 
 from core.annotations.formats import read_annotations
-from core.annotations.store import AnnotationStore
 from core.demo import DEMO_MODEL
 from core.evaluation.compare import truth_for_grid
 from core.inference import run
 from core.inference.predict import PartialResult, ProbabilityGrid, prediction_path, saved_predictions
 from core.project.document import PredictionState
-from core.project.model import Project
+from projects import marked_project
 
 TIMEOUT = 120_000
 
@@ -93,14 +92,10 @@ def assert_updates_in_order(updates, grid) -> None:
 
 def make_project(folder, synth, model=None, fully_annotated=True):
     """A project holding the slide with its tumour marks, and ``model`` copied to models/<name>/best."""
-    project = Project.create(folder, "Prediction test")
-    entry = project.add_slide(synth.slide_path)
-    loaded = read_annotations(synth.geojson_path)
-    project.save_annotations(entry.id, AnnotationStore(loaded.annotations, loaded.classes))
-    project.update_settings(entry.id, fully_annotated=fully_annotated)
+    project, (slide_id,) = marked_project(folder, [synth], "Prediction test", fully_annotated=fully_annotated)
     if model is not None:
         shutil.copytree(model, folder / "models" / "small" / "best")
-    return project, entry.id
+    return project, slide_id
 
 
 def open_for_prediction(qtbot, window, project, path):

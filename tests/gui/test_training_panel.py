@@ -9,12 +9,11 @@ import pytest
 from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QLabel
 
-from core.annotations.formats import read_annotations
-from core.annotations.store import AnnotationStore
 from core.project.model import Project
 from core.models.train import ProgressEvent
 from gui import training_panel
 from gui.training_panel import FULL, TILES, USE
+from projects import marked_project
 
 WINDOW_SIZE = (1200, 800)
 TRAIN_SEED, TEST_SEED = 8, 3  # about 300 and 640 labelled tiles of 64 px at 2 µm/px
@@ -33,16 +32,8 @@ def slides(tmp_path_factory):
 
 def make_project(folder, slides, marks: bool = True, fully_annotated: bool = True):
     """A project holding both slides, their tumour marks imported from the synthetic ground truth."""
-    project = Project.create(folder, "Training test")
-    ids = {}
-    for seed, synth in slides.items():
-        entry = project.add_slide(synth.slide_path)
-        if marks:
-            loaded = read_annotations(synth.geojson_path)
-            project.save_annotations(entry.id, AnnotationStore(loaded.annotations, loaded.classes))
-        project.update_settings(entry.id, fully_annotated=fully_annotated)
-        ids[seed] = entry.id
-    return project, ids
+    project, ids = marked_project(folder, slides.values(), "Training test", marks, fully_annotated)
+    return project, dict(zip(slides, ids))
 
 
 def open_panel(qtbot, window, project, ids, epochs: int = 3):

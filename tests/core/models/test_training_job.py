@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core.annotations.formats import read_annotations
-from core.annotations.store import AnnotationStore
 from core.errors import DatasetError
 from core.project.layout import MODELS_DIR
-from core.project.model import Project
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
 from core.models.training_job import Planned, Stage, best_so_far, check_counts, new_job, run_job
+from projects import marked_project
 
 SPEC = TileSpec(32, 4.0)  # about 200 labelled tiles a slide: a one-epoch run takes seconds
 
@@ -19,12 +17,7 @@ SPEC = TileSpec(32, 4.0)  # about 200 labelled tiles a slide: a one-epoch run ta
 @pytest.fixture
 def project(tmp_path, slide_pair):
     """Both slides of the pair, fully annotated, their tumour marks from the synthetic ground truth."""
-    project = Project.create(tmp_path / "project", "Job test")
-    for synth in slide_pair:
-        entry = project.add_slide(synth.slide_path)
-        loaded = read_annotations(synth.geojson_path)
-        project.save_annotations(entry.id, AnnotationStore(loaded.annotations, loaded.classes))
-        project.update_settings(entry.id, fully_annotated=True)
+    project, _ = marked_project(tmp_path / "project", slide_pair, "Job test")
     return project
 
 

@@ -18,14 +18,6 @@ from core.project.model import FORMAT_VERSION, Project, ProjectError, default_pr
 from core.project.settings import SlideSettings
 
 
-@pytest.fixture
-def slide(tmp_path) -> Path:
-    path = tmp_path / "slides" / "case-17.svs"
-    path.parent.mkdir()
-    path.write_bytes(b"stand-in for a slide file")
-    return path
-
-
 def _listing(folder: Path) -> dict:
     """Every file below ``folder`` with its size and modification time."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)

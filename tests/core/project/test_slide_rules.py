@@ -29,14 +29,6 @@ PROJECT_MPP, USER_MPP, FILE_MPP = (1.0, 1.0), (2.0, 2.0), (0.5, 0.5)
 
 
 @pytest.fixture
-def slide(tmp_path):
-    path = tmp_path / "slides" / "case-17.svs"
-    path.parent.mkdir()
-    path.write_bytes(b"stand-in for a slide file")
-    return path
-
-
-@pytest.fixture
 def bare_slide(synthetic_slide, tmp_path):
     """The synthetic slide (0.5 µm/px in its file) copied without the mark file beside it."""
     path = tmp_path / "slides" / "bare.tiff"

@@ -15,14 +15,6 @@ from core.project.slide_settings import SlideSettingsStore, default_settings_pat
 
 
 @pytest.fixture
-def slide(tmp_path) -> Path:
-    path = tmp_path / "slides" / "case-17.svs"
-    path.parent.mkdir()
-    path.write_bytes(b"stand-in for a slide file")
-    return path
-
-
-@pytest.fixture
 def store(tmp_path) -> SlideSettingsStore:
     return SlideSettingsStore(tmp_path / "data" / "slide-settings.json")
 
