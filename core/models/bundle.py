@@ -15,6 +15,9 @@ and the weights file is well formed and finite (`core.models.safety`), and that 
 what a tile classifier can be: 16 to 1024 px tiles, 0.05 to 50 µm/px, finite normalisation with a
 standard deviation of at least 0.001. A damaged or tampered bundle is a `ModelError`, never a model.
 
+An optional ``"stain"`` block records the stain normalisation the model was trained with and that every
+prediction applies (`core.tiles.stain.StainNormaliser`); a malformed one is refused like any other field.
+
 ``model.json`` itself is the editable description (a µm/px may be corrected by hand); the weights and
 graph are locked by their hashes. Bundles of format 1 (before hashes were recorded) still load, with
 every check but the hashes; `ModelInfo.verified` says which kind was read. Format 2 bundles must list
@@ -42,6 +45,7 @@ from core.models.folder import recover, write_file, write_folder
 from core.models.safety import GIB, MIB, describe, is_number
 from core.models.zoo import ARCHS
 from core.tiles.grid import MPP_RANGE as MPP, TILE_PX_RANGE as TILE_PX
+from core.tiles.stain import StainNormaliser
 
 FORMAT_VERSION = 2
 PREFIX = "model"
@@ -79,6 +83,9 @@ class ModelInfo:
     files : dict
         ``{file name: {"sha256": hex, "bytes": n}}`` of the folder's other files, as read; empty for a
         format 1 bundle, which recorded none.
+    stain : dict or None
+        The stain normalisation of the tiles before ``mean``/``std`` (`core.tiles.stain.StainNormaliser.to_json`),
+        fitted on the training tiles; None for none (bundles before issue 11 record none).
     """
 
     architecture: str
@@ -92,6 +99,7 @@ class ModelInfo:
     created: str = ""
     software: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    stain: dict | None = None
 
     @property
     def verified(self) -> bool:
@@ -123,6 +131,7 @@ class ModelInfo:
                 "python": platform.python_version(),
             },
             "created": self.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "stain": self.stain,
         }
 
 
@@ -331,7 +340,11 @@ def _parse_info(path: Path, doc) -> ModelInfo:
     created = doc.get("created", "")
     if not isinstance(created, str):
         raise bundle_error(path, f"created must be a date text, got {describe(created)}", resave)
+    stain = doc.get("stain")
+    if stain is not None:  # checked: known method, finite numbers of the right shapes (ModelError naming the file)
+        stain = StainNormaliser.from_json(stain, path).to_json()
     return ModelInfo(
         architecture=arch, classes=list(classes), tile_px=tile_px, mpp=None if mpp is None else float(mpp),
         mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), training=sections["training"],
-        metrics=sections["validation_metrics"], created=created[:64], software=sections["software"], files=files)
+        metrics=sections["validation_metrics"], created=created[:64], software=sections["software"],
+        stain=stain, files=files)

@@ -2,6 +2,10 @@
 
 `core.models.bundle` checks every file without MXNet first; only what passed reaches MXNet here.
 `load_bundle` and `LoadedModel.predict` call MXNet: run them on the model thread (`core.models.engine`).
+
+`preprocess` is the one way uint8 tiles become network input, in training and in every prediction path
+(`LoadedModel.prepare`, which `LoadedModel.predict`, `core.models.testing` and `core.inference.predict`
+use): the model's stain normalisation (``model.json`` ``"stain"``, `core.tiles.stain`), then `normalise`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from core.models import safety
 from core.models.bundle import (META_FILE, PARAMS_FILE, SYMBOL_FILE, ModelInfo, bundle_error, read_bundle,
                                 recover_bundle)
 from core.models.safety import GIB
+from core.tiles.stain import StainNormaliser, normaliser_from_model
 
 ACTIVATION_BUDGET = 2 * GIB  # all intermediate outputs of the network for one tile, float32
 
@@ -30,16 +35,19 @@ class LoadedModel:
     info : ModelInfo
     folder : pathlib.Path
     ctx : mxnet.Context
+    stain : StainNormaliser or None
+        The stain normalisation the model was trained with (``info.stain``), applied by `prepare`.
     """
 
     def __init__(self, net, info: ModelInfo, folder: Path, ctx):
         self.net, self.info, self.folder, self.ctx = net, info, folder, ctx
         self._mean = np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
+        self.stain = normaliser_from_model(info.stain, folder / META_FILE)
 
     def prepare(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
-        """uint8 RGB NHWC tiles → normalised float32 NCHW (numpy; any thread)."""
-        return normalise(batch_uint8_nhwc, self._mean, self._std)
+        """uint8 RGB NHWC tiles → stain-normalised (if the model is), normalised float32 NCHW (numpy; any thread)."""
+        return preprocess(batch_uint8_nhwc, self._mean, self._std, self.stain)
 
     def predict(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
         """Class probabilities, shape ``(N, len(classes))``, for uint8 RGB tiles of shape ``(N, H, W, 3)``."""
@@ -48,6 +56,20 @@ class LoadedModel:
     def predict_prepared(self, batch_nchw: np.ndarray) -> np.ndarray:
         """Class probabilities for tiles already through `prepare` (which any thread may run)."""
         return mx.nd.softmax(self.net(mx.nd.array(batch_nchw, ctx=self.ctx)), axis=1).asnumpy()
+
+
+def preprocess(batch_uint8_nhwc: np.ndarray, mean: np.ndarray, std: np.ndarray,
+               stain: StainNormaliser | None = None) -> np.ndarray:
+    """The network input of uint8 RGB tiles: ``stain.apply`` (when given), then `normalise`.
+
+    Training normalises its tiles' stain once before the first epoch (`core.models.train`) and predicting
+    does it here, tile by tile with the same `StainNormaliser`, so both see the same pixels.
+    """
+    if stain is not None:
+        batch = np.asarray(batch_uint8_nhwc)
+        if batch.ndim in (3, 4) and batch.shape[-1] == 3 and batch.dtype == np.uint8:
+            batch_uint8_nhwc = stain.apply(batch)
+    return normalise(batch_uint8_nhwc, mean, std)
 
 
 def normalise(batch_uint8_nhwc: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
