@@ -7,6 +7,8 @@ reopening without recomputing.
 
 Frames: grid cell ``(row, col)`` is the tile whose top-left corner is ``origin + (col, row) * stride``
 in level-0 pixels; the tile is ``tile_l0`` level-0 pixels square and ``stride <= tile_l0`` (overlap).
+The grid covers the whole slide: the last column and row are the edge tiles, shifted back to end at the
+slide's edge (`core.tiles.edges`), and the cells drawn for them are clipped to the slide.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from core.errors import BiopsiaError, ModelError
 from core.project.layout import PREDICTIONS_DIR
 from core.slide import open_slide
 from core.slide.base import SlideReader
+from core.tiles.edges import shift_inside
 from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
 from core.tiles.tissue import detect_tissue
 
@@ -36,7 +39,8 @@ from core.tiles.tissue import detect_tissue
 # that read or run a model import it when first called.
 
 GRID_FORMAT = "biopsia-probability-grid"
-GRID_VERSION = 1
+#: 2: the grid has edge cells (last column and row, tiles shifted inside the slide); 1 (older) has none.
+GRID_VERSION = 2
 #: Tissue share a tile needs to be predicted (lower than for training: edges of tissue count).
 PREDICT_TISSUE_MIN = 0.25
 #: A slide may be at most this much coarser than the model's µm/px (tiles are never upsampled more).
@@ -71,6 +75,12 @@ class ProbabilityGrid:
         Cells that lie in tissue and are to be predicted (done or not).
     seconds : float
         Time the run took.
+
+    Notes
+    -----
+    The cells form a regular grid (`cell_rect`, `cell_at`); the edge cells of the last column and row are
+    drawn clipped to the slide, and their tiles (`tile_rect`) are shifted back inside it. Grids saved
+    before edge cells existed (format 1) have none, and read the same.
     """
 
     probs: np.ndarray
@@ -102,17 +112,33 @@ class ProbabilityGrid:
         return np.isfinite(self.probs)
 
     def tile_rect(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """Level-0 ``(x, y, w, h)`` of the tile of a cell."""
-        return (self.origin[0] + col * self.stride, self.origin[1] + row * self.stride, self.tile_l0, self.tile_l0)
+        """Level-0 ``(x, y, w, h)`` of the tile a cell's probability was read from (edge tiles shifted inside)."""
+        x = int(shift_inside(self.origin[0] + col * self.stride, self.tile_l0, self.slide_size[0]))
+        y = int(shift_inside(self.origin[1] + row * self.stride, self.tile_l0, self.slide_size[1]))
+        return (x, y, self.tile_l0, self.tile_l0)
+
+    def tile_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Level-0 top-left corners of every cell's tile, row-major (int64 arrays, as `tile_rect`)."""
+        rows, cols = self.shape
+        xs = shift_inside(self.origin[0] + np.arange(cols, dtype=np.int64) * self.stride, self.tile_l0,
+                          self.slide_size[0])
+        ys = shift_inside(self.origin[1] + np.arange(rows, dtype=np.int64) * self.stride, self.tile_l0,
+                          self.slide_size[1])
+        return np.tile(xs, rows), np.repeat(ys, cols)
 
     def cell_rect(self, row: int, col: int) -> tuple[float, float, float, float]:
-        """Level-0 ``(x, y, w, h)`` a cell stands for when drawn: a stride square centred on its tile."""
+        """Level-0 ``(x, y, w, h)`` a cell stands for when drawn: a stride square centred on its regular tile
+        position, clipped to the slide (so the last column and row may be narrower)."""
         offset = (self.tile_l0 - self.stride) / 2
-        return (self.origin[0] + col * self.stride + offset, self.origin[1] + row * self.stride + offset,
-                float(self.stride), float(self.stride))
+        x = self.origin[0] + col * self.stride + offset
+        y = self.origin[1] + row * self.stride + offset
+        return (x, y, float(max(0.0, min(self.stride, self.slide_size[0] - x))),
+                float(max(0.0, min(self.stride, self.slide_size[1] - y))))
 
     def cell_at(self, l0_x: float, l0_y: float) -> tuple[int, int] | None:
-        """The cell drawn at a level-0 point, or None outside the grid."""
+        """The cell drawn at a level-0 point, or None outside the grid or the slide."""
+        if not (0 <= l0_x < self.slide_size[0] and 0 <= l0_y < self.slide_size[1]):
+            return None
         offset = (self.tile_l0 - self.stride) / 2
         col = int(np.floor((l0_x - self.origin[0] - offset) / self.stride))
         row = int(np.floor((l0_y - self.origin[1] - offset) / self.stride))
@@ -122,8 +148,9 @@ class ProbabilityGrid:
     # -- files ---------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the grid as ``.npz`` (arrays plus a JSON header), atomically."""
-        meta = {"format": GRID_FORMAT, "format_version": GRID_VERSION, "origin": list(self.origin),
-                "stride": self.stride, "tile_l0": self.tile_l0, "tile_px": self.tile_px, "mpp": self.mpp,
+        meta = {"format": GRID_FORMAT, "format_version": GRID_VERSION, "edges": "shifted",
+                "origin": list(self.origin), "stride": self.stride, "tile_l0": self.tile_l0,
+                "tile_px": self.tile_px, "mpp": self.mpp,
                 "slide_size": list(self.slide_size), "slide": self.slide, "model": self.model,
                 "complete": self.complete, "seconds": self.seconds}
         buffer = io.BytesIO()
@@ -136,7 +163,7 @@ class ProbabilityGrid:
 
     @classmethod
     def load(cls, path) -> "ProbabilityGrid":
-        """Read a grid written by `save`.
+        """Read a grid written by `save` (format 1, without edge cells, or 2).
 
         Raises
         ------

@@ -15,7 +15,8 @@ import numpy as np
 
 from core.annotations.model import Annotation
 from core.errors import BiopsiaError
-from core.slide.base import SlideReader
+from core.slide.base import SlideReader, white_canvas
+from core.tiles.edges import axis_starts
 # the label and reason codes are read off a TilePlan, so they are importable beside it
 from core.tiles.labels import (AMBIGUOUS, BACKGROUND, DROPPED, EXCLUDED, LOW_TISSUE, NON_TUMOUR_LABEL,  # noqa: F401
                                NON_TUMOUR_TILE, PEN, REASONS, SUBPIXELS, TUMOUR_LABEL, TUMOUR_TILE, UNLABELLED,
@@ -62,6 +63,16 @@ class TilePlan:
         Share of the tile that is tissue, and that Tumour marks cover.
     grid_shape : (int, int)
         (rows, cols) of the grid.
+    stride : int or None
+        Level-0 step of the regular grid (the tile side unless tiles overlap); None for plans made without it.
+    slide_size : (int, int) or None
+        Level-0 width and height of the slide.
+
+    Notes
+    -----
+    The grid covers the whole slide: the last column and row hold the edge tiles, shifted back so they end
+    at the slide's edge (`core.tiles.edges`), so ``l0_x`` of the last column is ``width - tile_l0`` rather
+    than ``col * stride``.
     """
 
     spec: TileSpec
@@ -75,6 +86,8 @@ class TilePlan:
     tissue_fraction: np.ndarray
     tumour_fraction: np.ndarray
     grid_shape: tuple[int, int]
+    stride: int | None = None
+    slide_size: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.l0_x)
@@ -131,7 +144,8 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
     tumour_min, normal_max, tissue_min : float, optional
         Labelling thresholds; each one not given is `core.tiles.labels.LabelRules`'s default.
     stride : int, optional
-        Step between tiles in level-0 pixels (default: the tile size, no overlap).
+        Step between tiles in level-0 pixels (default: the tile size, no overlap). The last tile of each
+        row and column is shifted back to end at the slide's edge, so the grid covers the whole slide.
     benign_min, exclude_max, pen_max, background_max : float, optional
         The other thresholds of `LabelRules` (its defaults when not given).
     slide_mpp : (float, float), optional
@@ -151,11 +165,10 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
     if stride <= 0:
         raise ValueError(f"stride must be positive, got {stride}")
     l0_w, l0_h = reader.dimensions
-    cols = max(0, (l0_w - tile_l0) // stride + 1)
-    rows = max(0, (l0_h - tile_l0) // stride + 1)
-    grid_y, grid_x = np.mgrid[0:rows, 0:cols]
-    l0_x = (grid_x.ravel() * stride).astype(np.int64)
-    l0_y = (grid_y.ravel() * stride).astype(np.int64)
+    starts_x, starts_y = axis_starts(l0_w, tile_l0, stride), axis_starts(l0_h, tile_l0, stride)
+    rows, cols = starts_y.size, starts_x.size
+    l0_x = np.tile(starts_x, rows)  # row-major
+    l0_y = np.repeat(starts_y, cols)
 
     tissue_fraction = np.asarray(tissue.fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
     pen_fraction = np.asarray(tissue.pen_fraction_in(l0_x, l0_y, tile_l0, tile_l0), np.float32).reshape(-1)
@@ -171,20 +184,45 @@ def plan_tiles(reader: SlideReader, spec: TileSpec, tissue: TissueMask, annotati
     return TilePlan(spec=spec, tile_l0=tile_l0, level=level, read_px=read_px, l0_x=l0_x, l0_y=l0_y,
                     label=labels.label, reason=labels.reason, tissue_fraction=tissue_fraction,
                     tumour_fraction=labels.tumour_fraction,
-                    grid_shape=(rows, cols))
+                    grid_shape=(rows, cols), stride=stride, slide_size=(int(l0_w), int(l0_h)))
 
 
 def read_tile(reader: SlideReader, plan: TilePlan, i: int) -> np.ndarray:
     """Pixels of tile ``i``: a (tile_px, tile_px, 3) uint8 RGB array.
 
     Read from ``plan.level`` and resized with area averaging when that level is not exactly
-    the tile's resolution.
+    the tile's resolution. Only the part inside the level's image is asked of the reader; the rest (a
+    level whose size was rounded down, a tile beyond the slide) is white glass, whatever the backend does
+    out of bounds.
     """
     tile_px = plan.spec.tile_px
-    rgb = reader.read_region(int(plan.l0_x[i]), int(plan.l0_y[i]), plan.level, plan.read_px, plan.read_px)
+    rgb = read_padded(reader, int(plan.l0_x[i]), int(plan.l0_y[i]), plan.level, plan.read_px)
     if plan.read_px != tile_px:
         rgb = cv2.resize(rgb, (tile_px, tile_px), interpolation=cv2.INTER_AREA)
     return rgb
+
+
+def read_padded(reader: SlideReader, l0_x: int, l0_y: int, level: int, read_px: int) -> np.ndarray:
+    """A ``read_px`` square of ``level`` at level-0 corner (``l0_x``, ``l0_y``), white where it leaves the image.
+
+    The reader is asked only for the part that lies inside the level (level pixels ``floor(l0 / downsample)``
+    onwards), so every backend gives the same pixels at the slide's edges.
+    """
+    downsample = reader.level_downsamples[level]
+    lv_w, lv_h = reader.level_dimensions[level]
+    lv_x, lv_y = math.floor(l0_x / downsample), math.floor(l0_y / downsample)
+    x0, y0 = max(lv_x, 0), max(lv_y, 0)
+    x1, y1 = min(lv_x + read_px, lv_w), min(lv_y + read_px, lv_h)
+    if x0 == lv_x and y0 == lv_y and x1 - x0 == read_px and y1 - y0 == read_px:
+        return reader.read_region(l0_x, l0_y, level, read_px, read_px)
+    canvas = white_canvas(read_px, read_px)
+    if x1 > x0 and y1 > y0:
+        # the corner moves only when the tile starts before the image; then it is the level pixel's level-0 corner
+        start_x = l0_x if x0 == lv_x else round(x0 * downsample)
+        start_y = l0_y if y0 == lv_y else round(y0 * downsample)
+        canvas[y0 - lv_y:y1 - lv_y, x0 - lv_x:x1 - lv_x] = reader.read_region(start_x, start_y, level,
+                                                                             x1 - x0, y1 - y0)
+    return canvas
 
 
 def read_tiles(reader: SlideReader, plan: TilePlan, indices) -> np.ndarray:

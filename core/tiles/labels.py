@@ -16,6 +16,7 @@ import numpy as np
 
 from core.annotations.masks import rasterise
 from core.annotations.model import BENIGN, EXCLUDE, TUMOUR, Annotation
+from core.tiles.edges import shift_inside
 from core.tiles.tissue import AreaSum
 
 #: Labels of kept tiles; dropped tiles have ``DROPPED``.
@@ -108,7 +109,8 @@ class MarkCoverage:
             return np.zeros(len(l0_x), np.float64)
         x0, y0 = np.asarray(l0_x) / self.downsample, np.asarray(l0_y) / self.downsample
         size = tile_l0 / self.downsample
-        # the raster is ceil(l0 / downsample) wide; tiles lie inside the slide, so no clipping share is needed
+        # the raster is ceil(l0 / downsample) wide; tiles are shifted inside the slide by label_tiles, and the
+        # mean is over the part inside the raster, so a tile larger than the slide is judged by its part on it
         return np.asarray(area_sum.mean(x0, y0, x0 + size, y0 + size), np.float64).reshape(-1)
 
 
@@ -129,7 +131,7 @@ def label_tiles(marks: Iterable[Annotation], l0_x, l0_y, tile_l0: int, slide_siz
     marks : iterable of Annotation
         In level-0 pixels; classes Tumour, Benign and Exclude are used.
     l0_x, l0_y : ndarray of int
-        Top-left corners of the tiles in level-0 pixels.
+        Top-left corners of the tiles in level-0 pixels (shifted inside the slide when they cross its edge).
     tile_l0 : int
         Tile side in level-0 pixels.
     slide_size : (int, int)
@@ -145,7 +147,8 @@ def label_tiles(marks: Iterable[Annotation], l0_x, l0_y, tile_l0: int, slide_siz
     -------
     TileLabels
     """
-    l0_x, l0_y = np.asarray(l0_x, np.int64).reshape(-1), np.asarray(l0_y, np.int64).reshape(-1)
+    l0_x = shift_inside(np.asarray(l0_x, np.int64).reshape(-1), tile_l0, slide_size[0])
+    l0_y = shift_inside(np.asarray(l0_y, np.int64).reshape(-1), tile_l0, slide_size[1])
     coverage = MarkCoverage(marks, slide_size[0], slide_size[1], tile_l0)
     tumour = coverage.fraction(TUMOUR.name, l0_x, l0_y, tile_l0)
     benign = coverage.fraction(BENIGN.name, l0_x, l0_y, tile_l0)
