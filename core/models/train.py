@@ -30,6 +30,7 @@ from core.models.folder import NEW, OLD, sibling
 from core.models.loading import normalise
 from core.models.zoo import build
 from core.tiles.arrays import TileArrays
+from core.tiles.stain import STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter, light_jitter
 
 PREFETCH = 3
 
@@ -64,8 +65,15 @@ class TrainResult:
     device: str = ""
 
 
-def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random flips, 90-degree rotations and a mild per-channel stain/brightness jitter (uint8 in, out)."""
+def augment(images: np.ndarray, rng: np.random.Generator, stain: str = "light") -> np.ndarray:
+    """Random flips, 90-degree rotations and stain jitter of a batch (uint8 in, out).
+
+    ``stain`` is ``"hed"`` (`core.tiles.stain.hed_jitter`: each tile's haematoxylin, eosin and DAB
+    densities scaled by 1 +- 0.05 and shifted by +- 0.05 OD), ``"light"`` (`core.tiles.stain.light_jitter`:
+    a mild per-channel RGB scale and shift) or ``"none"`` (flips and rotations only).
+    """
+    if stain not in STAIN_AUGMENTS:
+        raise ValueError(f"unknown stain augmentation {stain!r}; choose one of {', '.join(STAIN_AUGMENTS)}")
     out = np.empty_like(images)
     for i, tile in enumerate(images):
         if rng.random() < 0.5:
@@ -73,12 +81,8 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < 0.5:
             tile = tile[::-1]
         tile = np.rot90(tile, int(rng.integers(4)))
-        # mild, as "light" stain augmentation in the literature: stronger jitter hid the darker, denser
-        # nuclei of tumour on the synthetic slides and cost cross-slide specificity (0.79 against 0.88)
-        scale = rng.uniform(0.96, 1.04, 3)  # per-channel: stain intensity
-        shift = rng.uniform(-5, 5, 3) + rng.uniform(-5, 5)  # per-channel hue drift + brightness
-        out[i] = np.clip(tile.astype(np.float32) * scale + shift, 0, 255).astype(np.uint8)
-    return out
+        out[i] = light_jitter(tile, rng) if stain == "light" else tile
+    return hed_jitter(out, rng) if stain == "hed" and len(out) else out
 
 
 def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -91,6 +95,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           device: str = "auto", class_weighting: bool = True, augment: bool = True,
           early_stopping_patience: int | None = 5, progress: Callable | None = None,
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
+          stain_augment: str = "light", stain_normalise: str = "none",
           lr_schedule: str = "cosine") -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
@@ -128,6 +133,11 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         ``trainer.states`` is refused).
     mpp : float, optional
         Micrometres per pixel of the tiles, recorded in the bundle.
+    stain_augment : {"light", "hed", "none"}
+        The stain jitter of `augment` (when ``augment`` is on).
+    stain_normalise : {"none", "reinhard", "macenko"}
+        Fit a `core.tiles.stain.StainNormaliser` on the training tiles, normalise training and validation
+        tiles with it once, and record it in ``model.json`` (``"stain"``) so every prediction applies it.
 
     Returns
     -------
@@ -148,8 +158,14 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                            f"{val_data.images.shape[1:3]} px")
     if list(train_data.classes) != list(val_data.classes):
         raise DatasetError(f"training classes {train_data.classes} differ from validation {val_data.classes}")
+    if stain_augment not in STAIN_AUGMENTS:
+        raise ModelError(f"unknown stain augmentation {stain_augment!r}; choose one of {', '.join(STAIN_AUGMENTS)}")
+    if stain_normalise not in STAIN_NORMALISE:
+        raise ModelError(f"unknown stain normalisation {stain_normalise!r}; choose one of "
+                         f"{', '.join(STAIN_NORMALISE)}")
     settings = dict(arch=arch, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                     optimizer=optimizer, seed=int(seed), class_weighting=class_weighting, augment=augment,
+                    stain_augment=stain_augment, stain_normalise=stain_normalise,
                     early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule)
     interrupt = threading.Event()
 
@@ -175,7 +191,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
 
 
 def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, epoch: int, do_augment: bool,
-             mean: np.ndarray, std: np.ndarray, pool: ThreadPoolExecutor):
+             mean: np.ndarray, std: np.ndarray, pool: ThreadPoolExecutor, stain: str = "light"):
     """Yield (x, y) numpy batches, prepared by ``pool`` up to `PREFETCH` batches ahead."""
     starts = range(0, order.size, batch_size)
 
@@ -183,7 +199,7 @@ def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, ep
         idx = order[start:start + batch_size]
         tiles = data.images[idx]
         if do_augment:
-            tiles = augment(tiles, np.random.default_rng((seed, epoch, index)))
+            tiles = augment(tiles, np.random.default_rng((seed, epoch, index)), stain)
         return normalise(tiles, mean, std), data.labels[idx].astype(np.float32)
 
     pending = []
@@ -250,6 +266,9 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     tile_px = int(train_data.images.shape[1])
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    stain = _fit_stain(train_data, s.get("stain_normalise", "none"))
+    if stain is not None:  # once, before any epoch: the pixels `loading.preprocess` gives the model at prediction
+        train_data, val_data = _apply_stain(train_data, stain), _apply_stain(val_data, stain)
     batches = math.ceil(len(train_data) / s["batch_size"])
     total_updates = max(1, s["epochs"] * batches)
 
@@ -287,7 +306,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
             order = rng.permutation(len(train_data))
             running, seen = 0.0, 0
             for b, (x, y) in enumerate(_batches(train_data, order, s["batch_size"], s["seed"], epoch,
-                                                s["augment"], mean, std, pool)):
+                                                s["augment"], mean, std, pool, s.get("stain_augment", "light"))):
                 if should_stop is not None and should_stop():
                     cancelled = True
                     break
@@ -310,7 +329,8 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
             state["epoch"] = epoch
             score = _score(metrics)
             info = ModelInfo(s["arch"], list(train_data.classes), tile_px, mpp, IMAGENET_MEAN, IMAGENET_STD,
-                             training=_summary(train_data, val_data, s, epoch), metrics=metrics)
+                             training=_summary(train_data, val_data, s, epoch), metrics=metrics,
+                             stain=None if stain is None else stain.to_json())
             # the best epoch has the lowest validation loss: it rewards calibrated probabilities, which
             # thresholds need, where AUC only ranks
             # best/ first: a crash before last/ is written leaves a checkpoint that replays this epoch
@@ -333,6 +353,24 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
         bundle=best_dir if state["best_epoch"] is not None else None, best_epoch=state["best_epoch"],
         best_score=state["best_score"], epochs_run=len(state["history"]), history=state["history"],
         cancelled=cancelled, stopped_early=stopped_early, device=describe_device(ctx))
+
+
+def _fit_stain(train_data: TileArrays, method: str) -> StainNormaliser | None:
+    """The stain normaliser fitted on the training tiles (None for ``"none"``)."""
+    if method == "none":
+        return None
+    try:
+        return StainNormaliser(method).fit(train_data.images, f"{len(train_data)} training tiles")
+    except ValueError as err:  # Macenko on tiles with hardly any stain
+        raise DatasetError(f"training tiles: cannot fit a {method} stain normalisation ({err})") from None
+
+
+def _apply_stain(data: TileArrays, stain: StainNormaliser, chunk: int = 64) -> TileArrays:
+    """``data`` with stain-normalised copies of its tiles, a chunk at a time (bounded float memory)."""
+    images = np.empty_like(data.images)
+    for start in range(0, len(data), chunk):
+        images[start:start + chunk] = stain.apply(data.images[start:start + chunk])
+    return TileArrays(images, data.labels, list(data.classes))
 
 
 def _summary(train_data: TileArrays, val_data: TileArrays, s: dict, epoch: int) -> dict:
