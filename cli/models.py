@@ -16,6 +16,7 @@ from cli.progress import ProgressBar, metric, note
 from core.models.engine import describe_device, engine, parse_device
 from core.tiles.arrays import split_off
 from core.tiles.dataset import MANIFEST, read_dataset, read_manifest
+from core.tiles.stain import STAIN_AUGMENTS, STAIN_NORMALISE
 
 # The trainer, the bundle reader, the tester and the framework check import MXNet, which takes 2 to 4 s
 # to load: each command imports its module when it runs, so that `biopsia --help` and the commands that
@@ -40,6 +41,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--patience", type=opt.positive, default=5, help="stop after this many epochs without a lower validation loss")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or stain jitter")
     p.add_argument("--resume", action="store_true", help="continue from MODEL/last")
+    p.add_argument("--stain-augment", choices=STAIN_AUGMENTS, default="light",
+                   help="stain jitter of training tiles: hed (H, E and DAB densities after colour deconvolution), "
+                        "light (mild per-channel RGB; default) or none")
+    p.add_argument("--stain-normalise", choices=STAIN_NORMALISE, default="none",
+                   help="fit a stain normalisation on the training tiles (reinhard: CIELAB mean and spread; "
+                        "macenko: stain vectors), record it in the model and apply it at every prediction")
 
     p = sub.add_parser("test", help="a model's confusion matrix, sensitivity, specificity and AUC on tiles")
     p.add_argument("model", help="model folder (or its best/ bundle)")
@@ -117,6 +124,7 @@ def train_model(args) -> int:
     result = train(train_tiles, val_tiles, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch,
                    lr=args.lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                    augment=not args.no_augment, early_stopping_patience=args.patience,
+                   stain_augment=args.stain_augment, stain_normalise=args.stain_normalise,
                    progress=EpochProgress(), resume=args.resume, mpp=mpp)
     if result.bundle is None:
         note("no epoch finished; no model saved")
