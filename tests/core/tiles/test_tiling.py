@@ -12,7 +12,7 @@ from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.errors import BiopsiaError
 from core.slide import ArrayReader, open_slide
-from core.tiles.grid import (DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
+from core.tiles.grid import (BACKGROUND, DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
                          TileSpec, plan_tiles, read_tile, tile_size_l0)
 from core.tiles.tissue import detect_tissue
 from tests.core.tiles.test_tissue import GREEN, he_image
@@ -171,3 +171,134 @@ def test_read_tile_uses_a_coarser_level(synth):
         direct = cv2.resize(reader.read_region(x, y, 0, 1024, 1024), (128, 128), interpolation=cv2.INTER_AREA)
     assert tile.shape == (128, 128, 3)
     assert np.abs(tile.astype(int) - direct.astype(int)).mean() < 4
+
+
+# -- edge tiles: the grid covers the whole slide -------------------------------------------------
+EDGE_W, EDGE_H = 1000, 700  # not multiples of the 256 px tile (128 px at 1 µm/px on a 0.5 µm/px slide)
+
+
+def tissue_everywhere(width: int, height: int, seed: int = 5) -> np.ndarray:
+    """Stained tissue over the image but for a square of glass at (256..512, 0..256): edge tiles have tissue."""
+    from tests.core.tiles.test_tissue import PINK, PURPLE
+    rng = np.random.default_rng(seed)
+    rgb = np.full((height, width, 3), PINK, np.uint8)
+    for _ in range(width * height // 2000):
+        cv2.circle(rgb, (int(rng.integers(0, width)), int(rng.integers(0, height))), 4, PURPLE, -1)
+    rgb[0:256, 256:512] = 245
+    return np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+
+
+#: Tumour only in the right strip beyond the last whole column (x >= 768) and the bottom strip (y >= 512).
+EDGE_MARKS = [Annotation(box(768, 0, EDGE_W, EDGE_H), "Tumour"), Annotation(box(0, 512, 250, EDGE_H), "Tumour")]
+
+
+def covered(xs, ys, side: int, width: int, height: int) -> np.ndarray:
+    """Which pixels of a ``width`` x ``height`` slide the squares at (xs, ys) cover."""
+    hit = np.zeros((height, width), bool)
+    for x, y in zip(np.asarray(xs).tolist(), np.asarray(ys).tolist()):
+        hit[int(y):int(y) + side, int(x):int(x) + side] = True
+    return hit
+
+
+def test_edge_tiles_are_shifted_inside_and_cover_the_slide():
+    reader = ArrayReader(tissue_everywhere(EDGE_W, EDGE_H), mpp=(0.5, 0.5))
+    plan = plan_tiles(reader, TileSpec(), detect_tissue(reader), EDGE_MARKS)
+    assert plan.tile_l0 == 256 and plan.grid_shape == (3, 4)  # was (2, 3): the strips were dropped
+    assert (plan.stride, plan.slide_size) == (256, (EDGE_W, EDGE_H))
+    rows, cols = plan.grid_shape
+    assert plan.l0_x[:cols].tolist() == [0, 256, 512, EDGE_W - 256]
+    assert plan.l0_y[::cols].tolist() == [0, 256, EDGE_H - 256]
+    assert plan.l0_x.max() + 256 == EDGE_W and plan.l0_y.max() + 256 == EDGE_H
+    assert covered(plan.l0_x, plan.l0_y, 256, EDGE_W, EDGE_H).all()
+    label = plan.label.reshape(rows, cols)
+    # the right column (tile 744..1000) is 91 % tumour, its neighbour (512..768) none: only the strip has it
+    assert (label[:, 3] == TUMOUR_LABEL).all() and (label[1:, 2] == NON_TUMOUR_LABEL).all()
+    assert label[2, 0] == TUMOUR_LABEL and label[1, 0] == NON_TUMOUR_LABEL  # bottom row: 444..700
+    assert plan.reason[1] == BACKGROUND and (np.delete(plan.tissue_fraction, 1) > 0.9).all()
+    # an edge tile's pixels are the slide's last 256 columns, with no padding
+    i = 3
+    assert np.array_equal(read_tile(reader, plan, i),
+                          cv2.resize(reader.read_region(EDGE_W - 256, 0, 0, 256, 256), (128, 128),
+                                     interpolation=cv2.INTER_AREA))
+
+
+def test_edge_tiles_with_overlap_and_on_a_slide_that_fits_the_tile():
+    reader = ArrayReader(tissue_everywhere(EDGE_W, EDGE_H), mpp=(0.5, 0.5))
+    tissue = detect_tissue(reader)
+    plan = plan_tiles(reader, TileSpec(), tissue, stride=100)
+    rows, cols = plan.grid_shape
+    assert (rows, cols) == (-(-(EDGE_H - 256) // 100) + 1, -(-(EDGE_W - 256) // 100) + 1) == (6, 9)
+    assert plan.l0_x[:cols].tolist() == [0, 100, 200, 300, 400, 500, 600, 700, EDGE_W - 256]
+    assert covered(plan.l0_x, plan.l0_y, 256, EDGE_W, EDGE_H).all()
+    exact = ArrayReader(tissue_everywhere(1024, 768), mpp=(0.5, 0.5))
+    assert plan_tiles(exact, TileSpec(), detect_tissue(exact)).grid_shape == (3, 4)  # multiples: unchanged
+    small = ArrayReader(tissue_everywhere(200, 700), mpp=(0.5, 0.5))
+    assert plan_tiles(small, TileSpec(), detect_tissue(small)).grid_shape == (3, 0)  # narrower than a tile
+
+
+def test_a_dataset_has_the_edge_tiles_with_their_labels(tmp_path):
+    from core.evaluation.compare import truth_for_grid
+    from core.inference.predict import ProbabilityGrid
+    from core.tiles.dataset import SlideSource, load_tiles, plan_dataset
+    from core.tiles.preview import compute_plan
+
+    rgb = tissue_everywhere(EDGE_W, EDGE_H)
+    path = tmp_path / "edge.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    source = SlideSource(path, "edge", EDGE_MARKS, mpp=(0.5, 0.5), declared=True)
+    dataset = plan_dataset([source], TileSpec(), split="random", ratio=1.0)
+    plan = dataset.plans[0]
+    rows, cols = plan.grid_shape
+    edge = (plan.l0_x == EDGE_W - 256) | (plan.l0_y == EDGE_H - 256)
+    assert edge.sum() == rows + cols - 1 == 6
+    assert np.isin(np.flatnonzero(edge & (plan.label != DROPPED)), dataset.index).all()
+    tiles = load_tiles(dataset)
+    corner = int(np.flatnonzero(dataset.index == rows * cols - 1)[0])  # the bottom-right tile
+    assert tiles.labels[corner] == TUMOUR_LABEL
+    expected = cv2.resize(rgb[EDGE_H - 256:, EDGE_W - 256:], (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.abs(tiles.images[corner].astype(int) - expected).max() <= 1
+    # the Tiles preview and the comparison's truth on a regular grid label the edge tiles the same way
+    with open_slide(path) as reader:
+        preview = compute_plan(reader, (0.5, 0.5), TileSpec(), EDGE_MARKS, None, True).plan
+    np.testing.assert_array_equal(preview.label, plan.label)
+    grid = ProbabilityGrid(probs=np.zeros((rows, cols)), origin=(0, 0), stride=256, tile_l0=256, tile_px=128,
+                           mpp=1.0, slide_size=(EDGE_W, EDGE_H))
+    truth = truth_for_grid(grid, EDGE_MARKS).ravel()
+    kept = plan.label != DROPPED
+    np.testing.assert_array_equal(truth[kept], plan.label[kept])
+    assert (truth.reshape(rows, cols)[:, 3] == TUMOUR_LABEL).all()
+
+
+def _reader_cases(tmp_path):
+    from core.slide.image_reader import ImageReader
+    from core.slide.openslide_reader import OpenSlideReader
+    from core.slide.tifffile_reader import TiffFileReader
+    from tests.core.slide.test_slide_readers import pattern, pyramid, write_generic_tiff
+
+    image = pattern(EDGE_H, EDGE_W)
+    tiff = write_generic_tiff(tmp_path / "edge.tif", pyramid(image, 2))
+    png = tmp_path / "edge.png"
+    cv2.imwrite(str(png), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return image, {"array": lambda: ArrayReader(image, mpp=(0.5, 0.5)), "image": lambda: ImageReader(png),
+                   "openslide": lambda: OpenSlideReader(tiff), "tifffile": lambda: TiffFileReader(tiff)}
+
+
+@pytest.mark.parametrize("backend", ["array", "image", "openslide", "tifffile"])
+def test_reading_past_the_edge_pads_with_white_on_every_reader(tmp_path, backend):
+    from core.tiles.grid import read_padded
+
+    image, cases = _reader_cases(tmp_path)
+    with cases[backend]() as reader:
+        assert reader.dimensions == (EDGE_W, EDGE_H)
+        block = read_padded(reader, EDGE_W - 56, EDGE_H - 20, 0, 128)
+        assert block.shape == (128, 128, 3)
+        assert np.array_equal(block[:20, :56], image[EDGE_H - 20:, EDGE_W - 56:])
+        assert (block[20:] == 255).all() and (block[:, 56:] == 255).all()
+        inside = read_padded(reader, 100, 50, 0, 128)
+        assert np.array_equal(inside, image[50:178, 100:228])
+        assert (read_padded(reader, EDGE_W + 10, 0, 0, 64) == 255).all()  # wholly outside: glass
+        if reader.level_count > 1:  # a coarser level: its own, rounded size bounds the read
+            lv_w, lv_h = reader.level_dimensions[1]
+            ds = reader.level_downsamples[1]
+            coarse = read_padded(reader, int((lv_w - 30) * ds), 0, 1, 64)
+            assert (coarse[:, 30:] == 255).all() and not (coarse[:, :30] == 255).all()
