@@ -17,10 +17,11 @@ from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QFont, QGuiApplication
 from PyQt5.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView,
                              QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QTableWidget,
-                             QTableWidgetItem, QVBoxLayout, QWidget)
+                             QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from core.errors import BiopsiaError, DatasetError
 from core.project.layout import MODELS_DIR
+from core.project.mpp import SlideMpp, remember_mpp, resolve_mpp
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
 from core.models.zoo import ARCHS
@@ -28,14 +29,20 @@ from core.models.training_job import (Planned, Stage, TrainingJob, best_so_far, 
                                new_job, run_job)
 from gui.device_picker import DevicePicker
 from gui.icons import icon
+from gui.mask_import import MaskImportDialog
+from gui.patch_source import PatchesSplit, PatchFolderBox, new_patch_job, run_patch_job
+from gui.slide_mpp_edit import MppEdit, file_mpps
 from gui.style import ERROR_BOX_STYLE, MUTED_STYLE
 from gui.training_plots import BestEpochBox, TrainingCurves
 from gui.worker import Worker
 
 ROLES = ("Train", "Test")
-COLUMNS = ("Use", "Slide", "Role", "Fully\nannotated", "Marks", "Tiles T / N")
+COLUMNS = ("Use", "Slide", "Role", "Fully\nannotated", "µm/px", "Marks", "", "Tiles T / N")
 TILES_TIP = "Tumour / non-tumour tiles found on the slide when training starts"
-USE, NAME, ROLE, FULL, MARKS, TILES = range(len(COLUMNS))
+MPP_TIP = ("Micrometres per pixel at full resolution: the file's, or the value entered for the slide. Type a value "
+           "to set it (kept as Slide ▸ Set resolution and --slide-mpp keep it)")
+USE, NAME, ROLE, FULL, MPP, MARKS, MASK, TILES = range(len(COLUMNS))
+SLIDES_TAB, PATCHES_TAB = 0, 1
 
 
 class TrainingPanel(QDialog):
@@ -68,7 +75,7 @@ class TrainingPanel(QDialog):
         splitter.addWidget(self._build_monitor())
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([600, 680])
+        splitter.setSizes([720, 560])
         outer = QVBoxLayout(self)
         outer.setContentsMargins(8, 8, 8, 8)
         outer.addWidget(splitter)
@@ -94,6 +101,11 @@ class TrainingPanel(QDialog):
         head.setSectionResizeMode(NAME, QHeaderView.Stretch)
         head.setMinimumSectionSize(48)
         self.table.horizontalHeaderItem(TILES).setToolTip(TILES_TIP)
+        self.table.horizontalHeaderItem(MPP).setToolTip(MPP_TIP)
+        head.setSectionResizeMode(MPP, QHeaderView.Interactive)
+        self.table.setColumnWidth(MPP, 64)
+        head.setSectionResizeMode(MASK, QHeaderView.Fixed)
+        self.table.setColumnWidth(MASK, 76)
         self.table.verticalHeader().setDefaultSectionSize(30)
         self.table.itemChanged.connect(self._on_item_changed)
         hint = QLabel("Test slides validate the model after every epoch (a split by slide); the epoch with "
@@ -102,6 +114,11 @@ class TrainingPanel(QDialog):
         box = QVBoxLayout(self.slides_box)
         box.addWidget(self.table)
         box.addWidget(hint)
+        self.patch_box = PatchFolderBox()
+        self.source_tabs = QTabWidget()
+        self.source_tabs.addTab(self.slides_box, "Project slides")
+        self.source_tabs.addTab(self.patch_box, "Patch folder")
+        self.source_tabs.setTabToolTip(PATCHES_TAB, "Train from a folder of patches, one subfolder per class")
 
         self.arch = QComboBox()
         self.arch.addItems(list(ARCHS))
@@ -143,7 +160,7 @@ class TrainingPanel(QDialog):
         widget = QWidget()
         layout = QVBoxLayout(widget)
         layout.setContentsMargins(0, 0, 4, 0)
-        layout.addWidget(self.slides_box, 1)
+        layout.addWidget(self.source_tabs, 1)
         layout.addWidget(settings)
         layout.addLayout(buttons)
         return widget
@@ -204,11 +221,20 @@ class TrainingPanel(QDialog):
             full.setCheckState(Qt.Checked if entry.settings.fully_annotated else Qt.Unchecked)
             full.setToolTip("Every tumour is marked, so unmarked tissue counts as non-tumour (saved in the project)")
             self.table.setItem(row, FULL, full)
+            mpp = MppEdit(entry.name)
+            mpp.show_mpp(resolve_mpp(entry.path, None, entry, self._store()))
+            mpp.entered.connect(lambda x, y, i=entry.id: self.set_slide_mpp(i, (x, y)))
+            mpp.refused.connect(lambda message: self._show_error("Resolution not changed", message))
+            self.table.setCellWidget(row, MPP, mpp)
             self.table.setItem(row, MARKS, QTableWidgetItem(self._marks_text(entry.id)))
+            mask = QPushButton("Mask…", toolTip="Import a label mask of this slide as marks")
+            mask.clicked.connect(lambda _checked=False, i=entry.id: self.import_mask_dialog(i))
+            self.table.setCellWidget(row, MASK, mask)
             tiles = QTableWidgetItem("—")
             tiles.setToolTip(TILES_TIP)
             self.table.setItem(row, TILES, tiles)
         self.table.blockSignals(False)
+        self._read_file_mpps()
         if not entries:
             self.status.setText("This project has no slides yet: open slides (they join the project) "
                                 "or open a project.")
@@ -216,14 +242,86 @@ class TrainingPanel(QDialog):
         if not self.name.text() or (models / self.name.text()).exists():
             self.name.setText(default_model_name(models))
 
+    # -- each slide's µm/px ---------------------------------------------------------------------
+    def _store(self):
+        """The user's per-file settings the window uses (None: the user's own, `core.project.mpp`'s default)."""
+        return getattr(self.main_window, "slide_settings", None)
+
+    def mpp_edit(self, slide_id: str) -> MppEdit:
+        return self.table.cellWidget(self._row_of(slide_id), MPP)
+
+    def _row_of(self, slide_id: str) -> int:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, USE).data(Qt.UserRole) == slide_id:
+                return row
+        raise KeyError(slide_id)
+
+    def _read_file_mpps(self) -> Worker | None:
+        """The slides with no entered µm/px show their file's, read off the GUI thread."""
+        paths = [e.path for e in self.project.slides if self.mpp_edit(e.id).current.mpp is None]
+        if not paths:
+            return None
+        worker = Worker(file_mpps, paths)
+        worker.finished.connect(self._show_file_mpps)
+        self._mpp_worker = worker  # kept until it reports
+        return worker.start()
+
+    def _show_file_mpps(self, found: dict) -> None:
+        for entry in self.project.slides if self.project is not None else ():
+            edit = self.mpp_edit(entry.id)
+            if edit.current.mpp is None and str(entry.path) in found:
+                edit.show_mpp(resolve_mpp(entry.path, found[str(entry.path)], entry, self._store()))
+
+    def set_slide_mpp(self, slide_id: str, mpp: tuple[float, float]) -> SlideMpp | None:
+        """Keep a µm/px typed for a slide where `core.project.mpp` looks (the project and the user's store);
+        an open view of the slide takes it at once."""
+        entry, view = self.project.slide(slide_id), self._open_view(slide_id)
+        try:
+            if view is not None and hasattr(self.main_window, "set_slide_mpp"):
+                self.main_window.set_slide_mpp(view, mpp)  # the window's Slide ▸ Set resolution
+            else:
+                remember_mpp(entry.path, mpp, self.project, entry, self._store())
+        except (BiopsiaError, ValueError, OSError) as err:
+            self._show_error("Could not save the resolution", str(err))
+            found = None
+        else:
+            self.error_label.hide()
+            found = resolve_mpp(entry.path, None, self.project.slide(slide_id), self._store())
+        self.mpp_edit(slide_id).show_mpp(found or self.mpp_edit(slide_id).current)
+        return found
+
+    # -- marks from a mask -------------------------------------------------------------------------
+    def import_mask_dialog(self, slide_id: str) -> MaskImportDialog:
+        """The "Mask…" button of a slide: import a label mask as its marks (into its open view, else its file)."""
+        entry, view = self.project.slide(slide_id), self._open_view(slide_id)
+        mpp = self.mpp_edit(slide_id).current.mpp
+        dialog = MaskImportDialog(entry.name, entry.path, view.reader.dimensions if view else None, mpp, self,
+                                  view=view, project=self.project, slide_id=slide_id)
+        dialog.imported.connect(lambda count, d=dialog, i=slide_id: self._mask_imported(d, i, count))
+        self.mask_dialog = dialog
+        dialog.show()
+        return dialog
+
+    def _mask_imported(self, dialog: MaskImportDialog, slide_id: str, count: int) -> None:
+        self.table.item(self._row_of(slide_id), MARKS).setText(self._marks_text(slide_id))
+        self.status.setText(f"{count:,} mark{'s' * (count != 1)} imported from {Path(dialog.path_edit.text()).name}.")
+        if dialog.warnings and hasattr(self.main_window, "show_error"):
+            self.main_window.show_error("Imported with warnings", "\n".join(dialog.warnings[:20]))
+
     def _on_slide_opened(self, _view) -> None:
         project = getattr(self.main_window, "project", None)
         if self.isVisible() and project is not None:
             self.set_project(project)
 
+    def _open_view(self, slide_id: str):
+        """The window's view of the slide, or None when it is not open."""
+        views = self.main_window.views() if hasattr(self.main_window, "views") else []
+        return next((v for v in views if v.document.slide_id == slide_id), None)
+
     def _marks_text(self, slide_id: str) -> str:
+        view = self._open_view(slide_id)  # an open slide's marks may be newer than its file
         try:
-            marks = self.project.load_annotations(slide_id).annotations()
+            marks = (view.annotations if view is not None else self.project.load_annotations(slide_id)).annotations()
         except (BiopsiaError, OSError) as err:
             return f"unreadable: {err}"
         counts = Counter(mark.class_name for mark in marks)
@@ -270,20 +368,34 @@ class TrainingPanel(QDialog):
                       device=self.device.currentText())
         return job  # each slide's µm/px: core.project.mpp.resolve_mpp, when the job plans its tiles
 
+    def make_patch_job(self):
+        """The run on the Patch folder tab's folder. Raises DatasetError when it does not make one."""
+        return new_patch_job(self.project, self.patch_box, self.name.text(),
+                             TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
+                             epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
+                             device=self.device.currentText())
+
+    def from_patches(self) -> bool:
+        """Whether the run trains on the Patch folder tab (else on the project's slides)."""
+        return self.source_tabs.currentIndex() == PATCHES_TAB
+
     def start(self) -> Worker | None:
         """Start training with the current choices; problems are shown in the panel."""
         if self.running:
             return None
         self._clear()
         try:
-            job = self.make_job()
-            self._flush_marks(job.slide_ids)
+            if self.from_patches():
+                job, run = self.make_patch_job(), run_patch_job
+            else:
+                job, run = self.make_job(), run_job
+                self._flush_marks(job.slide_ids)
         except BiopsiaError as err:
             self._fail(err)
             return None
         self.job = job
         self._started = time.monotonic()
-        self.worker = Worker(run_job, job)
+        self.worker = Worker(run, job)
         self.worker.partial.connect(self._on_report)
         self.worker.finished.connect(lambda result: self._ended("finished", result))
         self.worker.cancelled.connect(lambda: self._ended("cancelled", self.result))
@@ -313,8 +425,9 @@ class TrainingPanel(QDialog):
             self.cancel_button.setEnabled(False)
 
     def _set_running(self, on: bool) -> None:
-        for widget in (self.table, self.arch, self.epochs, self.batch_size, self.lr, self.tile_px,
-                       self.tile_mpp, self.device, self.name, self.start_button):
+        for widget in (self.table, self.patch_box, self.source_tabs.tabBar(), self.arch, self.epochs,
+                       self.batch_size, self.lr, self.tile_px, self.tile_mpp, self.device, self.name,
+                       self.start_button):
             widget.setEnabled(not on)
         self.cancel_button.setEnabled(on)
 
@@ -340,6 +453,10 @@ class TrainingPanel(QDialog):
             self.progress.setValue(report.done)
         elif isinstance(report, Planned):
             self._show_tiles(report)
+        elif isinstance(report, PatchesSplit):
+            self.best_box.best_label.setText(report.text)
+            if report.warnings and hasattr(self.main_window, "show_error"):
+                self.main_window.show_error("The model will record no µm/px", "\n\n".join(report.warnings))
         elif isinstance(report, TrainResult):
             self.result = report
 

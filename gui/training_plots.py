@@ -8,6 +8,7 @@ model is saved. Both are fed on the GUI thread by `gui.training_panel.TrainingPa
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -15,6 +16,7 @@ from PyQt5.QtCore import QTimer, QUrl, Qt, pyqtSignal
 from PyQt5.QtGui import QDesktopServices, QGuiApplication
 from PyQt5.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
+from core.errors import BiopsiaError
 from gui.icons import icon
 from gui.plot_style import make_plot
 from gui.style import ACCENT, BLUE, GREEN, GREY, INK, MUTED_STYLE, ORANGE
@@ -121,6 +123,10 @@ class BestEpochBox(QGroupBox):
             grid.addWidget(caption, 1, col)
             self.metric_labels[key] = value
         self.best_label = QLabel(wordWrap=True)
+        self.threshold_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse,
+                                      toolTip="The model's operating threshold, chosen on the validation tiles "
+                                              "when training ended; prediction and testing start there")
+        self.threshold_label.hide()
         self.path_edit = QLineEdit(readOnly=True, placeholderText="The model is saved here when an epoch ends")
         self.open_button = QPushButton(icon("open"), "Open folder")
         self.open_button.clicked.connect(self.open_folder)
@@ -131,7 +137,8 @@ class BestEpochBox(QGroupBox):
         path_row.addWidget(self.copy_button)
         path_row.addWidget(self.open_button)
         grid.addWidget(self.best_label, 2, 0, 1, len(SCORES))
-        grid.addLayout(path_row, 3, 0, 1, len(SCORES))
+        grid.addWidget(self.threshold_label, 3, 0, 1, len(SCORES))
+        grid.addLayout(path_row, 4, 0, 1, len(SCORES))
 
     def show_tiles(self, counts: dict) -> None:
         """The labelled tiles of each split (`DatasetPlan.counts`), before any epoch ends."""
@@ -155,7 +162,25 @@ class BestEpochBox(QGroupBox):
                " (stopped early: no better epoch)" if result.stopped_early else "")
         self.best_label.setText(f"Epoch {best['epoch'] + 1} of {ran}{why}; validation loss {best['loss']:.3f}. "
                                 "The model is saved in the project:")
+        self.show_threshold(result.bundle)
         self.show_path(result.bundle)
+
+    def show_threshold(self, bundle: Path | None) -> None:
+        """The threshold the model at ``bundle`` records, in `core.models.bundle.describe_threshold`'s words."""
+        if bundle is None:
+            self.threshold_label.hide()
+            return
+        from core.models.bundle import default_threshold, describe_threshold, read_info
+
+        try:
+            info = read_info(bundle)
+        except BiopsiaError as err:
+            self.threshold_label.setText(f"Threshold unknown: {err}")
+        else:
+            self.threshold, _source = default_threshold(info)
+            text = describe_threshold(info)
+            self.threshold_label.setText(f"<b>Operating threshold {self.threshold:g}</b> — {html.escape(text)}")
+        self.threshold_label.show()
 
     def show_scores(self, metrics: dict) -> None:
         """The scores of ``metrics`` (one epoch of `core.models.train`'s history), "—" for those missing."""
@@ -171,6 +196,7 @@ class BestEpochBox(QGroupBox):
         for label in self.metric_labels.values():
             label.setText("—")
         self.best_label.setText("")
+        self.threshold_label.hide()
         self.path_edit.setText("")
 
     def open_folder(self) -> None:

@@ -10,6 +10,7 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
                              QLabel, QRadioButton, QSlider)
 
 from gui.layers.heatmap_layer import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
+from gui.style import MUTED_STYLE
 
 
 class HeatmapSettings(QGroupBox):
@@ -34,6 +35,9 @@ class HeatmapSettings(QGroupBox):
         self.threshold_slider = QSlider(Qt.Horizontal, minimum=0, maximum=1000, value=500)
         self.threshold_box = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=1.0, singleStep=0.01, value=0.5,
                                             toolTip="Tiles at or above it are called tumour (heatmap and comparison)")
+        self.threshold_source = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.threshold_source.setStyleSheet(MUTED_STYLE)
+        self._threshold = 0.5  # the value applied: exact, even where the box shows it rounded to 0.001
         self.threshold_slider.valueChanged.connect(lambda v: self.threshold_box.setValue(v / 1000))
         self.threshold_box.valueChanged.connect(self._on_threshold)
         self.tiles_mode, self.smooth_mode = QRadioButton("Tiles", checked=True), QRadioButton("Smooth")
@@ -52,6 +56,7 @@ class HeatmapSettings(QGroupBox):
         threshold.addWidget(self.threshold_slider, 1)
         threshold.addWidget(self.threshold_box)
         form.addRow("Threshold", threshold)
+        form.addRow("", self.threshold_source)
         mode = QHBoxLayout()
         mode.addWidget(self.tiles_mode)
         mode.addWidget(self.smooth_mode)
@@ -63,11 +68,24 @@ class HeatmapSettings(QGroupBox):
         return "tiles" if self.tiles_mode.isChecked() else "smooth"
 
     def threshold(self) -> float:
-        return self.threshold_box.value()
+        """The threshold applied to the heatmap and the comparison (exactly the value last set or typed)."""
+        return self._threshold
 
-    def set_threshold(self, value: float) -> None:
-        """Use ``value`` as the heatmap's and the comparison's threshold (rounded down to 0.001)."""
-        self.threshold_box.setValue(np.floor(float(value) * 1000 + 1e-6) / 1000)
+    def set_threshold(self, value: float, source: str | None = None) -> None:
+        """Use exactly ``value`` as the heatmap's and the comparison's threshold.
+
+        The box and the slider show it to 0.001; the value applied is ``value`` itself, so a model's
+        recorded threshold (or one chosen for a target sensitivity) is the one tiles are called at.
+        ``source`` says where it came from (shown under the slider; None clears that line).
+        """
+        value = float(np.clip(value, 0.0, 1.0))
+        self.threshold_source.setText(source or "")
+        self.threshold_source.setVisible(bool(source))
+        for widget, shown in ((self.threshold_box, value), (self.threshold_slider, round(value * 1000))):
+            widget.blockSignals(True)
+            widget.setValue(shown)
+            widget.blockSignals(False)
+        self._apply_threshold(value)
 
     def set_view(self, view) -> None:
         """Show ``view``'s heatmap with these settings (None: no slide)."""
@@ -87,9 +105,17 @@ class HeatmapSettings(QGroupBox):
         return view.heatmap_layer if view is not None and not sip.isdeleted(view) else None
 
     def _on_threshold(self, value: float) -> None:
+        """The user moved the slider or typed in the box: that value, as shown, is applied."""
         self.threshold_slider.blockSignals(True)
         self.threshold_slider.setValue(round(value * 1000))
         self.threshold_slider.blockSignals(False)
+        self.threshold_source.setText(f"{value:g}: set by hand")
+        self.threshold_source.show()
+        self._apply_threshold(value)
+
+    def _apply_threshold(self, value: float) -> None:
+        self._threshold = value
+        self.threshold_box.setToolTip(f"{value!r}: tiles at or above it are called tumour (heatmap and comparison)")
         if self._layer() is not None:
             self._layer().set_threshold(value)
         self.threshold_changed.emit(value)

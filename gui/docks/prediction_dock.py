@@ -20,6 +20,8 @@ from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
                              QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
+from core import demo
+from core.demo import DEMO_MODEL
 from core.errors import BiopsiaError
 from core.inference.predict import PartialResult, ProbabilityGrid, load_latest_prediction
 from core.inference.run import TissueFound, run_prediction
@@ -28,7 +30,7 @@ from core.project.document import PredictionState
 from gui.device_picker import DevicePicker
 from gui.docks.heatmap_settings import HeatmapSettings
 from gui.icons import icon
-from gui.style import error_html
+from gui.style import WARNING_BOX_STYLE, error_html
 from gui.worker import Worker
 
 #: Milliseconds between two heatmap updates while a run reports batches.
@@ -57,6 +59,41 @@ def model_label(bundle: Path) -> tuple[str, str]:
     auc = info.metrics.get("auc")
     auc_text = f" · AUC {auc:.3f}" if isinstance(auc, (int, float)) else ""
     return f"{name} · {info.tile_px} px at {mpp}{auc_text}", f"{bundle}\n{info.architecture}, created {info.created}"
+
+
+def model_threshold(bundle: Path) -> tuple[float, str]:
+    """The threshold a model's heatmap starts at, and a line saying where it comes from.
+
+    `core.models.bundle.default_threshold`: the model's recorded operating threshold, else 0.5 (and then the
+    line says that the model records none).
+    """
+    from core.models import bundle as bundles  # MXNet: see model_label
+
+    try:
+        info = bundles.read_info(bundles.resolve_bundle(bundle))
+    except BiopsiaError as err:
+        return 0.5, f"0.5: the model cannot be read ({err})"
+    value, _source = bundles.default_threshold(info)
+    return value, bundles.describe_threshold(info)
+
+
+def is_demo_model(path: Path | None) -> bool:
+    """Whether ``path`` is the bundled demo model (its folder or a bundle inside it)."""
+    if path is None:
+        return False
+    demo = DEMO_MODEL.resolve()
+    path = Path(path).resolve()
+    return path == demo or demo in path.parents
+
+
+def demo_model_statement() -> str:
+    """What the window says of the demo model: `core.demo`'s statement (one owner for the card, CLI and window)."""
+    return getattr(demo, "DEMO_MODEL_STATEMENT", DEMO_PLACEHOLDER)
+
+
+#: Said until core.demo holds the measured statement (helper B).
+DEMO_PLACEHOLDER = ("The demo model was trained on synthetic tissue only: it is not meaningful on real slides. "
+                    "Train a model on your own marked slides (Model ▸ Train…).")
 
 
 class PredictionDock(QDockWidget):
@@ -98,6 +135,10 @@ class PredictionDock(QDockWidget):
         self.progress = QProgressBar(textVisible=False, maximumHeight=8)
         self.progress_label = QLabel()
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.model_note = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.model_note.setStyleSheet(WARNING_BOX_STYLE)
+        self.model_note.hide()
+        self._threshold_model: Path | None = None  # the model whose threshold the heatmap settings started at
 
         self.heatmap = HeatmapSettings()
         self.heatmap.threshold_changed.connect(self.threshold_changed)
@@ -110,6 +151,7 @@ class PredictionDock(QDockWidget):
         run_box = QGroupBox("Run")
         form = QFormLayout(run_box)
         form.addRow("Model", self.model)
+        form.addRow(self.model_note)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
         buttons = QHBoxLayout()
@@ -197,6 +239,7 @@ class PredictionDock(QDockWidget):
         index = self.model.findData(str(chosen)) if chosen else -1
         self.model.setCurrentIndex(index if index >= 0 else (0 if self.model.count() > 1 else -1))
         self.model.blockSignals(False)
+        self._show_model()
         self._show_running_state()
 
     def model_path(self) -> Path | None:
@@ -212,8 +255,20 @@ class PredictionDock(QDockWidget):
         self.model.setCurrentIndex(self.model.findData(str(path)))
         self._show_running_state()
 
+    def _show_model(self) -> None:
+        """A newly chosen model: the threshold starts at the one it records, and the demo model says what it is."""
+        path = self.model_path()
+        self.model_note.setVisible(is_demo_model(path))
+        self.model_note.setText(demo_model_statement())
+        if path is None or path == self._threshold_model:
+            return  # the same model: a threshold the user chose stays
+        self._threshold_model = path
+        value, source = model_threshold(path)
+        self.heatmap.set_threshold(value, source)
+
     def _on_model_activated(self, index: int) -> None:
         if self.model.itemData(index) != BROWSE:
+            self._show_model()
             return
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
         if folder:
@@ -380,9 +435,9 @@ class PredictionDock(QDockWidget):
     def threshold(self) -> float:
         return self.heatmap.threshold()
 
-    def set_threshold(self, value: float) -> None:
-        """Use ``value`` as the heatmap's and the comparison's threshold (rounded down to 0.001)."""
-        self.heatmap.set_threshold(value)
+    def set_threshold(self, value: float, source: str | None = None) -> None:
+        """Use exactly ``value`` as the heatmap's and the comparison's threshold; ``source`` says why."""
+        self.heatmap.set_threshold(value, source)
 
 
 def _set_progress(bar: QProgressBar, value: int, maximum: int) -> None:
