@@ -142,3 +142,97 @@ def test_summary_over_slides_sums_the_tiles():
     lines = summary_csv(summary).splitlines()
     assert lines[0].startswith("slide,n,tp,fp,tn,fn,sensitivity") and lines[-1].startswith("all slides,6,2,1,2,1")
     assert "Screening test" in summary["table"]
+
+
+# -- the grid covers the whole slide: edge cells -------------------------------------------------
+CROP_W, CROP_H = 1300, 1000  # 256 px tiles: 5 whole columns and 3 whole rows, then 20 px and 232 px strips
+
+
+@pytest.fixture(scope="module")
+def edge_case(slide_pair, small_model):
+    """A crop of the unseen slide whose right and bottom edges run through its largest tumour, predicted."""
+    from shapely import affinity
+    from shapely.geometry import box
+
+    from core.slide import ArrayReader, open_slide
+
+    result = slide_pair[0]
+    tumour = max(result.tumour_polygons, key=lambda p: p.area)
+    x0, y0 = int(tumour.centroid.x) + 150 - CROP_W, int(tumour.centroid.y) + 150 - CROP_H
+    with open_slide(result.slide_path) as reader:
+        rgb = reader.read_region(x0, y0, 0, CROP_W, CROP_H)
+    frame = box(0, 0, CROP_W, CROP_H)
+    marks = [a.__class__(affinity.translate(a.geometry, -x0, -y0).intersection(frame), a.class_name)
+             for a in read_annotations(result.geojson_path).annotations]
+    marks = [m for m in marks if not m.geometry.is_empty]
+    reader = ArrayReader(rgb, mpp=(0.5, 0.5), path="crop.png")
+    grid = predict_slide(reader, small_model, device="cpu", batch_size=32)
+    return grid, marks, rgb
+
+
+def test_the_grid_covers_every_pixel_of_a_slide_that_is_no_multiple_of_the_tile(edge_case):
+    grid, marks, _ = edge_case
+    assert grid.tile_l0 == 256 and grid.shape == (4, 6)  # (3, 5) before edge cells
+    assert grid.done.all()  # tissue everywhere in this crop, edge cells included
+    painted = np.zeros((CROP_H, CROP_W), int)
+    for r in range(4):
+        for c in range(6):
+            x, y, w, h = grid.cell_rect(r, c)
+            assert x + w <= CROP_W and y + h <= CROP_H
+            painted[int(y):int(y + h), int(x):int(x + w)] += 1
+            tx, ty, tw, _ = grid.tile_rect(r, c)  # the tile read holds the cell, inside the slide
+            assert tx <= x and x + w <= tx + tw <= CROP_W and ty <= y and ty + tw <= CROP_H
+    assert (painted == 1).all()  # the cells' union is the slide rect, without overlap
+    assert grid.cell_rect(3, 5) == (1280.0, 768.0, 20.0, 232.0)
+    assert grid.tile_rect(3, 5) == (CROP_W - 256, CROP_H - 256, 256, 256)
+    assert grid.cell_at(1299, 999) == (3, 5) and grid.cell_at(1300, 10) is None and grid.cell_at(10, 1000) is None
+    xs, ys = grid.tile_positions()
+    assert xs.reshape(4, 6)[0].tolist() == [0, 256, 512, 768, 1024, CROP_W - 256]
+    assert ys.reshape(4, 6)[:, 0].tolist() == [0, 256, 512, CROP_H - 256]
+
+
+def test_edge_cells_are_predicted_compared_and_drawn(edge_case):
+    from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv
+
+    grid, marks, rgb = edge_case
+    truth = truth_for_grid(grid, marks)
+    edge = np.zeros(grid.shape, bool)
+    edge[-1, :] = edge[:, -1] = True
+    assert (truth[edge] == 1).sum() >= 3 and (truth[-1, -1] == 1)
+    assert grid.probs[edge & (truth == 1)].mean() > 0.7  # the tumour in the strips is found
+    result = compare(grid, truth, 0.5)
+    assert result.metrics.counts.total == int(((truth >= 0) & grid.done).sum())
+    assert (result.disagreement[edge] != NOT_COMPARED).sum() == int((edge & (truth >= 0)).sum()) >= 5
+    image = heatmap_image(grid, CROP_W, CROP_H, threshold=0.0)
+    assert (image[:, 1280:, 3] > 0).all() and (image[768:, :, 3] > 0).all()  # the strips are painted
+    assert np.array_equal(image[900, 1290], heatmap_image(grid, CROP_W, CROP_H)[900, 1290])
+    overview = blended_overview(rgb, grid, threshold=0.5)
+    assert not np.array_equal(overview[768:, 1280:], rgb[768:, 1280:])
+    rows = tiles_csv(grid).splitlines()
+    assert len(rows) == 1 + 24 and f"3,5,{CROP_W - 256},{CROP_H - 256},256," in rows[-1]
+
+
+def test_a_grid_saved_before_edge_cells_loads_and_draws(edge_case, tmp_path):
+    import io
+    from core.inference.heatmap import heatmap_image
+
+    grid, _, _ = edge_case
+    path = grid.save(tmp_path / "new.npz")
+    with np.load(path) as data:
+        meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+    assert meta["format_version"] == 2 and meta["edges"] == "shifted"
+    # format 1: no edge cells (3 x 5 over the 1300 x 1000 slide) and no "edges" entry
+    old_meta = {k: v for k, v in meta.items() if k != "edges"}
+    old_meta["format_version"] = 1
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probs=grid.probs[:3, :5], predicted=grid.predicted[:3, :5],
+                        meta=np.frombuffer(json.dumps(old_meta).encode("utf-8"), np.uint8))
+    (tmp_path / "old.npz").write_bytes(buffer.getvalue())
+    old = ProbabilityGrid.load(tmp_path / "old.npz")
+    assert old.shape == (3, 5) and np.array_equal(old.probs, grid.probs[:3, :5])
+    assert old.cell_rect(2, 4) == (1024.0, 512.0, 256.0, 256.0) and old.tile_rect(2, 4) == (1024, 512, 256, 256)
+    assert old.cell_at(1290, 10) is None and old.cell_at(1100, 700) == (2, 4)
+    image = heatmap_image(old, CROP_W, CROP_H)
+    assert (image[:768, :1280, 3] > 0).all() and (image[:, 1280:, 3] == 0).all() and (image[768:, :, 3] == 0).all()
+    truth = truth_for_grid(old, [])
+    assert truth.shape == (3, 5)
