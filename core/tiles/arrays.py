@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from core.errors import DatasetError
-from core.tiles.splits import CLASSES, stratified_pick
+from core.tiles.splits import CLASSES, group_pick, stratified_pick
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
@@ -81,14 +81,19 @@ class TileArrays:
         return cls(np.stack(images), np.asarray(labels), [p.name for p in class_dirs])
 
 
-def split_off(tiles: TileArrays, ratio: float, seed: int) -> tuple[TileArrays, TileArrays]:
+def split_off(tiles: TileArrays, ratio: float, seed: int,
+              groups: np.ndarray | None = None) -> tuple[TileArrays, TileArrays]:
     """A stratified random share of ``tiles`` held out for validation, and the rest.
+
+    With ``groups`` (one id per tile, e.g. `core.tiles.patches.PatchSet.groups`), whole groups are held
+    out, stratified by class as far as the groups allow (`core.tiles.splits.group_pick`): near-copies
+    never straddle the split.
 
     Parameters
     ----------
     tiles : TileArrays
     ratio : float
-        Share of each class held out (at least one tile of every class).
+        Share of each class held out (at least one tile, or one group, of every class).
     seed : int
         The same tiles and seed give the same split.
 
@@ -97,6 +102,13 @@ def split_off(tiles: TileArrays, ratio: float, seed: int) -> tuple[TileArrays, T
     (TileArrays, TileArrays)
         The training tiles and the validation tiles.
     """
-    val = stratified_pick(tiles.labels, ratio, np.random.default_rng(seed), at_least=1)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        val = stratified_pick(tiles.labels, ratio, rng, at_least=1)
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (len(tiles),):
+            raise DatasetError(f"{groups.size} group ids for {len(tiles)} tiles")
+        val = group_pick(tiles.labels, groups, ratio, rng, at_least=1)
     return (TileArrays(tiles.images[~val], tiles.labels[~val], tiles.classes),
             TileArrays(tiles.images[val], tiles.labels[val], tiles.classes))

@@ -137,3 +137,87 @@ def _manifest(plan: DatasetPlan, encoding: str, quality: int) -> dict:
         "split": plan.settings, "counts": plan.counts(), "slides": slides,
         "files": {name: {"rec": f"{name}.rec", "idx": f"{name}.idx", "lst": f"{name}.lst"} for name in SPLITS},
     }
+
+
+def write_arrays(tiles, split: np.ndarray, out_dir, *, mpp: float | None, settings: dict, extra: dict | None = None,
+                 table: dict | None = None, encoding: str = "jpg", quality: int = 95,
+                 progress: Callable[[int, int], None] | None = None, should_stop=None) -> dict | None:
+    """Write tiles held in memory (`core.tiles.arrays.TileArrays`, e.g. cut from a patch folder) as a dataset folder.
+
+    The same folder as `write_dataset` (RecordIO per split, ``.lst`` lists, ``tiles.csv``, ``manifest.json``),
+    staged and swapped in whole, so `core.tiles.folder.read_dataset` and ``biopsia train`` read it alike.
+
+    Parameters
+    ----------
+    tiles : TileArrays
+    split : ndarray of int
+        Per tile: 0 train, 1 test (indexes `SPLITS`).
+    mpp : float or None
+        µm/px of the tiles (None when unknown: a model trained on them cannot predict slides).
+    settings : dict
+        How the split was made (the manifest's ``split``).
+    extra : dict, optional
+        More manifest keys (where the tiles came from).
+    table : dict, optional
+        More ``tiles.csv`` columns: name -> one value per tile.
+
+    Returns
+    -------
+    dict or None
+        The manifest, or None when cancelled.
+    """
+    if encoding not in ENCODINGS:
+        raise DatasetError(f"tile encoding {encoding!r} not understood; use 'jpg' or 'png'")
+    out = Path(out_dir).expanduser().absolute()
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if encoding == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ext = ENCODINGS[encoding]
+    split = np.asarray(split).ravel()
+    table = table or {}
+    tile_px = int(tiles.images.shape[1])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"{out}: cannot write the dataset here: {err.strerror or err}") from err
+    rows, done = [], 0
+    try:
+        with staged_folder(out) as staging:
+            for code, split_name in enumerate(SPLITS):
+                lst = io.StringIO()
+                with RecordWriter(staging / f"{split_name}.rec", staging / f"{split_name}.idx") as writer:
+                    for record, pos in enumerate(np.flatnonzero(split == code).tolist()):
+                        if should_stop is not None and record % 256 == 0 and should_stop():
+                            raise Cancelled(f"{out}: writing the dataset cancelled")
+                        ok, buf = cv2.imencode(ext, cv2.cvtColor(tiles.images[pos], cv2.COLOR_RGB2BGR), params)
+                        if not ok:
+                            raise DatasetError(f"could not encode tile {pos} as {ext}")
+                        label = int(tiles.labels[pos])
+                        writer.write(record, pack_image_record(label, record, buf.tobytes()))
+                        lst.write(f"{record}\t{label}\t{pos}{ext}\n")
+                        rows.append([split_name, record, pos, tile_px, mpp, label, tiles.classes[label]]
+                                    + [column[pos] for column in table.values()])
+                        done += 1
+                        if progress is not None and (done % 64 == 0 or done == len(tiles)):
+                            progress(done, len(tiles))
+                (staging / f"{split_name}.lst").write_text(lst.getvalue(), encoding="utf-8")
+            with open(staging / "tiles.csv", "w", newline="", encoding="utf-8") as f:
+                writer_csv = csv.writer(f)
+                writer_csv.writerow(["split", "record", "tile", "tile_px", "mpp", "label", "class"] + list(table))
+                writer_csv.writerows(rows)
+            counts = {name: {cls: int(np.sum((split == s) & (tiles.labels == c)))
+                             for c, cls in enumerate(tiles.classes)} for s, name in enumerate(SPLITS)}
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(tiles.classes),
+                "tile_px": tile_px, "mpp": mpp, "encoding": encoding, "quality": quality, "split": settings,
+                "counts": counts,
+                "files": {name: {"rec": f"{name}.rec", "idx": f"{name}.idx", "lst": f"{name}.lst"} for name in SPLITS},
+                **(extra or {}),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "software": {"biopsia": core.__version__},
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    except Cancelled:
+        return None
+    except OSError as err:
+        raise DatasetError(f"{out}: writing the dataset failed: {err.strerror or err}; nothing in the folder "
+                           "was replaced") from err
+    return manifest

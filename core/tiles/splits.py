@@ -39,6 +39,48 @@ def stratified_pick(labels: np.ndarray, share: float, rng: np.random.Generator, 
     return picked
 
 
+def group_pick(labels: np.ndarray, groups: np.ndarray, share: float, rng: np.random.Generator,
+               at_least: int = 1) -> np.ndarray:
+    """A random ``share`` of the tiles of every class, whole groups at a time, as a boolean mask.
+
+    Each group belongs to the class most of its tiles have (the lowest label on a tie). Within each
+    class (ascending), groups are taken in one ``rng.permutation`` order while that brings the picked
+    tiles of the class closer to ``share`` of them, and at least ``at_least`` groups are taken, but
+    never every group of a class that has two or more (a class with one group stays wholly unpicked).
+    So the share is met as closely as the group sizes allow, and no group is split.
+
+    Parameters
+    ----------
+    labels, groups : ndarray of int
+        Per tile: its class and its group (any integers).
+    share : float
+        Share of each class's tiles wanted in the picked part (0 picks nothing).
+    """
+    labels, groups = np.asarray(labels).ravel(), np.asarray(groups).ravel()
+    if labels.shape != groups.shape:
+        raise ValueError(f"{labels.size} labels but {groups.size} group ids")
+    picked = np.zeros(labels.size, bool)
+    if share <= 0 or labels.size == 0:
+        return picked
+    ids, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=ids.size)
+    majority = np.array([np.bincount(labels[inverse == g]).argmax() for g in range(ids.size)])
+    take = np.zeros(ids.size, bool)
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(majority == c))
+        if members.size < 2:
+            continue
+        want = share * sizes[members].sum()
+        have = 0
+        for n, g in enumerate(members[:-1]):
+            if n >= at_least and abs(have + sizes[g] - want) >= abs(have - want):
+                break
+            take[g] = True
+            have += sizes[g]
+    picked[take[inverse]] = True
+    return picked
+
+
 def pick_test_slides(sizes: list[int], ratio: float, rng: np.random.Generator) -> set[int]:
     """Slides (in a seeded order) go to test until train keeps about ``ratio`` of the tiles.
 
