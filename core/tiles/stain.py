@@ -118,7 +118,7 @@ def light_jitter(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 _LAB_STD_FLOOR = 0.5  # LAB units: a flat tile (glass) is not stretched into noise
 _MACENKO_IO = 255.0
-_MACENKO_BETA = 0.15  # OD below this in any channel is background (Macenko et al., 2009)
+_MACENKO_BETA = 0.15  # pixels of a smaller optical density (vector length) are glass (Macenko et al., 2009)
 _MACENKO_ALPHA = 1.0  # percentile of the angle for robust extreme stain vectors
 _MACENKO_MIN_PIXELS = 64  # a tile with fewer stained pixels keeps its colours
 _FIT_PIXELS = 500_000  # pixels sampled from the training tiles to fit Macenko's reference
@@ -155,7 +155,8 @@ def macenko_stains(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     ``pixels`` is uint8 ``(M, 3)``; None when fewer than `_MACENKO_MIN_PIXELS` are stained.
     """
     od = _od(pixels.reshape(-1, 3)).astype(np.float64)
-    od = od[~np.any(od < _MACENKO_BETA, axis=1)]
+    # the length of the OD vector, not each channel: pure eosin absorbs little red and would all be dropped
+    od = od[np.linalg.norm(od, axis=1) > _MACENKO_BETA]
     if od.shape[0] < _MACENKO_MIN_PIXELS:
         return None
     _, vecs = np.linalg.eigh(np.cov(od, rowvar=False))
