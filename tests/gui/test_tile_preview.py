@@ -186,7 +186,7 @@ def test_slide_without_resolution_says_so_then_uses_the_entered_one(qtbot, windo
 
     window.set_slide_mpp(view, (0.5, 0.5))  # entered by the user: tiles of 256 slide pixels
     plan = settle(qtbot, dock)
-    assert dock.error is None and plan.tile_l0 == 256 and plan.grid_shape == (900 // 256, 1200 // 256)
+    assert dock.error is None and plan.tile_l0 == 256 and plan.grid_shape == (-(-900 // 256), -(-1200 // 256))
     assert shown_counts(dock) == plan.counts
 
 
