@@ -382,6 +382,17 @@ def _cache_file(key: str) -> Path:
     return cache_dir() / GROUPS_CACHE / f"{key}.json"
 
 
+def patch_split(patch_set: PatchSet, ratio: float = 0.7, seed: int = 0) -> np.ndarray:
+    """Per tile: 0 train, 1 test; about ``ratio`` of each class's tiles in train, whole groups at a time."""
+    from core.tiles.splits import group_pick
+    if not 0 < ratio <= 1:
+        raise DatasetError(f"the training share must lie in (0, 1], got {ratio}")
+    tiles = patch_set.tiles
+    if ratio >= 1:
+        return np.zeros(len(tiles), np.int8)
+    return group_pick(tiles.labels, patch_set.groups, 1 - ratio, np.random.default_rng(seed), at_least=1).astype(np.int8)
+
+
 def write_patch_dataset(patch_set: PatchSet, out_dir, *, ratio: float = 0.7, seed: int = 0,
                         encoding: str = "jpg", quality: int = 95,
                         progress: Callable[[int, int], None] | None = None,
@@ -398,13 +409,8 @@ def write_patch_dataset(patch_set: PatchSet, out_dir, *, ratio: float = 0.7, see
         The manifest, or None when cancelled.
     """
     from core.tiles.export import write_arrays
-    from core.tiles.splits import group_pick
-    if not 0 < ratio <= 1:
-        raise DatasetError(f"the training share must lie in (0, 1], got {ratio}")
     tiles = patch_set.tiles
-    test = (group_pick(tiles.labels, patch_set.groups, 1 - ratio, np.random.default_rng(seed), at_least=1)
-            if ratio < 1 else np.zeros(len(tiles), bool))
-    split = test.astype(np.int8)
+    split = patch_split(patch_set, ratio, seed)
     settings = {"method": "by-group", "ratio": ratio, "seed": seed, "groups": patch_set.n_groups,
                 "group_source": patch_set.group_source}
     source = {"folder": str(patch_set.folder), "patches": patch_set.patches, "patch_mpp": patch_set.patch_mpp,
