@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from cli import options as opt
-from cli.progress import ProgressBar, metric, note
+from cli.progress import ProgressBar, metric, note, warn
 from core.models.engine import describe_device, engine, parse_device
+from cli.tiles import add_patch_options, patch_scale, read_patches, refuse_patch_options
 from core.tiles.arrays import split_off
+from core.tiles.patches import DATASET_JSON, is_patch_folder
 from core.tiles.dataset import MANIFEST, read_dataset, read_manifest
 from core.tiles.stain import STAIN_AUGMENTS, STAIN_NORMALISE
 
@@ -41,6 +43,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--patience", type=opt.positive, default=5, help="stop after this many epochs without a lower validation loss")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or stain jitter")
     p.add_argument("--resume", action="store_true", help="continue from MODEL/last")
+    add_patch_options(p)
     p.add_argument("--stain-augment", choices=STAIN_AUGMENTS, default="light",
                    help="stain jitter of training tiles: hed (H, E and DAB densities after colour deconvolution), "
                         "light (mild per-channel RGB; default) or none")
@@ -52,6 +55,7 @@ def add_parsers(sub) -> None:
     p.add_argument("model", help="model folder (or its best/ bundle)")
     p.add_argument("dataset", help="dataset folder, .rec file, or patch folder (one subfolder per class)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="split of a dataset folder (default test)")
+    add_patch_options(p, tile=False)
     p.add_argument("--threshold", type=opt.fraction, default=0.5,
                    help="tumour probability called positive (default 0.5)")
     p.add_argument("--device", default="auto")
@@ -68,24 +72,50 @@ def add_parsers(sub) -> None:
 
 
 def load_training_data(args):
-    """Training and validation tiles for ``train``, and the dataset's µm/px (None for a patch folder)."""
+    """Training and validation tiles for ``train``, and their µm/px (None when the dataset or patch folder gives none).
+
+    A patch folder is cut into tiles at ``--patch-mpp`` (or its ``dataset.json``) and, without ``--val``,
+    validated on whole groups of near-copies. Without a µm/px a warning says so before any tile is read.
+    """
     folder = Path(args.dataset)
-    train_tiles = read_dataset(folder, "train")
-    mpp = None
-    has_test = False
-    if (folder / MANIFEST).is_file():
-        manifest = read_manifest(folder)
-        mpp = manifest.get("mpp")
-        has_test = sum(manifest.get("counts", {}).get("test", {}).values()) > 0
+    patches, mpp, has_test = None, None, False
+    if is_patch_folder(folder):
+        scale = args.patch_mpp if args.patch_mpp is not None else patch_scale(folder)
+        if scale is None:
+            warn_no_scale(args, f"{folder} does not give its patches' µm/px",
+                          f"give --patch-mpp X, or an \"mpp\" in {folder / DATASET_JSON}")
+        patches = read_patches(folder, args.patch_mpp, args.tile, args.mpp)
+        train_tiles, mpp = patches.tiles, patches.mpp
+    else:
+        refuse_patch_options(folder, args)
+        if (folder / MANIFEST).is_file():
+            manifest = read_manifest(folder)
+            mpp = manifest.get("mpp")
+            has_test = sum(manifest.get("counts", {}).get("test", {}).values()) > 0
+            if mpp is None:
+                warn_no_scale(args, f"{folder} records no µm/px",
+                              "write the dataset again from a patch folder with --patch-mpp X")
+        train_tiles = read_dataset(folder, "train")
     if args.val:
-        val_tiles = read_dataset(args.val, "test")
+        val_tiles = (read_patches(args.val, args.patch_mpp, train_tiles.images.shape[1], mpp, group=False).tiles
+                     if is_patch_folder(args.val) else read_dataset(args.val, "test"))
     elif has_test:
         val_tiles = read_dataset(folder, "test")
+    elif patches is not None:
+        train_tiles, val_tiles = split_off(train_tiles, args.val_ratio, args.seed, patches.groups)
+        note(f"no test split in {folder}: {len(val_tiles)} tiles ({args.val_ratio:.0%} of each class, whole "
+             f"groups of near-copies) held out for validation")
     else:
         train_tiles, val_tiles = split_off(train_tiles, args.val_ratio, args.seed)
         note(f"no test split in {folder}: {len(val_tiles)} training tiles ({args.val_ratio:.0%}, stratified) "
              "held out for validation")
     return train_tiles, val_tiles, mpp
+
+
+def warn_no_scale(args, why: str, fix: str) -> None:
+    """The warning, before training, that a model without a µm/px will be refused on slides."""
+    warn(f"{why}: the model will record no µm/px and 'biopsia predict' will refuse it on slides; {fix}, "
+         f"or set \"mpp\" in {Path(args.out) / 'best' / 'model.json'} after training")
 
 
 class EpochProgress:
@@ -142,7 +172,14 @@ def test_tiles(args) -> int:
     from core.models.testing import test_model
 
     bundle = resolve_bundle(args.model)
-    tiles = read_dataset(args.dataset, args.split)
+    if is_patch_folder(args.dataset):  # cut at the model's tile size and µm/px
+        from core.models.bundle import read_info
+
+        info = read_info(bundle)
+        tiles = read_patches(args.dataset, args.patch_mpp, info.tile_px, info.mpp, group=False).tiles
+    else:
+        refuse_patch_options(args.dataset, args)
+        tiles = read_dataset(args.dataset, args.split)
     result = test_model(bundle, tiles, args.device, args.threshold, progress=ProgressBar("tiles"))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -30,7 +30,8 @@ from core.models.folder import NEW, OLD, sibling
 from core.models.loading import normalise
 from core.models.zoo import build
 from core.tiles.arrays import TileArrays
-from core.tiles.stain import STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter, light_jitter
+from core.tiles.stain import (STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter, light_jitter,
+                              read_reference)
 
 PREFETCH = 3
 
@@ -95,7 +96,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           device: str = "auto", class_weighting: bool = True, augment: bool = True,
           early_stopping_patience: int | None = 5, progress: Callable | None = None,
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
-          stain_augment: str = "light", stain_normalise: str = "none",
+          stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine") -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
@@ -138,6 +139,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     stain_normalise : {"none", "reinhard", "macenko"}
         Fit a `core.tiles.stain.StainNormaliser` on the training tiles, normalise training and validation
         tiles with it once, and record it in ``model.json`` (``"stain"``) so every prediction applies it.
+    stain_reference : path-like, optional
+        An RGB image (PNG, JPEG, TIFF) to fit the stain normalisation on instead of the training tiles.
 
     Returns
     -------
@@ -163,9 +166,12 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     if stain_normalise not in STAIN_NORMALISE:
         raise ModelError(f"unknown stain normalisation {stain_normalise!r}; choose one of "
                          f"{', '.join(STAIN_NORMALISE)}")
+    if stain_reference is not None and stain_normalise == "none":
+        raise ModelError(f"{stain_reference}: a stain reference needs a stain normalisation (reinhard or macenko)")
     settings = dict(arch=arch, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                     optimizer=optimizer, seed=int(seed), class_weighting=class_weighting, augment=augment,
                     stain_augment=stain_augment, stain_normalise=stain_normalise,
+                    stain_reference=None if stain_reference is None else str(stain_reference),
                     early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule)
     interrupt = threading.Event()
 
@@ -266,7 +272,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     tile_px = int(train_data.images.shape[1])
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
-    stain = _fit_stain(train_data, s.get("stain_normalise", "none"))
+    stain = _fit_stain(train_data, s.get("stain_normalise", "none"), s.get("stain_reference"))
     if stain is not None:  # once, before any epoch: the pixels `loading.preprocess` gives the model at prediction
         train_data, val_data = _apply_stain(train_data, stain), _apply_stain(val_data, stain)
     batches = math.ceil(len(train_data) / s["batch_size"])
@@ -355,14 +361,18 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
         cancelled=cancelled, stopped_early=stopped_early, device=describe_device(ctx))
 
 
-def _fit_stain(train_data: TileArrays, method: str) -> StainNormaliser | None:
-    """The stain normaliser fitted on the training tiles (None for ``"none"``)."""
+def _fit_stain(train_data: TileArrays, method: str, reference: str | None = None) -> StainNormaliser | None:
+    """The stain normaliser fitted on the training tiles or a reference image (None for ``"none"``)."""
     if method == "none":
         return None
+    images, what = train_data.images, f"{len(train_data)} training tiles"
+    if reference is not None:
+        images, what = read_reference(reference), f"reference image {Path(reference).name}"
     try:
-        return StainNormaliser(method).fit(train_data.images, f"{len(train_data)} training tiles")
+        return StainNormaliser(method).fit(images, what)
     except ValueError as err:  # Macenko on tiles with hardly any stain
-        raise DatasetError(f"training tiles: cannot fit a {method} stain normalisation ({err})") from None
+        where = reference if reference is not None else "training tiles"
+        raise DatasetError(f"{where}: cannot fit a {method} stain normalisation ({err})") from None
 
 
 def _apply_stain(data: TileArrays, stain: StainNormaliser, chunk: int = 64) -> TileArrays:
