@@ -50,14 +50,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--stain-normalise", choices=STAIN_NORMALISE, default="none",
                    help="fit a stain normalisation on the training tiles (reinhard: CIELAB mean and spread; "
                         "macenko: stain vectors), record it in the model and apply it at every prediction")
+    p.add_argument("--target-sensitivity", type=opt.number(0, 1, low_open=True), default=0.95,
+                   help="the model's threshold is the highest one reaching this validation sensitivity "
+                        "(default 0.95); Youden's is recorded too")
 
     p = sub.add_parser("test", help="a model's confusion matrix, sensitivity, specificity and AUC on tiles")
     p.add_argument("model", help="model folder (or its best/ bundle)")
     p.add_argument("dataset", help="dataset folder, .rec file, or patch folder (one subfolder per class)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="split of a dataset folder (default test)")
     add_patch_options(p, tile=False)
-    p.add_argument("--threshold", type=opt.fraction, default=0.5,
-                   help="tumour probability called positive (default 0.5)")
+    p.add_argument("--threshold", type=opt.fraction,
+                   help="tumour probability called positive (default: the model's, chosen on its validation "
+                        "tiles; 0.5 if it records none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -155,7 +159,8 @@ def train_model(args) -> int:
                    lr=args.lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                    augment=not args.no_augment, early_stopping_patience=args.patience,
                    stain_augment=args.stain_augment, stain_normalise=args.stain_normalise,
-                   progress=EpochProgress(), resume=args.resume, mpp=mpp)
+                   progress=EpochProgress(), resume=args.resume, mpp=mpp,
+                   target_sensitivity=args.target_sensitivity)
     if result.bundle is None:
         note("no epoch finished; no model saved")
         return 1
@@ -163,7 +168,13 @@ def train_model(args) -> int:
     how = " (stopped early)" if result.stopped_early else ""
     print(f"{result.bundle}  best epoch {result.best_epoch + 1} of {result.epochs_run}{how}: "
           f"validation AUC {metric(best.get('auc'))}, accuracy {best['accuracy']:.3f}, "
-          f"sensitivity {metric(best.get('sensitivity'))}, specificity {metric(best.get('specificity'))}")
+          f"sensitivity {metric(best.get('sensitivity'))}, specificity {metric(best.get('specificity'))} at 0.5")
+    if result.threshold is not None:
+        from core.models.bundle import read_info, describe_threshold
+
+        youden = result.thresholds.get("youden")
+        print(f"{describe_threshold(read_info(result.bundle, verify=False))}; Youden's {youden!r}; "
+              "test, predict and evaluate use it unless given --threshold")
     return 0
 
 
@@ -185,6 +196,8 @@ def test_tiles(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{bundle} on {args.dataset} ({result['tiles']} tiles; {result['device']})")
+    if "table" in result:
+        print(result["threshold_text"])
     if "table" in result:
         print(result["table"])
         print(f"sensitivity {metric(result['sensitivity'])}  specificity {metric(result['specificity'])}  "

@@ -43,6 +43,7 @@ from core.errors import ModelError
 from core.models import safety
 from core.models.folder import recover, write_file, write_folder
 from core.models.safety import GIB, MIB, describe, is_number
+from core.models.thresholds import DEFAULT_THRESHOLD, YOUDEN, format_threshold
 from core.models.zoo import ARCHS
 from core.tiles.grid import MPP_RANGE as MPP, TILE_PX_RANGE as TILE_PX
 from core.tiles.stain import StainNormaliser
@@ -86,6 +87,13 @@ class ModelInfo:
     stain : dict or None
         The stain normalisation of the tiles before ``mean``/``std`` (`core.tiles.stain.StainNormaliser.to_json`),
         fitted on the training tiles; None for none (bundles before issue 11 record none).
+    threshold : float or None
+        The operating threshold: tiles at or above this tumour probability are called tumour by default
+        (`default_threshold`); None for models that record none (the demo model, older bundles).
+    thresholds : dict or None
+        How it was chosen on the validation split (`core.models.thresholds.choose_thresholds`): the
+        target-sensitivity and Youden thresholds, which one is ``"chosen"``, and the validation
+        sensitivity and specificity at each.
     """
 
     architecture: str
@@ -100,6 +108,8 @@ class ModelInfo:
     software: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     stain: dict | None = None
+    threshold: float | None = None
+    thresholds: dict | None = None
 
     @property
     def verified(self) -> bool:
@@ -132,6 +142,8 @@ class ModelInfo:
             },
             "created": self.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "stain": self.stain,
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "thresholds": self.thresholds,
         }
 
 
@@ -343,8 +355,85 @@ def _parse_info(path: Path, doc) -> ModelInfo:
     stain = doc.get("stain")
     if stain is not None:  # checked: known method, finite numbers of the right shapes (ModelError naming the file)
         stain = StainNormaliser.from_json(stain, path).to_json()
+    threshold, thresholds = _parse_thresholds(path, doc)
     return ModelInfo(
         architecture=arch, classes=list(classes), tile_px=tile_px, mpp=None if mpp is None else float(mpp),
         mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), training=sections["training"],
         metrics=sections["validation_metrics"], created=created[:64], software=sections["software"],
-        stain=stain, files=files)
+        stain=stain, files=files,
+        threshold=threshold, thresholds=thresholds)
+
+
+def _is_fraction(value) -> bool:
+    return is_number(value) and 0.0 <= value <= 1.0
+
+
+def _parse_thresholds(path: Path, doc: dict) -> tuple[float | None, dict | None]:
+    """``threshold`` and ``thresholds`` of ``model.json``, checked: absent in bundles before issue 11."""
+    fix = "retrain the model, or correct or delete the value in model.json (0.5 is then used)"
+    threshold = doc.get("threshold")
+    if threshold is not None and not _is_fraction(threshold):
+        raise bundle_error(path, f"threshold must be a tumour probability from 0 to 1, or null, got {describe(threshold)}",
+                           fix)
+    record = doc.get("thresholds")
+    if record is None:
+        return (None if threshold is None else float(threshold)), None
+    if not isinstance(record, dict):
+        raise bundle_error(path, f"thresholds must be a JSON object, got {describe(record)}", fix)
+    values = {k: v for k, v in record.items() if k == YOUDEN or k.startswith("sensitivity_")}
+    for key, value in values.items():
+        if not _is_fraction(value):
+            raise bundle_error(path, f"thresholds.{key} must be a tumour probability from 0 to 1, got {describe(value)}",
+                               fix)
+    chosen = record.get("chosen")
+    if chosen not in values:
+        raise bundle_error(path, f"thresholds.chosen ({describe(chosen)}) does not name one of its thresholds "
+                           f"({', '.join(sorted(values)) or 'none'})", fix)
+    target = record.get("target_sensitivity")
+    if target is not None and not (_is_fraction(target) and target > 0):
+        raise bundle_error(path, f"thresholds.target_sensitivity must be in (0, 1], got {describe(target)}", fix)
+    tiles = record.get("tiles")
+    if tiles is not None and not (isinstance(tiles, int) and not isinstance(tiles, bool) and tiles > 0):
+        raise bundle_error(path, f"thresholds.tiles must be a positive whole number, got {describe(tiles)}", fix)
+    at = record.get("validation", {})
+    if not isinstance(at, dict) or not all(
+            isinstance(m, dict) and all(v is None or _is_fraction(v) for v in m.values()) for m in at.values()):
+        raise bundle_error(path, "thresholds.validation must hold sensitivity and specificity from 0 to 1 per "
+                           "threshold", fix)
+    return (None if threshold is None else float(threshold)), record
+
+
+def default_threshold(info: ModelInfo) -> tuple[float, str]:
+    """The threshold to apply when the user gives none, and where it came from.
+
+    Returns
+    -------
+    (threshold, source) : tuple
+        ``(info.threshold, "model")``, or ``(0.5, "0.5 (the model records none)")`` for a model without one
+        (the demo model, bundles trained before thresholds were chosen). The value is exact: show it as
+        `format_threshold` does, never rounded.
+    """
+    if info.threshold is None:
+        return DEFAULT_THRESHOLD, "0.5 (the model records none)"
+    return float(info.threshold), "model"
+
+
+def describe_threshold(info: ModelInfo, given: float | None = None) -> str:
+    """One line saying which threshold applies and where it came from (``given`` is a user's ``--threshold``)."""
+    if given is not None:
+        return f"threshold {format_threshold(given)} (given)"
+    value, source = default_threshold(info)
+    if source != "model":
+        return f"threshold {format_threshold(value)}: the model records none (the demo model, or trained before " \
+               "Biopsia chose thresholds); give --threshold to choose"
+    record = info.thresholds or {}
+    chosen = record.get("chosen")
+    if chosen is None or record.get(chosen) != info.threshold:
+        return f"threshold {format_threshold(value)} from the model (set in its model.json)"
+    at = record.get("validation", {}).get(chosen, {})
+    how = (f"at sensitivity {record['target_sensitivity']:g}" if chosen.startswith("sensitivity_")
+           and record.get("target_sensitivity") is not None else "by Youden's J" if chosen == YOUDEN else chosen)
+    figures = ", ".join(f"{k} {at[k]:.3f}" for k in ("sensitivity", "specificity") if at.get(k) is not None)
+    figures = f"; validation {figures}" if figures else ""
+    tiles = f" on {record['tiles']} {record.get('split', 'validation')} tiles" if record.get("tiles") else ""
+    return f"threshold {format_threshold(value)} from the model (chosen{tiles} {how}{figures})"

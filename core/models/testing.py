@@ -11,7 +11,7 @@ import numpy as np
 
 from core.errors import ModelError
 from core.metrics import BinaryMetrics
-from core.models.bundle import read_info
+from core.models.bundle import default_threshold, describe_threshold, read_info
 from core.models.loading import load_bundle
 from core.models.engine import describe_device, engine, parse_device
 
@@ -56,15 +56,19 @@ def predict_tiles(model_dir, tiles, device: str = "auto", batch_size: int = 128,
     return engine().run(run)
 
 
-def test_model(model_dir, tiles, device: str = "auto", threshold: float = 0.5, batch_size: int = 128,
+def test_model(model_dir, tiles, device: str = "auto", threshold: float | None = None, batch_size: int = 128,
                progress=None) -> dict:
     """Confusion matrix and screening metrics of a model on labelled tiles.
 
     For two classes the second is "positive" (tumour): the result holds `BinaryMetrics.as_dict` values
-    plus ``table`` (the study's 2x2 layout) and the sensitivity-0.95/0.99 thresholds; for more classes,
-    accuracy and the full confusion matrix (rows true class, columns predicted).
+    at ``threshold`` (None: the model's, `core.models.bundle.default_threshold`) plus ``threshold_source``
+    ("given", "model" or why 0.5), ``threshold_text`` (a line saying so), ``table`` (the study's 2x2
+    layout) and the sensitivity-0.95/0.99 thresholds; for more classes, accuracy and the full confusion
+    matrix (rows true class, columns predicted).
     """
     info = read_info(model_dir)
+    text = describe_threshold(info, threshold)
+    threshold, source = (threshold, "given") if threshold is not None else default_threshold(info)
     probs, used = predict_tiles(model_dir, tiles, device, batch_size, progress)
     labels = tiles.labels
     result = {"model": str(model_dir), "device": used, "tiles": len(tiles), "classes": list(info.classes),
@@ -77,6 +81,7 @@ def test_model(model_dir, tiles, device: str = "auto", threshold: float = 0.5, b
     if n == 2:
         metrics = BinaryMetrics(labels, probs[:, 1], threshold)
         result.update(metrics.as_dict())
+        result.update(threshold_source=source, threshold_text=text)
         result["table"] = metrics.confusion_table_text()
         result["threshold_for_sensitivity"] = {str(t): metrics.threshold_for_sensitivity(t) for t in (0.95, 0.99)}
     else:

@@ -23,11 +23,12 @@ from mxnet import autograd, gluon
 from core.atomic import atomic_write_bytes
 from core.errors import DatasetError, ModelError
 from core.metrics import BinaryMetrics
-from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, save_bundle
+from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, read_info, save_bundle
 from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
 from core.models.engine import describe_device, engine, parse_device
 from core.models.folder import NEW, OLD, sibling
 from core.models.loading import normalise
+from core.models.thresholds import DEFAULT_TARGET_SENSITIVITY, choose_thresholds
 from core.models.zoo import build
 from core.tiles.arrays import TileArrays
 from core.tiles.stain import (STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter, light_jitter,
@@ -53,7 +54,9 @@ class TrainResult:
     """What `train` did: ``bundle`` is the best checkpoint's folder (None if no epoch finished).
 
     The best epoch has the lowest validation loss; ``best_score`` is its validation AUC (accuracy
-    for more than two classes).
+    for more than two classes). ``threshold`` and ``thresholds`` are the operating threshold chosen on
+    the best epoch's validation probabilities and how (`core.models.thresholds.choose_thresholds`), as
+    recorded in the bundle's ``model.json``; None for more than two classes.
     """
 
     bundle: Path | None
@@ -64,6 +67,8 @@ class TrainResult:
     cancelled: bool = False
     stopped_early: bool = False
     device: str = ""
+    threshold: float | None = None
+    thresholds: dict | None = None
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, stain: str = "light") -> np.ndarray:
@@ -97,7 +102,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           early_stopping_patience: int | None = 5, progress: Callable | None = None,
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
-          lr_schedule: str = "cosine") -> TrainResult:
+          lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -141,6 +146,10 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         tiles with it once, and record it in ``model.json`` (``"stain"``) so every prediction applies it.
     stain_reference : path-like, optional
         An RGB image (PNG, JPEG, TIFF) to fit the stain normalisation on instead of the training tiles.
+    target_sensitivity : float
+        In (0, 1]. Each epoch, the highest threshold whose validation sensitivity reaches this, and
+        Youden's, are chosen on the validation tiles; the best epoch's target-sensitivity threshold is
+        recorded in ``model.json`` as the model's default (`core.models.bundle.default_threshold`).
 
     Returns
     -------
@@ -161,6 +170,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                            f"{val_data.images.shape[1:3]} px")
     if list(train_data.classes) != list(val_data.classes):
         raise DatasetError(f"training classes {train_data.classes} differ from validation {val_data.classes}")
+    if not 0 < target_sensitivity <= 1:
+        raise ModelError(f"the target sensitivity must be more than 0 and at most 1, got {target_sensitivity}")
     if stain_augment not in STAIN_AUGMENTS:
         raise ModelError(f"unknown stain augmentation {stain_augment!r}; choose one of {', '.join(STAIN_AUGMENTS)}")
     if stain_normalise not in STAIN_NORMALISE:
@@ -172,7 +183,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                     optimizer=optimizer, seed=int(seed), class_weighting=class_weighting, augment=augment,
                     stain_augment=stain_augment, stain_normalise=stain_normalise,
                     stain_reference=None if stain_reference is None else str(stain_reference),
-                    early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule)
+                    early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule,
+                    target_sensitivity=float(target_sensitivity))
     interrupt = threading.Event()
 
     def stopping() -> bool:
@@ -217,8 +229,8 @@ def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, ep
         yield future.result()
 
 
-def _evaluate(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, loss_fn) -> dict:
-    """Validation loss, accuracy and (for two classes) screening metrics; on the model thread."""
+def _evaluate(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, loss_fn) -> tuple[dict, np.ndarray]:
+    """Validation loss, accuracy and (for two classes) screening metrics, and the class probabilities."""
 
     order = np.arange(len(data))
     probs, losses = [], []
@@ -232,7 +244,7 @@ def _evaluate(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, loss
     if prob.shape[1] == 2:
         binary = BinaryMetrics(data.labels, prob[:, 1]).as_dict()
         result.update({k: binary[k] for k in ("sensitivity", "specificity", "auc", "auc_reason")})
-    return result
+    return result, prob
 
 
 def _recalibrate_batchnorm(net, data: TileArrays, batch_size: int, ctx, mean, std, pool, batches: int = 10) -> None:
@@ -329,14 +341,21 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
             if cancelled:
                 break
             _recalibrate_batchnorm(net, train_data, s["batch_size"], ctx, mean, std, pool)
-            metrics = _evaluate(net, val_data, s["batch_size"], ctx, mean, std, pool, loss_fn)
+            metrics, prob = _evaluate(net, val_data, s["batch_size"], ctx, mean, std, pool, loss_fn)
             metrics.update(epoch=epoch, train_loss=running / max(seen, 1), lr=trainer.learning_rate)
+            thresholds = _thresholds(val_data, prob, s)
+            if thresholds is not None:  # the history shows how the chosen threshold moves
+                chosen = thresholds["chosen"]
+                metrics.update(threshold=thresholds[chosen],
+                               threshold_specificity=thresholds["validation"][chosen]["specificity"])
             state["history"].append(metrics)
             state["epoch"] = epoch
             score = _score(metrics)
             info = ModelInfo(s["arch"], list(train_data.classes), tile_px, mpp, IMAGENET_MEAN, IMAGENET_STD,
                              training=_summary(train_data, val_data, s, epoch), metrics=metrics,
-                             stain=None if stain is None else stain.to_json())
+                             stain=None if stain is None else stain.to_json(),
+                             threshold=None if thresholds is None else thresholds[thresholds["chosen"]],
+                             thresholds=thresholds)
             # the best epoch has the lowest validation loss: it rewards calibrated probabilities, which
             # thresholds need, where AUC only ranks
             # best/ first: a crash before last/ is written leaves a checkpoint that replays this epoch
@@ -355,10 +374,19 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     atomic_write_bytes(out_dir / "history.json", json.dumps(state["history"], indent=1).encode("utf-8"))
+    best = read_info(best_dir) if state["best_epoch"] is not None else None
     return TrainResult(
         bundle=best_dir if state["best_epoch"] is not None else None, best_epoch=state["best_epoch"],
         best_score=state["best_score"], epochs_run=len(state["history"]), history=state["history"],
-        cancelled=cancelled, stopped_early=stopped_early, device=describe_device(ctx))
+        cancelled=cancelled, stopped_early=stopped_early, device=describe_device(ctx),
+        threshold=None if best is None else best.threshold, thresholds=None if best is None else best.thresholds)
+
+
+def _thresholds(val_data: TileArrays, prob: np.ndarray, s: dict) -> dict | None:
+    """The thresholds chosen on this epoch's validation probabilities (two classes; else None)."""
+    if prob.shape[1] != 2:
+        return None
+    return choose_thresholds(val_data.labels, prob[:, 1], s.get("target_sensitivity", DEFAULT_TARGET_SENSITIVITY))
 
 
 def _fit_stain(train_data: TileArrays, method: str, reference: str | None = None) -> StainNormaliser | None:

@@ -249,3 +249,69 @@ def test_a_failing_save_keeps_the_previous_bundle_and_leaves_no_staging(model_th
     assert {p.name: p.read_bytes() for p in (tmp_path / "best").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".best.lock", "best"]
     assert read_info(tmp_path / "best").verified
+
+
+THRESHOLDS = {"sensitivity_0.95": 0.33, "youden": 0.5, "chosen": "sensitivity_0.95", "target_sensitivity": 0.95,
+              "split": "validation", "tiles": 40,
+              "validation": {"sensitivity_0.95": {"sensitivity": 0.95, "specificity": 0.55},
+                             "youden": {"sensitivity": 0.8, "specificity": 0.9}}}
+
+
+def _edit_model_json(folder, **change):
+    path = folder / "model.json"
+    doc = json.loads(path.read_text())
+    doc.update(change)
+    for key in [k for k, v in change.items() if v is ...]:
+        del doc[key]
+    path.write_text(json.dumps(doc))
+
+
+def test_a_model_without_a_threshold_uses_one_half_and_says_so(model_thread, tmp_path):
+    from core.models.bundle import default_threshold, describe_threshold, read_info
+
+    model_thread.run(_saved_bundle, tmp_path)
+    _edit_model_json(tmp_path, threshold=..., thresholds=...)  # as bundles written before thresholds
+    info = read_info(tmp_path)
+    assert info.threshold is None and info.thresholds is None
+    assert default_threshold(info) == (0.5, "0.5 (the model records none)")
+    assert "threshold 0.5: the model records none" in describe_threshold(info)
+    assert describe_threshold(info, 0.25) == "threshold 0.25 (given)"
+
+
+def test_the_recorded_threshold_is_read_back_exactly_and_described(model_thread, tmp_path):
+    from core.models.bundle import default_threshold, describe_threshold, read_info
+
+    model_thread.run(_saved_bundle, tmp_path)
+    _edit_model_json(tmp_path, threshold=0.33, thresholds=THRESHOLDS)
+    info = model_thread.run(load_bundle, tmp_path).info
+    assert info.threshold == 0.33 and info.thresholds == THRESHOLDS
+    assert default_threshold(info) == (0.33, "model")
+    assert describe_threshold(info) == ("threshold 0.33 from the model (chosen on 40 validation tiles at sensitivity "
+                                        "0.95; validation sensitivity 0.950, specificity 0.550)")
+    _edit_model_json(tmp_path, threshold=0.4)  # a hand-set threshold is the model's, said so
+    info = read_info(tmp_path)
+    assert default_threshold(info) == (0.4, "model") and "set in its model.json" in describe_threshold(info)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"threshold": 1.5}, "threshold must be a tumour probability from 0 to 1"),
+    ({"threshold": -0.1}, "threshold must be"),
+    ({"threshold": "0.3"}, "threshold must be"),
+    ({"threshold": True}, "threshold must be"),
+    ({"threshold": 1e309}, "threshold must be"),  # json writes Infinity
+    ({"thresholds": [0.3]}, "thresholds must be a JSON object"),
+    ({"thresholds": {**THRESHOLDS, "youden": 2}}, "thresholds.youden must be"),
+    ({"thresholds": {**THRESHOLDS, "sensitivity_0.95": None}}, "thresholds.sensitivity_0.95 must be"),
+    ({"thresholds": {**THRESHOLDS, "chosen": "magic"}}, "thresholds.chosen"),
+    ({"thresholds": {**THRESHOLDS, "target_sensitivity": 0}}, "target_sensitivity"),
+    ({"thresholds": {**THRESHOLDS, "tiles": -3}}, "thresholds.tiles"),
+    ({"thresholds": {**THRESHOLDS, "validation": {"youden": {"sensitivity": 7}}}}, "thresholds.validation"),
+])
+def test_tampered_thresholds_are_refused_naming_the_file(model_thread, tmp_path, change, message):
+    from core.models.bundle import read_info
+
+    model_thread.run(_saved_bundle, tmp_path)
+    _edit_model_json(tmp_path, threshold=0.33, thresholds=THRESHOLDS)
+    _edit_model_json(tmp_path, **change)
+    with pytest.raises(ModelError, match=f"model.json: .*{message}"):
+        read_info(tmp_path)

@@ -77,6 +77,42 @@ def test_bundle_reloads_with_identical_predictions(trained, data):
     assert BinaryMetrics(val.labels, a[:, 1]).auc == pytest.approx(result.best_score, abs=1e-6)
 
 
+def test_the_threshold_is_chosen_on_the_best_epochs_validation_tiles_and_recorded(trained, data):
+    import json
+
+    from core.metrics import BinaryMetrics
+    from core.models.bundle import default_threshold, read_info
+    from core.models.thresholds import choose_thresholds
+
+    result, _, _ = trained
+    val = data[1]
+    doc = json.loads((result.bundle / "model.json").read_text())
+    record = doc["thresholds"]
+    assert record["chosen"] == "sensitivity_0.95" and record["target_sensitivity"] == 0.95
+    assert record["split"] == "validation" and record["tiles"] == len(val)
+    assert doc["threshold"] == record["sensitivity_0.95"] == result.threshold and 0 < result.threshold < 1
+    assert 0 < record["youden"] < 1 and result.thresholds == record
+    assert default_threshold(read_info(result.bundle)) == (result.threshold, "model")
+    best = result.history[result.best_epoch]
+    assert best["threshold"] == result.threshold  # the best epoch's, as the history shows per epoch
+    # the saved network on the validation tiles gives the figures recorded at each threshold
+    probs = engine().run(lambda: load_bundle(result.bundle).predict(val.images))[:, 1]
+    assert choose_thresholds(val.labels, probs) == record
+    for key in ("sensitivity_0.95", "youden"):
+        m = BinaryMetrics(val.labels, probs, record[key])
+        assert record["validation"][key] == {"sensitivity": m.sensitivity, "specificity": m.specificity}
+    assert record["validation"]["sensitivity_0.95"]["sensitivity"] >= 0.95
+
+
+def test_the_target_sensitivity_is_checked_and_recorded(data, tmp_path):
+    for bad in (0, 1.5, -1):
+        with pytest.raises(ModelError, match="target sensitivity"):
+            train(*data, tmp_path, epochs=1, target_sensitivity=bad)
+    result = train(*data, tmp_path, epochs=1, batch_size=32, device="cpu", target_sensitivity=0.8)
+    assert result.thresholds["chosen"] == "sensitivity_0.8" and result.threshold == result.thresholds["sensitivity_0.8"]
+    assert result.thresholds["validation"]["sensitivity_0.8"]["sensitivity"] >= 0.8
+
+
 def test_resume_continues_from_last_checkpoint(data, tmp_path):
     first = train(*data, tmp_path, epochs=1, batch_size=32, seed=0, device="cpu")
     assert first.epochs_run == 1
