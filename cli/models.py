@@ -50,6 +50,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--stain-normalise", choices=STAIN_NORMALISE, default="none",
                    help="fit a stain normalisation on the training tiles (reinhard: CIELAB mean and spread; "
                         "macenko: stain vectors), record it in the model and apply it at every prediction")
+    p.add_argument("--stain-reference", metavar="IMAGE",
+                   help="fit --stain-normalise on this RGB image (PNG, JPEG, TIFF) instead of the training tiles")
     p.add_argument("--target-sensitivity", type=opt.number(0, 1, low_open=True), default=0.95,
                    help="the model's threshold is the highest one reaching this validation sensitivity "
                         "(default 0.95); Youden's is recorded too")
@@ -159,6 +161,7 @@ def train_model(args) -> int:
                    lr=args.lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                    augment=not args.no_augment, early_stopping_patience=args.patience,
                    stain_augment=args.stain_augment, stain_normalise=args.stain_normalise,
+                   stain_reference=args.stain_reference,
                    progress=EpochProgress(), resume=args.resume, mpp=mpp,
                    target_sensitivity=args.target_sensitivity)
     if result.bundle is None:

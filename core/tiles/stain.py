@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.errors import ModelError
+from core.errors import DatasetError, ModelError
 
 # scikit-image 0.24 skimage.color.colorconv.rgb_from_hed (rows: H, E, DAB stain vectors in OD space)
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29],
@@ -324,6 +324,25 @@ def _numbers(value, shape: tuple) -> np.ndarray | None:
     except ValueError:  # ragged lists
         return None
     return arr if arr.shape == shape else None
+
+
+def read_reference(path) -> np.ndarray:
+    """A stain reference image as uint8 RGB ``(1, H, W, 3)`` (PNG, JPEG, TIFF; alpha dropped, 16-bit scaled).
+
+    Raises
+    ------
+    DatasetError
+        When the file is missing or not an image OpenCV reads.
+    """
+    path = Path(path)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if path.is_file() else None
+    if image is None:
+        raise DatasetError(f"{path}: cannot read the stain reference image (give a PNG, JPEG or TIFF of stained tissue)")
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise DatasetError(f"{path}: the stain reference must be an 8- or 16-bit RGB image, got {image.dtype}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)[None]
 
 
 def normaliser_from_model(doc, path: Path | str | None = None) -> StainNormaliser | None:

@@ -101,3 +101,23 @@ def test_a_tampered_stain_block_is_refused(stain_model, tmp_path, stain, words):
     doc["stain"] = None  # removing the block is a model without normalisation, as before issue 11
     (folder / META_FILE).write_text(json.dumps(doc))
     assert read_info(folder).stain is None
+
+
+def test_a_stated_reference_image_sets_the_target(tmp_path):
+    from core.errors import DatasetError
+    from core.tiles.stain import lab_stats
+
+    reference = stained_tiles(4, 5).images.reshape(4 * TILE, TILE, 3)
+    path = tmp_path / "reference.png"
+    cv2.imwrite(str(path), cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))
+    result = train(stained_tiles(16, 0), stained_tiles(8, 1), tmp_path / "m", epochs=1, batch_size=8, device="cpu",
+                   stain_normalise="reinhard", stain_reference=path)
+    info = read_info(result.bundle)
+    assert info.stain["fitted_on"] == "reference image reference.png"
+    mean, std = lab_stats(reference)
+    assert np.allclose(info.stain["target_mean"], mean[0]) and np.allclose(info.stain["target_std"], std[0])
+    with pytest.raises(DatasetError, match="cannot read the stain reference"):
+        train(stained_tiles(16, 0), stained_tiles(8, 1), tmp_path / "n", epochs=1, device="cpu",
+              stain_normalise="macenko", stain_reference=tmp_path / "missing.png")
+    with pytest.raises(ModelError, match="needs a stain normalisation"):
+        train(stained_tiles(16, 0), stained_tiles(8, 1), tmp_path / "o", epochs=1, device="cpu", stain_reference=path)
