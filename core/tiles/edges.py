@@ -5,7 +5,9 @@ rule and the probability grid: along a side of ``l0_len`` level-0 pixels, tiles 
 ``stride`` pixels, and the last one, which would cross the edge, is shifted back to end exactly at it
 (overlapping its neighbour). Every tile thus holds real slide pixels only: an edge tile looks to the network
 like any other (no white padding it could learn as a cue) and is labelled and tissue-tested like any other.
-A side shorter than one tile has no tiles.
+A side shorter than one tile has no tiles. An edge tile shares pixels with its neighbour, as overlapping tiles
+(a stride below the tile) always do: a random tile split may put the two on both sides; the by-slide split
+cannot.
 
 Frames: level-0 pixels throughout.
 """

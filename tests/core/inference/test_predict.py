@@ -191,8 +191,9 @@ def test_the_grid_covers_every_pixel_of_a_slide_that_is_no_multiple_of_the_tile(
     assert ys.reshape(4, 6)[:, 0].tolist() == [0, 256, 512, CROP_H - 256]
 
 
-def test_edge_cells_are_predicted_compared_and_drawn(edge_case):
-    from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv
+def test_edge_cells_are_predicted_compared_and_drawn(edge_case, tmp_path):
+    from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
+    from core.slide import open_slide
 
     grid, marks, rgb = edge_case
     truth = truth_for_grid(grid, marks)
@@ -210,6 +211,9 @@ def test_edge_cells_are_predicted_compared_and_drawn(edge_case):
     assert not np.array_equal(overview[768:, 1280:], rgb[768:, 1280:])
     rows = tiles_csv(grid).splitlines()
     assert len(rows) == 1 + 24 and f"3,5,{CROP_W - 256},{CROP_H - 256},256," in rows[-1]
+    with open_slide(write_overlay_tiff(grid, tmp_path / "overlay.tif")) as overlay:
+        corner = overlay.read_region(CROP_W - 5, CROP_H - 5, 0, 5, 5)[..., 0]
+    assert (corner == 1 + round(254 * float(grid.probs[3, 5]))).all()
 
 
 def test_a_grid_saved_before_edge_cells_loads_and_draws(edge_case, tmp_path):
