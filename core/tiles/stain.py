@@ -124,24 +124,24 @@ _MACENKO_MIN_PIXELS = 64  # a tile with fewer stained pixels keeps its colours
 _FIT_PIXELS = 500_000  # pixels sampled from the training tiles to fit Macenko's reference
 
 
-def _lab(batch: np.ndarray) -> np.ndarray:
-    """uint8 RGB (N, H, W, 3) → float32 CIELAB (L 0..100)."""
-    flat = batch.reshape(-1, batch.shape[-2], 3) if batch.ndim == 4 else batch
-    lab = cv2.cvtColor(flat.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    return lab.reshape(batch.shape)
+# OpenCV's 8-bit CIELAB (L * 255 / 100, a + 128, b + 128) goes through lookup tables: about ten times
+# faster than its float conversion, at a quantisation (0.4 L, 1 a/b) below what Reinhard's mapping moves
+_LAB8_SCALE = np.array([100.0 / 255.0, 1.0, 1.0])
+_LAB8_OFFSET = np.array([0.0, -128.0, -128.0])
 
 
-def _rgb_from_lab(lab: np.ndarray) -> np.ndarray:
-    flat = lab.reshape(-1, lab.shape[-2], 3).astype(np.float32)
-    rgb = cv2.cvtColor(flat, cv2.COLOR_Lab2RGB)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8).reshape(lab.shape)
+def _tile_lab_stats(tile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One uint8 RGB tile's 8-bit LAB image, and its CIELAB mean and standard deviation (3,)."""
+    lab8 = cv2.cvtColor(np.ascontiguousarray(tile), cv2.COLOR_RGB2Lab)
+    mean8, std8 = cv2.meanStdDev(lab8)
+    return lab8, mean8.ravel() * _LAB8_SCALE + _LAB8_OFFSET, std8.ravel() * _LAB8_SCALE
 
 
 def lab_stats(images) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tile CIELAB mean and standard deviation, each ``(N, 3)`` float64."""
+    """Per-tile CIELAB mean and standard deviation, each ``(N, 3)`` float64 (L 0..100)."""
     batch, _ = _as_batch(images)
-    lab = _lab(batch).reshape(batch.shape[0], -1, 3).astype(np.float64)
-    return lab.mean(axis=1), lab.std(axis=1)
+    stats = [_tile_lab_stats(tile)[1:] for tile in batch]
+    return np.array([m for m, _ in stats]), np.array([s for _, s in stats])
 
 
 def _od(pixels: np.ndarray) -> np.ndarray:
@@ -238,13 +238,17 @@ class StainNormaliser:
         return out[0] if single else out
 
     def _reinhard(self, batch: np.ndarray) -> np.ndarray:
-        lab = _lab(batch)
-        flat = lab.reshape(batch.shape[0], -1, 3)
-        mean = flat.mean(axis=1)[:, None, None, :]
-        std = np.maximum(flat.std(axis=1), _LAB_STD_FLOOR)[:, None, None, :]
-        t_mean = np.asarray(self.params["target_mean"], np.float32)
-        t_std = np.asarray(self.params["target_std"], np.float32)
-        return _rgb_from_lab((lab - mean) / std * t_std + t_mean)
+        t_mean = np.asarray(self.params["target_mean"], np.float64)
+        t_std = np.asarray(self.params["target_std"], np.float64)
+        out = np.empty_like(batch)
+        for i, tile in enumerate(batch):
+            lab8, mean, std = _tile_lab_stats(tile)
+            gain = t_std / np.maximum(std, _LAB_STD_FLOOR)  # the same in CIELAB and 8-bit units
+            # in 8-bit units: target - mean * gain, per channel; cv2.transform rounds and saturates to uint8
+            offset = (t_mean - _LAB8_OFFSET) / _LAB8_SCALE - (mean - _LAB8_OFFSET) / _LAB8_SCALE * gain
+            matrix = np.hstack([np.diag(gain), offset[:, None]]).astype(np.float32)
+            out[i] = cv2.cvtColor(cv2.transform(lab8, matrix), cv2.COLOR_Lab2RGB)
+        return out
 
     def _macenko(self, batch: np.ndarray) -> np.ndarray:
         t_stains = np.asarray(self.params["stain_matrix"], np.float64)
