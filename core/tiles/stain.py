@@ -122,6 +122,7 @@ _MACENKO_BETA = 0.15  # pixels of a smaller optical density (vector length) are 
 _MACENKO_ALPHA = 1.0  # percentile of the angle for robust extreme stain vectors
 _MACENKO_MIN_PIXELS = 64  # a tile with fewer stained pixels keeps its colours
 _FIT_PIXELS = 500_000  # pixels sampled from the training tiles to fit Macenko's reference
+_TILE_PIXELS = 16_384  # pixels sampled evenly from a tile to estimate its stains (a 128 px tile: all)
 
 
 # OpenCV's 8-bit CIELAB (L * 255 / 100, a + 128, b + 128) goes through lookup tables: about ten times
@@ -255,11 +256,12 @@ class StainNormaliser:
         t_max = np.asarray(self.params["max_conc"], np.float64)
         out = batch.copy()
         for i, tile in enumerate(batch):
-            found = macenko_stains(tile)
+            pixels = tile.reshape(-1, 3)
+            found = macenko_stains(pixels[::max(1, pixels.shape[0] // _TILE_PIXELS)])
             if found is None:
                 continue  # glass or nearly so: nothing to normalise
             stains, max_conc = found
-            conc = _concentrations(_od(tile.reshape(-1, 3)).astype(np.float64), stains)
+            conc = _concentrations(_od(pixels).astype(np.float64), stains)
             conc *= t_max / np.maximum(max_conc, 1e-6)
             rgb = _MACENKO_IO * np.exp(-conc @ t_stains) - 1.0
             out[i] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(tile.shape)
