@@ -41,7 +41,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from core.errors import DatasetError
+from core.errors import Cancelled, DatasetError
 from core.paths import cache_dir
 from core.tiles.arrays import IMAGE_SUFFIXES, TileArrays
 from core.tiles.grid import MPP_RANGE, TILE_PX_RANGE
@@ -215,6 +215,7 @@ def _check_groups_file(path: Path, root: Path, name) -> Path:
 
 def read_patch_folder(path, *, patch_mpp: float | None = None, tile_px: int | None = None,
                       mpp: float | None = None, group: bool = True, workers: int | None = None,
+                      progress: Callable[[int, int], None] | None = None,
                       should_stop: Callable[[], bool] | None = None) -> PatchSet:
     """Read a patch folder as tiles of ``tile_px`` at ``mpp`` µm/px, with their groups.
 
@@ -230,7 +231,12 @@ def read_patch_folder(path, *, patch_mpp: float | None = None, tile_px: int | No
         µm/px of the tiles. Default: the patches' (no resampling). Needs the patches' scale unless every
         patch already is one tile.
     group : bool
-        Find near-copies when no groups file is given (False: each patch its own group).
+        Find near-copies when no groups file is given (False: each patch its own group). Found groups
+        are cached (under `core.paths.cache_dir`) by the files' names, sizes and times.
+    progress : callable, optional
+        ``progress(patches_read, patches)``.
+    should_stop : callable, optional
+        Checked while reading and grouping; raises `core.errors.Cancelled` when true.
 
     Returns
     -------
@@ -260,7 +266,7 @@ def read_patch_folder(path, *, patch_mpp: float | None = None, tile_px: int | No
         raise DatasetError(f"{root}: tile side must be {TILE_PX_RANGE[0]} to {TILE_PX_RANGE[1]} px, got {tile_px!r}")
 
     files, labels, classes = _listing(root, doc["classes"])
-    images = _read_all(root, files, workers)
+    images = _read_all(root, files, workers, progress, should_stop)
     factor = 1.0
     if mpp is not None and scale is not None:
         factor = scale / mpp
@@ -330,7 +336,7 @@ def _listing(root: Path, mapping: dict | None) -> tuple[list[str], list[int], li
     return files, labels, classes
 
 
-def _read_all(root: Path, files: list[str], workers: int | None) -> list[np.ndarray]:
+def _read_all(root: Path, files: list[str], workers: int | None, progress=None, should_stop=None) -> list[np.ndarray]:
     def read(rel: str) -> np.ndarray:
         file = root / rel
         bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
@@ -341,8 +347,15 @@ def _read_all(root: Path, files: list[str], workers: int | None) -> list[np.ndar
                                f"{PATCH_MAX_SIDE} px a side); make a dataset from it with marks instead")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
+    images = []
     with ThreadPoolExecutor(default_workers(workers)) as pool:
-        return list(pool.map(read, files))
+        for image in pool.map(read, files):
+            images.append(image)
+            if should_stop is not None and len(images) % 64 == 0 and should_stop():
+                raise Cancelled(f"{root}: reading patches cancelled")
+            if progress is not None and (len(images) % 32 == 0 or len(images) == len(files)):
+                progress(len(images), len(files))
+    return images
 
 
 def _patch_groups(root, groups_file, files, images, group: bool, should_stop) -> np.ndarray:

@@ -166,3 +166,24 @@ def test_patch_dataset_is_a_normal_dataset_split_by_group(tmp_path):
     for row in rows:
         split_of.setdefault(row["group"], set()).add(row["split"])
     assert all(len(s) == 1 for s in split_of.values()), "a group straddles train and test"
+
+
+def test_progress_and_cancel(tmp_path):
+    from core.errors import Cancelled
+    root = folder(tmp_path, side=64, per_class=40)
+    seen = []
+    read_patch_folder(root, group=False, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (80, 80)
+    with pytest.raises(Cancelled):
+        read_patch_folder(root, should_stop=lambda: True)
+
+
+def test_found_groups_are_cached(tmp_path):
+    from core.paths import cache_dir
+    root = tmp_path / "patches"
+    copies_folder(root, originals_per_class=2, side=128)
+    first = read_patch_folder(root)
+    cached = list((cache_dir() / "patch-groups").glob("*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text()) == first.groups.tolist()
+    cached[0].write_text(json.dumps(list(range(len(first.groups)))))  # the cache is what the next run uses
+    assert read_patch_folder(root).n_groups == len(first.groups)
