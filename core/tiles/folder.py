@@ -149,7 +149,8 @@ def read_dataset(path, split: str = "train", workers: int | None = None):
     """Tiles of one split as `core.tiles.arrays.TileArrays`, from a dataset folder or a patch folder.
 
     ``path`` is a folder written by `write_dataset` (``manifest.json`` + RecordIO), a ``.rec`` file,
-    or a patch folder with one subfolder per class (then ``split`` is ignored: all patches).
+    or a patch folder with one subfolder per class (then ``split`` is ignored: all patches, as they are;
+    `core.tiles.patches.read_patch_folder` cuts them at a scale and groups them).
 
     Raises
     ------
@@ -163,8 +164,9 @@ def read_dataset(path, split: str = "train", workers: int | None = None):
         return read_records(path, classes, workers)
     if not path.is_dir():
         raise DatasetError(f"{path}: no such dataset folder or .rec file")
-    if not (path / MANIFEST).is_file():
-        return TileArrays.from_folder(path)
+    if not (path / MANIFEST).is_file():  # a patch folder, its dataset.json (scale, classes) honoured
+        from core.tiles.patches import read_patch_folder
+        return read_patch_folder(path, group=False, workers=workers).tiles
     manifest = read_manifest(path)
     split_code(split)
     counts = manifest.get("counts", {}).get(split, {})
