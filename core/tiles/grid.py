@@ -196,10 +196,25 @@ def read_tile(reader: SlideReader, plan: TilePlan, i: int) -> np.ndarray:
     out of bounds.
     """
     tile_px = plan.spec.tile_px
-    rgb = read_padded(reader, int(plan.l0_x[i]), int(plan.l0_y[i]), plan.level, plan.read_px)
+    l0_x, l0_y = int(plan.l0_x[i]), int(plan.l0_y[i])
+    if plan.level > 0:  # an edge tile ends at the slide's edge: keep it inside the level's rounded size too
+        lv_w, lv_h = reader.level_dimensions[plan.level]
+        downsample = reader.level_downsamples[plan.level]
+        l0_x = _inside_level(l0_x, plan.read_px, downsample, lv_w)
+        l0_y = _inside_level(l0_y, plan.read_px, downsample, lv_h)
+    rgb = read_padded(reader, l0_x, l0_y, plan.level, plan.read_px)
     if plan.read_px != tile_px:
         rgb = cv2.resize(rgb, (tile_px, tile_px), interpolation=cv2.INTER_AREA)
     return rgb
+
+
+def _inside_level(l0: int, read_px: int, downsample: float, lv_len: int) -> int:
+    """``l0`` moved back by the level pixel or two that rounding the level's size and ``read_px`` can cost."""
+    lv = math.floor(l0 / downsample)
+    over = lv + read_px - lv_len
+    if 0 < over <= 2 and lv - over >= 0:
+        return math.ceil((lv - over) * downsample)
+    return l0
 
 
 def read_padded(reader: SlideReader, l0_x: int, l0_y: int, level: int, read_px: int) -> np.ndarray:

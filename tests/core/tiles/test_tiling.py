@@ -302,3 +302,26 @@ def test_reading_past_the_edge_pads_with_white_on_every_reader(tmp_path, backend
             ds = reader.level_downsamples[1]
             coarse = read_padded(reader, int((lv_w - 30) * ds), 0, 1, 64)
             assert (coarse[:, 30:] == 255).all() and not (coarse[:, :30] == 255).all()
+
+
+class NominalDownsamples(ArrayReader):
+    """A reader that states whole downsamples (2, 4, ...) while its levels' sizes are rounded down, as scanners do."""
+
+    @property
+    def level_downsamples(self):
+        return tuple(float(2 ** k) for k in range(self.level_count))
+
+
+def test_an_edge_tile_read_from_a_rounded_level_has_no_white_line():
+    from tests.core.slide.test_slide_readers import pattern
+
+    image = pattern(701, 1001)  # no pixel of the pattern is white
+    reader = NominalDownsamples(image, mpp=(0.5, 0.5))
+    assert reader.level_dimensions[1] == (500, 350) and reader.level_downsamples[1] == 2.0
+    plan = plan_tiles(reader, TileSpec(30, 1.05), detect_tissue(reader))  # 63 px tiles read as 32 px of level 1
+    assert (plan.tile_l0, plan.level, plan.read_px) == (63, 1, 32)
+    last = len(plan) - 1
+    assert (plan.l0_x[last], plan.l0_y[last]) == (1001 - 63, 701 - 63)
+    # level 1 ends at pixel 500, but (1001 - 63) / 2 + 32 = 501: the read moves back one level pixel
+    tile = read_tile(reader, plan, last)
+    assert not (tile == 255).all(-1).any()
