@@ -16,11 +16,15 @@ How near-copies are found (all on a 96 px grey thumbnail, normalised to zero mea
    rotation, scale and flip that best map one onto the other.
 3. The second patch is warped by that rotation, scale and flip, and the Pearson correlation of the two
    central regions' detail (the thumbnail less its blur, so that nuclei rather than large pale spaces
-   must line up) is the pair's similarity; pairs whose log-polar correlation is below `PREFILTER` get -1. Pairs at or above `THRESHOLD` are joined (union-find), so a
-   group also takes in copies that only match through a third patch.
+   must line up) is the pair's similarity; pairs whose log-polar correlation is below `PREFILTER`, or
+   whose central mean colours differ by more than `COLOUR_LIMIT`, get -1. Pairs at or above `THRESHOLD`
+   are joined (union-find), so a group also takes in copies that only match through a third patch.
 
-`THRESHOLD` was set by eye on ``../shared/data/patches/lc25000-lung`` (900 patches): see
-`tests/core/tiles/test_groups.py` and the README of this step.
+`THRESHOLD` and `COLOUR_LIMIT` were set by eye on ``../shared/data/patches/lc25000-lung`` (900 patches,
+12,000 candidate pairs): the detail correlations are bimodal (around 0.1 and 0.6); of 8 pairs looked at
+between 0.34 and 0.42, 7 were copies, between 0.26 and 0.34, 2; above 0.42 all were. The colour limit
+parts the one lung_aca / lung_scc pair and two chained lung_n pairs that passed; 575 groups result
+(`tests/core/tiles/test_groups.py` holds the range).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ CANDIDATES = 10
 PREFILTER = 0.45
 #: Degrees either side of the registered angle tried in step 3.
 ANGLE_NUDGE = 2.8
+#: Copies of one original share its stain: pairs whose central regions' mean colours differ by more than
+#: this (0-255, in any of R, G, B) are not joined, however well their detail lines up.
+COLOUR_LIMIT = 25.0
 #: Blur (in thumbnail pixels) removed before step 3, so that nuclei, not large pale spaces, must line up.
 DETAIL_SIGMA = 2.5
 #: Pearson correlation of the registered central regions' detail at which two patches are near-copies.
@@ -132,6 +139,12 @@ def _verified(thumbs: np.ndarray, a: int, b: int, how) -> float:
     return best
 
 
+def _centre_colour(rgb: np.ndarray) -> np.ndarray:
+    """Mean R, G, B of the central half of an image (the part every rotated crop of one original keeps)."""
+    h, w = rgb.shape[:2]
+    return rgb[h // 4:h - h // 4, w // 4:w - w // 4].reshape(-1, rgb.shape[2])[:, :3].mean(axis=0)
+
+
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
     denom = float(np.sqrt((x @ x) * (y @ y)))
@@ -144,6 +157,7 @@ def near_copy_pairs(images: Sequence[np.ndarray], candidates: int = CANDIDATES,
     if len(images) < 2:
         return []
     thumbs = np.stack([grey_thumbnail(img) for img in images])
+    colours = np.stack([_centre_colour(img) for img in images])
     polar = _log_polar(thumbs)
     partners = _candidates(polar, candidates)
     a = np.repeat(np.arange(len(images)), partners.shape[1])
@@ -157,7 +171,8 @@ def near_copy_pairs(images: Sequence[np.ndarray], candidates: int = CANDIDATES,
     for n, (i, j) in enumerate(zip(pa.tolist(), pb.tolist())):
         if should_stop is not None and n % 256 == 0 and should_stop():
             raise Cancelled("finding near-copies cancelled")
-        out.append((i, j, _verified(detail, i, j, how[n]) if rough[n] >= PREFILTER else -1.0))
+        alike = rough[n] >= PREFILTER and np.abs(colours[i] - colours[j]).max() <= COLOUR_LIMIT
+        out.append((i, j, _verified(detail, i, j, how[n]) if alike else -1.0))
     return out
 
 

@@ -45,8 +45,8 @@ from core.errors import Cancelled, DatasetError
 from core.paths import cache_dir
 from core.tiles.arrays import IMAGE_SUFFIXES, TileArrays
 from core.tiles.grid import MPP_RANGE, TILE_PX_RANGE
-from core.tiles.groups import (CANDIDATES, DETAIL_SIGMA, PREFILTER, THRESHOLD, THUMB_PX, find_near_copies,
-                               read_groups_csv)
+from core.tiles.groups import (CANDIDATES, COLOUR_LIMIT, DETAIL_SIGMA, PREFILTER, THRESHOLD, THUMB_PX,
+                               find_near_copies, read_groups_csv)
 from core.tiles.reading import default_workers
 from core.tiles.splits import CLASSES
 
@@ -383,7 +383,8 @@ def _patch_groups(root, groups_file, files, images, group: bool, should_stop) ->
 
 
 def _cache_key(root: Path, files: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps([THUMB_PX, CANDIDATES, PREFILTER, DETAIL_SIGMA, THRESHOLD, 1]).encode())
+    method = [THUMB_PX, CANDIDATES, PREFILTER, DETAIL_SIGMA, THRESHOLD, COLOUR_LIMIT, 2]
+    digest = hashlib.sha256(json.dumps(method).encode())
     digest.update(str(root.absolute()).encode())
     for rel in files:
         st = (root / rel).stat()
@@ -403,7 +404,8 @@ def patch_split(patch_set: PatchSet, ratio: float = 0.7, seed: int = 0) -> np.nd
     tiles = patch_set.tiles
     if ratio >= 1:
         return np.zeros(len(tiles), np.int8)
-    return group_pick(tiles.labels, patch_set.groups, 1 - ratio, np.random.default_rng(seed), at_least=1).astype(np.int8)
+    test = group_pick(tiles.labels, patch_set.groups, 1 - ratio, np.random.default_rng(seed), at_least=1)
+    return test.astype(np.int8)
 
 
 def write_patch_dataset(patch_set: PatchSet, out_dir, *, ratio: float = 0.7, seed: int = 0,
