@@ -31,14 +31,18 @@ def add_parsers(sub) -> None:
     a.add_argument("--level", type=opt.natural, default=0, help="pyramid level (default 0)")
     a.add_argument("--out", required=True, help="PNG file to write")
     a.add_argument("--class", dest="class_name", help="only this class (binary mask)")
-    a = actions.add_parser("from-mask", help="marks from a label mask (PNG or TIFF, 8- or 16-bit, one channel) "
-                           "of a slide: one class per mapped value, holes kept, specks dropped")
+    a = actions.add_parser("from-mask", help="marks from a label mask (PNG or TIFF, 8- or 16-bit, one channel; "
+                           "a grey JPEG with --threshold) of a slide: one class per mapped value, holes kept, "
+                           "specks dropped")
     a.add_argument("mask", help="the label image, at the slide's size or shrunk by --downsample")
     a.add_argument("--slide", required=True, help="the slide the mask belongs to (for its size and µm/px)")
     a.add_argument("--map", dest="value_map", required=True, metavar="V=CLASS,...",
                    help="class per mask value, e.g. 1=Tumour,2=Benign (values not named are left out)")
     a.add_argument("--out", required=True, help="annotation file to write (.geojson or .xml)")
     a.add_argument("--format", choices=("geojson", "asap", "imagescope"), help="output format (default: by extension)")
+    a.add_argument("--threshold", type=opt.number(0.0), metavar="GREY",
+                   help="for a grey or blurred mask: pixels above this grey level are value 1, the others 0 "
+                   "(then --map 1=CLASS), e.g. --threshold 127 for an 8-bit mask whose white is the class")
     a.add_argument("--downsample", type=opt.number(0.0, MAX_DOWNSAMPLE, low_open=True),
                    help="level-0 pixels per mask pixel (default: from the sizes, when a whole factor)")
     area = a.add_mutually_exclusive_group()
@@ -102,7 +106,8 @@ def from_mask(args) -> int:
         slide_mpp = reader.mpp
     min_area_l0 = min_area_l0_for(slide_mpp, args.min_area, args.min_area_px)
     label = read_label_mask(args.mask)
-    found = marks_from_mask(label, value_map, l0_w, l0_h, args.downsample, min_area_l0, path=args.mask)
+    found = marks_from_mask(label, value_map, l0_w, l0_h, args.downsample, min_area_l0, path=args.mask,
+                            threshold=args.threshold)
     for warning in found.warnings:
         warn(warning)
     write_annotations(args.out, found.annotations, found.classes, format=args.format)

@@ -116,6 +116,45 @@ def read_label_mask(path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def binarise(mask: np.ndarray, threshold: float, path="mask") -> np.ndarray:
+    """A grey or blurred mask as labels: 1 where a pixel is above ``threshold``, else 0.
+
+    Many public masks are saved as grey levels with soft edges (blurred, or JPEG-compressed), not as
+    whole-number labels: camelyon-mini's, for one, say "above 127 is tumour". Map the result with
+    ``{1: "Tumour"}`` (and ``0`` for the pixels at or below the threshold, if they are a class too).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        2-D 8- or 16-bit image (see :func:`read_label_mask`).
+    threshold : float
+        Grey level; pixels strictly above it become 1.
+    path : path-like
+        The mask's file, for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 array of 0 and 1, the mask's shape.
+
+    Raises
+    ------
+    MaskError
+        When the threshold is not a finite number from 0 up to one below the bit depth's largest
+        value (no pixel could be above it).
+    """
+    if not (isinstance(threshold, (int, float, np.integer, np.floating)) and math.isfinite(threshold)):
+        raise MaskError(f"{path}: threshold {threshold!r} is not a number")
+    top = int(np.iinfo(mask.dtype).max) if mask.dtype.kind in "ui" else math.inf
+    if threshold < 0:
+        raise MaskError(f"{path}: threshold {threshold:g} is negative: every pixel would be above it; give a "
+                        "grey level from 0, such as half of the mask's white (127 for an 8-bit mask)")
+    if threshold >= top:
+        raise MaskError(f"{path}: threshold {threshold:g}: no pixel of an {mask.dtype.itemsize * 8}-bit mask "
+                        f"(0 to {top}) can be above it; give a grey level from 0 to {top - 1}")
+    return (mask > threshold).astype(np.uint8)
+
+
 def _fits(l0_size: int, lv_size: int, downsample: float) -> bool:
     """Whether ``lv_size`` mask pixels cover ``l0_size`` level-0 pixels at ``downsample`` (rounded either way)."""
     exact = l0_size / downsample
@@ -148,7 +187,7 @@ def min_area_l0_for(mpp: tuple[float, float] | None, min_area_um2: float | None 
 
 def marks_from_mask(mask: np.ndarray, value_map: Mapping[int, str], l0_w: int, l0_h: int,
                     downsample: float | None = None, min_area_l0: float = DEFAULT_MIN_AREA_PX,
-                    path="mask") -> MaskMarks:
+                    path="mask", threshold: float | None = None) -> MaskMarks:
     """Marks, one class per mapped value, from a label mask of a slide.
 
     Parameters
@@ -166,6 +205,9 @@ def marks_from_mask(mask: np.ndarray, value_map: Mapping[int, str], l0_w: int, l
         Regions smaller than this many square level-0 pixels are dropped.
     path : path-like
         The mask's file, for messages.
+    threshold : float, optional
+        For a grey mask: pixels above it are value 1, the others value 0 (:func:`binarise`), so
+        ``value_map`` may only name 0 and 1.
 
     Returns
     -------
@@ -177,8 +219,15 @@ def marks_from_mask(mask: np.ndarray, value_map: Mapping[int, str], l0_w: int, l
     ------
     MaskError
         When the mask's size does not fit the slide at ``downsample``, the downsample is not
-        positive or absurd, or a mapped value cannot occur in the mask's bit depth.
+        positive or absurd, a mapped value cannot occur in the mask's bit depth, or (with a
+        threshold) the threshold is unusable or the map names a value other than 0 and 1.
     """
+    if threshold is not None:
+        other = sorted(v for v in value_map if v not in (0, 1))
+        if other:
+            raise MaskError(f"{path}: with a threshold the mask holds 1 above it and 0 at or below it, but --map "
+                            f"names value {other[0]}; map 1 (and 0 if you want it), e.g. 1=Tumour")
+        mask = binarise(mask, threshold, path)
     lv_h, lv_w = mask.shape
     if downsample is None:
         downsample = infer_downsample(path, l0_w, l0_h, lv_w, lv_h)

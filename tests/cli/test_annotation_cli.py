@@ -180,3 +180,45 @@ def test_from_mask_16_bit_tiff_min_area_and_format(synthetic_slide, tmp_path):
                    "--map", "1000=Tumour", "--out", out, "--min-area-px", 100)
     assert kept.returncode == 0 and "2000 (" in kept.stderr  # the unmapped value is reported
     assert len(read_annotations(out).annotations) == 2
+
+
+CAMELYON = ROOT.parent / "shared" / "data" / "regions" / "camelyon-mini"
+
+
+def test_from_mask_threshold_for_a_blurred_grey_jpeg(synthetic_slide, tmp_path):
+    sharp_path, out = tmp_path / "sharp.png", tmp_path / "marks.geojson"
+    want = _label_mask(synthetic_slide, sharp_path, 8)
+    grey = cv2.GaussianBlur(cv2.imread(str(sharp_path), cv2.IMREAD_GRAYSCALE) * 255, (17, 17), 0)
+    blurred = tmp_path / "blurred.jpg"
+    cv2.imwrite(str(blurred), np.dstack([grey] * 3), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    result = biopsia("annotations", "from-mask", blurred, "--slide", synthetic_slide.slide_path,
+                     "--threshold", "127", "--map", "1=Tumour", "--out", out)
+    assert result.returncode == 0, result.stderr
+    got = shapely.union_all([a.geometry for a in read_annotations(out).annotations])
+    assert got.symmetric_difference(want).area < 0.03 * want.area
+    plain = biopsia("annotations", "from-mask", blurred, "--slide", synthetic_slide.slide_path,
+                    "--map", "255=Tumour", "--out", tmp_path / "plain.geojson")
+    assert "values not in --map were left out" in plain.stderr  # grey levels, what --threshold is for
+    before = out.read_bytes()
+    cases = [(["--threshold", "-1", "--map", "1=Tumour"], 2, ["--threshold"]),
+             (["--threshold", "nan", "--map", "1=Tumour"], 2, ["--threshold"]),
+             (["--threshold", "300", "--map", "1=Tumour"], 1, ["blurred.jpg", "8-bit"]),
+             (["--threshold", "127", "--map", "255=Tumour"], 1, ["blurred.jpg", "names value 255"])]
+    for args, status, words in cases:
+        bad = biopsia("annotations", "from-mask", blurred, "--slide", synthetic_slide.slide_path, *args,
+                      "--out", out)
+        assert bad.returncode == status, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr and all(w in bad.stderr for w in words), (args, bad.stderr)
+        assert out.read_bytes() == before
+
+
+@pytest.mark.skipif(not (CAMELYON / "masks").is_dir(), reason="the shared camelyon-mini regions are not here")
+def test_from_mask_on_a_real_camelyon_region(tmp_path):
+    out = tmp_path / "10072.geojson"
+    result = biopsia("annotations", "from-mask", CAMELYON / "masks" / "10072.jpg",
+                     "--slide", CAMELYON / "images" / "10072.jpg", "--threshold", "127", "--map", "1=Tumour",
+                     "--min-area-px", "1", "--out", out)
+    assert result.returncode == 0, result.stderr
+    grey = cv2.imread(str(CAMELYON / "masks" / "10072.jpg"), cv2.IMREAD_GRAYSCALE)
+    area = sum(a.geometry.area for a in read_annotations(out).annotations)
+    assert area == pytest.approx(int((grey > 127).sum()), abs=1)

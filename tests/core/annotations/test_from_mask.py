@@ -10,7 +10,7 @@ import pytest
 import shapely
 from shapely.geometry import Polygon
 
-from core.annotations.from_mask import (DEFAULT_MIN_AREA_PX, MaskError, classes_for, infer_downsample,
+from core.annotations.from_mask import (DEFAULT_MIN_AREA_PX, MaskError, binarise, classes_for, infer_downsample,
                                         marks_from_mask, min_area_l0_for, parse_value_map, read_label_mask)
 from core.annotations.masks import rasterise
 from core.annotations.model import Annotation
@@ -142,3 +142,71 @@ def test_real_mask_area_matches_its_pixels():
     assert found.downsample == 1
     area = sum(a.geometry.area for a in found.annotations)
     assert area == pytest.approx(int(label.sum()), rel=0.001)
+
+
+def test_binarise_grey_levels():
+    grey = np.array([[0, 127, 128, 255]], np.uint8)
+    assert binarise(grey, 127).tolist() == [[0, 0, 1, 1]]
+    assert binarise(grey, 0).tolist() == [[0, 1, 1, 1]]
+    assert binarise(grey, 254.5).dtype == np.uint8
+    wide = np.array([[0, 40000, 65535]], np.uint16)
+    assert binarise(wide, 300).tolist() == [[0, 1, 1]]  # 16-bit masks go up to 65534
+
+
+@pytest.mark.parametrize("threshold, problem", [(-1, "negative"), (255, r"8-bit mask \(0 to 255\)"),
+                                                (1000, "8-bit"), (float("nan"), "not a number"),
+                                                (float("inf"), "not a number"), ("127", "not a number")])
+def test_binarise_refuses_unusable_thresholds(threshold, problem):
+    with pytest.raises(MaskError, match="m.jpg: threshold .*" + problem):
+        binarise(np.zeros((4, 4), np.uint8), threshold, path="m.jpg")
+
+
+def test_a_blurred_mask_with_a_threshold_gives_the_sharp_outline():
+    sharp = np.zeros((200, 300), np.uint8)
+    cv2.circle(sharp, (120, 100), 60, 255, -1)
+    sharp[150:190, 200:280] = 255
+    blurred = cv2.GaussianBlur(sharp, (17, 17), 0)  # as camelyon-mini's masks
+    assert len(np.unique(blurred)) > 100
+    found = marks_from_mask(blurred, {1: "Tumour", 0: "Non-tumour"}, 300, 200, min_area_l0=1.0, path="m.jpg",
+                            threshold=127)
+    tumour = shapely.union_all([a.geometry for a in found.annotations if a.class_name == "Tumour"])
+    rest = shapely.union_all([a.geometry for a in found.annotations if a.class_name == "Non-tumour"])
+    assert tumour.area == pytest.approx(int((blurred > 127).sum()))  # pixel for pixel
+    assert tumour.area == pytest.approx(int(sharp.astype(bool).sum()), rel=0.01)  # blurring rounds corners
+    assert tumour.area + rest.area == pytest.approx(300 * 200)  # the classes tile the mask: no overlap
+    assert not found.warnings
+    # without the threshold, the grey levels are 200-odd separate values
+    plain = marks_from_mask(blurred, {255: "Tumour"}, 300, 200, min_area_l0=1.0, path="m.jpg")
+    assert any("values not in --map" in w for w in plain.warnings)
+
+
+def test_a_threshold_allows_only_values_0_and_1_in_the_map():
+    with pytest.raises(MaskError, match="m.jpg: with a threshold .* names value 255"):
+        marks_from_mask(np.zeros((10, 10), np.uint8), {255: "Tumour"}, 10, 10, path="m.jpg", threshold=127)
+    with pytest.raises(MaskError, match="m.jpg: threshold 300"):
+        marks_from_mask(np.zeros((10, 10), np.uint8), {1: "Tumour"}, 10, 10, path="m.jpg", threshold=300)
+
+
+@pytest.mark.skipif(not (CAMELYON / "masks").is_dir(), reason="the shared camelyon-mini regions are not here")
+def test_real_blurred_masks_with_a_threshold():
+    for name in ("10072.jpg", "10699.jpg"):  # 10699 holds no tumour
+        path = CAMELYON / "masks" / name
+        grey = read_label_mask(path)
+        found = marks_from_mask(grey, {1: "Tumour"}, grey.shape[1], grey.shape[0], min_area_l0=1.0, path=path,
+                                threshold=127)
+        area = sum(a.geometry.area for a in found.annotations)
+        assert area == pytest.approx(int((grey > 127).sum()), rel=0.001, abs=1)
+        assert (area == 0) == (name == "10699.jpg")
+
+
+@pytest.mark.parametrize("sigma", [1.5, 4.0])
+def test_outlines_follow_pixel_edges_exactly_on_diagonals(sigma):
+    # round blobs have long 45-degree runs of edge pixels; their marks once grew 0.7 % beyond the pixels
+    rng = np.random.default_rng(3)
+    blobs = (cv2.GaussianBlur(rng.random((160, 200)).astype(np.float32), (0, 0), sigma) > 0.5).astype(np.uint8)
+    found = marks_from_mask(blobs, {1: "Tumour", 0: "Stroma"}, 200, 160, min_area_l0=0.5)
+    ys, xs = np.nonzero(blobs)
+    pixels = shapely.union_all(shapely.box(xs, ys, xs + 1, ys + 1))
+    tumour = shapely.union_all([a.geometry for a in found.annotations if a.class_name == "Tumour"])
+    assert tumour.symmetric_difference(pixels).area == pytest.approx(0, abs=1e-6)
+    assert sum(a.geometry.area for a in found.annotations) == pytest.approx(200 * 160)
