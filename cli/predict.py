@@ -15,12 +15,13 @@ from cli import options as opt
 from cli.progress import ProgressBar, error, metric, note, warn
 from core.atomic import atomic_write_bytes
 from core.errors import BiopsiaError
-from core.evaluation.compare import compare, summarise, summary_csv, truth_for_grid
+from core.evaluation.compare import compare, summarise, summary_csv, threshold_for_grids, truth_for_grid
 from core.evaluation.report import ReportSlide, write_report
 from core.inference.colours import COLORMAPS, DEFAULT_COLORMAP
 from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
 from core.inference.predict import ProbabilityGrid, predict_slide
 from core.models.engine import describe_device, engine, parse_device
+from core.models.thresholds import format_threshold
 from core.project.marks import find_marks
 from core.project.mpp import resolve_file_mpp
 from core.slide import open_slide
@@ -35,8 +36,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, help="model folder (from 'biopsia train' or the training panel)")
     p.add_argument("--out", required=True, help="folder; each slide gets OUT/<slide name>/")
     p.add_argument("--device", default="auto", help="auto (GPU when MXNet finds one), cpu or gpu:0")
-    p.add_argument("--threshold", type=opt.fraction, default=0.5,
-                   help="tumour probability called positive (default 0.5)")
+    p.add_argument("--threshold", type=opt.fraction,
+                   help="tumour probability called positive (default: the model's, chosen on its validation "
+                        "tiles; 0.5 if it records none)")
     p.add_argument("--stride", type=opt.positive, help="level-0 pixels between tiles (default: the tile size; smaller overlaps)")
     p.add_argument("--batch", type=opt.positive, default=64)
     p.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=COLORMAPS,
@@ -49,7 +51,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--annotations", nargs="+", metavar="PATH",
                    help="mark files (matched to slides by file name), folders of them, or project folders; "
                         "default: the file beside each slide, else the default project")
-    p.add_argument("--threshold", type=opt.fraction, default=0.5)
+    p.add_argument("--threshold", type=opt.fraction,
+                   help="tumour probability called positive (default: the threshold of the model that made "
+                        "the predictions; 0.5 if it records none)")
     p.add_argument("--partly-annotated", action="store_true",
                    help="unmarked tissue is unknown, not non-tumour (only Benign marks give negatives)")
     p.add_argument("--csv", help="also write the per-slide rows and the total as CSV")
@@ -74,12 +78,15 @@ def unique_names(paths: list[Path]) -> list[str]:
 
 def predict(args) -> int:
     # core.models.bundle imports MXNet (2 to 4 s to load): only here, so that `biopsia --help` stays quick
-    from core.models.bundle import resolve_bundle
+    from core.models.bundle import default_threshold, describe_threshold, read_info, resolve_bundle
 
     opt.state_slide_mpp(args.slides, args.slide_mpp)
     model = resolve_bundle(args.model)
+    info = read_info(model, verify=False)
+    given = args.threshold
+    args.threshold = given if given is not None else default_threshold(info)[0]
     device = engine().run(lambda: describe_device(parse_device(args.device)))
-    note(f"predicting with {model} on {device}")
+    note(f"predicting with {model} on {device}; {describe_threshold(info, given)}")
     out_root = Path(args.out)
     slides = [Path(s) for s in args.slides]
     failed = 0
@@ -99,7 +106,7 @@ def predict(args) -> int:
         n = int(grid.done.sum())
         called = int(np.sum(grid.probs[grid.done] >= args.threshold))
         print(f"{folder}: {n} tiles in {grid.seconds:.1f} s ({n / max(grid.seconds, 1e-6):.0f} tiles/s); "
-              f"{called} at or above {args.threshold:g} ({called / max(n, 1):.1%})")
+              f"{called} at or above {format_threshold(args.threshold)} ({called / max(n, 1):.1%})")
     return 1 if failed else 0
 
 
@@ -148,6 +155,11 @@ def evaluate(args) -> int:
     comparisons, folders, models = [], [], []
     grids = [(path, ProbabilityGrid.load(path)) for path in grid_files(Path(args.folder))]
     opt.state_slide_mpp([grid.slide for _, grid in grids if grid.slide], args.slide_mpp)
+    if args.threshold is None:
+        args.threshold, source = threshold_for_grids([grid.model for _, grid in grids])
+    else:
+        source = f"threshold {format_threshold(args.threshold)} (given)"
+    note(source)
     for path, grid in grids:
         found = find_marks(grid.slide, given)
         for warning in found.warnings:
@@ -163,6 +175,7 @@ def evaluate(args) -> int:
     if not comparisons:
         raise BiopsiaError(f"{args.folder}: no prediction has marks to compare with; give --annotations")
     summary = summarise(comparisons, args.threshold)
+    summary["threshold_source"] = source
     if args.csv:
         atomic_write_bytes(Path(args.csv), summary_csv(summary).encode("utf-8"))
     if args.html:
@@ -174,7 +187,7 @@ def evaluate(args) -> int:
         print(f"{row['slide']}: {row['n']} tiles  sensitivity {metric(row['sensitivity'])}  specificity "
               f"{metric(row['specificity'])}  AUC {metric(row['auc'])}  regions of disagreement {len(row['regions'])}")
     total = summary["total"]
-    print(f"\nAll slides (threshold {args.threshold:g}), tile level:")
+    print(f"\nAll slides (threshold {format_threshold(args.threshold)}), tile level:")
     print(summary["table"])
     print(f"sensitivity {metric(total['sensitivity'])}  specificity {metric(total['specificity'])}  "
           f"PPV {metric(total['ppv'])}  NPV {metric(total['npv'])}  accuracy {metric(total['accuracy'])}  "

@@ -12,12 +12,14 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from core.inference.predict import ProbabilityGrid, load_latest_prediction
 from core.metrics import BinaryMetrics
+from core.models.thresholds import DEFAULT_THRESHOLD, format_threshold
 from core.tiles.labels import LabelRules, label_tiles
 
 #: Disagreement map values.
@@ -153,6 +155,60 @@ def summarise(comparisons: list[SlideComparison], threshold: float = 0.5) -> dic
     total = BinaryMetrics(labels, probs, threshold)
     return {"threshold": threshold, "slides": [c.as_dict() for c in comparisons],
             "total": {"slide": "all slides", **total.as_dict()}, "table": total.confusion_table_text()}
+
+
+def threshold_for_grids(models: list[dict]) -> tuple[float, str]:
+    """The threshold to compare grids at when the user gives none, and a line saying where it came from.
+
+    Each grid records the model that made it (`core.inference.predict.model_identity`): its threshold
+    when the grid holds one, else the one in that model's ``model.json`` if the folder still holds the
+    same weights (SHA-256), else none. One threshold from every grid's model is used; without one, or
+    when the models disagree, 0.5, said so.
+
+    Parameters
+    ----------
+    models : list of dict
+        ``grid.model`` of each grid.
+
+    Returns
+    -------
+    (threshold, text) : tuple
+    """
+    found = {}
+    for model in models:
+        value, source = _recorded_threshold(model)
+        found.setdefault(value, source)
+    if len(found) == 1 and None not in found:
+        value, source = next(iter(found.items()))
+        return value, source
+    if len(found) > 1:
+        values = ", ".join("none" if v is None else format_threshold(v) for v in found)
+        return DEFAULT_THRESHOLD, (f"threshold 0.5: the predictions come from models with different thresholds "
+                                   f"({values}); give --threshold to choose")
+    return DEFAULT_THRESHOLD, ("threshold 0.5: the model of the predictions records none (the demo model, or "
+                               "trained before Biopsia chose thresholds); give --threshold to choose")
+
+
+def _recorded_threshold(model: dict) -> tuple[float | None, str]:
+    """The threshold of the model a grid records, and where it was found (None when none is)."""
+    name = model.get("name", "the model")
+    if model.get("threshold") is not None:
+        return float(model["threshold"]), f"threshold {format_threshold(model['threshold'])} from {name} (recorded with the predictions)"
+    folder = model.get("folder")
+    if not folder or not Path(folder).is_dir():
+        return None, ""
+    from core.errors import ModelError
+    from core.models.bundle import PARAMS_FILE, default_threshold, describe_threshold, read_info
+
+    try:
+        info = read_info(folder, verify=False)
+    except ModelError:
+        return None, ""
+    recorded = info.files.get(PARAMS_FILE, {}).get("sha256")
+    if model.get("sha256") and recorded != model["sha256"]:  # the folder holds another model now
+        return None, ""
+    value, source = default_threshold(info)
+    return (value if source == "model" else None), describe_threshold(info)
 
 
 CSV_COLUMNS = ("slide", "n", "tp", "fp", "tn", "fn", "sensitivity", "specificity", "ppv", "npv", "accuracy", "f1",

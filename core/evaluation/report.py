@@ -18,6 +18,7 @@ from core.atomic import atomic_write_bytes
 from core.errors import BiopsiaError
 from core.evaluation.compare import compare_project
 from core.inference.heatmap import blended_overview
+from core.models.thresholds import format_threshold
 from core.slide import open_slide
 
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
@@ -87,7 +88,7 @@ def report_html(slides: list[ReportSlide], total: dict | None, threshold: float,
                       f"{html.escape(str(model.get('sha256', ''))[:12])}). ")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p>{model_text}Tiles within the tissue, called tumour at probability ≥ {threshold:g}; truth from the "
+             f"<p>{model_text}Tiles within the tissue, called tumour at probability ≥ {format_threshold(threshold)}; truth from the "
              f"doctors' marks (ambiguous and excluded tiles left out). Made by Biopsia on {created}.</p>"]
     if total:
         parts.append(f"<h2>All slides ({len(slides)}), summed</h2>{_confusion_table(total)}{_metrics_table(total)}")

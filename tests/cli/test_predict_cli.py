@@ -50,14 +50,15 @@ def test_predict_writes_every_output(predicted, slide_pair):
 
 def test_evaluate_against_the_marks_beside_the_slide(predicted, small_model, tmp_path):
     folder, _, _ = predicted
-    done = biopsia("evaluate", folder, "--json", "--csv", tmp_path / "rows.csv")
+    # at 0.5, not the small model's own threshold (chosen on 33 validation tiles; tests/cli/test_threshold_cli.py)
+    done = biopsia("evaluate", folder, "--json", "--csv", tmp_path / "rows.csv", "--threshold", "0.5")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     total = summary["total"]
     assert total["auc"] >= 0.95 and total["sensitivity"] >= 0.9
     assert [row["slide"] for row in summary["slides"]] == ["pair29"]
     assert (tmp_path / "rows.csv").read_text().splitlines()[-1].startswith(f"all slides,{total['n']},{total['tp']}")
-    text = biopsia("evaluate", folder, "--html", tmp_path / "report.html")
+    text = biopsia("evaluate", folder, "--html", tmp_path / "report.html", "--threshold", "0.5")
     assert "Screening test  Negative" in text.stdout and "pair29:" in text.stdout
     report = (tmp_path / "report.html").read_text()
     assert report.startswith("<!DOCTYPE html>") and report.count("<h2>") == 2  # the total, then the slide
