@@ -55,3 +55,38 @@ def test_train_without_a_scale_warns_before_training(tmp_path):
     assert result.returncode != 0 and "zz-broken.png" in result.stderr
     assert result.stderr.index("will refuse it on slides") < result.stderr.index("zz-broken.png")
     assert "--patch-mpp" in result.stderr and "model.json" in result.stderr
+
+
+def training_args(dataset, tmp_path, **given):
+    import argparse
+    values = dict(dataset=str(dataset), out=str(tmp_path / "model"), val=None, val_ratio=0.25, seed=0,
+                  patch_mpp=None, tile=None, mpp=None)
+    values.update(given)
+    return argparse.Namespace(**values)
+
+
+def test_validation_of_a_patch_folder_holds_out_whole_groups(patch_folder, tmp_path, capsys):
+    from cli.models import load_training_data
+    from core.tiles.patches import read_patch_folder
+    train, val, mpp = load_training_data(training_args(patch_folder, tmp_path, patch_mpp=0.5, tile=64))
+    assert mpp == 0.5 and len(train) + len(val) == 4 * 40 and set(val.labels.tolist()) == {0, 1}
+    patches = read_patch_folder(patch_folder, patch_mpp=0.5, tile_px=64)
+    key = {tile.tobytes(): g for tile, g in zip(patches.tiles.images, patches.groups)}
+    train_groups = {key[t.tobytes()] for t in train.images}
+    val_groups = {key[t.tobytes()] for t in val.images}
+    assert val_groups and not train_groups & val_groups, "a group of near-copies straddles train and validation"
+    assert "8 groups (near-copies found)" in capsys.readouterr().err
+    other = tmp_path / "other"
+    copies_folder(other, originals_per_class=1, side=96)
+    _, val, _ = load_training_data(training_args(patch_folder, tmp_path, patch_mpp=0.5, tile=64, val=str(other)))
+    assert val.images.shape[1:3] == (64, 64) and len(val) == 10  # cut at the training tiles' size and scale
+
+
+def test_patch_options_refused_for_slides_and_dataset_folders(patch_folder, tmp_path, slide):
+    from cli.models import load_training_data
+    from core.errors import DatasetError
+    result = biopsia("dataset", slide, "--patch-mpp", "0.5", "--out", tmp_path / "ds")
+    assert result.returncode != 0 and "--patch-mpp applies to one patch folder" in result.stderr
+    biopsia("dataset", patch_folder, "--patch-mpp", "0.5", "--out", tmp_path / "ds")
+    with pytest.raises(DatasetError, match="apply to a patch folder"):
+        load_training_data(training_args(tmp_path / "ds", tmp_path, patch_mpp=0.5))
