@@ -13,6 +13,7 @@ import numpy as np
 
 from cli import options as opt
 from cli.progress import ProgressBar, metric, note, warn
+from core.errors import DatasetError
 from core.models.engine import describe_device, engine, parse_device
 from cli.tiles import add_patch_options, patch_scale, read_patches, refuse_patch_options
 from core.tiles.arrays import split_off
@@ -191,6 +192,10 @@ def test_tiles(args) -> int:
 
         info = read_info(bundle)
         tiles = read_patches(args.dataset, args.patch_mpp, info.tile_px, info.mpp, group=False).tiles
+        if tiles.classes != list(info.classes):
+            raise DatasetError(f"{args.dataset}: its classes {tiles.classes} are not the model's {info.classes}; "
+                               f"map its folders to the model's classes in {Path(args.dataset) / DATASET_JSON}, "
+                               'e.g. {"classes": {"lung_aca": "Tumour", "lung_n": "Non-tumour"}}')
     else:
         refuse_patch_options(args.dataset, args)
         tiles = read_dataset(args.dataset, args.split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -43,6 +44,11 @@ def test_train_on_a_scaled_patch_folder_records_mpp_and_predict_accepts(patch_fo
     tested = biopsia("test", out, patch_folder, "--patch-mpp", "0.5", "--device", "cpu", timeout=300)
     assert tested.returncode == 0, tested.stderr
     assert "(40 tiles" in tested.stdout
+    renamed = tmp_path / "renamed"
+    for name, new in (("a_class", "benign"), ("b_class", "malignant")):
+        shutil.copytree(patch_folder / name, renamed / new)
+    refused = biopsia("test", out, renamed, "--patch-mpp", "0.5", "--device", "cpu")
+    assert refused.returncode != 0 and "dataset.json" in refused.stderr and "not the model's" in refused.stderr
 
 
 def test_train_without_a_scale_warns_before_training(tmp_path):
