@@ -1,15 +1,14 @@
 """Tiles in memory: images and labels as numpy arrays, what training and testing a model take.
 
-Made by `core.tiles.reading.load_tiles` (straight from slides), `core.tiles.records.read_dataset` (a dataset
-or patch folder) or :meth:`TileArrays.from_folder`; `split_off` holds part of them out for validation.
+Made by `core.tiles.reading.load_tiles` (straight from slides), `core.tiles.folder.read_dataset` (a dataset
+or patch folder) or `core.tiles.patches.read_patch_folder` (a patch folder cut at a scale, with groups);
+`split_off` holds part of them out for validation, by group when given groups.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 from core.errors import DatasetError
@@ -50,35 +49,16 @@ class TileArrays:
 
     @classmethod
     def from_folder(cls, path) -> "TileArrays":
-        """Read patches from ``path/<class name>/*.png|jpg``; classes are the subfolders, sorted by name.
+        """Read patches from ``path/<class name>/*.png|jpg`` as they are (classes: the subfolders, sorted, or
+        as its ``dataset.json`` maps them); `core.tiles.patches.read_patch_folder` owns the rule.
 
         Raises
         ------
         DatasetError
             When the folder has no class subfolders, a file is unreadable, or tile sizes differ.
         """
-        root = Path(path)
-        if not root.is_dir():
-            raise DatasetError(f"{root}: dataset folder does not exist")
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
-        if not class_dirs:
-            raise DatasetError(f"{root}: expected one subfolder per class holding PNG/JPEG patches")
-        images, labels = [], []
-        for index, folder in enumerate(class_dirs):
-            for file in sorted(folder.iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-                if bgr is None:
-                    raise DatasetError(f"{file}: not a readable image; remove or replace it")
-                if images and bgr.shape != images[0].shape:
-                    raise DatasetError(f"{file}: tile is {bgr.shape[1]}x{bgr.shape[0]} px but others are "
-                                       f"{images[0].shape[1]}x{images[0].shape[0]} px; export tiles of one size")
-                images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                labels.append(index)
-        if not images:
-            raise DatasetError(f"{root}: no PNG/JPEG patches in its class subfolders")
-        return cls(np.stack(images), np.asarray(labels), [p.name for p in class_dirs])
+        from core.tiles.patches import read_patch_folder  # patches builds on this module
+        return read_patch_folder(path, group=False).tiles
 
 
 def split_off(tiles: TileArrays, ratio: float, seed: int,
