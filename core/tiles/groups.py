@@ -172,7 +172,8 @@ def near_copy_pairs(images: Sequence[np.ndarray], candidates: int = CANDIDATES,
     keep = a != b
     pairs = {(int(min(i, j)), int(max(i, j))) for i, j in zip(a[keep], b[keep])}
     pa, pb = (np.array(side, np.int64) for side in zip(*sorted(pairs)))
-    how, rough = _register(polar, pa, pb)
+    parts = [_register(polar, pa[at:at + 4096], pb[at:at + 4096]) for at in range(0, pa.size, 4096)]
+    how, rough = np.concatenate([h for h, _ in parts]), np.concatenate([r for _, r in parts])  # bounded memory
     detail = np.stack([t - cv2.GaussianBlur(t, (0, 0), DETAIL_SIGMA) for t in thumbs])
     out = []
     for n, (i, j) in enumerate(zip(pa.tolist(), pb.tolist())):
