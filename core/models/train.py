@@ -35,6 +35,7 @@ from core.tiles.stain import (STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, 
                               read_reference)
 
 PREFETCH = 3
+SAMPLING = ("shuffle", "balanced")
 
 
 @dataclass
@@ -102,7 +103,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           early_stopping_patience: int | None = 5, progress: Callable | None = None,
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
-          lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY) -> TrainResult:
+          lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+          sampling: str = "shuffle", warmup_epochs: float = 0.0) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -150,6 +152,11 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         In (0, 1]. Each epoch, the highest threshold whose validation sensitivity reaches this, and
         Youden's, are chosen on the validation tiles; the best epoch's target-sensitivity threshold is
         recorded in ``model.json`` as the model's default (`core.models.bundle.default_threshold`).
+    sampling : {"shuffle", "balanced"}
+        ``"shuffle"``: each epoch every tile once, in random order. ``"balanced"``: the classes take turns
+        (`_balanced_order`), so every batch holds them in equal shares; the loss is then not class-weighted.
+    warmup_epochs : float
+        Raise the learning rate linearly from 1 % to ``lr`` over this many epochs, then ``lr_schedule``.
 
     Returns
     -------
@@ -170,6 +177,10 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                            f"{val_data.images.shape[1:3]} px")
     if list(train_data.classes) != list(val_data.classes):
         raise DatasetError(f"training classes {train_data.classes} differ from validation {val_data.classes}")
+    if sampling not in SAMPLING:
+        raise ModelError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING)}")
+    if not (math.isfinite(warmup_epochs) and 0 <= warmup_epochs <= epochs):
+        raise ModelError(f"warm-up must be 0 to {epochs} epochs (the whole run), got {warmup_epochs}")
     if not 0 < target_sensitivity <= 1:
         raise ModelError(f"the target sensitivity must be more than 0 and at most 1, got {target_sensitivity}")
     if stain_augment not in STAIN_AUGMENTS:
@@ -184,7 +195,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                     stain_augment=stain_augment, stain_normalise=stain_normalise,
                     stain_reference=None if stain_reference is None else str(stain_reference),
                     early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule,
-                    target_sensitivity=float(target_sensitivity))
+                    target_sensitivity=float(target_sensitivity), sampling=sampling,
+                    warmup_epochs=float(warmup_epochs))
     interrupt = threading.Event()
 
     def stopping() -> bool:
@@ -293,11 +305,13 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     net = build(s["arch"], n_classes)
     net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
     net.hybridize(static_alloc=True)
+    warmup = min(int(round(s.get("warmup_epochs", 0.0) * batches)), total_updates - 1)
+    ramp = dict(warmup_steps=warmup, warmup_begin_lr=s["lr"] * 0.01) if warmup > 0 else {}
     if s["lr_schedule"] == "step":
         schedule = mx.lr_scheduler.MultiFactorScheduler(
-            [max(1, int(total_updates * f)) for f in (0.5, 0.75)], factor=0.1, base_lr=s["lr"])
+            [max(warmup + 1, int(total_updates * f)) for f in (0.5, 0.75)], factor=0.1, base_lr=s["lr"], **ramp)
     else:
-        schedule = mx.lr_scheduler.CosineScheduler(total_updates, base_lr=s["lr"], final_lr=s["lr"] * 0.01)
+        schedule = mx.lr_scheduler.CosineScheduler(total_updates, base_lr=s["lr"], final_lr=s["lr"] * 0.01, **ramp)
     opt_args = {"learning_rate": s["lr"], "lr_scheduler": schedule}
     if s["optimizer"] == "sgd":
         opt_args.update(momentum=0.9, wd=1e-4)
@@ -308,7 +322,10 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     params = [p for _, p in sorted(net._collect_params_with_prefix().items())]
     trainer = gluon.Trainer(params, s["optimizer"], opt_args)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    weights = _class_weights(train_data.labels, n_classes) if s["class_weighting"] else np.ones(n_classes, np.float32)
+    balanced = s.get("sampling", "shuffle") == "balanced"
+    # balanced batches already give each class its share: weighting the loss as well would over-correct
+    weights = _class_weights(train_data.labels, n_classes) if s["class_weighting"] and not balanced \
+        else np.ones(n_classes, np.float32)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = out_dir / "last", out_dir / "best"
@@ -321,7 +338,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     pool = ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2))), thread_name_prefix="biopsia-batches")
     try:
         for epoch in range(state["epoch"] + 1, s["epochs"]):
-            order = rng.permutation(len(train_data))
+            order = _balanced_order(train_data.labels, n_classes, rng) if balanced else rng.permutation(len(train_data))
             running, seen = 0.0, 0
             for b, (x, y) in enumerate(_batches(train_data, order, s["batch_size"], s["seed"], epoch,
                                                 s["augment"], mean, std, pool, s.get("stain_augment", "light"))):
@@ -380,6 +397,21 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
         best_score=state["best_score"], epochs_run=len(state["history"]), history=state["history"],
         cancelled=cancelled, stopped_early=stopped_early, device=describe_device(ctx),
         threshold=None if best is None else best.threshold, thresholds=None if best is None else best.thresholds)
+
+
+def _balanced_order(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of tile indices (as many as there are tiles) in which the classes take turns.
+
+    Each class's tiles are shuffled and repeated as needed, so every stretch of the order (every batch)
+    holds each class in equal shares; the rarer classes' tiles are seen more than once per epoch.
+    """
+    per_class = [np.nonzero(labels == c)[0] for c in range(n_classes)]
+    rounds = math.ceil(labels.size / n_classes)
+    columns = [np.resize(rng.permutation(idx), rounds) if idx.size else np.zeros(0, np.int64) for idx in per_class]
+    turns = np.stack([c for c in columns if c.size], axis=1)
+    # the classes in a random order within each turn, so that a batch edge favours none
+    turns = rng.permuted(turns, axis=1)
+    return turns.reshape(-1)[:labels.size]
 
 
 def _thresholds(val_data: TileArrays, prob: np.ndarray, s: dict) -> dict | None:

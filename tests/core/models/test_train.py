@@ -1,5 +1,6 @@
 """core.models.train on real but tiny data: two textures a CNN must tell apart by shape, not colour."""
 
+import json
 import os
 
 import cv2
@@ -78,8 +79,6 @@ def test_bundle_reloads_with_identical_predictions(trained, data):
 
 
 def test_the_threshold_is_chosen_on_the_best_epochs_validation_tiles_and_recorded(trained, data):
-    import json
-
     from core.metrics import BinaryMetrics
     from core.models.bundle import default_threshold, read_info
     from core.models.thresholds import choose_thresholds
@@ -111,6 +110,32 @@ def test_the_target_sensitivity_is_checked_and_recorded(data, tmp_path):
     result = train(*data, tmp_path, epochs=1, batch_size=32, device="cpu", target_sensitivity=0.8)
     assert result.thresholds["chosen"] == "sensitivity_0.8" and result.threshold == result.thresholds["sensitivity_0.8"]
     assert result.thresholds["validation"]["sensitivity_0.8"]["sensitivity"] >= 0.8
+
+
+def test_balanced_order_gives_every_batch_both_classes_in_equal_shares():
+    from core.models.train import _balanced_order
+
+    labels = np.r_[np.zeros(12, int), np.ones(60, int)]
+    order = _balanced_order(labels, 2, np.random.default_rng(0))
+    assert order.size == labels.size
+    for start in range(0, order.size, 8):  # any even batch size
+        assert np.bincount(labels[order[start:start + 8]], minlength=2).tolist() == [4, 4]
+    assert set(order[labels[order] == 0]) == set(range(12))  # every rare tile, three times
+    assert len(set(order[labels[order] == 1])) == 36  # 36 different common tiles, none twice
+    assert not np.array_equal(order, _balanced_order(labels, 2, np.random.default_rng(1)))
+
+
+def test_balanced_sampling_and_warm_up_train_and_are_checked(data, tmp_path):
+    result = train(*data, tmp_path, epochs=2, batch_size=16, lr=2e-3, device="cpu", sampling="balanced",
+                   warmup_epochs=1)
+    assert result.epochs_run == 2 and result.history[-1]["auc"] > 0.8, result.history
+    settings = json.loads((result.bundle / "model.json").read_text())["training"]["settings"]
+    assert settings["sampling"] == "balanced" and settings["warmup_epochs"] == 1
+    with pytest.raises(ModelError, match="unknown sampling 'even'"):
+        train(*data, tmp_path, epochs=1, sampling="even")
+    for bad in (-1, 3, float("nan")):
+        with pytest.raises(ModelError, match="warm-up"):
+            train(*data, tmp_path, epochs=2, warmup_epochs=bad)
 
 
 def test_resume_continues_from_last_checkpoint(data, tmp_path):
