@@ -192,7 +192,7 @@ def threshold_for_grids(models: list[dict]) -> tuple[float, str]:
 def _recorded_threshold(model: dict) -> tuple[float | None, str]:
     """The threshold of the model a grid records, and where it was found (None when none is)."""
     name = model.get("name", "the model")
-    if model.get("threshold") is not None:
+    if model.get("threshold") is not None and model.get("threshold_source", "model") == "model":
         return float(model["threshold"]), f"threshold {format_threshold(model['threshold'])} from {name} (recorded with the predictions)"
     folder = model.get("folder")
     if not folder or not Path(folder).is_dir():

@@ -41,6 +41,8 @@ def test_one_half_when_no_model_records_one_or_the_models_disagree(bundle, tmp_p
     _edit_model_json(folder, threshold=..., thresholds=...)  # an old bundle
     value, text = threshold_for_grids([identity])
     assert value == 0.5 and "give --threshold" in text
+    recorded_default = {**identity, "threshold": 0.5, "threshold_source": "0.5 (the model records none)"}
+    assert "records none" in threshold_for_grids([recorded_default])[1]
     value, text = threshold_for_grids([{**identity, "threshold": 0.25}, {**identity, "threshold": 0.4}])
     assert value == 0.5 and "different thresholds (0.25, 0.4)" in text
     (folder / "model.json").write_text(json.dumps({"threshold": 9}))  # unreadable: not trusted, not fatal
