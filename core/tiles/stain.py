@@ -169,7 +169,7 @@ def macenko_stains(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     v2 = plane @ np.array([math.cos(hi), math.sin(hi)])
     # haematoxylin is the bluer one: more red absorbed (first OD component) relative to eosin
     stains = np.array([v1, v2]) if v1[0] > v2[0] else np.array([v2, v1])
-    stains *= np.sign(stains.sum(axis=1, keepdims=True))  # densities are positive
+    stains *= np.where(stains.sum(axis=1, keepdims=True) < 0, -1.0, 1.0)  # densities are positive
     stains /= np.linalg.norm(stains, axis=1, keepdims=True)
     conc = _concentrations(od, stains)
     return stains, np.percentile(conc, 99, axis=0)
@@ -212,7 +212,8 @@ class StainNormaliser:
         Raises
         ------
         ValueError
-            When Macenko finds too few stained pixels to fit on.
+            When Macenko finds too few stained pixels to fit on, or the fitted numbers are out of the
+            range a model may record (a single-stain image).
         """
         batch, _ = _as_batch(images)
         if self.method == "reinhard":
@@ -228,6 +229,11 @@ class StainNormaliser:
             stains, max_conc = found
             self.params = {"stain_matrix": stains.tolist(), "max_conc": max_conc.tolist()}
         self.fitted_on = fitted_on if fitted_on is not None else f"{batch.shape[0]} tiles"
+        try:  # what is saved must load: the checks `from_json` makes on model.json
+            StainNormaliser.from_json(self.to_json())
+        except ModelError as err:
+            self.params = None
+            raise ValueError(f"the fitted numbers are out of range: {err}") from None
         return self
 
     def apply(self, images) -> np.ndarray:

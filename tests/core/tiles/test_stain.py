@@ -189,3 +189,14 @@ def test_a_tampered_macenko_block_is_refused(change, words):
         StainNormaliser.from_json(doc, "some/model.json")
     with pytest.raises(ModelError, match="JSON object"):
         StainNormaliser.from_json([doc], "some/model.json")
+
+
+def test_a_fit_that_could_not_be_loaded_again_is_refused(monkeypatch):
+    import core.tiles.stain as stain
+
+    # a second stain without concentration (an image of one stain): no model may record it
+    monkeypatch.setattr(stain, "macenko_stains", lambda pixels: (np.stack([H_VEC, E_VEC]), np.array([1.0, 0.0])))
+    norm = StainNormaliser("macenko")
+    with pytest.raises(ValueError, match="out of range.*max_conc"):
+        norm.fit(two_stain_tile(6))
+    assert norm.params is None
