@@ -20,12 +20,15 @@ Sets (both read from ``../shared/data``; the script stops when they are absent):
 Prints one JSON line per run and a summary (mean over seeds) at the end.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/stain_robustness.py [--sets lung,camelyon] [--seeds 0,1]
-        [--epochs 8] [--configs light/none,hed/none,...]
+        [--epochs 8] [--configs light/none,hed/none,...] [--hed SIGMA,BIAS]
+
+``--hed 0.2,0.05`` trains ``hed`` runs with that jitter instead of `core.tiles.stain`'s defaults (0.05, 0.05).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -173,7 +176,14 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="stain_augment/stain_normalise pairs")
+    parser.add_argument("--hed", help="SIGMA,BIAS of the hed jitter (default: core.tiles.stain's)")
     args = parser.parse_args()
+    if args.hed:
+        import core.models.train as training
+        from core.tiles.stain import hed_jitter
+
+        sigma, bias = (float(v) for v in args.hed.split(","))
+        training.hed_jitter = functools.partial(hed_jitter, sigma=sigma, bias=bias)
     loaders = {"lung": (LUNG, load_lung), "camelyon": (CAMELYON, load_camelyon)}
     rows = []
     for name in args.sets.split(","):
