@@ -32,13 +32,29 @@ def stained_tiles(n: int, seed: int) -> TileArrays:
 
 
 @pytest.fixture(scope="module")
-def stain_model(tmp_path_factory):
+def trained(tmp_path_factory):
     """A compact CNN on 32 px tiles at 1 µm/px with a Reinhard normaliser fitted on its training tiles."""
     out = tmp_path_factory.mktemp("stain-model")
     result = train(stained_tiles(96, 0), stained_tiles(32, 1), out, epochs=2, batch_size=32, device="cpu",
                    early_stopping_patience=None, mpp=1.0, stain_augment="hed", stain_normalise="reinhard")
     assert result.bundle is not None
-    return result.bundle
+    return result
+
+
+@pytest.fixture(scope="module")
+def stain_model(trained):
+    return trained.bundle
+
+
+def test_validation_in_training_saw_what_prediction_sees(trained):
+    from core.metrics import BinaryMetrics
+
+    val = stained_tiles(32, 1)
+    probs, _ = predict_tiles(trained.bundle, val, device="cpu")
+    best = trained.history[trained.best_epoch]
+    assert BinaryMetrics(val.labels, probs[:, 1]).auc == pytest.approx(best["auc"], abs=1e-9)
+    loss = -np.log(probs[np.arange(len(val)), val.labels]).mean()
+    assert loss == pytest.approx(best["loss"], abs=1e-4)
 
 
 def test_the_normaliser_is_recorded(stain_model):
