@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PyQt5 import sip
 from PyQt5.QtCore import Qt, pyqtSignal
-from PyQt5.QtWidgets import (QButtonGroup, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+from PyQt5.QtWidgets import (QButtonGroup, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                              QPushButton, QRadioButton, QSpinBox, QVBoxLayout)
 
 from core.annotations import AnnotationStore
 from core.annotations.from_mask import (MaskError, MaskMarks, marks_from_mask, min_area_l0_for, parse_value_map,
                                         read_label_mask)
 from core.errors import BiopsiaError
+from gui.slide_mpp_edit import FieldEdit
 from gui.style import ERROR_BOX_STYLE, MUTED_STYLE
 from gui.worker import Worker
 
@@ -99,13 +101,17 @@ def add_marks(project, slide_id: str, found: MaskMarks) -> int:
 
 
 class MaskImportDialog(QDialog):
-    """Choose a mask for one slide, map its values to classes, import. ``imported(count)`` once marks were added.
+    """Choose a mask for one slide, map its values to classes, import. ``imported(count)`` once marks were added,
+    ``failed(message)`` when they were not (the message is shown), ``summary_read(summary or None)`` once a chosen
+    mask was read for its values.
 
     ``target`` is the slide: its open view (the marks become one undoable edit there) or None, and then
     ``project`` and ``slide_id`` name the mark file the marks are added to.
     """
 
     imported = pyqtSignal(int)
+    failed = pyqtSignal(str)
+    summary_read = pyqtSignal(object)
 
     def __init__(self, slide_name: str, slide_path: Path, l0_size: tuple[int, int] | None, slide_mpp, parent=None, *,
                  view=None, project=None, slide_id: str | None = None):
@@ -119,9 +125,9 @@ class MaskImportDialog(QDialog):
         self.warnings: list[str] = []
         self._summarised: str | None = None  # the mask path last read for its summary
 
-        self.path_edit = QLineEdit(placeholderText="a PNG or TIFF label image of this slide")
+        self.path_edit = FieldEdit(placeholderText="a PNG or TIFF label image of this slide")
         self.path_edit.editingFinished.connect(lambda: self.choose(self.path_edit.text()))
-        browse = QPushButton("Browse…", clicked=self._browse)
+        browse = QPushButton("Browse…", autoDefault=False, clicked=self._browse)
         path_row = QHBoxLayout()
         path_row.addWidget(self.path_edit, 1)
         path_row.addWidget(browse)
@@ -139,7 +145,7 @@ class MaskImportDialog(QDialog):
         grey_row.addWidget(self.grey_mode)
         grey_row.addWidget(self.threshold)
         grey_row.addStretch(1)
-        self.map_edit = QLineEdit("1=Tumour", toolTip="VALUE=CLASS pairs, e.g. 1=Tumour,2=Benign; values not "
+        self.map_edit = FieldEdit("1=Tumour", toolTip="VALUE=CLASS pairs, e.g. 1=Tumour,2=Benign; values not "
                                                       "named are left out")
         self.downsample = QSpinBox(minimum=0, maximum=4096, value=0, specialValueText="from the sizes",
                                    toolTip="Level-0 pixels per mask pixel (a mask of the slide shrunk 16 times: 16)")
@@ -150,8 +156,9 @@ class MaskImportDialog(QDialog):
         self.error_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.error_label.setStyleSheet(ERROR_BOX_STYLE)
         self.error_label.hide()
-        self.import_button = QPushButton("Import marks", default=True, clicked=self.start)
-        cancel = QPushButton("Cancel", clicked=self.reject)
+        # Enter in a field only finishes that field (a path typed is read, not imported at once)
+        self.import_button = QPushButton("Import marks", autoDefault=False, clicked=self.start)
+        cancel = QPushButton("Cancel", autoDefault=False, clicked=self.reject)
 
         form = QFormLayout()
         form.addRow("Mask", path_row)
@@ -192,7 +199,7 @@ class MaskImportDialog(QDialog):
         return worker.start()
 
     def _on_summary(self, path: str, summary: MaskSummary) -> None:
-        if path != self.path_edit.text().strip():
+        if sip.isdeleted(self) or path != self.path_edit.text().strip():
             return  # another mask was chosen meanwhile
         self.summary = summary
         self.summary_label.setText(summary.text())
@@ -203,12 +210,16 @@ class MaskImportDialog(QDialog):
             nonzero = [v for v, _ in summary.values if v]
             if len(nonzero) == 1:  # one value marks the regions: propose it as Tumour
                 self.map_edit.setText(f"{nonzero[0]}=Tumour")
+        self.summary_read.emit(summary)
 
     def _on_summary_failed(self, path: str, err: Exception) -> None:
+        if sip.isdeleted(self):
+            return
         self._summarised = None  # choosing it again reads it again
         if path == self.path_edit.text().strip():
             self.summary_label.setText("")
             self._show_error(err)
+            self.summary_read.emit(None)
 
     def _on_mode(self, grey: bool) -> None:
         self.threshold.setEnabled(grey)
@@ -245,6 +256,8 @@ class MaskImportDialog(QDialog):
         return self.worker.start()
 
     def _on_marks(self, found: MaskMarks) -> None:
+        if sip.isdeleted(self) or not self.isVisible():
+            return  # closed while reading: nothing is added
         self._done()
         self.warnings = list(found.warnings)
         try:
@@ -261,7 +274,14 @@ class MaskImportDialog(QDialog):
         self.imported.emit(count)
         self.accept()
 
+    def reject(self) -> None:
+        """Cancel: a mask being read is dropped when it is done, and nothing is added."""
+        self._done()
+        super().reject()
+
     def _on_failed(self, err: Exception) -> None:
+        if sip.isdeleted(self):
+            return
         self._done()
         self._show_error(err)
 
@@ -274,6 +294,7 @@ class MaskImportDialog(QDialog):
         self.error = str(err) if isinstance(err, (BiopsiaError, OSError)) else f"Unexpected error: {err!r}"
         self.error_label.setText(f"<b>Not imported.</b> {html.escape(self.error)}")
         self.error_label.show()
+        self.failed.emit(self.error)
 
     def _hide_error(self) -> None:
         self.error = None

@@ -18,14 +18,14 @@ from typing import Callable
 
 import numpy as np
 from PyQt5.QtCore import pyqtSignal
-from PyQt5.QtWidgets import (QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+from PyQt5.QtWidgets import (QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                              QPushButton)
 
 from core.errors import BiopsiaError, DatasetError
 from core.models.training_job import Stage
 from core.project.layout import MODELS_DIR
 from core.tiles.grid import TileSpec
-from gui.slide_mpp_edit import parse_mpp
+from gui.slide_mpp_edit import FieldEdit, parse_mpp
 from gui.style import MUTED_STYLE, WARNING_BOX_STYLE
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -120,15 +120,15 @@ class PatchFolderBox(QGroupBox):
     def __init__(self, parent=None):
         super().__init__("Patch folder", parent)
         self.json_mpp: float | None = None
-        self.folder_edit = QLineEdit(placeholderText="a folder with one subfolder of images per class")
+        self.folder_edit = FieldEdit(placeholderText="a folder with one subfolder of images per class")
         self.folder_edit.editingFinished.connect(lambda: self.set_folder(self.folder_edit.text()))
-        browse = QPushButton("Browse…", clicked=self._browse)
+        browse = QPushButton("Browse…", autoDefault=False, clicked=self._browse)
         row = QHBoxLayout()
         row.addWidget(self.folder_edit, 1)
         row.addWidget(browse)
         self.classes_label = QLabel(wordWrap=True)
         self.classes_label.setStyleSheet(MUTED_STYLE)
-        self.mpp_edit = QLineEdit(placeholderText="unknown", toolTip="Micrometres per pixel of the patches as "
+        self.mpp_edit = FieldEdit(placeholderText="unknown", toolTip="Micrometres per pixel of the patches as "
                                   "stored (read from dataset.json when it gives one; a value typed here wins)")
         self.mpp_edit.editingFinished.connect(self._on_mpp)
         self.mpp_source = QLabel()
@@ -182,7 +182,7 @@ class PatchFolderBox(QGroupBox):
             return
         if doc and doc.get("mpp"):
             self.json_mpp = float(doc["mpp"])
-            self.mpp_edit.setText(f"{self.json_mpp:g}")
+        self.mpp_edit.setText(f"{self.json_mpp:g}" if self.json_mpp else "")
         mapped = (doc or {}).get("classes") or {}
         shown = ", ".join(f"{name} ({n:,})" + (f" → {mapped[name]}" if mapped.get(name) else
                                                " (left out)" if name in mapped else "")
@@ -201,6 +201,8 @@ class PatchFolderBox(QGroupBox):
         return value[0]
 
     def _on_mpp(self) -> None:
+        if not self.mpp_edit.text().strip() and self.json_mpp:
+            self.mpp_edit.setText(f"{self.json_mpp:g}")  # nothing typed: the folder's own scale stands
         self._show_scale()
         self.changed.emit()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from PyQt5.QtCore import pyqtSignal
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import QLineEdit
 
 from core.errors import BiopsiaError
@@ -61,7 +61,16 @@ def mpp_text(mpp: tuple[float, float] | None) -> str:
     return f"{mpp[0]:g}" if mpp[0] == mpp[1] else f"{mpp[0]:g}, {mpp[1]:g}"
 
 
-class MppEdit(QLineEdit):
+class FieldEdit(QLineEdit):
+    """A line edit in a dialog whose Enter finishes the field and goes no further (it starts no default button)."""
+
+    def keyPressEvent(self, event) -> None:
+        super().keyPressEvent(event)
+        if event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            event.accept()
+
+
+class MppEdit(FieldEdit):
     """One slide's µm/px. ``entered(x, y)`` when a new, valid value is typed (Enter or leaving the cell);
     ``refused(message)`` for text that is not one, and the cell then shows the value it had, so nothing is lost.
     """

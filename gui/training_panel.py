@@ -67,6 +67,8 @@ class TrainingPanel(QDialog):
         self.best_metrics: dict | None = None
         self.error: str | None = None
         self.history: list[dict] = []
+        self.split_text = ""  # how a patch folder's tiles were split (the last run on one)
+        self.mask_dialog = None
         self._last_event: ProgressEvent | None = None
         self._started = 0.0
 
@@ -227,7 +229,7 @@ class TrainingPanel(QDialog):
             mpp.refused.connect(lambda message: self._show_error("Resolution not changed", message))
             self.table.setCellWidget(row, MPP, mpp)
             self.table.setItem(row, MARKS, QTableWidgetItem(self._marks_text(entry.id)))
-            mask = QPushButton("Mask…", toolTip="Import a label mask of this slide as marks")
+            mask = QPushButton("Mask…", autoDefault=False, toolTip="Import a label mask of this slide as marks")
             mask.clicked.connect(lambda _checked=False, i=entry.id: self.import_mask_dialog(i))
             self.table.setCellWidget(row, MASK, mask)
             tiles = QTableWidgetItem("—")
@@ -454,6 +456,7 @@ class TrainingPanel(QDialog):
         elif isinstance(report, Planned):
             self._show_tiles(report)
         elif isinstance(report, PatchesSplit):
+            self.split_text = report.text
             self.best_box.best_label.setText(report.text)
             if report.warnings and hasattr(self.main_window, "show_error"):
                 self.main_window.show_error("The model will record no µm/px", "\n\n".join(report.warnings))
