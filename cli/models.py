@@ -158,6 +158,10 @@ def train_model(args) -> int:
     device = engine().run(lambda: describe_device(parse_device(args.device)))
     note(f"training {args.arch} on {device}: {len(train_tiles)} tiles ({class_counts(train_tiles)}), "
          f"validating on {len(val_tiles)} ({class_counts(val_tiles)})")
+    if args.stain_normalise != "none":
+        source = args.stain_reference or "the training tiles"
+        note(f"stain: {args.stain_normalise} normalisation fitted on {source}, recorded in the model and applied "
+             "by every prediction with it")
     result = train(train_tiles, val_tiles, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch,
                    lr=args.lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                    augment=not args.no_augment, early_stopping_patience=args.patience,

@@ -22,6 +22,7 @@ def test_train_records_the_stain_settings_and_normaliser(patch_folder, tmp_path)
     result = biopsia("train", patch_folder, "--out", out, "--epochs", "1", "--batch", "8", "--device", "cpu",
                      "--val-ratio", "0.3", "--stain-augment", "hed", "--stain-normalise", "macenko", timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "stain: macenko normalisation fitted on the training tiles" in result.stderr
     info = json.loads((out / "best" / "model.json").read_text(encoding="utf-8"))
     assert info["stain"]["method"] == "macenko" and len(info["stain"]["stain_matrix"]) == 2
     assert info["training"]["settings"]["stain_augment"] == "hed"
