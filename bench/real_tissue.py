@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Real tissue: the default network against a colour-histogram baseline, on the shared real sets, in one run.
+
+Both methods see the same training, validation and test tiles of each set, split so that no group
+(near-copies of one LC25000 original; one camelyon region) straddles two splits:
+
+``lung`` (``../shared/data/patches/lc25000-lung``)
+    lung_aca and lung_scc are Tumour, lung_n Non-tumour (the ``dataset.json`` class mapping of
+    `core.tiles.patches`). The set publishes no scale: the patches are taken as ``--lung-patch-mpp``
+    (0.5) µm/px and cut into ``--lung-tile`` px tiles at ``--lung-mpp``. Near-copies are grouped
+    (`core.tiles.groups`); a 70/30 split by group gives the test tiles, and 20 % of the training
+    groups validate.
+``camelyon`` (``../shared/data/regions/camelyon-mini``)
+    each blurred mask becomes Tumour marks as ``annotations from-mask --threshold 127`` makes them;
+    tiles of ``--camelyon-tile`` px at ``--camelyon-mpp`` (regions taken as ``--camelyon-slide-mpp``)
+    are labelled by the one labelling rule (`core.tiles.labels`) with tumour coverage at least
+    ``--tumour-min`` (0.9) for Tumour and at most ``--normal-max`` (0.1) for Non-tumour: tiles on a
+    boundary, in between, are dropped as ambiguous (the masks are blurred and blocky there). Regions are
+    split into ``--folds`` folds; each fold is tested on a model trained on the others (20 % of their
+    regions validate), and the folds' predictions are pooled.
+
+The network is `core.models.train.train` as ``biopsia train`` runs it (best epoch by validation loss, an
+operating threshold chosen on the validation tiles at sensitivity 0.95 and recorded in ``model.json``).
+The baseline is an L2-regularised logistic regression on per-tile 16-bin RGB and HSV histograms, with
+its threshold chosen the same way on the same validation tiles. Prints JSON: per set and method, AUC,
+sensitivity and specificity at the threshold, and seconds. ``--curves PNG`` also draws the loss and
+validation curves of one run of each of ``--curve-archs`` on the first camelyon fold; ``--demo`` measures
+the bundled demo model (trained on synthetic tissue) on both sets.
+
+    .venv/bin/python bench/real_tissue.py --stain-augment hed --stain-normalise reinhard \
+        --curves docs/images/real-tissue-curves.png --demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # as main.py: MXNet uses every core
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.optimize import minimize  # noqa: E402
+
+from core.annotations.from_mask import DEFAULT_MIN_AREA_PX, marks_from_mask, read_label_mask  # noqa: E402
+from core.metrics import BinaryMetrics  # noqa: E402
+from core.models.thresholds import choose_thresholds  # noqa: E402
+from core.tiles.arrays import TileArrays  # noqa: E402
+from core.tiles.grid import TileSpec  # noqa: E402
+from core.tiles.planning import plan_dataset  # noqa: E402
+from core.tiles.reading import load_tiles  # noqa: E402
+from core.tiles.sources import SlideSource  # noqa: E402
+from core.tiles.splits import group_pick  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+LUNG = SHARED / "patches" / "lc25000-lung"
+CAMELYON = SHARED / "regions" / "camelyon-mini"
+LUNG_CLASSES = {"lung_aca": "Tumour", "lung_scc": "Tumour", "lung_n": "Non-tumour"}
+MASK_THRESHOLD = 127  # camelyon-mini's README: above 127 is metastatic tumour
+HIST_BINS = 16
+VAL_SHARE = 0.2
+
+
+# ---------------------------------------------------------------- data
+
+def lung_folder(work: Path) -> Path:
+    """The lung patches as a patch folder with a class mapping (links to the shared, read-only folders)."""
+    folder = work / "lc25000-lung"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in LUNG_CLASSES:
+        link = folder / name
+        if not link.exists():
+            link.symlink_to(LUNG / name, target_is_directory=True)
+    (folder / "dataset.json").write_text(json.dumps({"classes": LUNG_CLASSES}))
+    return folder
+
+
+def lung_tiles(work: Path, patch_mpp: float, tile_px: int, mpp: float):
+    """(tiles, groups, note) of the lung set, read by `core.tiles.patches.read_patch_folder`."""
+    from core.tiles.patches import read_patch_folder
+
+    found = read_patch_folder(lung_folder(work), patch_mpp=patch_mpp, tile_px=tile_px, mpp=mpp)
+    note = {"patches": found.patches, "tiles": len(found.tiles), "groups": int(found.n_groups),
+            "group_source": found.group_source, "tile_px": tile_px, "mpp": mpp, "patch_mpp": patch_mpp}
+    return found.tiles, found.groups, note
+
+
+def camelyon_sources(slide_mpp: float) -> list[SlideSource]:
+    """Each region with the Tumour marks its mask gives (as ``annotations from-mask --threshold 127``)."""
+    sources = []
+    for image in sorted((CAMELYON / "images").glob("*.jpg")):
+        mask_path = CAMELYON / "masks" / image.name
+        grey = read_label_mask(mask_path)
+        found = marks_from_mask(grey, {1: "Tumour"}, grey.shape[1], grey.shape[0], min_area_l0=DEFAULT_MIN_AREA_PX,
+                                path=mask_path, threshold=MASK_THRESHOLD)
+        sources.append(SlideSource(image, image.stem, found.annotations, True, (slide_mpp, slide_mpp),
+                                   declared=True))
+    return sources
+
+
+def camelyon_tiles(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float):
+    """(tiles, groups = region index, note), labelled by the one labelling rule as ``biopsia dataset`` does."""
+    sources = camelyon_sources(slide_mpp)
+    plan = plan_dataset(sources, TileSpec(tile_px, mpp), "random", 1.0, 0, None,
+                        {"tumour_min": tumour_min, "normal_max": normal_max})
+    tiles = load_tiles(plan, None)
+    reasons = {}
+    for p in plan.plans:
+        for r, n in zip(*np.unique(p.reason, return_counts=True)):
+            reasons[int(r)] = reasons.get(int(r), 0) + int(n)
+    from core.tiles.labels import REASONS
+    note = {"regions": len(sources), "tiles": len(tiles), "tile_px": tile_px, "mpp": mpp, "slide_mpp": slide_mpp,
+            "tumour_min": tumour_min, "normal_max": normal_max,
+            "grid": {REASONS[r]: n for r, n in sorted(reasons.items())}}
+    return tiles, plan.slide.astype(np.int64), note
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def subset(tiles: TileArrays, mask: np.ndarray) -> TileArrays:
+    return TileArrays(tiles.images[mask], tiles.labels[mask], tiles.classes)
+
+
+def counts(tiles: TileArrays) -> dict:
+    return dict(zip(tiles.classes, np.bincount(tiles.labels, minlength=len(tiles.classes)).tolist()))
+
+
+# ---------------------------------------------------------------- the colour baseline
+
+def colour_features(images: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
+    """Per tile: normalised histograms of R, G, B, H, S and V (``6 * bins`` features)."""
+    out = np.empty((len(images), 6 * bins), np.float64)
+    for i, tile in enumerate(images):
+        hsv = cv2.cvtColor(tile, cv2.COLOR_RGB2HSV)  # OpenCV's H runs 0..179
+        parts = []
+        for image, tops in ((tile, (256, 256, 256)), (hsv, (180, 256, 256))):
+            for c in range(3):
+                h = np.bincount((image[:, :, c].astype(np.int32) * bins // tops[c]).ravel(), minlength=bins)
+                parts.append(h[:bins] / max(1, h.sum()))
+        out[i] = np.concatenate(parts)
+    return out
+
+
+class ColourLogistic:
+    """Class-weighted, L2-regularised logistic regression on standardised features (L-BFGS, scipy)."""
+
+    def __init__(self, l2: float = 10.0):
+        self.l2 = l2
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "ColourLogistic":
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        z = (x - self.mu) / self.sd
+        n = len(y)
+        weight = np.where(y == 1, n / (2 * max(1, y.sum())), n / (2 * max(1, n - y.sum())))
+
+        def loss(w):
+            s = z @ w[:-1] + w[-1]
+            p = 1 / (1 + np.exp(-s))
+            g = weight * (p - y) / n
+            value = np.sum(weight * (np.logaddexp(0, s) - y * s)) / n + 0.5 * self.l2 * np.sum(w[:-1] ** 2) / n
+            return value, np.concatenate([z.T @ g + self.l2 * w[:-1] / n, [g.sum()]])
+
+        self.w = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B").x
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(((x - self.mu) / self.sd) @ self.w[:-1] + self.w[-1])))
+
+
+def run_colour(train: TileArrays, val: TileArrays, test: TileArrays) -> dict:
+    model = ColourLogistic().fit(colour_features(train.images), train.labels)
+    chosen = choose_thresholds(val.labels, model.predict(colour_features(val.images)))
+    threshold = chosen[chosen["chosen"]] if chosen else 0.5
+    return {"probs": model.predict(colour_features(test.images)), "threshold": threshold}
+
+
+# ---------------------------------------------------------------- the network
+
+def run_network(train: TileArrays, val: TileArrays, test: TileArrays, out: Path, args, arch: str | None = None,
+                mpp: float | None = None) -> dict:
+    from core.models.bundle import default_threshold, read_info
+    from core.models.testing import predict_tiles
+    from core.models.train import train as train_network
+
+    extra = {}
+    if args.stain_augment:
+        extra["stain_augment"] = args.stain_augment
+    if args.stain_normalise:
+        extra["stain_normalise"] = args.stain_normalise
+    result = train_network(train, val, out, arch=arch or args.arch, epochs=args.epochs, batch_size=args.batch,
+                           lr=args.lr, seed=args.seed, device=args.device, mpp=mpp,
+                           early_stopping_patience=args.patience, **extra)
+    probs, _ = predict_tiles(result.bundle, test, args.device)
+    threshold, source = default_threshold(read_info(result.bundle))
+    return {"probs": probs[:, 1], "threshold": threshold, "threshold_source": source,
+            "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run, "history": result.history}
+
+
+def summary(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, seconds: float) -> dict:
+    """AUC of the pooled probabilities; sensitivity and specificity at each tile's own model's threshold."""
+    auc = BinaryMetrics(labels, probs).auc
+    called = probs >= thresholds
+    tumour, normal = labels == 1, labels == 0
+    return {"auc": round(float(auc), 4),
+            "sensitivity": round(float(called[tumour].mean()), 4) if tumour.any() else None,
+            "specificity": round(float((~called[normal]).mean()), 4) if normal.any() else None,
+            "thresholds": sorted({round(float(t), 4) for t in np.unique(thresholds)}),
+            "seconds": round(seconds, 1)}
+
+
+def evaluate_splits(tiles: TileArrays, splits, work: Path, args, mpp, name: str, keep_history: dict) -> dict:
+    """Both methods over the splits ``[(train_mask, val_mask, test_mask), ...]``, pooled."""
+    results = {}
+    for method in ("network", "colour"):
+        start = time.perf_counter()
+        labels, probs, thresholds, per_split = [], [], [], []
+        for k, (tr, va, te) in enumerate(splits):
+            train, val, test = subset(tiles, tr), subset(tiles, va), subset(tiles, te)
+            if method == "network":
+                got = run_network(train, val, test, work / f"{name}-{k}", args, mpp=mpp)
+                keep_history.setdefault(name, {})[k] = got.pop("history")
+            else:
+                got = run_colour(train, val, test)
+            log(f"{name} {method} split {k + 1}/{len(splits)}: test AUC "
+                f"{BinaryMetrics(test.labels, got['probs']).auc:.4f} ({len(train)} train, {len(val)} val, "
+                f"{len(test)} test tiles)")
+            labels.append(test.labels)
+            probs.append(got["probs"])
+            thresholds.append(np.full(len(test), got["threshold"]))
+            fold = {"auc": BinaryMetrics(test.labels, got["probs"]).auc, "threshold": got["threshold"],
+                    "train": counts(train), "val": counts(val), "test": counts(test)}
+            fold.update({k2: got[k2] for k2 in ("best_epoch", "epochs_run", "threshold_source") if k2 in got})
+            per_split.append(fold)
+        results[method] = summary(np.concatenate(labels), np.concatenate(probs), np.concatenate(thresholds),
+                                  time.perf_counter() - start)
+        results[method]["mean_split_auc"] = round(float(np.mean([f["auc"] for f in per_split])), 4)
+        results[method]["per_split"] = per_split
+    results["network_minus_colour_auc"] = round(results["network"]["auc"] - results["colour"]["auc"], 4)
+    return results
+
+
+def lung_splits(tiles: TileArrays, groups: np.ndarray, seed: int):
+    rng = np.random.default_rng(seed)
+    test = group_pick(tiles.labels, groups, 0.3, rng)
+    val = np.zeros_like(test)
+    val[~test] = group_pick(tiles.labels[~test], groups[~test], VAL_SHARE, rng)
+    return [(~test & ~val, val, test)]
+
+
+def camelyon_splits(tiles: TileArrays, groups: np.ndarray, folds: int, seed: int):
+    regions = np.unique(groups)
+    order = np.random.default_rng(seed).permutation(regions)
+    fold_of = {int(r): i % folds for i, r in enumerate(order)}
+    fold = np.array([fold_of[int(g)] for g in groups])
+    out = []
+    for k in range(folds):
+        test = fold == k
+        val = np.zeros_like(test)
+        val[~test] = group_pick(tiles.labels[~test], groups[~test], VAL_SHARE, np.random.default_rng((seed, k)))
+        out.append((~test & ~val, val, test))
+    return out
+
+
+# ---------------------------------------------------------------- the demo model and the curves
+
+def demo_model_auc(work: Path, args) -> dict:
+    """The bundled demo model on both sets, at its own tile size and µm/px (128 px at 1 µm/px)."""
+    from core.demo import DEMO_MODEL
+    from core.models.bundle import read_info
+    from core.models.testing import test_model
+    from core.tiles.patches import read_patch_folder
+
+    info = read_info(DEMO_MODEL)
+    out = {"model": str(DEMO_MODEL.relative_to(ROOT)), "tile_px": info.tile_px, "mpp": info.mpp}
+    if "lung" in args.sets and LUNG.is_dir():
+        # the patches (224 px, scale unpublished) are read as 128/224 µm/px so that each is one model tile
+        lung = read_patch_folder(lung_folder(work), patch_mpp=info.tile_px * info.mpp / 224, tile_px=info.tile_px,
+                                 mpp=info.mpp, group=False).tiles
+        r = test_model(DEMO_MODEL, lung, args.device)
+        out["lung"] = {"auc": round(r["auc"], 4), "tiles": r["tiles"], "sensitivity": r["sensitivity"],
+                       "specificity": r["specificity"], "threshold": r["threshold"]}
+    if "camelyon" in args.sets and CAMELYON.is_dir():
+        tiles, _, _ = camelyon_tiles(args.camelyon_slide_mpp, info.tile_px, info.mpp, args.tumour_min,
+                                     args.normal_max)
+        r = test_model(DEMO_MODEL, tiles, args.device)
+        out["camelyon"] = {"auc": round(r["auc"], 4), "tiles": r["tiles"], "sensitivity": r["sensitivity"],
+                           "specificity": r["specificity"], "threshold": r["threshold"]}
+    return out
+
+
+def draw_curves(runs: dict, path: Path, title: str) -> None:
+    """Training loss, validation loss and validation AUC per epoch of each run, as a PNG (OpenCV only)."""
+    w, h, pad = 560, 360, 56
+    colours = [(200, 90, 20), (30, 120, 220), (40, 160, 60), (150, 60, 170)]
+    panels = []
+    for key, label, lo, hi in (("loss", "loss (solid: training, dashed: validation)", 0.0, None),
+                               ("auc", "validation AUC", None, 1.0)):
+        img = np.full((h, w, 3), 255, np.uint8)
+        values = [v for r in runs.values() for e in r for v in
+                  ((e["train_loss"], e["loss"]) if key == "loss" else (e.get("auc") or 0.5,))]
+        y0 = lo if lo is not None else max(0.0, min(values) - 0.02)
+        y1 = hi if hi is not None else max(values) * 1.05
+        epochs = max(len(r) for r in runs.values())
+        sx = lambda e: int(pad + (w - 1.5 * pad) * e / max(1, epochs - 1))  # noqa: E731
+        sy = lambda v: int(h - pad - (h - 1.6 * pad) * (v - y0) / max(1e-9, y1 - y0))  # noqa: E731
+        cv2.rectangle(img, (pad, int(0.6 * pad)), (w - pad // 2, h - pad), (0, 0, 0), 1)
+        for i in range(5):
+            v = y0 + (y1 - y0) * i / 4
+            cv2.putText(img, f"{v:.2f}", (4, sy(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for e in range(epochs):
+            cv2.putText(img, str(e + 1), (sx(e) - 4, h - pad + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+        cv2.putText(img, "epoch", (w // 2 - 20, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, label, (pad, int(0.45 * pad)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        for (name, hist), colour in zip(runs.items(), colours):
+            series = [("train_loss", False), ("loss", True)] if key == "loss" else [("auc", False)]
+            for field, dashed in series:
+                pts = [(sx(i), sy(e.get(field) if e.get(field) is not None else 0.5)) for i, e in enumerate(hist)]
+                for i, (a, b) in enumerate(zip(pts[:-1], pts[1:])):
+                    if dashed:
+                        mid = ((a[0] + b[0]) // 2, (a[1] + b[1]) // 2)
+                        cv2.line(img, a, mid, colour, 2, cv2.LINE_AA)
+                    else:
+                        cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
+                for p in pts:
+                    cv2.circle(img, p, 3, colour, -1, cv2.LINE_AA)
+        for i, (name, colour) in enumerate(zip(runs, colours)):
+            y = int(0.6 * pad) + 18 + 18 * i
+            cv2.line(img, (w - 150, y - 4), (w - 126, y - 4), colour, 2, cv2.LINE_AA)
+            cv2.putText(img, name, (w - 120, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(img)
+    top = np.full((30, 2 * w, 3), 255, np.uint8)
+    cv2.putText(top, title, (10, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([top, np.hstack(panels)]))
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default="lung,camelyon", help="comma-separated: lung, camelyon")
+    parser.add_argument("--arch", default="cnn")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--stain-augment", default=None, help="hed, light or none (default: train's)")
+    parser.add_argument("--stain-normalise", default=None, help="none, reinhard or macenko (default: train's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--folds", type=int, default=4, help="camelyon: folds of regions")
+    parser.add_argument("--lung-patch-mpp", type=float, default=0.5)
+    parser.add_argument("--lung-tile", type=int, default=112)
+    parser.add_argument("--lung-mpp", type=float, default=1.0)
+    parser.add_argument("--camelyon-slide-mpp", type=float, default=1.0)
+    parser.add_argument("--camelyon-tile", type=int, default=64)
+    parser.add_argument("--camelyon-mpp", type=float, default=1.0)
+    parser.add_argument("--tumour-min", type=float, default=0.9)
+    parser.add_argument("--normal-max", type=float, default=0.1)
+    parser.add_argument("--curves", type=Path, help="PNG of the loss and validation curves (first camelyon fold)")
+    parser.add_argument("--curve-archs", default="cnn,resnet18")
+    parser.add_argument("--demo", action="store_true", help="also measure the bundled demo model")
+    args = parser.parse_args()
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+
+    report = {"benchmark": "real_tissue", "arch": args.arch, "epochs": args.epochs, "stain_augment":
+              args.stain_augment or "train's default", "stain_normalise": args.stain_normalise or "train's default",
+              "cpu_threads": os.environ.get("OMP_NUM_THREADS")}
+    histories: dict = {}
+    with tempfile.TemporaryDirectory(prefix="biopsia-real-") as tmp:
+        work = Path(tmp)
+        if "lung" in args.sets:
+            if not LUNG.is_dir():
+                report["lung"] = {"skipped": f"{LUNG} is not here"}
+            else:
+                start = time.perf_counter()
+                tiles, groups, note = lung_tiles(work, args.lung_patch_mpp, args.lung_tile, args.lung_mpp)
+                note["read_seconds"] = round(time.perf_counter() - start, 1)
+                report["lung"] = {"data": note, **evaluate_splits(tiles, lung_splits(tiles, groups, args.seed), work,
+                                                                  args, args.lung_mpp, "lung", histories)}
+        if "camelyon" in args.sets:
+            if not CAMELYON.is_dir():
+                report["camelyon"] = {"skipped": f"{CAMELYON} is not here"}
+            else:
+                start = time.perf_counter()
+                tiles, groups, note = camelyon_tiles(args.camelyon_slide_mpp, args.camelyon_tile, args.camelyon_mpp,
+                                                     args.tumour_min, args.normal_max)
+                note["read_seconds"] = round(time.perf_counter() - start, 1)
+                splits = camelyon_splits(tiles, groups, args.folds, args.seed)
+                report["camelyon"] = {"data": note, **evaluate_splits(tiles, splits, work, args, args.camelyon_mpp,
+                                                                      "camelyon", histories)}
+                if args.curves:
+                    runs = {}
+                    for arch in args.curve_archs.split(","):
+                        if arch == args.arch and 0 in histories.get("camelyon", {}):
+                            runs[arch] = histories["camelyon"][0]
+                            continue
+                        tr, va, te = splits[0]
+                        start = time.perf_counter()
+                        got = run_network(subset(tiles, tr), subset(tiles, va), subset(tiles, te),
+                                          work / f"curves-{arch}", args, arch=arch, mpp=args.camelyon_mpp)
+                        runs[arch] = got["history"]
+                        report.setdefault("curves", {})[arch] = {
+                            "test_auc": round(BinaryMetrics(subset(tiles, te).labels, got["probs"]).auc, 4),
+                            "seconds": round(time.perf_counter() - start, 1)}
+                    for arch, hist in runs.items():
+                        report.setdefault("curves", {}).setdefault(arch, {}).update(
+                            train_loss=[round(e["train_loss"], 4) for e in hist],
+                            val_loss=[round(e["loss"], 4) for e in hist],
+                            val_auc=[round(e["auc"], 4) if e.get("auc") is not None else None for e in hist])
+                    draw_curves(runs, args.curves, f"camelyon-mini, fold 1 of {args.folds}: {args.camelyon_tile} px "
+                                f"tiles at {args.camelyon_mpp:g} um/px, {args.epochs} epochs at most")
+                    report["curves"]["png"] = str(args.curves)
+        if args.demo:
+            report["demo_model"] = demo_model_auc(work, args)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
