@@ -18,13 +18,14 @@ from typing import Callable
 
 import numpy as np
 from PyQt5.QtCore import pyqtSignal
-from PyQt5.QtWidgets import (QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                             QPushButton)
+from PyQt5.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                             QPushButton, QSpinBox)
 
 from core.errors import BiopsiaError, DatasetError
 from core.models.training_job import Stage
 from core.project.layout import MODELS_DIR
 from core.tiles.grid import TileSpec
+from core.tiles.splits import CLASSES
 from gui.slide_mpp_edit import FieldEdit, parse_mpp
 from gui.style import MUTED_STYLE, WARNING_BOX_STYLE
 
@@ -137,8 +138,8 @@ class PatchFolderBox(QGroupBox):
         mpp_row.addWidget(self.mpp_edit, 1)
         mpp_row.addWidget(QLabel("µm/px"))
         mpp_row.addWidget(self.mpp_source, 2)
-        self.val_ratio = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=0.5, singleStep=0.05, value=0.2,
-                                        toolTip="Share of the patch groups held out for validation: near-copies "
+        self.val_ratio = QSpinBox(minimum=5, maximum=50, singleStep=5, value=20, suffix=" % of the groups",
+                                  toolTip="Share of the patch groups held out for validation: near-copies "
                                                 "(rotations, flips, rescaled crops) stay on one side")
         self.warning = QLabel(NO_SCALE, wordWrap=True)
         self.warning.setStyleSheet(WARNING_BOX_STYLE)
@@ -187,7 +188,11 @@ class PatchFolderBox(QGroupBox):
         shown = ", ".join(f"{name} ({n:,})" + (f" → {mapped[name]}" if mapped.get(name) else
                                                " (left out)" if name in mapped else "")
                           for name, n in classes.items())
-        self.classes_label.setText(f"Classes: {shown}" if classes else f"{path}: no subfolder of images "
+        tumour_model = set(mapped.values()) - {None} <= set(CLASSES) if mapped else set(classes) <= set(CLASSES)
+        advice = ("" if tumour_model or not classes else
+                  ". A dataset.json \"classes\" map beside them makes these folders Tumour and Non-tumour "
+                  "(else the model learns one class per folder)")
+        self.classes_label.setText(f"Classes: {shown}{advice}" if classes else f"{path}: no subfolder of images "
                                    "(one per class)")
         self._show_scale()
         self.changed.emit()
@@ -247,4 +252,4 @@ def new_patch_job(project, box: PatchFolderBox, name: str, spec: TileSpec, **set
     if out_dir.exists():
         raise DatasetError(f"{out_dir}: a model of that name exists in this project; choose another name")
     explicit = patch_mpp if patch_mpp is not None and patch_mpp != box.json_mpp else None
-    return PatchJob(folder, out_dir, spec, explicit, val_ratio=box.val_ratio.value(), **settings)
+    return PatchJob(folder, out_dir, spec, explicit, val_ratio=box.val_ratio.value() / 100, **settings)

@@ -121,6 +121,7 @@ class TrainingPanel(QDialog):
         self.source_tabs.addTab(self.slides_box, "Project slides")
         self.source_tabs.addTab(self.patch_box, "Patch folder")
         self.source_tabs.setTabToolTip(PATCHES_TAB, "Train from a folder of patches, one subfolder per class")
+        self.source_tabs.currentChanged.connect(self._on_source_changed)
 
         self.arch = QComboBox()
         self.arch.addItems(list(ARCHS))
@@ -376,6 +377,11 @@ class TrainingPanel(QDialog):
                              TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
                              epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
                              device=self.device.currentText())
+
+    def _on_source_changed(self, tab: int) -> None:
+        if not self.running and self.result is None and self.error is None:
+            self.status.setText("Choose a patch folder and settings, then start." if tab == PATCHES_TAB else
+                                "Choose slides and settings, then start.")
 
     def from_patches(self) -> bool:
         """Whether the run trains on the Patch folder tab (else on the project's slides)."""
