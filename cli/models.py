@@ -13,6 +13,7 @@ import numpy as np
 
 from cli import options as opt
 from cli.progress import ProgressBar, metric, note, warn
+from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import DatasetError
 from core.models.engine import describe_device, engine, parse_device
 from cli.tiles import add_patch_options, patch_scale, read_patches, refuse_patch_options
@@ -191,6 +192,8 @@ def test_tiles(args) -> int:
     from core.models.testing import test_model
 
     bundle = resolve_bundle(args.model)
+    if is_demo_model(bundle):
+        note(DEMO_MODEL_STATEMENT)
     if is_patch_folder(args.dataset):  # cut at the model's tile size and µm/px
         from core.models.bundle import read_info
 

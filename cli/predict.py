@@ -14,6 +14,7 @@ import numpy as np
 from cli import options as opt
 from cli.progress import ProgressBar, error, metric, note, warn
 from core.atomic import atomic_write_bytes
+from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import BiopsiaError
 from core.evaluation.compare import compare, summarise, summary_csv, threshold_for_grids, truth_for_grid
 from core.evaluation.report import ReportSlide, write_report
@@ -87,6 +88,8 @@ def predict(args) -> int:
     args.threshold = given if given is not None else default_threshold(info)[0]
     device = engine().run(lambda: describe_device(parse_device(args.device)))
     note(f"predicting with {model} on {device}; {describe_threshold(info, given)}")
+    if is_demo_model(model):
+        note(DEMO_MODEL_STATEMENT)
     out_root = Path(args.out)
     slides = [Path(s) for s in args.slides]
     failed = 0
