@@ -25,12 +25,12 @@ from core.project.mpp import SlideMpp, remember_mpp, resolve_mpp
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
 from core.models.zoo import ARCHS
-from core.models.training_job import (Planned, Stage, TrainingJob, best_so_far, default_model_name,
-                               new_job, run_job)
+from core.models.training_job import (PatchesSplit, Planned, Stage, TrainingJob, best_so_far,
+                                      default_model_name, new_job, run_job, run_patch_job)
 from gui.device_picker import DevicePicker
 from gui.icons import icon
 from gui.mask_import import MaskImportDialog
-from gui.patch_source import PatchesSplit, PatchFolderBox, new_patch_job, run_patch_job
+from gui.patch_source import PatchFolderBox
 from gui.slide_mpp_edit import MppEdit, file_mpps
 from gui.style import ERROR_BOX_STYLE, MUTED_STYLE
 from gui.training_plots import BestEpochBox, TrainingCurves
@@ -373,10 +373,10 @@ class TrainingPanel(QDialog):
 
     def make_patch_job(self):
         """The run on the Patch folder tab's folder. Raises DatasetError when it does not make one."""
-        return new_patch_job(self.project, self.patch_box, self.name.text(),
-                             TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
-                             epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
-                             device=self.device.currentText())
+        return self.patch_box.job(self.project, self.name.text(),
+                                  TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
+                                  epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
+                                  device=self.device.currentText())
 
     def _on_source_changed(self, tab: int) -> None:
         if not self.running and self.result is None and self.error is None:

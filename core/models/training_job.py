@@ -4,6 +4,11 @@
 report reaches the caller through one ``partial(obj)`` callable, in this order: `Stage` (planning),
 `Planned` (the labelled tiles), `Stage` (reading tiles), `core.models.train.ProgressEvent` s (batches and
 epochs) and finally the `core.models.train.TrainResult`.
+
+`run_patch_job` is the same run on a patch folder (one subfolder of images per class, `core.tiles.patches`):
+the patches are cut into the model's tiles at its µm/px, whole groups of near-copies are held out for
+validation, and it reports `Stage` s, a `PatchesSplit`, then the training's reports, as
+``biopsia train PATCHFOLDER --patch-mpp X`` does.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from core.errors import DatasetError
 from core.models.engine import describe_device, engine, parse_device
 from core.project.layout import MODELS_DIR  # a project's trained models: <project>/models/<name>
+from core.tiles.arrays import IMAGE_SUFFIXES
 from core.tiles.grid import TileSpec
 
-
+NO_SCALE = ("No scale: the patches are used at their own size and the model records no µm/px, so it can be "
+            "tested on patches but cannot predict slides. Give the patches' µm/px to train a model for slides.")
 
 @dataclass
 class TrainingJob:
@@ -127,13 +136,24 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
     if not test_ids or len(test_ids) == len(ids):
         raise DatasetError("Give at least one slide the role Train and one the role Test: the model "
                            "learns on the Train slides and is validated on the Test slides")
+    return TrainingJob(project, ids, test_ids, spec, model_dir(project, name), **settings)
+
+
+def model_dir(project, name: str) -> Path:
+    """The fresh folder a model called ``name`` is saved in: ``<project>/models/<name>``.
+
+    Raises
+    ------
+    DatasetError
+        When ``name`` is not a plain folder name, or a model of that name exists.
+    """
     name = name.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]*", name):
         raise DatasetError(f"Model name {name!r}: use letters, digits, '-', '_' and '.'")
     out_dir = Path(project.folder) / MODELS_DIR / name
     if out_dir.exists():
         raise DatasetError(f"{out_dir}: a model of that name exists in this project; choose another name")
-    return TrainingJob(project, ids, test_ids, spec, out_dir, **settings)
+    return out_dir
 
 
 def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Callable[[], bool]):
@@ -192,6 +212,169 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     # a cancelled gui.worker.Worker emits no result, so the result is also reported, for the panel
     partial(result)
     return result
+
+
+@dataclass
+class PatchJob:
+    """One run on a patch folder, fixed when it starts (see `new_patch_job` and `run_patch_job`).
+
+    Parameters
+    ----------
+    folder : Path
+        The patch folder: one subfolder of images per class, an optional ``dataset.json``.
+    out_dir : Path
+        Folder the model is written to.
+    spec : TileSpec
+        The model's tile size and µm/px; the patches are cut into such tiles.
+    patch_mpp : float or None
+        µm/px of the patches as stored, when given by the user (it wins over ``dataset.json``'s).
+    val_ratio : float
+        Share of the groups of near-copies held out for validation.
+    seed, arch, epochs, batch_size, lr, device
+        The split's seed; the rest passed on to `core.models.train.train`.
+    """
+
+    folder: Path
+    out_dir: Path
+    spec: TileSpec
+    patch_mpp: float | None
+    val_ratio: float = 0.2
+    seed: int = 0
+    arch: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: str = "auto"
+
+
+@dataclass
+class PatchesSplit:
+    """The tiles cut from the patches and how they were split: ``text`` to show; ``warnings`` (`NO_SCALE`)."""
+
+    text: str
+    warnings: list
+
+
+def class_folders(folder: Path) -> dict[str, int]:
+    """{subfolder: number of images} of a patch folder: a quick look, no image is read.
+
+    Counts the files `core.tiles.patches.read_patch_folder` reads (`core.tiles.arrays.IMAGE_SUFFIXES`);
+    hidden folders and folders without images are left out.
+    """
+    out = {}
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        count = sum(1 for f in sub.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if count:
+            out[sub.name] = count
+    return out
+
+
+def new_patch_job(project, folder, name: str, spec: TileSpec, *, patch_mpp: float | None = None,
+                  json_mpp: float | None = None, val_ratio: float = 0.2, **settings) -> PatchJob:
+    """The run on the patch folder ``folder``, its model saved as ``name`` in the project's models folder.
+
+    Parameters
+    ----------
+    project : core.project.model.Project or None
+    folder : path-like or None
+    name : str
+    spec : TileSpec
+    patch_mpp : float, optional
+        The patches' µm/px as the user gave it; a value equal to ``json_mpp`` (the folder's
+        ``dataset.json`` one, as shown) is not recorded as the user's.
+    val_ratio : float
+        Share of the groups held out for validation, more than 0 and less than 1.
+    **settings
+        `PatchJob` fields: ``seed``, ``arch``, ``epochs``, ``batch_size``, ``lr``, ``device``.
+
+    Raises
+    ------
+    DatasetError
+        No project, no folder, a µm/px out of range, a bad share or name, or a model of that name exists.
+    """
+    from core.tiles.patches import check_mpp
+
+    if project is None:
+        raise DatasetError("No project: open a slide or a project first (the model is saved in it)")
+    if folder is None or not str(folder).strip():
+        raise DatasetError("Choose a patch folder (one subfolder of images per class)")
+    folder = Path(str(folder).strip()).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder; choose a patch folder (one subfolder of images per class)")
+    if patch_mpp is not None:
+        patch_mpp = check_mpp(patch_mpp, f"{folder}: patch scale")
+    if not 0 < val_ratio < 1:
+        raise DatasetError(f"{folder}: the validation share must lie between 0 and 1, got {val_ratio!r}")
+    explicit = patch_mpp if patch_mpp is not None and patch_mpp != json_mpp else None
+    return PatchJob(folder, model_dir(project, name), spec, explicit, val_ratio=val_ratio, **settings)
+
+
+def run_patch_job(job: PatchJob, partial: Callable[[object], None], should_stop: Callable[[], bool]):
+    """Read and cut the patches, split by group, train: a run on a patch folder (on a worker thread).
+
+    Parameters
+    ----------
+    job : PatchJob
+    partial : callable
+        Called with every report: `Stage` s, a `PatchesSplit`, `core.models.train.ProgressEvent` s, then
+        the `core.models.train.TrainResult`.
+    should_stop : callable
+        Returns True to cancel (the best epoch so far is kept).
+
+    Returns
+    -------
+    TrainResult or None
+        None when stopped before training began (nothing is written then).
+
+    Raises
+    ------
+    DatasetError
+        The folder does not make a dataset: no class folders or patches, an unreadable patch, a bad
+        µm/px, one class only, or a class too small to hold some of it out. Each message names the folder
+        or the file.
+    """
+    from core.models.train import train  # MXNet: loads when a run starts (see run_job)
+    from core.tiles.arrays import split_off
+    from core.tiles.patches import check_mpp, read_dataset_json, read_patch_folder
+
+    if job.patch_mpp is not None:
+        check_mpp(job.patch_mpp, f"{job.folder}: patch scale")
+    reading = "Reading and cutting patches"
+    partial(Stage(reading, 0, 0))
+    scaled = job.patch_mpp is not None or (read_dataset_json(job.folder) or {}).get("mpp") is not None
+    patches = read_patch_folder(job.folder, patch_mpp=job.patch_mpp, tile_px=job.spec.tile_px,
+                                mpp=job.spec.mpp if scaled else None,
+                                progress=lambda d, t: partial(Stage(reading, d, t)), should_stop=should_stop)
+    if patches is None or should_stop():
+        return None
+    classes = patches.tiles.classes
+    if len(classes) < 2:
+        raise DatasetError(f"{job.folder}: only one class ({', '.join(classes)}); a model learns to tell classes "
+                           "apart, so give at least two class subfolders (e.g. tumour and normal)")
+    train_tiles, val_tiles = split_off(patches.tiles, job.val_ratio, job.seed, groups=patches.groups)
+    for tiles, where in ((train_tiles, "training"), (val_tiles, "validation")):
+        missing = [c for c, n in zip(classes, np.bincount(tiles.labels, minlength=len(classes))) if n == 0]
+        if missing:
+            raise DatasetError(f"{job.folder}: no {', '.join(missing)} tiles for {where}: the class has too few "
+                               f"groups of patches ({patches.n_groups} groups in all, near-copies kept together) "
+                               "to hold some out; add patches of it")
+    scale = (f"{patches.mpp:g} µm/px (patch scale from {patches.source})" if patches.mpp else "no µm/px")
+    text = (f"{patches.patches:,} patches → {len(patches.tiles.labels):,} tiles of {job.spec.tile_px} px at {scale}; "
+            f"{patches.n_groups:,} groups ({patches.group_source}); train {_counts(train_tiles)}, "
+            f"validation {_counts(val_tiles)} (whole groups)")
+    partial(PatchesSplit(text, [] if patches.mpp else [NO_SCALE]))
+    partial(Stage("Starting training", 0, 0))
+    result = train(train_tiles, val_tiles, job.out_dir, arch=job.arch, epochs=job.epochs, batch_size=job.batch_size,
+                   lr=job.lr, device=job.device, progress=partial, should_stop=should_stop, mpp=patches.mpp)
+    if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
+        shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
+    partial(result)
+    return result
+
+
+def _counts(tiles) -> str:
+    counts = np.bincount(tiles.labels, minlength=len(tiles.classes))
+    return ", ".join(f"{n:,} {c}" for c, n in zip(tiles.classes, counts))
 
 
 def describe(device: str) -> str:
