@@ -10,7 +10,7 @@ import math
 
 import cv2
 import numpy as np
-from PyQt5.QtCore import QLineF, QPointF
+from PyQt5.QtCore import QLineF, QPointF, QRectF
 from PyQt5.QtGui import QImage, QPolygonF, QTransform
 
 from core.view.viewport import Viewport
@@ -28,6 +28,17 @@ def cell_transform(grid, viewport: Viewport) -> QTransform:
     sx, sy = viewport.l0_to_screen(x00, y00)
     side = grid.stride * viewport.scale
     return QTransform(side, 0, 0, side, sx, sy)
+
+
+def slide_clip(grid, viewport: Viewport) -> QRectF:
+    """The slide's rectangle (``grid.slide_size`` from level-0 ``(0, 0)``) in screen pixels.
+
+    Clip to it before drawing cells: the cell image is ``ceil``-sized, so the last column and row of cells
+    reach past the slide's right and bottom edges, where `ProbabilityGrid.cell_rect` clips them.
+    """
+    x0, y0 = viewport.l0_to_screen(0, 0)
+    x1, y1 = viewport.l0_to_screen(*grid.slide_size)
+    return QRectF(x0, y0, x1 - x0, y1 - y0)
 
 
 def visible_cells(grid, viewport: Viewport, margin: int = 0) -> tuple[int, int, int, int]:

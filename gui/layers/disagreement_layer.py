@@ -9,7 +9,7 @@ from PyQt5.QtGui import QColor, QImage, QPainter, QPen
 from core.evaluation.compare import AGREE_NEGATIVE, AGREE_POSITIVE, FALSE_NEGATIVE, FALSE_POSITIVE, SlideComparison
 from core.view.viewport import Viewport
 from gui.layers.base import Layer, begin_legend_card
-from gui.layers.cell_geometry import bgra_qimage, cell_transform, mask_edges, visible_cells
+from gui.layers.cell_geometry import bgra_qimage, cell_transform, mask_edges, slide_clip, visible_cells
 
 #: Colour-blind safe pair (Okabe-Ito orange and blue): the network says tumour, the doctors did not; and the reverse.
 FALSE_POSITIVE_COLOUR = QColor(230, 159, 0)
@@ -116,6 +116,7 @@ class DisagreementLayer(Layer):
         row0, row1, col0, col1 = visible_cells(grid, viewport)
         if row0 < row1 and col0 < col1:
             painter.save()
+            painter.setClipRect(slide_clip(grid, viewport))  # edge cells stop at the slide's edge
             painter.setTransform(cell_transform(grid, viewport))
             painter.setRenderHint(QPainter.SmoothPixmapTransform, False)
             source = QRectF(col0, row0, col1 - col0, row1 - row0)

@@ -16,7 +16,8 @@ from core.inference.colours import (COLORMAPS, DEFAULT_COLORMAP, colormap, colou
 from core.inference.predict import PartialResult, ProbabilityGrid
 from core.view.viewport import Viewport
 from gui.layers.base import Layer
-from gui.layers.cell_geometry import bgra_qimage, cell_transform, contour_polygons, mask_edges, visible_cells
+from gui.layers.cell_geometry import (bgra_qimage, cell_transform, contour_polygons, mask_edges, slide_clip,
+                                     visible_cells)
 from gui.layers.heatmap_legend import heatmap_legend_image, paint_heatmap_legend
 
 __all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "MODES", "HeatmapLayer", "HeatmapState", "colour_at"]
@@ -269,6 +270,7 @@ class HeatmapLayer(Layer):
         row0, row1, col0, col1 = visible_cells(state.grid, viewport, margin=1)
         if row0 >= row1 or col0 >= col1:
             return
+        painter.setClipRect(slide_clip(state.grid, viewport))  # edge cells stop at the slide's edge
         painter.setTransform(cell_transform(state.grid, viewport))
         target = QRectF(col0, row0, col1 - col0, row1 - row0)
         if state.mode == "smooth":
@@ -283,6 +285,7 @@ class HeatmapLayer(Layer):
     def _paint_outlines(self, painter: QPainter, viewport: Viewport) -> None:
         state = self.state
         painter.save()
+        painter.setClipRect(slide_clip(state.grid, viewport))
         painter.setTransform(cell_transform(state.grid, viewport))
         painter.setBrush(Qt.NoBrush)
         if state.mode == "smooth":

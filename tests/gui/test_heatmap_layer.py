@@ -392,3 +392,59 @@ def test_disagreement_colours_at_planted_errors(view, grid):
     assert np.abs(shot[y, x] - base[y, x]).max() <= 2  # agreements are not drawn
     layer.set_comparison(None)
     assert not layer.visible
+
+
+def overhanging_grid(synth, stride: int = 300) -> ProbabilityGrid:
+    """Ceil-sized cells of 0.9 over the whole slide: the last column and row reach past its right and bottom edges."""
+    rows, cols = -(-synth.height // stride), -(-synth.width // stride)
+    assert cols * stride > synth.width and rows * stride > synth.height
+    return ProbabilityGrid(probs=np.full((rows, cols), TUMOUR_P, np.float32), origin=(0, 0), stride=stride,
+                           tile_l0=stride, tile_px=64, mpp=2.0, slide_size=(synth.width, synth.height),
+                           slide=str(synth.slide_path), complete=True)
+
+
+def painted_box(base: np.ndarray, shot: np.ndarray) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (ends inclusive) of the pixels that changed."""
+    ys, xs = np.nonzero(np.any(np.abs(shot - base) > 2, axis=2))
+    assert xs.size, "nothing was painted"
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def slide_box(view, grid) -> tuple[float, float, float, float]:
+    x0, y0 = view.viewport.l0_to_screen(0, 0)
+    x1, y1 = view.viewport.l0_to_screen(*grid.slide_size)
+    return x0, y0, x1, y1
+
+
+@pytest.mark.parametrize("mode, outlines", [("tiles", False), ("tiles", True), ("smooth", True)])
+def test_the_heatmap_paints_nothing_past_the_slides_edge(qtbot, view, synthetic_slide, mode, outlines):
+    grid = overhanging_grid(synthetic_slide)
+    vp = view.viewport
+    view.set_viewport(vp.centred_on(vp.l0_w / 2, vp.l0_h / 2, vp.fit_scale() * 0.6))  # a wide margin around it
+    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=TIMEOUT)
+    base = grab(view)
+    layer = view.heatmap_layer
+    layer.set_grid(grid)
+    layer.set_opacity(1.0)
+    layer.set_mode(mode)
+    layer.set_outlines(outlines)
+    x0, y0, x1, y1 = painted_box(base, grab(view))
+    sx0, sy0, sx1, sy1 = slide_box(view, grid)
+    assert sx0 - 1 <= x0 and sy0 - 1 <= y0 and x1 <= sx1 + 1 and y1 <= sy1 + 1, ((x0, y0, x1, y1), (sx0, sy0, sx1, sy1))
+    assert x1 >= sx1 - 3 and y1 >= sy1 - 3  # the clipped edge cells are still drawn, up to the edge
+
+
+def test_the_disagreement_layer_paints_nothing_past_the_slides_edge(qtbot, view, synthetic_slide):
+    grid = overhanging_grid(synthetic_slide)
+    comparison = compare(grid, np.zeros(grid.shape, np.int8), 0.5)  # every cell a false positive
+    vp = view.viewport
+    view.set_viewport(vp.centred_on(vp.l0_w / 2, vp.l0_h / 2, vp.fit_scale() * 0.6))
+    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=TIMEOUT)
+    base = grab(view)
+    layer = view.disagreement_layer
+    layer.set_comparison(comparison, grid)
+    layer.visible = True
+    x0, y0, x1, y1 = painted_box(base, grab(view))
+    sx0, sy0, sx1, sy1 = slide_box(view, grid)
+    assert sx0 - 1 <= x0 and sy0 - 1 <= y0 and x1 <= sx1 + 1 and y1 <= sy1 + 1, ((x0, y0, x1, y1), (sx0, sy0, sx1, sy1))
+    assert x1 >= sx1 - 3 and y1 >= sy1 - 3
