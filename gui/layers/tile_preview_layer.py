@@ -65,6 +65,7 @@ class TilePreviewLayer(Layer):
         self.outlined_count = 0  # tiles outlined by the last paint (tests)
         self._screen: QImage | None = None
         self._screen_key = None
+        self._axes_cache = None
 
     def set_plan(self, plan: TilePlan | None) -> None:
         self.plan = plan
@@ -78,25 +79,49 @@ class TilePreviewLayer(Layer):
     def dispose(self) -> None:
         self.plan = self._image = self._buffer = self._screen = self._screen_key = None
 
-    def _pitch(self) -> tuple[float, float]:
-        """Level-0 step between neighbouring tiles (the tile side unless the plan overlaps tiles)."""
+    def _axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per column and per row: the tiles' level-0 starts, and the fill's bounds (one more than the tiles).
+
+        The starts are the plan's own (``plan.stride`` apart, the last shifted inward to end at the slide's edge,
+        `core.tiles.edges`). The fill gives each tile the band from its regular start ``k * stride`` to the next
+        one, and the edge tile the band from its regular start to the slide's edge: the bands tile the slide
+        without overlap, so overlapping tiles are not blended twice.
+        """
+        if self._axes_cache is not None and self._axes_cache[0] is self.plan:
+            return self._axes_cache[1]
         plan = self.plan
         rows, cols = plan.grid_shape
-        pitch_x = float(plan.l0_x[1] - plan.l0_x[0]) if cols > 1 else float(plan.tile_l0)
-        pitch_y = float(plan.l0_y[cols] - plan.l0_y[0]) if rows > 1 else float(plan.tile_l0)
-        return pitch_x, pitch_y
+        xs = np.asarray(plan.l0_x[:cols], np.float64)
+        ys = np.asarray(plan.l0_y[::cols], np.float64)
+        axes = []
+        for starts in (xs, ys):
+            stride = float(plan.stride) if plan.stride else (
+                float(starts[1] - starts[0]) if starts.size > 2 else float(plan.tile_l0))
+            bounds = np.append(starts[0] + np.arange(starts.size) * stride, starts[-1] + plan.tile_l0)
+            axes.append(bounds)
+        result = (xs, ys, axes[0], axes[1])
+        self._axes_cache = (plan, result)
+        return result
 
     def visible_range(self, viewport: Viewport) -> tuple[int, int, int, int]:
-        """Grid rows and columns ``(row0, row1, col0, col1)`` (ends exclusive) that meet the view."""
-        rows, cols = self.plan.grid_shape
-        pitch_x, pitch_y = self._pitch()
+        """Grid rows and columns ``(row0, row1, col0, col1)`` (ends exclusive) whose tiles meet the view."""
+        xs, ys, _, _ = self._axes()
         tile_l0 = self.plan.tile_l0
         l0_x, l0_y, l0_w, l0_h = viewport.visible_l0_rect()
-        col0 = int(np.clip(np.floor((l0_x - tile_l0) / pitch_x) + 1, 0, cols))
-        col1 = int(np.clip(np.floor((l0_x + l0_w) / pitch_x) + 1, 0, cols))
-        row0 = int(np.clip(np.floor((l0_y - tile_l0) / pitch_y) + 1, 0, rows))
-        row1 = int(np.clip(np.floor((l0_y + l0_h) / pitch_y) + 1, 0, rows))
+        col0, col1 = int(np.searchsorted(xs + tile_l0, l0_x, "right")), int(np.searchsorted(xs, l0_x + l0_w, "left"))
+        row0, row1 = int(np.searchsorted(ys + tile_l0, l0_y, "right")), int(np.searchsorted(ys, l0_y + l0_h, "left"))
         return row0, row1, col0, col1
+
+    def tile_screen_rects(self, viewport: Viewport) -> tuple[np.ndarray, list[QRectF]]:
+        """Indices of the tiles in view and their screen rectangles, where the tiles lie (edge tiles shifted)."""
+        row0, row1, col0, col1 = self.visible_range(viewport)
+        xs, ys, _, _ = self._axes()
+        cols = self.plan.grid_shape[1]
+        rr, cc = np.meshgrid(np.arange(row0, row1), np.arange(col0, col1), indexing="ij")
+        rr, cc = rr.ravel(), cc.ravel()
+        sx, sy = viewport.l0_to_screen(xs[cc], ys[rr])  # arrays: the same arithmetic, vectorised
+        side = [self.plan.tile_l0 * viewport.scale] * rr.size
+        return rr * cols + cc, list(map(QRectF, sx.tolist(), sy.tolist(), side, side))
 
     def paint(self, painter: QPainter, viewport: Viewport) -> None:
         if self._image is None:
@@ -121,32 +146,27 @@ class TilePreviewLayer(Layer):
         row0, row1, col0, col1 = self.visible_range(viewport)
         if row0 >= row1 or col0 >= col1:
             return
-        pitch_x, pitch_y = self._pitch()
-        scale = viewport.scale
-        # screen frame: the grid's pixel (col, row) covers level-0 [col * pitch, (col + 1) * pitch)
-        sx0, sy0 = viewport.l0_to_screen(col0 * pitch_x, row0 * pitch_y)
-        target = QRectF(sx0, sy0, (col1 - col0) * pitch_x * scale, (row1 - row0) * pitch_y * scale)
-        painter.setRenderHint(QPainter.SmoothPixmapTransform, False)
-        painter.drawImage(target, self._image, QRectF(col0, row0, col1 - col0, row1 - row0))
-        tile_screen = self.plan.tile_l0 * scale
-        if tile_screen >= OUTLINE_MIN_PX and (row1 - row0) * (col1 - col0) <= MAX_OUTLINED:
-            self._paint_outlines(painter, viewport, (row0, row1, col0, col1), (pitch_x, pitch_y))
-
-    def _paint_outlines(self, painter: QPainter, viewport: Viewport, window, pitch) -> None:
-        row0, row1, col0, col1 = window
-        pitch_x, pitch_y = pitch
         rows, cols = self.plan.grid_shape
-        reason = self.plan.reason.reshape(rows, cols)[row0:row1, col0:col1]
-        side = self.plan.tile_l0 * viewport.scale
-        rr, cc = np.nonzero(reason != _BACKGROUND)
-        if not len(rr):
+        _, _, x_bounds, y_bounds = self._axes()
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, False)
+        # one drawImage per evenly spaced block: the regular tiles, then the edge column, row and corner
+        for c0, c1 in _blocks(col0, col1, cols):
+            for r0, r1 in _blocks(row0, row1, rows):
+                sx0, sy0 = viewport.l0_to_screen(x_bounds[c0], y_bounds[r0])
+                sx1, sy1 = viewport.l0_to_screen(x_bounds[c1], y_bounds[r1])
+                painter.drawImage(QRectF(sx0, sy0, sx1 - sx0, sy1 - sy0), self._image, QRectF(c0, r0, c1 - c0, r1 - r0))
+        tile_screen = self.plan.tile_l0 * viewport.scale
+        if tile_screen >= OUTLINE_MIN_PX and (row1 - row0) * (col1 - col0) <= MAX_OUTLINED:
+            self._paint_outlines(painter, viewport)
+
+    def _paint_outlines(self, painter: QPainter, viewport: Viewport) -> None:
+        index, rects = self.tile_screen_rects(viewport)
+        codes = self.plan.reason[index]
+        keep = np.flatnonzero(codes != _BACKGROUND)
+        if not len(keep):
             return
-        sx, sy = viewport.l0_to_screen(0.0, 0.0)
-        xs = sx + (cc + col0) * pitch_x * viewport.scale
-        ys = sy + (rr + row0) * pitch_y * viewport.scale
-        n = len(rr)
-        rects = list(map(QRectF, (xs + 0.5).tolist(), (ys + 0.5).tolist(), [side - 1] * n, [side - 1] * n))
-        codes = reason[rr, cc]
+        rects = [rects[k].adjusted(0.5, 0.5, -0.5, -0.5) for k in keep.tolist()]
+        codes = codes[keep]
         painter.setRenderHint(QPainter.Antialiasing, False)
         dropped = np.flatnonzero(np.isin(codes, _DROPPED))
         if len(dropped):  # a hatch says "left out" apart from the colour
@@ -161,3 +181,8 @@ class TilePreviewLayer(Layer):
             painter.setPen(pen)
             painter.drawRects([rects[k] for k in np.flatnonzero(codes == code).tolist()])
         self.outlined_count = len(rects)
+
+
+def _blocks(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of ``n`` tiles split into the evenly spaced ones and the last (edge) one."""
+    return [(a, b) for a, b in ((lo, min(hi, n - 1)), (max(lo, n - 1), hi)) if a < b]
