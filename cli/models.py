@@ -17,9 +17,10 @@ from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import DatasetError
 from core.models.engine import describe_device, engine, parse_device
 from cli.tiles import add_patch_options, patch_scale, read_patches, refuse_patch_options
-from core.tiles.arrays import split_off
+from core.tiles.arrays import hold_out_sources, split_off
 from core.tiles.patches import DATASET_JSON, is_patch_folder
 from core.tiles.dataset import MANIFEST, read_dataset, read_manifest
+from core.tiles.folder import read_tile_groups
 from core.tiles.stain import STAIN_AUGMENTS, STAIN_NORMALISE
 
 # The trainer, the bundle reader, the tester and the framework check import MXNet, which takes 2 to 4 s
@@ -107,8 +108,8 @@ def load_training_data(args):
     if args.val:
         val_tiles = (read_patches(args.val, args.patch_mpp, train_tiles.images.shape[1], mpp, group=False).tiles
                      if is_patch_folder(args.val) else read_dataset(args.val, "test"))
-    elif has_test:
-        val_tiles = read_dataset(folder, "test")
+    elif (held := hold_out_whole_sources(folder, train_tiles, args, has_test)) is not None:
+        train_tiles, val_tiles = held
     elif patches is not None:
         train_tiles, val_tiles = split_off(train_tiles, args.val_ratio, args.seed, patches.groups)
         note(f"no test split in {folder}: {len(val_tiles)} tiles ({args.val_ratio:.0%} of each class, whole "
@@ -118,6 +119,32 @@ def load_training_data(args):
         note(f"no test split in {folder}: {len(val_tiles)} training tiles ({args.val_ratio:.0%}, stratified) "
              "held out for validation")
     return train_tiles, val_tiles, mpp
+
+
+def hold_out_whole_sources(folder: Path, tiles, args, has_test: bool):
+    """Validation tiles from whole slides (or near-copy groups) of a dataset's train split, and the rest.
+
+    The test split is never validated on: the best epoch and the model's threshold are chosen on
+    validation, so a test split that also validated would report what was tuned on it. When the train
+    split's tiles come from one slide only, or a slide-wise hold-out would leave a class out of either
+    side, a stratified share of its tiles validates instead, and the note says what that means.
+    None when the folder does not record where its tiles came from (older datasets).
+    """
+    found = read_tile_groups(folder, "train", len(tiles))
+    if found is None:
+        if has_test:
+            warn(f"{folder} does not record each tile's slide (written by an older Biopsia): validating on its "
+                 "test split, so 'biopsia test' on that split reports what the threshold was chosen on; write "
+                 "the dataset again, or give --val DATASET")
+            return tiles, read_dataset(folder, "test")
+        return None
+    column, ids = found
+    held = hold_out_sources(tiles, ids, args.val_ratio, args.seed, column)
+    advice = "" if held.whole else f"; give --val DATASET with {column}s of their own"
+    kept = "; its test split is left for 'biopsia test'" if has_test else ""
+    where = f"{folder}'s train split"
+    note(f"{held.describe(args.val_ratio, where)}{advice}{kept}")
+    return held.train, held.val
 
 
 def warn_no_scale(args, why: str, fix: str) -> None:

@@ -92,3 +92,64 @@ def split_off(tiles: TileArrays, ratio: float, seed: int,
         val = group_pick(tiles.labels, groups, ratio, rng, at_least=1)
     return (TileArrays(tiles.images[~val], tiles.labels[~val], tiles.classes),
             TileArrays(tiles.images[val], tiles.labels[val], tiles.classes))
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """Training and validation tiles, and how validation was held out (`hold_out_sources`)."""
+
+    train: TileArrays
+    val: TileArrays
+    column: str  # what the source ids are: "slide", "group"
+    sources: int  # sources in the tiles given
+    held: int  # sources held out whole for validation; 0 when tiles were held out instead
+
+    @property
+    def whole(self) -> bool:
+        """Whether validation holds whole sources (no slide or group on both sides)."""
+        return self.held > 0
+
+    def describe(self, ratio: float, where: str = "the tiles") -> str:
+        """One line for the user: what validates, and what that means for the model's threshold.
+
+        ``where`` names what was split, e.g. ``"DATASET's train split"``.
+        """
+        if self.whole:
+            return (f"validating on {len(self.val)} tiles of {self.held} whole {self.column}s (of {self.sources}) "
+                    f"held out of {where}")
+        why = (f"one {self.column} gave all of {where}" if self.sources < 2 else
+               f"no hold-out of whole {self.column}s keeps every class on both sides")
+        return (f"{len(self.val)} tiles ({ratio:.0%} of each class) of {where} held out for validation: {why}, so "
+                f"validation shares {self.column}s with training and the model's threshold may be optimistic")
+
+
+def hold_out_sources(tiles: TileArrays, ids: np.ndarray, ratio: float, seed: int, column: str = "slide") -> HoldOut:
+    """Validation tiles from whole sources (slides, near-copy groups), about ``ratio`` of each class.
+
+    The best epoch and the model's threshold are chosen on validation, so validation tiles must not
+    come from the slides (or originals) trained on. When the tiles come from one source, or no whole-source
+    hold-out leaves every class on both sides, a stratified ``ratio`` of the tiles validates instead
+    (`HoldOut.whole` is False and `HoldOut.describe` says what that means).
+
+    Parameters
+    ----------
+    tiles : TileArrays
+    ids : ndarray
+        Per tile, the source it came from (any hashable values, e.g. slide names).
+    ratio : float
+    seed : int
+        The same tiles, ids and seed give the same split.
+    column : str
+        What the ids are, for the message.
+    """
+    ids = np.asarray(ids)
+    if ids.shape != (len(tiles),):
+        raise DatasetError(f"{ids.size} {column} ids for {len(tiles)} tiles")
+    names, codes = np.unique(ids.astype(str), return_inverse=True)
+    if names.size >= 2:
+        val = group_pick(tiles.labels, codes, ratio, np.random.default_rng(seed), at_least=1)
+        parts = [TileArrays(tiles.images[m], tiles.labels[m], tiles.classes) for m in (~val, val)]
+        if all(np.bincount(p.labels, minlength=len(p.classes)).all() for p in parts):
+            return HoldOut(parts[0], parts[1], column, int(names.size), int(np.unique(codes[val]).size))
+    train, val = split_off(tiles, ratio, seed)
+    return HoldOut(train, val, column, int(names.size), 0)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -175,3 +176,41 @@ def read_dataset(path, split: str = "train", workers: int | None = None):
                            "dataset with more slides, or with --split random")
     files = (manifest.get("files") or {}).get(split) or {"rec": f"{split}.rec"}
     return read_records(path / files["rec"], manifest["classes"], workers)
+
+
+TILES_CSV = "tiles.csv"
+GROUP_COLUMNS = ("slide", "group")  # a slide dataset's tiles come from slides, a patch folder's from groups
+
+
+def read_tile_groups(folder, split: str = "train", count: int | None = None) -> tuple[str, np.ndarray] | None:
+    """Where each tile of one split came from, in record order: ``(column, ids)``, from ``tiles.csv``.
+
+    ``column`` is ``"slide"`` for a dataset cut from slides, ``"group"`` for one cut from a patch folder
+    with near-copy groups. Validation held out by these ids never shares a slide (or an original) with
+    training. None when the folder has no ``tiles.csv`` or it names neither column.
+
+    Raises
+    ------
+    DatasetError
+        ``tiles.csv`` unreadable, a record number missing or repeated, or not ``count`` records.
+    """
+    path = Path(folder) / TILES_CSV
+    if not path.is_file():
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            column = next((c for c in GROUP_COLUMNS if c in (reader.fieldnames or ())), None)
+            if column is None:
+                return None
+            rows = [(int(row["record"]), row[column]) for row in reader if row.get("split") == split]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as err:
+        raise DatasetError(f"{path}: unreadable ({err}); write the dataset again") from err
+    records = sorted(r for r, _ in rows)
+    if records != list(range(len(rows))) or (count is not None and len(rows) != count):
+        raise DatasetError(f"{path}: its {split} rows do not list records 0 to {(count or len(rows)) - 1} once "
+                           "each; write the dataset again")
+    ids = np.empty(len(rows), dtype=object)
+    for record, value in rows:
+        ids[record] = value
+    return column, ids
