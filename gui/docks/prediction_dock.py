@@ -20,8 +20,7 @@ from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
                              QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
-from core import demo
-from core.demo import DEMO_MODEL
+from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import BiopsiaError
 from core.inference.predict import PartialResult, ProbabilityGrid, load_latest_prediction
 from core.inference.run import TissueFound, run_prediction
@@ -77,25 +76,6 @@ def model_threshold(bundle: Path) -> tuple[float, str]:
     return value, bundles.describe_threshold(info)
 
 
-def is_demo_model(path: Path | None) -> bool:
-    """Whether ``path`` is the bundled demo model (its folder or a bundle inside it)."""
-    if path is None:
-        return False
-    demo = DEMO_MODEL.resolve()
-    path = Path(path).resolve()
-    return path == demo or demo in path.parents
-
-
-def demo_model_statement() -> str:
-    """What the window says of the demo model: `core.demo`'s statement (one owner for the card, CLI and window)."""
-    return getattr(demo, "DEMO_MODEL_STATEMENT", DEMO_PLACEHOLDER)
-
-
-#: Said until core.demo holds the measured statement (helper B).
-DEMO_PLACEHOLDER = ("The demo model was trained on synthetic tissue only: it is not meaningful on real slides. "
-                    "Train a model on your own marked slides (Model ▸ Train…).")
-
-
 class PredictionDock(QDockWidget):
     """Model, device, Start/Cancel and progress; the heatmap's display settings.
 
@@ -137,6 +117,7 @@ class PredictionDock(QDockWidget):
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.model_note = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.model_note.setStyleSheet(WARNING_BOX_STYLE)
+        self.model_note.setText(DEMO_MODEL_STATEMENT)  # core.demo's: the card, CLI and window say one text
         self.model_note.hide()
         self._threshold_model: Path | None = None  # the model whose threshold the heatmap settings started at
 
@@ -253,13 +234,13 @@ class PredictionDock(QDockWidget):
             self._extra_models.append(path)
         self.refresh_models()
         self.model.setCurrentIndex(self.model.findData(str(path)))
+        self._show_model()  # its threshold and note (setCurrentIndex is not a user's choice: no signal is handled)
         self._show_running_state()
 
     def _show_model(self) -> None:
         """A newly chosen model: the threshold starts at the one it records, and the demo model says what it is."""
         path = self.model_path()
         self.model_note.setVisible(is_demo_model(path))
-        self.model_note.setText(demo_model_statement())
         if path is None or path == self._threshold_model:
             return  # the same model: a threshold the user chose stays
         self._threshold_model = path
