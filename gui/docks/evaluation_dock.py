@@ -28,6 +28,7 @@ from core.project.document import PredictionState
 from gui.docks.evaluation_summary import ProjectSummary
 from gui.plot_style import make_plot
 from gui.style import ACCENT, ERROR_STYLE, GREY, INK, MUTED_STYLE
+from gui.threshold_text import threshold_text
 from gui.worker import Worker
 
 #: Milliseconds of quiet after a mark edit before the comparison is computed again.
@@ -236,7 +237,7 @@ class EvaluationDock(QDockWidget):
             hint = (" No tile is known to be non-tumour: tick “Fully annotated” in the Tiles panel if every "
                     "tumour on this slide is marked, or mark Benign regions.")
         self._show(result.comparison, f"{counts.total:,} tiles with both a prediction and a known truth, at "
-                                      f"threshold {self.threshold:.3f}{partial}.{hint}")
+                                      f"threshold {threshold_text(self.threshold)}{partial}.{hint}")
 
     def _on_failed(self, worker, view, err) -> None:
         if sip.isdeleted(self) or worker is not self._worker:
@@ -294,7 +295,7 @@ class EvaluationDock(QDockWidget):
             self.target_label.setText("No tumour tiles among the compared tiles: no sensitivity to reach.")
         else:
             at = BinaryMetrics(m.labels, m.probabilities, self.target_threshold)
-            self.target_label.setText(f"Threshold {self.target_threshold:.4f} reaches sensitivity "
+            self.target_label.setText(f"Threshold {threshold_text(self.target_threshold)} reaches sensitivity "
                                       f"{at.sensitivity:.3f} (specificity {at.specificity or 0:.3f}, "
                                       f"{at.counts.fn:,} false negatives).")
 

@@ -10,7 +10,20 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
                              QLabel, QRadioButton, QSlider)
 
 from gui.layers.heatmap_layer import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
+from gui.layers.heatmap_legend import heatmap_legend_image
 from gui.style import MUTED_STYLE
+from gui.threshold_text import MAX_DECIMALS, threshold_text
+
+
+class ThresholdBox(QDoubleSpinBox):
+    """A threshold from 0 to 1 written by `threshold_text`: 0.0033 reads 0.0033, not 0.003."""
+
+    def __init__(self, **kwargs):
+        super().__init__(decimals=MAX_DECIMALS, minimum=0.0, maximum=1.0, singleStep=0.01, **kwargs)
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance("0.000000") + 36)  # room for every text
+
+    def textFromValue(self, value: float) -> str:
+        return threshold_text(value)
 
 
 class HeatmapSettings(QGroupBox):
@@ -33,11 +46,11 @@ class HeatmapSettings(QGroupBox):
         self.colormap.currentTextChanged.connect(self._on_colormap)
         self.legend = QLabel(alignment=Qt.AlignCenter)
         self.threshold_slider = QSlider(Qt.Horizontal, minimum=0, maximum=1000, value=500)
-        self.threshold_box = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=1.0, singleStep=0.01, value=0.5,
-                                            toolTip="Tiles at or above it are called tumour (heatmap and comparison)")
+        self.threshold_box = ThresholdBox(value=0.5, toolTip="Tiles at or above it are called tumour (heatmap and "
+                                                             "comparison)")
         self.threshold_source = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.threshold_source.setStyleSheet(MUTED_STYLE)
-        self._threshold = 0.5  # the value applied: exact, even where the box shows it rounded to 0.001
+        self._threshold = 0.5  # the value applied: exact, even where the box shows it rounded (threshold_text)
         self.threshold_slider.valueChanged.connect(lambda v: self.threshold_box.setValue(v / 1000))
         self.threshold_box.valueChanged.connect(self._on_threshold)
         self.tiles_mode, self.smooth_mode = QRadioButton("Tiles", checked=True), QRadioButton("Smooth")
@@ -74,7 +87,7 @@ class HeatmapSettings(QGroupBox):
     def set_threshold(self, value: float, source: str | None = None) -> None:
         """Use exactly ``value`` as the heatmap's and the comparison's threshold.
 
-        The box and the slider show it to 0.001; the value applied is ``value`` itself, so a model's
+        The box shows it as `threshold_text` writes it and the slider to 0.001; the value applied is ``value`` itself, so a model's
         recorded threshold (or one chosen for a target sensitivity) is the one tiles are called at.
         ``source`` says where it came from (shown under the slider; None clears that line).
         """
@@ -109,7 +122,7 @@ class HeatmapSettings(QGroupBox):
         self.threshold_slider.blockSignals(True)
         self.threshold_slider.setValue(round(value * 1000))
         self.threshold_slider.blockSignals(False)
-        self.threshold_source.setText(f"{value:g}: set by hand")
+        self.threshold_source.setText(f"{threshold_text(value)}: set by hand")
         self.threshold_source.show()
         self._apply_threshold(value)
 
@@ -118,6 +131,7 @@ class HeatmapSettings(QGroupBox):
         self.threshold_box.setToolTip(f"{value!r}: tiles at or above it are called tumour (heatmap and comparison)")
         if self._layer() is not None:
             self._layer().set_threshold(value)
+        self._show_legend()  # the colour bar's marker follows
         self.threshold_changed.emit(value)
 
     def _on_colormap(self, name: str) -> None:
@@ -130,4 +144,5 @@ class HeatmapSettings(QGroupBox):
         if layer is None:
             self.legend.clear()
         else:
-            self.legend.setPixmap(QPixmap.fromImage(layer.legend_image(220, 34)))
+            self.legend.setPixmap(QPixmap.fromImage(heatmap_legend_image(220, 34, self.colormap.currentText(),
+                                                                         self._threshold)))

@@ -8,6 +8,7 @@ from PyQt5.QtGui import QColor, QImage, QPainter, QPen
 
 from core.inference.colours import colormap
 from gui.layers.base import begin_legend_card
+from gui.threshold_text import threshold_text
 
 TEXT_COLOUR = QColor(20, 20, 20)
 THRESHOLD_COLOUR = QColor(200, 0, 0)
@@ -27,7 +28,7 @@ def paint_heatmap_legend(painter: QPainter, rect: QRectF, colormap_name: str, th
         painter.drawText(title, Qt.AlignLeft | Qt.AlignVCenter, "Tumour probability")
         if threshold > 0:
             painter.setPen(THRESHOLD_COLOUR)
-            painter.drawText(title, Qt.AlignRight | Qt.AlignVCenter, f"shown ≥ {threshold:.2f}")
+            painter.drawText(title, Qt.AlignRight | Qt.AlignVCenter, f"shown ≥ {threshold_text(threshold)}")
     lut = colormap(colormap_name)
     strip = np.ascontiguousarray(np.concatenate([lut[:, ::-1], np.full((256, 1), 255, np.uint8)], 1)[None])
     painter.setRenderHint(QPainter.SmoothPixmapTransform, True)

@@ -20,6 +20,7 @@ from core.evaluation.compare import compare, summarise, truth_for_grid
 from core.inference.predict import ProbabilityGrid, predict_slide, prediction_path, saved_predictions
 from core.project.document import PredictionState
 from core.project.model import Project
+from gui.threshold_text import threshold_text
 from projects import marked_project
 
 WINDOW_SIZE = (1400, 1000)
@@ -87,11 +88,14 @@ def test_table_metrics_roc_and_target_threshold_follow_core(qtbot, window, proje
 
     dock.target.setValue(0.99)
     target = want.threshold_for_sensitivity(0.99)
-    assert dock.target_threshold == pytest.approx(target) and f"{target:.4f}" in dock.target_label.text()
+    offered = threshold_text(target)
+    assert dock.target_threshold == pytest.approx(target) and f"Threshold {offered} reaches" in dock.target_label.text()
     with qtbot.waitSignal(dock.evaluated, timeout=TIMEOUT):
         qtbot.mouseClick(dock.use_button, Qt.LeftButton)
     used = window.prediction_dock.threshold()
-    assert used <= target and target - used < 0.001 and dock.threshold == used
+    assert used == dock.target_threshold and dock.threshold == used  # exactly the threshold offered
+    assert window.prediction_dock.heatmap.threshold_box.text() == offered  # and shown with its digits
+    assert f"at threshold {offered}" in dock.status.text()
     at_target = expected(view, grid, used).metrics
     assert at_target.sensitivity >= 0.99
     assert table_counts(dock)["fn"] == at_target.counts.fn and table_counts(dock)["tp"] == at_target.counts.tp
