@@ -23,6 +23,8 @@
                                         probability grids, heatmaps, overviews, TIFF overlays
     biopsia evaluate DIR [--annotations ...] [--json]
                                         predictions against the doctors' marks
+    biopsia measure SLIDE [--prediction DIR] [--json]
+                                        marks' areas and lengths; cores' tumour length and involvement
 
 This file only hands over: ``cli`` parses and prints, ``core`` and ``gui`` do the work.
 """

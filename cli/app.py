@@ -11,17 +11,17 @@ import os
 import sys
 import traceback
 
-from cli import annotations, models, predict, slides, tiles
+from cli import annotations, measure, models, predict, slides, tiles
 from cli.progress import error
 from core.errors import BiopsiaError
 
 #: The subcommand groups, in the order ``biopsia --help`` lists them.
-GROUPS = (slides, annotations, tiles, models, predict)
+GROUPS = (slides, annotations, tiles, models, predict, measure)
 #: Every subcommand and the function that carries it out.
 COMMANDS = {name: run for group in GROUPS for name, run in group.COMMANDS.items()}
 
 #: Arguments that name the files a command reads or writes, in the order they are reported.
-FILE_ARGS = ("slide", "slides", "original", "marked", "input", "annotations", "dataset", "model", "folder",
+FILE_ARGS = ("slide", "slides", "original", "marked", "input", "annotations", "prediction", "dataset", "model", "folder",
              "output", "out")
 
 
