@@ -17,7 +17,7 @@ from core.atomic import atomic_write_bytes
 from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import BiopsiaError
 from core.evaluation.compare import compare, summarise, summary_csv, threshold_for_grids, truth_for_grid
-from core.evaluation.report import ReportSlide, write_report
+from core.evaluation.report import ReportSlide, slide_for_report, write_report
 from core.inference.colours import COLORMAPS, DEFAULT_COLORMAP
 from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
 from core.inference.predict import ProbabilityGrid, predict_slide
@@ -155,7 +155,7 @@ def grid_files(folder: Path) -> list[Path]:
 
 def evaluate(args) -> int:
     given = [Path(p) for p in args.annotations] if args.annotations else None
-    comparisons, folders, models = [], [], []
+    comparisons, folders, models, seen = [], [], [], []
     grids = [(path, ProbabilityGrid.load(path)) for path in grid_files(Path(args.folder))]
     opt.state_slide_mpp([grid.slide for _, grid in grids if grid.slide], args.slide_mpp)
     if args.threshold is None:
@@ -175,6 +175,7 @@ def evaluate(args) -> int:
         comparisons.append(compare(grid, truth, args.threshold, name=path.parent.name))
         folders.append(path.parent)
         models.append(grid.model)
+        seen.append((grid, found.marks))
     if not comparisons:
         raise BiopsiaError(f"{args.folder}: no prediction has marks to compare with; give --annotations")
     summary = summarise(comparisons, args.threshold)
@@ -182,7 +183,8 @@ def evaluate(args) -> int:
     if args.csv:
         atomic_write_bytes(Path(args.csv), summary_csv(summary).encode("utf-8"))
     if args.html:
-        write_html(Path(args.html), summary, folders, models, args.threshold)
+        write_html(Path(args.html), summary, folders, models, args.threshold, seen)
+        note(f"report written to {Path(args.html).absolute()}")
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
@@ -198,12 +200,17 @@ def evaluate(args) -> int:
     return 0
 
 
-def write_html(path: Path, summary: dict, folders: list[Path], models: list[dict], threshold: float) -> None:
-    """The evaluation report: each slide's overview (from its output folder) with its rows, then the total."""
+def write_html(path: Path, summary: dict, folders: list[Path], models: list[dict], threshold: float,
+               seen: list) -> None:
+    """The evaluation report: each slide's overview (from the slide: heatmap, calls, the doctors' marks, a
+    scale bar; else its output folder's overview.png) with its rows and cores, then the total."""
     slides = []
-    for row, folder in zip(summary["slides"], folders):
-        bgr = cv2.imread(str(folder / "overview.png"), cv2.IMREAD_COLOR)
-        slides.append(ReportSlide(row, None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    for row, folder, (grid, marks) in zip(summary["slides"], folders, seen):
+        part = slide_for_report(row, grid.slide, grid, marks, threshold) if grid.slide else ReportSlide(row)
+        if part.overview is None:
+            bgr = cv2.imread(str(folder / "overview.png"), cv2.IMREAD_COLOR)
+            part.overview = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        slides.append(part)
     same_model = models and all(m.get("sha256") == models[0].get("sha256") for m in models)
     write_report(path, slides, summary["total"], threshold, models[0] if same_model else None)
 

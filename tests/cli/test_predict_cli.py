@@ -60,11 +60,31 @@ def test_evaluate_against_the_marks_beside_the_slide(predicted, small_model, tmp
     assert (tmp_path / "rows.csv").read_text().splitlines()[-1].startswith(f"all slides,{total['n']},{total['tp']}")
     text = biopsia("evaluate", folder, "--html", tmp_path / "report.html", "--threshold", "0.5")
     assert "Screening test  Negative" in text.stdout and "pair29:" in text.stdout
+    assert f"report written to {tmp_path / 'report.html'}" in text.stderr
     report = (tmp_path / "report.html").read_text()
-    assert report.startswith("<!DOCTYPE html>") and report.count("<h2>") == 2  # the total, then the slide
-    assert "data:image/jpeg;base64," in report and "True diagnosis" in report
+    assert report.startswith("<!DOCTYPE html>") and "True diagnosis" in report
+    # the table first, each slide linked to its section after it (a cohort reads from the table down)
+    assert report.index("<h2>Slides</h2>") < report.index("<a href='#slide-1'>pair29</a>") < \
+        report.index("<h2 id='slide-1'>pair29</h2>")
     assert f"<td class='num ok'>{total['tp']}</td>" in report
     assert f"Model <b>{small_model.parent.name}</b>" in report
+    # the slide's cores, from the marks and the network, and the legend with the threshold's marker
+    assert "<th>Tumour mm (marks)</th>" in report and "<th>Involved (network)</th>" in report
+    assert "left: calc(50.00% - 1px)" in report and "doctors' Tumour marks" in report
+    import base64
+    import re
+
+    import cv2
+    import numpy as np
+
+    from core.evaluation.report import MARK_OUTLINE
+
+    jpeg = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", report).group(1))
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    outline = (np.abs(rgb.astype(int) - MARK_OUTLINE).max(axis=2) < 40).sum()
+    assert outline > 500  # the doctors' outlines are drawn over the heatmap
+    bottom = rgb[-40:, :300]
+    assert (bottom.max(axis=2) < 40).sum() > 300  # the scale bar, bottom left
 
 
 def test_evaluate_without_marks_or_predictions(predicted, tmp_path):
