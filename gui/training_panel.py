@@ -25,18 +25,21 @@ from core.project.mpp import SlideMpp, remember_mpp, resolve_mpp
 from core.tiles.grid import TileSpec
 from core.models.train import ProgressEvent, TrainResult
 from core.models.zoo import ARCHS
-from core.models.training_job import (PatchesSplit, Planned, Stage, TrainingJob, best_so_far,
+from core.models.training_job import (PatchesSplit, Planned, Stage, OnTestSlides, TrainingJob, Validation, best_so_far,
                                       default_model_name, new_job, run_job, run_patch_job)
 from gui.device_picker import DevicePicker
 from gui.icons import icon
 from gui.mask_import import MaskImportDialog
 from gui.patch_source import PatchFolderBox
 from gui.slide_mpp_edit import MppEdit, file_mpps
-from gui.style import ERROR_BOX_STYLE, MUTED_STYLE
+from gui.style import ERROR_BOX_STYLE, MUTED_STYLE, WARNING_BOX_STYLE
+from gui.threshold_text import threshold_text
 from gui.training_plots import BestEpochBox, TrainingCurves
 from gui.worker import Worker
 
 ROLES = ("Train", "Test")
+ROLE_TIP = ("Train: the model learns on it (validation is held out of the Train slides). Test: the kept model "
+            "is tested on it after training; it never chooses the best epoch or the threshold.")
 COLUMNS = ("Use", "Slide", "Role", "Fully\nannotated", "µm/px", "Marks", "", "Tiles T / N")
 TILES_TIP = "Tumour / non-tumour tiles found on the slide when training starts"
 MPP_TIP = ("Micrometres per pixel at full resolution: the file's, or the value entered for the slide. Type a value "
@@ -65,6 +68,7 @@ class TrainingPanel(QDialog):
         self.job: TrainingJob | None = None
         self.result: TrainResult | None = None
         self.best_metrics: dict | None = None
+        self.tested: dict | None = None  # the kept model on the Test slides (core.models.testing.test_model)
         self.error: str | None = None
         self.history: list[dict] = []
         self.split_text = ""  # how a patch folder's tiles were split (the last run on one)
@@ -110,8 +114,9 @@ class TrainingPanel(QDialog):
         self.table.setColumnWidth(MASK, 76)
         self.table.verticalHeader().setDefaultSectionSize(30)
         self.table.itemChanged.connect(self._on_item_changed)
-        hint = QLabel("Test slides validate the model after every epoch (a split by slide); the epoch with "
-                      "the lowest validation loss is kept.", wordWrap=True)
+        hint = QLabel("Whole Train slides (with one slide, a share of its tiles) are held out to validate the "
+                      "model after every epoch; the epoch with the lowest validation loss is kept, and then "
+                      "tested on the Test slides, if any.", wordWrap=True)
         hint.setStyleSheet(MUTED_STYLE)
         box = QVBoxLayout(self.slides_box)
         box.addWidget(self.table)
@@ -177,6 +182,9 @@ class TrainingPanel(QDialog):
         self.error_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.error_label.setStyleSheet(ERROR_BOX_STYLE)
         self.error_label.hide()
+        self.validation_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.validation_label.setStyleSheet(MUTED_STYLE)
+        self.validation_label.hide()
 
         self.curves = TrainingCurves()
         self.curves.batches_drawn.connect(self._show_batch_status)
@@ -189,6 +197,7 @@ class TrainingPanel(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(self.progress)
         layout.addWidget(self.error_label)
+        layout.addWidget(self.validation_label)
         layout.addWidget(self.curves, 1)
         layout.addWidget(self.best_box)
         return widget
@@ -205,8 +214,9 @@ class TrainingPanel(QDialog):
         self.table.blockSignals(True)
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
-            default_role = "Test" if len(entries) > 1 and row == len(entries) - 1 else "Train"
-            use, role = kept.get(entry.id, (True, default_role))
+            # every slide trains by default: validation is held out of them (core.tiles.arrays.hold_out_sources),
+            # so no slide is made a Test slide that may lack a class (a benign slide validates nothing)
+            use, role = kept.get(entry.id, (True, "Train"))
             check = QTableWidgetItem()
             check.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
             check.setCheckState(Qt.Checked if use else Qt.Unchecked)
@@ -215,7 +225,7 @@ class TrainingPanel(QDialog):
             name = QTableWidgetItem(entry.name)
             name.setToolTip(str(entry.path))
             self.table.setItem(row, NAME, name)
-            combo = QComboBox()
+            combo = QComboBox(toolTip=ROLE_TIP)
             combo.addItems(ROLES)
             combo.setCurrentText(role)
             self.table.setCellWidget(row, ROLE, combo)
@@ -440,11 +450,12 @@ class TrainingPanel(QDialog):
         self.cancel_button.setEnabled(on)
 
     def _clear(self) -> None:
-        self.result = self.best_metrics = self.error = self._last_event = None
+        self.result = self.best_metrics = self.error = self._last_event = self.tested = None
         self.history = []
         self.curves.clear()
         self.best_box.clear()
         self.error_label.hide()
+        self.validation_label.hide()
         for row in range(self.table.rowCount()):
             self.table.item(row, TILES).setText("—")
 
@@ -461,6 +472,13 @@ class TrainingPanel(QDialog):
             self.progress.setValue(report.done)
         elif isinstance(report, Planned):
             self._show_tiles(report)
+        elif isinstance(report, Validation):
+            text = report.text[0].upper() + report.text[1:]
+            self.validation_label.setText(f"{text}." if not text.endswith(".") else text)
+            self.validation_label.setStyleSheet(MUTED_STYLE if report.whole else WARNING_BOX_STYLE)
+            self.validation_label.show()
+        elif isinstance(report, OnTestSlides):
+            self.tested = report.metrics
         elif isinstance(report, PatchesSplit):
             self.split_text = report.text
             self.best_box.best_label.setText(report.text)
@@ -515,7 +533,8 @@ class TrainingPanel(QDialog):
             best = next(h for h in result.history if h["epoch"] == result.best_epoch)
             self.best_metrics = best
             self.best_box.show_result(best, result)
-            auc = f" — test AUC {best['auc']:.3f}" if best.get("auc") is not None else ""
+            auc = f" — validation AUC {best['auc']:.3f}" if best.get("auc") is not None else ""
+            auc += _tested_text(self.tested)
             took = _duration(time.monotonic() - self._started)
             self.status.setText(("Cancelled: the best epoch is kept" if state == "cancelled" else f"Done in {took}")
                                 + auc)
@@ -539,12 +558,22 @@ class TrainingPanel(QDialog):
             self.run_ended.emit("failed")
 
     def _show_error(self, title: str, message: str, details: str | None = None) -> None:
+        """The panel's banner says it, once: no dialog on top of it (the panel is where the user acted)."""
         self.error = message
         self.error_label.setText(f"<b>{html.escape(title)}.</b> {html.escape(message)}")
         self.error_label.setToolTip(details or "")
         self.error_label.show()
-        if hasattr(self.main_window, "show_error"):
-            self.main_window.show_error(title, message)
+
+
+def _tested_text(tested: dict | None) -> str:
+    """``"; Test slides: AUC 0.951, sensitivity 0.930, specificity 0.962 at threshold 0.4371"`` (empty: no test)."""
+    if not tested:
+        return ""
+    parts = [f"{name} {tested[key]:.3f}" for key, name in (("auc", "AUC"), ("sensitivity", "sensitivity"),
+                                                          ("specificity", "specificity"))
+             if tested.get(key) is not None]
+    return f"; Test slides ({tested['tiles']:,} tiles): {', '.join(parts)} at threshold " \
+           f"{threshold_text(tested['threshold'])}"
 
 
 def _duration(seconds: float) -> str:

@@ -44,7 +44,7 @@ class TrainingCurves(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.loss_plot = make_plot("Loss", "cross-entropy", "epoch")
-        self.metric_plot = make_plot("Validation on the test slides", "score", "epoch", legend_offset=(-10, -30))
+        self.metric_plot = make_plot("Validation (held out of the training tiles)", "score", "epoch", legend_offset=(-10, -30))
         self.metric_plot.setYRange(-0.06, 1.06, padding=0)
         self.metric_plot.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
         self.batch_curve = self.loss_plot.plot(name="training (running, per batch)", pen=pg.mkPen(GREY, width=1))
@@ -143,8 +143,10 @@ class BestEpochBox(QGroupBox):
     def show_tiles(self, counts: dict) -> None:
         """The labelled tiles of each split (`DatasetPlan.counts`), before any epoch ends."""
         train, test = counts["train"], counts["test"]
+        tested = (f"test {test['Tumour']:,} / {test['Non-tumour']:,}" if sum(test.values()) else
+                  "validation held out of them")
         self.best_label.setText(f"Tiles: train {train['Tumour']:,} tumour / {train['Non-tumour']:,} non-tumour; "
-                                f"test {test['Tumour']:,} / {test['Non-tumour']:,}")
+                                + tested)
 
     def show_epoch(self, metrics: dict, epochs_so_far: int, path: Path | None) -> None:
         """While training: the best epoch so far (``metrics``, one entry of the history), saved at ``path``."""

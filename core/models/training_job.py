@@ -2,8 +2,14 @@
 
 `run_job` runs on a worker thread; `core.models.train.train` hands the MXNet work to the model thread. Every
 report reaches the caller through one ``partial(obj)`` callable, in this order: `Stage` (planning),
-`Planned` (the labelled tiles), `Stage` (reading tiles), `core.models.train.ProgressEvent` s (batches and
-epochs) and finally the `core.models.train.TrainResult`.
+`Planned` (the labelled tiles), `Stage` (reading tiles), `Validation` (what validates),
+`core.models.train.ProgressEvent` s (batches and epochs), `OnTestSlides` (the Test slides, when there are any)
+and finally the `core.models.train.TrainResult`.
+
+Validation is held out of the Train slides by `core.tiles.arrays.hold_out_sources` (whole slides when that
+keeps every class on both sides, else a stratified share of the tiles), the rule ``biopsia train`` follows,
+so a one-slide project trains too. The best epoch and the model's threshold are chosen on validation, so
+the Test slides never validate: the kept model is tested on them after training.
 
 `run_patch_job` is the same run on a patch folder (one subfolder of images per class, `core.tiles.patches`):
 the patches are cut into the model's tiles at its µm/px, whole groups of near-copies are held out for
@@ -42,13 +48,16 @@ class TrainingJob:
     slide_ids : list of str
         Project slide ids to use, training and test.
     test_ids : list of str
-        The slides (a subset of ``slide_ids``) that form the validation split.
+        The slides (a subset of ``slide_ids``) the kept model is tested on after training (may be empty);
+        validation is held out of the others (`core.tiles.arrays.hold_out_sources`).
     spec : TileSpec
         Tile size and µm/px.
     out_dir : Path
         Folder the model is written to (``best/``, ``last/``, ``history.json``).
     arch, epochs, batch_size, lr, device
         Passed on to `core.models.train.train`.
+    val_ratio, seed
+        Share of each class of the Train slides' tiles held out for validation, and the split's seed.
 
     Each slide's µm/px is `core.project.mpp.resolve_mpp`'s (through `sources_from_project`).
     """
@@ -63,6 +72,8 @@ class TrainingJob:
     batch_size: int = 64
     lr: float = 1e-3
     device: str = "auto"
+    val_ratio: float = 0.2
+    seed: int = 0
 
 
 @dataclass
@@ -84,13 +95,32 @@ class Planned:
     warnings: list = field(default_factory=list)
 
 
-def check_counts(counts: dict) -> None:
-    """Check that both splits have tiles of both classes.
+@dataclass
+class Validation:
+    """What validates the run: ``text`` for the user (`core.tiles.arrays.HoldOut.describe`); ``whole`` False
+    when validation shares slides with training (a one-slide project), so the threshold may be optimistic."""
+
+    text: str
+    whole: bool
+    tiles: int
+
+
+@dataclass
+class OnTestSlides:
+    """The kept model on the Test slides' tiles, at its own threshold: `core.models.testing.test_model`'s dict."""
+
+    metrics: dict
+
+
+def check_counts(counts: dict, splits=("train", "test")) -> None:
+    """Check that the ``splits`` have tiles of both classes.
 
     Parameters
     ----------
     counts : dict
         ``{"train": {"Tumour": n, "Non-tumour": n}, "test": {...}}`` as `DatasetPlan.counts` gives.
+    splits : tuple of str
+        The splits to check (``("train",)`` when validation is held out of the training slides).
 
     Raises
     ------
@@ -98,6 +128,8 @@ def check_counts(counts: dict) -> None:
         When a split lacks a class; the message says what to mark.
     """
     for split, who in (("train", "training"), ("test", "test")):
+        if split not in splits:
+            continue
         if counts[split]["Tumour"] == 0:
             raise DatasetError(f"The {who} slides have no Tumour tiles: mark tumour regions on them with the "
                                "Tumour class, or choose other slides")
@@ -114,7 +146,7 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
     project : core.project.model.Project or None
     choices : dict
         {slide id: (use, role)}: ``use`` True for the slides to train or test on, ``role`` ``"Train"``
-        or ``"Test"``.
+        (learnt on, validation held out of them) or ``"Test"`` (the kept model is tested on them).
     name : str
         The model's folder name under the project's ``models`` folder.
     spec : TileSpec
@@ -124,8 +156,8 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
     Raises
     ------
     DatasetError
-        When there is no project, no ticked slide, no Train or no Test slide, the name is not a plain
-        folder name, or a model of that name exists.
+        When there is no project, no ticked slide, no Train slide, the name is not a plain folder name,
+        or a model of that name exists.
     """
     if project is None:
         raise DatasetError("No project: open a slide or a project first")
@@ -133,9 +165,9 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
     test_ids = [i for i in ids if choices[i][1] == "Test"]
     if not ids:
         raise DatasetError("Tick the slides to use")
-    if not test_ids or len(test_ids) == len(ids):
-        raise DatasetError("Give at least one slide the role Train and one the role Test: the model "
-                           "learns on the Train slides and is validated on the Test slides")
+    if len(test_ids) == len(ids):
+        raise DatasetError("Give at least one slide the role Train: the model learns on the Train slides "
+                           "(validation is held out of them) and is tested on the Test slides")
     return TrainingJob(project, ids, test_ids, spec, model_dir(project, name), **settings)
 
 
@@ -163,8 +195,8 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     ----------
     job : TrainingJob
     partial : callable
-        Called with every report (`Stage`, `Planned`, `core.models.train.ProgressEvent`, then the
-        `core.models.train.TrainResult`), from the calling thread or the model thread.
+        Called with every report (`Stage`, `Planned`, `Validation`, `core.models.train.ProgressEvent`,
+        `OnTestSlides`, then the `core.models.train.TrainResult`), from the calling thread or the model thread.
     should_stop : callable
         Returns True to cancel: planning and reading stop at the next chunk, training after the
         current batch (the best epoch so far is kept).
@@ -182,7 +214,9 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     # The window imports this module at start-up (the device picker's `describe`); the trainer loads
     # MXNet, 2.1 s on top of the window's 0.7 s (python -X importtime), so it loads when a run starts.
     from core.models.train import train
+    from core.tiles.arrays import hold_out_sources
     from core.tiles.dataset import load_tiles, plan_dataset, sources_from_project
+    from core.tiles.reading import ordered_positions
 
     sources = sources_from_project(job.project, job.slide_ids)
     names = dict(zip(job.slide_ids, (s.name for s in sources)))
@@ -195,20 +229,38 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     per_slide = {slide_id: tuple(int(((plan.slide == n) & (plan.label == c)).sum()) for c in (1, 0))
                  for n, slide_id in enumerate(job.slide_ids)}
     partial(Planned(plan.counts(), per_slide, list(plan.warnings)))
-    check_counts(plan.counts())
+    check_counts(plan.counts(), ("train",))  # Test slides may hold one class: they are tested, not validated on
     total = int(plan.label.size)
     tiles = {}
     for split, offset in (("train", 0), ("test", int(plan.select("train").size))):
+        if split == "test" and plan.select("test").size == 0:
+            continue
         tiles[split] = load_tiles(plan, split, should_stop=should_stop,
                                   progress=lambda d, _t, o=offset: partial(Stage("Reading tiles", o + d, total)))
         if tiles[split] is None:
             return None
+    # load_tiles reads in ordered_positions' order: the slide of each tile read
+    slide_of = plan.slide[ordered_positions(plan, plan.select("train"))]
+    held = hold_out_sources(tiles["train"], slide_of, job.val_ratio, job.seed)
+    for part, who in ((held.train, "training"), (held.val, "validation")):
+        found = np.bincount(part.labels, minlength=2)
+        if not found.all():
+            raise DatasetError(f"Too few tiles to hold some out for validation: the {who} part has no "
+                               f"{'Tumour' if found[1] == 0 else 'Non-tumour'} tiles; mark more regions on the "
+                               "Train slides")
+    train_slides = len(job.slide_ids) - len(job.test_ids)
+    where = "the Train slide's tiles" if train_slides == 1 else "the Train slides' tiles"
+    partial(Validation(held.describe(job.val_ratio, where), held.whole, len(held.val)))
     partial(Stage("Starting training", 0, 0))
-    result = train(tiles["train"], tiles["test"], job.out_dir, arch=job.arch, epochs=job.epochs,
+    result = train(held.train, held.val, job.out_dir, arch=job.arch, epochs=job.epochs,
                    batch_size=job.batch_size, lr=job.lr, device=job.device, progress=partial,
                    should_stop=should_stop, mpp=job.spec.mpp)
     if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
         shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
+    if result.bundle is not None and "test" in tiles and not should_stop():
+        from core.models.testing import test_model
+
+        partial(OnTestSlides(test_model(result.bundle, tiles["test"], device=job.device)))
     # a cancelled gui.worker.Worker emits no result, so the result is also reported, for the panel
     partial(result)
     return result

@@ -105,7 +105,8 @@ def run(qtbot, panel, until=None, hold: Hold | None = None, cancel_when_held: bo
     return ended.args[0]
 
 
-def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, tmp_path, monkeypatch):
+def test_trains_on_one_slide_validating_on_part_of_it_and_tests_on_the_other(qtbot, window, slides, tmp_path,
+                                                                             monkeypatch):
     project, ids = make_project(tmp_path / "project", slides)
     panel = open_panel(qtbot, window, project, ids, epochs=3)
     name = panel.name.text()
@@ -120,16 +121,24 @@ def test_trains_on_one_slide_and_validates_on_the_other(qtbot, window, slides, t
     assert result.bundle == bundle and (bundle / "model.json").is_file() and result.epochs_run == 3
     info = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     assert info["tile_px"] == 64 and info["mpp"] == 2.0
-    # validation ran on the test slide's tiles only (a split by slide), shown per slide in the table
-    test_row = [r for r in range(2) if panel.table.item(r, USE).data(Qt.UserRole) == ids[TEST_SEED]][0]
-    tumour, non_tumour = (int(v.replace(",", "")) for v in panel.table.item(test_row, TILES).text().split(" / "))
-    assert info["training"]["val_tiles"] == {"Non-tumour": non_tumour, "Tumour": tumour}
-    assert panel.best_metrics["auc"] >= 0.95, result.history  # measured 0.985
+    rows = {panel.table.item(r, USE).data(Qt.UserRole): r for r in range(2)}
+    shown = {seed: tuple(int(v.replace(",", "")) for v in panel.table.item(rows[ids[seed]], TILES).text().split(" / "))
+             for seed in (TRAIN_SEED, TEST_SEED)}
+    # validation was held out of the Train slide (the test slide never chose the epoch or the threshold) ...
+    training = info["training"]
+    assert sum(training["val_tiles"].values()) + sum(training["train_tiles"].values()) == sum(shown[TRAIN_SEED])
+    assert "held out for validation" in panel.validation_label.text() and panel.validation_label.isVisible()
+    # ... and the kept model was tested on the Test slide afterwards
+    assert panel.tested["counts"] == {"Tumour": shown[TEST_SEED][0], "Non-tumour": shown[TEST_SEED][1]}
+    assert panel.tested["auc"] >= 0.9, panel.tested
+    assert panel.best_metrics["auc"] >= 0.9, result.history  # measured 0.943 on about 60 held-out tiles
     assert panel.best_metrics == next(h for h in result.history if h["epoch"] == result.best_epoch)
     for key in ("auc", "sensitivity", "specificity", "accuracy"):
         assert panel.best_box.metric_labels[key].text() == f"{panel.best_metrics[key]:.3f}"
     assert panel.best_box.path_edit.text() == str(bundle)
-    assert panel.status.text().startswith("Done in ") and "— test AUC 0.9" in panel.status.text()
+    status = panel.status.text()
+    assert status.startswith("Done in ") and "— validation AUC 0.9" in status
+    assert f"; Test slides ({sum(shown[TEST_SEED]):,} tiles): AUC {panel.tested['auc']:.3f}" in status
     # one point per finished epoch on every epoch curve, the running loss once per batch
     for curve in (panel.curves.train_curve, panel.curves.val_curve, *panel.curves.metric_curves.values()):
         assert list(curve.getData()[0]) == [1, 2, 3]
@@ -176,7 +185,7 @@ def test_slides_without_tumour_marks_say_what_to_mark(qtbot, window, slides, tmp
     assert state == "failed"
     assert panel.error.startswith("The training slides have no Tumour tiles: mark tumour regions")
     assert panel.error_label.isVisible() and "no Tumour tiles" in panel.error_label.text()
-    assert window.errors[-1] == panel.error  # also told through the window's message box
+    assert panel.error not in window.errors  # said once, in the panel: no dialog on top of the banner
     assert panel.start_button.isEnabled() and not (project.folder / "models").exists()
 
 
@@ -195,13 +204,48 @@ def test_unmarked_tissue_of_partly_annotated_slides_is_not_non_tumour(qtbot, win
     assert all(e.settings.fully_annotated for e in Project.open(project.folder).slides)
 
 
-def test_a_by_slide_split_needs_train_and_test_slides(qtbot, window, slides, tmp_path):
+def test_a_one_slide_project_trains_with_default_roles_validating_on_a_share_of_it(qtbot, window, slides,
+                                                                                   tmp_path):
+    project, (slide_id,) = marked_project(tmp_path / "project", [slides[TRAIN_SEED]], "One slide")
+    window.use_project(project, open_slides=False)
+    window.actions["train"].trigger()
+    panel = window.training_panel
+    qtbot.waitExposed(panel)
+    assert panel._choices() == {slide_id: (True, "Train")}  # the default role: no Test slide needed
+    panel.tile_px.setValue(64)
+    panel.tile_mpp.setValue(2.0)
+    panel.epochs.setValue(1)
+    panel.batch_size.setValue(32)
+    panel.device.setCurrentText("cpu")
+    errors = len(window.errors)
+
+    assert run(qtbot, panel) == "finished", panel.error
+
+    assert panel.result.bundle is not None and panel.error is None and panel.tested is None
+    label = panel.validation_label
+    assert label.isVisible() and "of the Train slide's tiles held out for validation" in label.text()
+    assert "may be optimistic" in label.text()  # said plainly: validation shares the slide
+    assert len(window.errors) == errors
+
+
+def test_default_roles_make_every_slide_a_train_slide(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides)
+    window.use_project(project, open_slides=False)
+    window.actions["train"].trigger()
+    panel = window.training_panel
+    assert {role for _use, role in panel._choices().values()} == {"Train"}
+    assert "never chooses the best epoch" in panel.table.cellWidget(0, training_panel.ROLE).toolTip()
+
+
+def test_a_run_needs_a_train_slide_and_a_plain_name(qtbot, window, slides, tmp_path):
     project, ids = make_project(tmp_path / "project", slides)
     panel = open_panel(qtbot, window, project, ids)
-    panel.set_slide_choice(ids[TEST_SEED], use=True, role="Train")
+    panel.set_slide_choice(ids[TRAIN_SEED], use=True, role="Test")
+    errors = len(window.errors)
     assert panel.start() is None and not panel.running
-    assert "one the role Test" in panel.error
-    panel.set_slide_choice(ids[TEST_SEED], use=True, role="Test")
+    assert "Give at least one slide the role Train" in panel.error and panel.error_label.isVisible()
+    assert len(window.errors) == errors  # the banner only
+    panel.set_slide_choice(ids[TRAIN_SEED], use=True, role="Train")
     panel.name.setText("../elsewhere")
     assert panel.start() is None and "Model name" in panel.error
 
