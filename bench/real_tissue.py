@@ -105,11 +105,15 @@ def camelyon_sources(slide_mpp: float) -> list[SlideSource]:
     return sources
 
 
-def camelyon_tiles(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float):
-    """(tiles, groups = region index, note), labelled by the one labelling rule as ``biopsia dataset`` does."""
+def camelyon_tiles(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float,
+                   cell_um: float | None = None):
+    """(tiles, groups = region index, note), labelled by the one labelling rule as ``biopsia dataset`` does.
+
+    With ``cell_um`` each tile is labelled by its centre cell (``biopsia dataset --cell``,
+    `core.tiles.planning.context_plan`)."""
     sources = camelyon_sources(slide_mpp)
     plan = plan_dataset(sources, TileSpec(tile_px, mpp), "random", 1.0, 0, None,
-                        {"tumour_min": tumour_min, "normal_max": normal_max})
+                        {"tumour_min": tumour_min, "normal_max": normal_max}, cell_um=cell_um)
     tiles = load_tiles(plan, None)
     reasons = {}
     for p in plan.plans:
@@ -117,6 +121,7 @@ def camelyon_tiles(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float
             reasons[int(r)] = reasons.get(int(r), 0) + int(n)
     from core.tiles.labels import REASONS
     note = {"regions": len(sources), "tiles": len(tiles), "tile_px": tile_px, "mpp": mpp, "slide_mpp": slide_mpp,
+            "cell_um": cell_um,
             "tumour_min": tumour_min, "normal_max": normal_max,
             "grid": {REASONS[r]: n for r, n in sorted(reasons.items())}}
     return tiles, plan.slide.astype(np.int64), note

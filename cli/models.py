@@ -121,6 +121,15 @@ def load_training_data(args):
     return train_tiles, val_tiles, mpp
 
 
+def dataset_cell(folder) -> float | None:
+    """The µm side of the centre cell a dataset folder's tiles are labelled by (``dataset --cell``), else None."""
+    folder = Path(folder)
+    if is_patch_folder(folder) or not (folder / MANIFEST).is_file():
+        return None
+    cell = read_manifest(folder).get("split", {}).get("cell_um")
+    return None if cell is None else float(cell)
+
+
 def hold_out_whole_sources(folder: Path, tiles, args, has_test: bool):
     """Validation tiles from whole slides (or near-copy groups) of a dataset's train split, and the rest.
 
@@ -183,6 +192,10 @@ def train_model(args) -> int:
     from core.models.train import train  # MXNet: see the note at the top
 
     train_tiles, val_tiles, mpp = load_training_data(args)
+    cell = dataset_cell(args.dataset)
+    if cell is not None:
+        note(f"{args.dataset}: each tile is labelled by its centre {cell:g} µm cell; the model records it, so "
+             f"predict it with --stride of one cell ({cell:g} µm in the slide's pixels) to give every cell a call")
     device = engine().run(lambda: describe_device(parse_device(args.device)))
     note(f"training {args.arch} on {device}: {len(train_tiles)} tiles ({class_counts(train_tiles)}), "
          f"validating on {len(val_tiles)} ({class_counts(val_tiles)})")
@@ -196,7 +209,7 @@ def train_model(args) -> int:
                    stain_augment=args.stain_augment, stain_normalise=args.stain_normalise,
                    stain_reference=args.stain_reference,
                    progress=EpochProgress(), resume=args.resume, mpp=mpp,
-                   target_sensitivity=args.target_sensitivity)
+                   target_sensitivity=args.target_sensitivity, cell_um=cell)
     if result.bundle is None:
         note("no epoch finished; no model saved")
         return 1

@@ -54,6 +54,11 @@ def add_parsers(sub) -> None:
                    help=f"Tumour coverage up to which a tile is non-tumour (default {RULES.normal_max:g})")
     p.add_argument("--tissue-min", type=opt.fraction, default=RULES.tissue_min,
                    help=f"tissue share a tile needs (default {RULES.tissue_min:g})")
+    p.add_argument("--cell", type=opt.number(0, None, low_open=True, unit=" µm"), metavar="UM",
+                   help="label each tile by the UM-µm square at its centre (tumour, tissue and the thresholds "
+                        "above apply to that cell), one tile per cell: the network sees the tissue around what "
+                        "it labels (e.g. --tile 64 --mpp 2 --cell 64: 64 µm cells with 32 µm around them); "
+                        "predict such a model with --stride of one cell; default: the whole tile")
     p.add_argument("--encoding", choices=("jpg", "png"), default="jpg", help="tile encoding (default jpg, q95)")
     p.add_argument("--workers", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
     p.add_argument("--dry-run", action="store_true", help="print the counts only; write nothing")
@@ -127,11 +132,12 @@ def dataset(args) -> int:
                     raise DatasetError(opt.mpp_hint(source.path))
     labelling = {"tumour_min": args.tumour_min, "normal_max": args.normal_max, "tissue_min": args.tissue_min}
     plan = plan_dataset(sources, spec, args.split, args.ratio, args.seed, args.test_slides, labelling,
-                        progress=ProgressBar("tissue and labels"))
+                        progress=ProgressBar("tissue and labels"), cell_um=args.cell)
     for warning in plan.warnings:
         warn(warning)
+    cell = "" if args.cell is None else f", each labelled by its centre {args.cell:g} µm cell"
     print(f"{len(sources)} slide(s), {plan.label.size} labelled tiles of {spec.tile_px} px at {spec.mpp:g} µm/px "
-          f"({args.split} split)")
+          f"({args.split} split{cell})")
     for name, where in plan.slide_splits().items():
         print(f"  {name}: {where}")
     print(format_counts(plan.counts()))
@@ -148,6 +154,9 @@ def patch_dataset(args) -> int:
     """``dataset`` of a patch folder: tiles cut at the stated scale, split by group, written as a dataset."""
     start = time.monotonic()
     folder = Path(args.slides[0])
+    if getattr(args, "cell", None) is not None:
+        raise DatasetError(f"{folder}: --cell labels the centre of tiles cut from slides with marks; a patch "
+                           "folder's tiles take their folder's class whole")
     mpp = UM_PER_PX_AT_10X * 10.0 / args.mag if args.mag else args.mpp
     patches = read_patches(folder, args.patch_mpp, args.tile, mpp)
     if patches.mpp is None:

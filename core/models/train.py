@@ -104,7 +104,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-          sampling: str = "shuffle", warmup_epochs: float = 0.0) -> TrainResult:
+          sampling: str = "shuffle", warmup_epochs: float = 0.0, cell_um: float | None = None) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -157,6 +157,10 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         (`_balanced_order`), so every batch holds them in equal shares; the loss is then not class-weighted.
     warmup_epochs : float
         Raise the learning rate linearly from 1 % to ``lr`` over this many epochs, then ``lr_schedule``.
+    cell_um : float, optional
+        The tiles are labelled by their centre square of this many µm (``biopsia dataset --cell``,
+        `core.tiles.planning.context_plan`); recorded in ``model.json`` (``training.settings.cell_um``) so a
+        prediction can step by one cell. Needs ``mpp`` and at most the tile's side.
 
     Returns
     -------
@@ -181,6 +185,14 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         raise ModelError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING)}")
     if not (math.isfinite(warmup_epochs) and 0 <= warmup_epochs <= epochs):
         raise ModelError(f"warm-up must be 0 to {epochs} epochs (the whole run), got {warmup_epochs}")
+    if cell_um is not None:
+        tile_um = None if mpp is None else train_data.images.shape[1] * mpp
+        if not (isinstance(cell_um, (int, float)) and math.isfinite(cell_um) and cell_um > 0):
+            raise ModelError(f"the labelled cell must be a positive number of µm, got {cell_um!r}")
+        if tile_um is None:
+            raise ModelError(f"tiles labelled by a {cell_um:g} µm cell need their µm/px (mpp)")
+        if cell_um > tile_um + 1e-9:
+            raise ModelError(f"the labelled cell ({cell_um:g} µm) is larger than the tiles ({tile_um:g} µm)")
     if not 0 < target_sensitivity <= 1:
         raise ModelError(f"the target sensitivity must be more than 0 and at most 1, got {target_sensitivity}")
     if stain_augment not in STAIN_AUGMENTS:
@@ -197,6 +209,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                     early_stopping_patience=early_stopping_patience, lr_schedule=lr_schedule,
                     target_sensitivity=float(target_sensitivity), sampling=sampling,
                     warmup_epochs=float(warmup_epochs))
+    if cell_um is not None:
+        settings["cell_um"] = float(cell_um)
     interrupt = threading.Event()
 
     def stopping() -> bool:

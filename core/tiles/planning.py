@@ -6,7 +6,8 @@ Nothing is read beyond what tissue detection needs; `core.tiles.reading` reads t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,8 @@ from shapely.geometry import box
 from core.annotations.model import TUMOUR
 from core.errors import BiopsiaError, DatasetError
 from core.slide import open_slide
-from core.tiles.grid import TilePlan, TileSpec, plan_tiles
+from core.tiles.edges import shift_inside
+from core.tiles.grid import TilePlan, TileSpec, plan_tiles, tile_size_l0
 from core.tiles.sources import SlideSource
 from core.tiles.splits import CLASSES, SPLITS, pick_test_slides, split_code, stratified_pick
 from core.tiles.tissue import detect_tissue
@@ -77,7 +79,7 @@ class DatasetPlan:
 def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split: str = "by-slide",
                  ratio: float = 0.7, seed: int = 0, test_slides=None, labelling: dict | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> DatasetPlan | None:
+                 should_stop: Callable[[], bool] | None = None, cell_um: float | None = None) -> DatasetPlan | None:
     """Detect tissue, lay the tile grid and label every slide, then split the kept tiles.
 
     Parameters
@@ -101,6 +103,11 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
         ``progress(slides_done, slides)``.
     should_stop : callable, optional
         Checked between slides; when it returns True planning stops and None is returned.
+    cell_um : float, optional
+        Label each tile by the square of this many µm at its centre, its cell, instead of the whole tile:
+        the cells tile the slide (one every ``cell_um``), and each tile is its cell with the tissue around
+        it (`context_plan`), so the network sees more than what its label describes. Predicting with such a
+        model at a stride of one cell gives every cell its own call. None: the whole tile, as without it.
 
     Raises
     ------
@@ -108,8 +115,10 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
         No slides, bad split settings, no labelled tiles at all (with the counts per reason), or a slide
         taken as fully annotated without being declared so (`SlideSource.declared`) that has no Tumour
         mark on it: its marks are empty or miss it, and every tile would be Non-tumour. Marks that lie
-        partly or wholly outside their slide are reported in `DatasetPlan.warnings`.
+        partly or wholly outside their slide are reported in `DatasetPlan.warnings`. A ``cell_um`` that is
+        not positive and finite, or larger than the tile, is refused.
     """
+    check_cell(cell_um, spec)
     if not sources:
         raise DatasetError("no slides given")
     if split not in ("by-slide", "random"):
@@ -139,8 +148,12 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
         try:
             with open_slide(source.path) as reader:
                 tissue = detect_tissue(reader, slide_mpp=source.mpp)
-                plans.append(plan_tiles(reader, spec, tissue, source.annotations, source.fully_annotated,
-                                        slide_mpp=source.mpp, **(labelling or {})))
+                if cell_um is None:
+                    plans.append(plan_tiles(reader, spec, tissue, source.annotations, source.fully_annotated,
+                                            slide_mpp=source.mpp, **(labelling or {})))
+                else:
+                    plans.append(context_plan(reader, spec, cell_um, tissue, source.annotations,
+                                              source.fully_annotated, slide_mpp=source.mpp, **(labelling or {})))
         except BiopsiaError as err:
             raise DatasetError(str(err)) from err
         if progress is not None:
@@ -169,7 +182,58 @@ def plan_dataset(sources: list[SlideSource], spec: TileSpec = TileSpec(), split:
         codes[np.isin(slide, list(chosen))] = 1
     settings = {"split": split, "ratio": ratio, "seed": seed, "labelling": dict(labelling or {}),
                 "test_slides": [names[i] for i in sorted(set(slide[codes == 1].tolist()))]}
+    if cell_um is not None:
+        settings["cell_um"] = float(cell_um)
     return DatasetPlan(spec, list(sources), plans, slide, index, label, codes, settings, warnings)
+
+
+def check_cell(cell_um: float | None, spec: TileSpec) -> None:
+    """Raise DatasetError unless ``cell_um`` is None or a positive, finite side no larger than ``spec``'s tile."""
+    if cell_um is None:
+        return
+    tile_um = spec.tile_px * spec.mpp
+    try:
+        value = float(cell_um)
+    except (TypeError, ValueError):
+        raise DatasetError(f"the labelled cell must be a number of µm, got {cell_um!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise DatasetError(f"the labelled cell must be a positive number of µm, got {cell_um}")
+    if value > tile_um + 1e-9:
+        raise DatasetError(f"the labelled cell ({value:g} µm) is larger than the tile ({spec.tile_px} px at "
+                           f"{spec.mpp:g} µm/px = {tile_um:g} µm); a cell is the centre of its tile")
+
+
+def context_plan(reader, spec: TileSpec, cell_um: float, tissue, annotations=(), fully_annotated: bool = True,
+                 slide_mpp: tuple[float, float] | None = None, **labelling) -> TilePlan:
+    """A tile grid whose labels describe each tile's centre: cells of ``cell_um`` µm, tiles of ``spec`` around them.
+
+    The cells are laid and labelled exactly as `core.tiles.grid.plan_tiles` lays and labels tiles of
+    ``cell_um`` µm (tissue, marks, edge cells shifted inside; ``labelling`` its thresholds). Each cell's tile is
+    the ``spec`` square centred on it, shifted inside the slide at the edges as every tile is
+    (`core.tiles.edges`: real pixels only, no padding for the network to learn), so an edge cell lies off its
+    tile's centre by at most the margin. ``stride`` is the cell: neighbouring tiles overlap.
+
+    Frames: level-0 pixels.
+
+    Raises
+    ------
+    DatasetError
+        A cell larger than the tile.
+    BiopsiaError
+        When the slide does not say its µm/px.
+    """
+    check_cell(cell_um, spec)
+    # one pixel of cell_um µm: plan_tiles' tile is then the cell, laid and labelled by the one rule
+    cells = plan_tiles(reader, TileSpec(1, float(cell_um)), tissue, annotations, fully_annotated,
+                       slide_mpp=slide_mpp, **labelling)
+    tile_l0 = max(cells.tile_l0, tile_size_l0(reader, spec, slide_mpp))
+    margin = (tile_l0 - cells.tile_l0) // 2
+    l0_w, l0_h = reader.dimensions
+    level = reader.best_level_for_downsample(tile_l0 / spec.tile_px)
+    read_px = max(1, round(tile_l0 / reader.level_downsamples[level]))
+    return replace(cells, spec=spec, tile_l0=tile_l0, level=level, read_px=read_px,
+                   l0_x=shift_inside(cells.l0_x - margin, tile_l0, l0_w),
+                   l0_y=shift_inside(cells.l0_y - margin, tile_l0, l0_h), stride=cells.tile_l0)
 
 
 def _check_marks(source: SlideSource, l0_w: int, l0_h: int) -> list[str]:
