@@ -8,6 +8,9 @@ move the other. "Overlay" shows one view with the heatmap and the marks together
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSplitter, QTabWidget, QToolButton, QVBoxLayout,
                              QWidget)
@@ -26,6 +29,20 @@ MODES = {"split": "Side by side", "overlay": "Overlay (one view)"}
 REGIONS_WIDTH = 340
 
 
+@dataclass(frozen=True)
+class SplitChoice:
+    """What the user chose in a split tab: kept when it goes back to one view, given back when it splits again."""
+
+    mode: str = "split"
+    left: str = "Heatmap"
+    right: str = "Marks"
+    regions: bool = False  # the regions list folds away until asked for: it never takes the panes' room by itself
+
+
+#: Each slide view's last choice (F6 off and on keeps it); forgotten with the view.
+_CHOICES: "weakref.WeakKeyDictionary[SlideView, SplitChoice]" = weakref.WeakKeyDictionary()
+
+
 class SplitView(QWidget):
     """A slide tab split in two synchronised panes, or one pane overlaying heatmap and marks.
 
@@ -34,7 +51,8 @@ class SplitView(QWidget):
 
     close_requested = pyqtSignal()
 
-    def __init__(self, primary: SlideView, memory: TileMemory, parent: QWidget | None = None):
+    def __init__(self, primary: SlideView, memory: TileMemory, parent: QWidget | None = None,
+                 choice: SplitChoice = SplitChoice()):
         super().__init__(parent)
         self.primary = primary
         self.mode = "split"
@@ -55,12 +73,12 @@ class SplitView(QWidget):
         self.mode_box = _combo(MODES.values(), "Two views side by side, or one view with heatmap and marks")
         self.left_box = _combo(CONTENTS, "What the left view shows over the slide (its tools edit the marks)")
         self.right_box = _combo(CONTENTS, "What the right view shows over the slide")
-        self.left_box.setCurrentText("Heatmap")
-        self.right_box.setCurrentText("Marks")
+        self.left_box.setCurrentText(choice.left)
+        self.right_box.setCurrentText(choice.right)
         self.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(list(MODES)[i]))
         self.left_box.currentTextChanged.connect(lambda _t: self.apply_contents())
         self.right_box.currentTextChanged.connect(lambda _t: self.apply_contents())
-        self.regions_button = QToolButton(text="Regions", checkable=True, checked=True,
+        self.regions_button = QToolButton(text="Regions", checkable=True, checked=choice.regions,
                                           toolTip="List of disagreement regions, largest first")
         close = QToolButton(text="Single view", toolTip="Back to one view (View ▸ Side by side)")
         close.clicked.connect(self.close_requested)
@@ -103,6 +121,12 @@ class SplitView(QWidget):
         self._follow(secondary, primary.viewport)
         self.apply_contents()
         self._show_regions()
+        if choice.mode != "split":
+            self.set_mode(choice.mode)
+
+    def choice(self) -> SplitChoice:
+        """The mode, the panes' contents and the regions list as the user has them now."""
+        return SplitChoice(self.mode, self.content("left"), self.content("right"), self.regions_button.isChecked())
 
     # -- contents ---------------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -276,7 +300,7 @@ def split_tab(tabs: QTabWidget, view: SlideView, memory: TileMemory) -> SplitVie
     blocked = tabs.blockSignals(True)
     try:
         tabs.removeTab(index)
-        split = SplitView(view, memory)
+        split = SplitView(view, memory, choice=_CHOICES.get(view, SplitChoice()))
         tabs.insertTab(index, split, text)
         tabs.setTabToolTip(index, tip)
         tabs.setCurrentIndex(index)
@@ -293,6 +317,7 @@ def unsplit_tab(tabs: QTabWidget, split: SplitView) -> SlideView:
     blocked = tabs.blockSignals(True)
     try:
         tabs.removeTab(index)
+        _CHOICES[split.primary] = split.choice()
         view = split.release()
         tabs.insertTab(index, view, text)
         tabs.setTabToolTip(index, tip)

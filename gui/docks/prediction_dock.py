@@ -98,6 +98,10 @@ class PredictionDock(QDockWidget):
         self.batch_size = 64
         self.updates: list[tuple[int, int]] = []  # (done, total) of each heatmap update of the last run
         self._pending: list[PartialResult] = []
+        # a run over a slide that shows a heatmap fills its grid here, off screen: the previous heatmap stays
+        # until the new one is complete (no blank slide mid-run; a cancelled or failed run leaves it as it was)
+        self._offscreen: ProbabilityGrid | None = None
+        self._before: tuple | None = None  # (state, message) of the previous heatmap while it stays
         self._last_apply = 0.0
         self._apply_timer = QTimer(self, singleShot=True, timeout=self._apply_pending)
         self._pool = QThreadPool(self)
@@ -284,8 +288,12 @@ class PredictionDock(QDockWidget):
         worker.done.connect(lambda w=worker: self._on_done(w))
         view.destroyed.connect(worker.cancel)  # however the view goes, its run stops
         self.worker, self.run_view, self.updates, self._pending = worker, view, [], []
+        self._offscreen = None
+        shown = doc.prediction.grid is not None and doc.prediction.grid.done.any()
+        self._before = (doc.prediction.state, doc.prediction.message) if shown else None
         doc.prediction.state = PredictionState.RUNNING
-        doc.prediction.message = f"Predicting with “{model_label(model)[0]}”…"
+        doc.prediction.message = (f"Predicting with “{model_label(model)[0]}”…"
+                                  + (" The heatmap shown is the previous one until this run ends." if shown else ""))
         self.progress.setRange(0, 0)
         self.progress_label.setText("Finding tissue and reading the model…")
         self._set_running(True)
@@ -309,6 +317,9 @@ class PredictionDock(QDockWidget):
         if not self._current(worker, view):
             return
         if isinstance(report, ProbabilityGrid):  # the empty grid: cells fill in as batches come
+            if self._before is not None:
+                self._offscreen = report  # the previous heatmap stays on screen until this one is complete
+                return
             view.document.prediction.grid, view.document.prediction.path = report, None
             view.heatmap_layer.set_grid(report)
             self.grid_changed.emit(view)
@@ -322,16 +333,18 @@ class PredictionDock(QDockWidget):
         """Write the batches gathered since the last update into the grid and the heatmap, as one update."""
         parts, self._pending = self._pending, []
         view = self.run_view
-        if not parts or view is None or sip.isdeleted(view) or view.document.prediction.grid is None:
+        grid = self._offscreen if self._offscreen is not None else (
+            view.document.prediction.grid if view is not None and not sip.isdeleted(view) else None)
+        if not parts or view is None or sip.isdeleted(view) or grid is None:
             return
         self._last_apply = time.perf_counter()
         last = parts[-1]
         merged = PartialResult(np.concatenate([p.rows for p in parts]), np.concatenate([p.cols for p in parts]),
                                np.concatenate([p.probs for p in parts]), last.done, last.total, last.tiles_per_s)
-        grid = view.document.prediction.grid
         grid.probs[merged.rows, merged.cols] = merged.probs
         grid.predicted[merged.rows, merged.cols] = True
-        view.heatmap_layer.update_cells(merged)
+        if self._offscreen is None:
+            view.heatmap_layer.update_cells(merged)
         self.updates.append((last.done, last.total))
         _set_progress(self.progress, last.done, max(last.total, 1))
         left = (last.total - last.done) / last.tiles_per_s if last.tiles_per_s > 0 else 0
@@ -359,7 +372,11 @@ class PredictionDock(QDockWidget):
         self._apply_timer.stop()
         self._apply_pending()
         state = view.document.prediction
-        if state.grid is not None:
+        if self._before is not None:  # the previous heatmap never left the screen: it stays, as it was
+            state.state, message = self._before
+            done = int(self._offscreen.done.sum()) if self._offscreen is not None else 0
+            state.message = f"Cancelled after {done:,} tiles: the previous heatmap is kept. {message or ''}".strip()
+        elif state.grid is not None:
             state.grid.complete = False
             done = int(state.grid.done.sum())
             state.state = PredictionState.PARTIAL
@@ -376,15 +393,17 @@ class PredictionDock(QDockWidget):
         self._pending.clear()
         message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error while predicting: {err!r}"
         state = view.document.prediction
-        if state.grid is not None and state.state == PredictionState.RUNNING:
+        if state.grid is not None and state.state == PredictionState.RUNNING and self._before is None:
             state.grid.complete = False
+        if self._before is not None:
+            message += " The previous heatmap is kept."
         state.state, state.message = PredictionState.FAILED, message
         _set_progress(self.progress, 0, 1)
         self.progress_label.setText("")
         self._ended(view, "failed")
 
     def _ended(self, view, how: str) -> None:
-        self.worker = self.run_view = None
+        self.worker = self.run_view = self._offscreen = self._before = None
         self._set_running(False)
         if view is self.view:
             self._show_state(view)
@@ -393,7 +412,7 @@ class PredictionDock(QDockWidget):
 
     def _on_done(self, worker) -> None:
         if not sip.isdeleted(self) and worker is self.worker:  # the run's view was closed
-            self.worker = self.run_view = None
+            self.worker = self.run_view = self._offscreen = self._before = None
             self._set_running(False)
 
     def _set_running(self, running: bool) -> None:

@@ -149,6 +149,8 @@ def test_disagreement_regions_sorted_and_clickable(qtbot, window, synthetic_slid
     assert widget.secondary.heatmap_layer.visible and not widget.secondary.disagreement_layer.visible
 
     panel: DisagreementList = widget.regions
+    assert panel.isHidden() and widget.regions_button.isEnabled()  # folded away: it never takes room by itself
+    qtbot.mouseClick(widget.regions_button, Qt.LeftButton)  # asked for
     assert panel.isVisible() and panel.list.count() == len(comparison.regions) >= 2
     texts = [panel.list.item(i).text() for i in range(panel.list.count())]
     sizes = [r.tiles for r in panel.regions]
