@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PyQt5.QtGui import QKeySequence
-from PyQt5.QtWidgets import QAction, QComboBox, QMenu, QToolBar
+from PyQt5.QtWidgets import QAction, QActionGroup, QComboBox, QMenu, QToolBar
 
 from core.view.viewport import MAGNIFICATION_PRESETS
 from gui.icons import icon
+from gui.overlay_choice import FILL_KEY, KEYS, NAMES, OVERLAYS
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -73,6 +74,16 @@ def build_actions(win: "MainWindow") -> dict[str, QAction]:
         "controls": _action(win, "&Mouse and keyboard", win.show_controls, "F1"),
         "about": _action(win, "&About Biopsia", win.show_about),
     }
+    group = QActionGroup(win)  # one overlay family at a time (gui.overlay_choice)
+    for name in OVERLAYS:
+        act = _action(win, f"Show {NAMES[name].lower()}", lambda on, n=name: on and win.set_overlay(n), KEYS[name],
+                      checkable=True, checked=name == "marks",
+                      tip=f"Show the {NAMES[name].lower()} (one overlay at a time; the marks as outlines under "
+                          "the others)")
+        group.addAction(act)
+        a[f"overlay_{name}"] = act
+    a["mark_fill"] = _action(win, "&Fill marks", win.set_mark_fill, FILL_KEY, checkable=True, checked=True,
+                             tip="Fill the marks, over any overlay (else outlines only)")
     for i, mag in enumerate(MAGNIFICATION_PRESETS, start=1):
         a[f"mag_{mag:g}"] = _action(win, f"{mag:g}x", lambda m=mag: win.set_magnification(m), f"Alt+{i}")
     return a
@@ -121,6 +132,10 @@ def build_menus(win: "MainWindow", a: dict[str, QAction]) -> Menus:
     for name in ("grid", "minimap", "scale_bar", "icc"):
         view_menu.addAction(a[name])
     view_menu.addAction(a["side_by_side"])
+    view_menu.addSeparator()
+    for name in OVERLAYS:
+        view_menu.addAction(a[f"overlay_{name}"])
+    view_menu.addAction(a["mark_fill"])
     view_menu.addSeparator()
     docks_menu = view_menu.addMenu("&Panels")
 

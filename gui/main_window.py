@@ -32,6 +32,7 @@ from gui.docks.prediction_dock import PredictionDock
 from gui.docks.tiles_dock import TilesDock
 from gui.icons import icon
 from gui.open_slides import OpenSlides
+from gui.overlay_choice import NAMES, OVERLAYS, show_overlay
 from gui.plot_style import release_plots
 from gui.settings import Preferences
 from gui.slide_view import SlideView
@@ -202,6 +203,8 @@ class MainWindow(QMainWindow):
         view.slide_layer.tile_error.connect(lambda msg, v=view: self._on_tile_error(v, msg))
         view.slide_layer.overview_ready.connect(
             lambda v=view: v.minimap.setVisible(self.actions["minimap"].isChecked()))
+        view.overlay_changed.connect(lambda _name, v=view: self._show_overlay_actions(v))
+        view.annotation_layer.changed.connect(lambda v=view: self._show_overlay_actions(v))
         if self.tabs.indexOf(self.welcome) >= 0:
             self.tabs.removeTab(self.tabs.indexOf(self.welcome))
         index = self.tabs.addTab(view, reader.display_name)
@@ -311,6 +314,7 @@ class MainWindow(QMainWindow):
         blocked = self.actions["side_by_side"].blockSignals(True)
         self.actions["side_by_side"].setChecked(isinstance(self.tabs.currentWidget(), SplitView))
         self.actions["side_by_side"].blockSignals(blocked)
+        self._show_overlay_actions(view)
         self._update_status(view)
 
     # -- status bar --------------------------------------------------------------------
@@ -327,6 +331,35 @@ class MainWindow(QMainWindow):
             self.show_error("Magnification unknown",
                             f"{view.reader.display_name} states neither objective power nor µm/px. "
                             "Enter its resolution in Slide ▸ Set resolution….")
+
+    def set_overlay(self, name: str) -> None:
+        """A, H, D: show the marks, the heatmap or the disagreement (`gui.overlay_choice`); in side by side,
+        in the left pane."""
+        widget, view = self.tabs.currentWidget(), self.current_view()
+        if view is None:
+            return
+        if isinstance(widget, SplitView):
+            widget.set_content("left", NAMES[name])
+            view.overlay = name
+        else:
+            show_overlay(view, name)
+
+    def set_mark_fill(self, on: bool) -> None:
+        """Shift+F: the marks filled or as outlines, over any overlay."""
+        view = self.current_view()
+        if view is not None and view.annotation_layer.fill != on:
+            view.annotation_layer.set_options(fill=on)
+
+    def _show_overlay_actions(self, view: SlideView | None) -> None:
+        """The View menu's overlay and fill checks say what the current view shows."""
+        if view is None or view is not self.current_view():
+            return
+        for act, on in [(self.actions[f"overlay_{n}"], n == view.overlay) for n in OVERLAYS] + \
+                [(self.actions["mark_fill"], view.annotation_layer.fill)]:
+            if act.isChecked() != on:
+                blocked = act.blockSignals(True)
+                act.setChecked(on)
+                act.blockSignals(blocked)
 
     def set_grid_visible(self, on: bool) -> None:
         for view in self.views():

@@ -18,6 +18,7 @@ from core.project.document import SlideDocument
 from core.slide.base import SlideReader
 from core.view.viewport import Viewport, magnification_at, scale_for_magnification
 from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer, TilePreviewLayer
+from gui.overlay_choice import show_overlay
 from gui.overlays import Minimap, paint_scale_bar
 from gui.tile_loader import TileMemory
 from gui.tools import PanTool, Tool
@@ -53,6 +54,7 @@ class SlideView(QWidget):
     current_class_changed = pyqtSignal(str)
     tool_changed = pyqtSignal(object)
     annotations_edited = pyqtSignal(object)
+    overlay_changed = pyqtSignal(str)  # the overlay family shown (`gui.overlay_choice`)
 
     def __init__(self, reader: SlideReader, memory: TileMemory, mpp: tuple[float, float] | None = None,
                  workers: int = 2, parent: QWidget | None = None, *, document: SlideDocument | None = None,
@@ -91,6 +93,11 @@ class SlideView(QWidget):
         # staircase shows where a red Tumour fill would hide it
         self.tile_preview_layer = TilePreviewLayer()
         self.tile_preview_layer.visible = False
+        # one overlay family at a time (gui.overlay_choice); the side-by-side view turns the automatic switch off
+        self.overlay = "marks"
+        self.overlay_auto = True
+        self._heatmap_had_grid = False
+        self.heatmap_layer.changed.connect(self._on_heatmap_changed)
         self.add_layer(self.slide_layer)
         self.add_layer(self.heatmap_layer)
         self.add_layer(self.disagreement_layer)
@@ -107,6 +114,19 @@ class SlideView(QWidget):
         self._space_down = False
 
     # -- layers ------------------------------------------------------------------
+    def _on_heatmap_changed(self) -> None:
+        """The first grid arrived: the heatmap becomes the overlay (the marks turn to outlines)."""
+        has = self.heatmap_layer.grid is not None
+        if has and not self._heatmap_had_grid and self.overlay_auto:
+            self._heatmap_had_grid = True
+            show_overlay(self, "heatmap")
+        self._heatmap_had_grid = has
+
+    def set_overlay_auto(self, on: bool) -> None:
+        """Whether the view switches to the heatmap overlay when a first grid arrives (off in a split pane)."""
+        self.overlay_auto = bool(on)
+        self._heatmap_had_grid = self.heatmap_layer.grid is not None
+
     def add_layer(self, layer: Layer, index: int | None = None) -> None:
         self.layers.insert(len(self.layers) if index is None else index, layer)
         layer.changed.connect(self.update)
@@ -261,6 +281,9 @@ class SlideView(QWidget):
                 painter.setOpacity(layer.opacity)
                 layer.paint(painter, vp)
         painter.setOpacity(1.0)
+        for layer in self.layers:  # legend cards above every layer: a mark's fill never tints them
+            if layer.visible and layer.opacity > 0:
+                layer.paint_legend_card(painter, vp)
         if self.show_scale_bar:
             paint_scale_bar(painter, vp, self.mpp[0] if self.mpp else None)
         painter.end()

@@ -17,6 +17,7 @@ from PyQt5.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSplitter, QTabWidg
 
 from core.view.viewport import Viewport
 from gui.docks.disagreement_list import DisagreementList, go_to_region
+from gui.overlay_choice import show_overlay
 from gui.slide_view import SlideView
 from gui.tile_loader import TileMemory
 
@@ -58,11 +59,11 @@ class SplitView(QWidget):
         self.mode = "split"
         self._syncing = False
         self._sized = False  # the splitter got its first sizes
-        self._marks_fill: bool | None = None  # the marks' fill setting, kept while the overlay hides it
-        self._saved = {name: content_layer(primary, name).visible for name in CONTENT_LAYERS}
         self._start_ids = self._seen = self._content_ids()
+        primary.set_overlay_auto(False)  # each pane shows what its box says
         # the same document, so the same marks: live, edited on the left only; it follows the left pane
         secondary = SlideView(primary.reader, memory, workers=1, document=primary.document, fit=False)
+        secondary.set_overlay_auto(False)
         secondary.heatmap_layer.mirror(primary.heatmap_layer)
         secondary.disagreement_layer.mirror(primary.disagreement_layer)
         secondary.grid_layer.visible = primary.grid_layer.visible
@@ -159,13 +160,10 @@ class SplitView(QWidget):
     def apply_contents(self) -> None:
         marks = self.primary.annotation_layer
         overlay = self.mode == "overlay"
-        if overlay and self._marks_fill is None:
-            # the doctors' outlines over the heatmap: a red fill over yellow would read as a third colour
-            self._marks_fill = marks.fill
-            marks.set_options(fill=False)
-        elif not overlay and self._marks_fill is not None:
-            marks.set_options(fill=self._marks_fill)
-            self._marks_fill = None
+        # a Marks pane shows them filled; over the heatmap (overlay) only their outlines: a red fill over yellow
+        # would read as a third colour (gui.overlay_choice)
+        if marks.fill == overlay:
+            marks.set_options(fill=not overlay)
         if overlay:
             shown = {"primary": {"heatmap_layer", "annotation_layer"}, "secondary": set()}
         else:
@@ -240,18 +238,14 @@ class SplitView(QWidget):
         primary.disagreement_layer.changed.disconnect(self._on_content_changed)
         primary.annotations_replaced.disconnect(self._on_marks_replaced)
         primary.slide_layer.loader.tile_loaded.disconnect(secondary.slide_layer._on_tile_loaded)
-        if self._marks_fill is not None:
-            primary.annotation_layer.set_options(fill=self._marks_fill)
         _dispose_secondary(secondary)
-        # single view again: the layers as they were, or shown if their content is new
+        # single view again: one overlay family, the one it had, or the heatmap if a grid came meanwhile
         now = self._content_ids()
-        for name, saved in self._saved.items():
-            layer = content_layer(primary, name)
-            if name == "heatmap_layer" and now[0] != self._start_ids[0]:
-                saved = layer.grid is not None
-            elif name == "disagreement_layer" and now[1] != self._start_ids[1]:
-                saved = layer.comparison is not None
-            layer.visible = saved
+        overlay = primary.overlay
+        if now[0] != self._start_ids[0] and primary.heatmap_layer.grid is not None:
+            overlay = "heatmap"
+        primary.set_overlay_auto(True)
+        show_overlay(primary, overlay)
         primary.setParent(None)
         return primary
 

@@ -93,7 +93,15 @@ class AnnotationsDock(QDockWidget):
     def _view_connections(self):
         v = self.view
         return ((v.annotations_replaced, self._watch_store), (v.selection_changed, self._show_selection),
-                (v.current_class_changed, self._show_current_class))
+                (v.current_class_changed, self._show_current_class), (v.annotation_layer.changed, self._show_fill))
+
+    def _show_fill(self) -> None:
+        """The Fill box follows the marks' fill however it changed (an overlay key, Shift+F, the split view)."""
+        fill = self.view.annotation_layer.fill if self.view is not None else True
+        if self.fill_check.isChecked() != fill:
+            blocked = self.fill_check.blockSignals(True)
+            self.fill_check.setChecked(fill)
+            self.fill_check.blockSignals(blocked)
 
     def _watch_store(self, store) -> None:
         if self._store is not None:

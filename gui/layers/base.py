@@ -49,6 +49,10 @@ class Layer(QObject):
     def paint(self, painter: QPainter, viewport: Viewport) -> None:
         raise NotImplementedError
 
+    def paint_legend_card(self, painter: QPainter, viewport: Viewport) -> None:
+        """Draw the layer's legend card, if any: the view calls this after every layer is painted, so a card
+        sits above the marks' fills (never tinted by them), at full opacity."""
+
     def viewport_changed(self, viewport: Viewport) -> None:
         """The view moved: start loading whatever the new view needs (never block)."""
 
@@ -76,7 +80,7 @@ def begin_legend_card(painter, rect) -> None:
     painter.save()
     painter.setRenderHint(QPainter.Antialiasing, True)
     painter.setPen(Qt.NoPen)
-    painter.setBrush(QColor(255, 255, 255, 225))
+    painter.setBrush(QColor(255, 255, 255, 248))  # all but opaque: the card reads the same over any colour
     painter.drawRoundedRect(rect, 4, 4)
     font = QFont(painter.font())
     font.setPointSizeF(8)

@@ -129,11 +129,11 @@ class DisagreementLayer(Layer):
                     painter.setPen(pen)
                     painter.drawLines(self._edges[code])
             painter.restore()
-        if self.show_legend:
-            opacity = painter.opacity()
-            painter.setOpacity(1.0)
+
+    def paint_legend_card(self, painter: QPainter, viewport: Viewport) -> None:
+        """The two colours and their meaning, top left (drawn by the view above every layer)."""
+        if self.show_legend and self._image is not None and self.grid is not None:
             paint_legend(painter, QRectF(12, 12, 220, 50))
-            painter.setOpacity(opacity)
 
 
 def paint_legend(painter: QPainter, rect: QRectF) -> None:

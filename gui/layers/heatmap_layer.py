@@ -245,13 +245,13 @@ class HeatmapLayer(Layer):
             painter.setOpacity(1.0)  # outlines stay crisp and strong whatever the fill's opacity
             painter.drawImage(0, 0, self._outline_screen)
             painter.setOpacity(opacity)
-        if self.show_legend:
-            opacity = painter.opacity()
-            painter.setOpacity(1.0)
+
+    def paint_legend_card(self, painter: QPainter, viewport: Viewport) -> None:
+        """The colour bar in the bottom-right corner (drawn by the view above every layer)."""
+        if self.show_legend and self.state.grid is not None:
             width, height = 210, 58
             self.paint_legend(painter, QRectF(viewport.screen_w - width - 12, viewport.screen_h - height - 12,
                                               width, height))
-            painter.setOpacity(opacity)
 
     @staticmethod
     def _render(viewport: Viewport, ratio: float, paint) -> QImage:
