@@ -284,7 +284,8 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
                   progress: Callable[[int, int], None] | None = None,
                   partial: Callable[[PartialResult], None] | None = None,
                   should_stop: Callable[[], bool] | None = None,
-                  started: Callable[[ProbabilityGrid], None] | None = None) -> ProbabilityGrid:
+                  started: Callable[[ProbabilityGrid], None] | None = None,
+                  engine: str = "mxnet", precision: str = "fp32") -> ProbabilityGrid:
     """Predict every tissue tile of a slide with a model bundle.
 
     Parameters
@@ -316,6 +317,11 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     started : callable, optional
         Called once before the first batch (on the calling thread) with a copy of the empty grid: its
         geometry and the ``predicted`` mask, for drawing cells as they come.
+    engine : str
+        ``"mxnet"`` (default) or ``"onnx"`` (the bundle's ``model.onnx`` on ONNX Runtime;
+        `core.inference.engines`). Tiles are read and preprocessed the same way for every engine.
+    precision : str
+        ``"fp32"`` (default) or ``"int8"`` (the bundle's INT8 variant, MXNet only).
 
     Returns
     -------
@@ -324,10 +330,12 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
     Raises
     ------
     ModelError
-        An unreadable bundle, or a model that does not fit the slide.
+        An unreadable bundle, a model that does not fit the slide, or one without the engine's variant.
     BiopsiaError
         An unreadable slide.
     """
+    from core.inference.engines import check_engine
+
     owned = not isinstance(slide, SlideReader)
     reader = open_slide(slide) if owned else slide
     t_start = time.perf_counter()
@@ -338,7 +346,10 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
             checked = check_model(model_dir.folder if isinstance(model_dir, CheckedModel) else model_dir, mpp,
                                   reader.display_name)
         model_dir, info = checked.folder, checked.info
+        check_engine(info, model_dir, engine, precision)
         identity = model_identity(model_dir, info)
+        if (engine, precision) != ("mxnet", "fp32"):
+            identity |= {"engine": engine, "precision": precision}
         if tissue is None:
             tissue = detect_tissue(reader, slide_mpp=mpp)
         plan = plan_tiles(reader, TileSpec(info.tile_px, info.mpp), tissue, (), stride=stride, slide_mpp=mpp,
@@ -364,8 +375,8 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
 
         batches = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
         total = int(order.size)
-        complete = _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, total, workers,
-                                        progress, partial, should_stop, t_start)
+        complete = _run_on_model_thread(model_dir, (device, engine, precision), batches, read_batch, grid, cols,
+                                        total, workers, progress, partial, should_stop, t_start)
         grid.complete = complete
         grid.seconds = time.perf_counter() - t_start
         return grid
@@ -376,14 +387,17 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
 
 def _run_on_model_thread(model_dir, device, batches, read_batch, grid, cols, total, workers, progress, partial,
                          should_stop, t_start) -> bool:
-    """Feed batches read by a thread pool to the network on the model thread; True when all were done."""
-    from core.models.loading import load_bundle
-    from core.models.engine import engine, parse_device
+    """Feed batches read by a thread pool to the network on the model thread; True when all were done.
+
+    ``device`` is ``(device, engine, precision)``.
+    """
+    from core.inference.engines import load_model
+    from core.models.engine import engine
 
     n_workers = max(1, workers or min(8, 2 * (os.cpu_count() or 2)))
 
     def run() -> bool:
-        model = load_bundle(model_dir, parse_device(device))
+        model = load_model(model_dir, *device)
         prepared = lambda indices: model.prepare(read_batch(indices))  # noqa: E731 - normalised on the readers
         pool = ThreadPoolExecutor(n_workers, thread_name_prefix="biopsia-predict")
         try:

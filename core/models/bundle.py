@@ -18,6 +18,11 @@ standard deviation of at least 0.001. A damaged or tampered bundle is a `ModelEr
 An optional ``"stain"`` block records the stain normalisation the model was trained with and that every
 prediction applies (`core.tiles.stain.StainNormaliser`); a malformed one is refused like any other field.
 
+Two optional variants of the network may sit beside the Gluon export, each described by a block of
+``model.json`` that names its files (hashed in ``files`` like the rest): ``onnx`` (``model.onnx``,
+`core.models.onnx_export`) and ``int8`` (an MXNet INT8 graph and weights, `core.models.quantize`);
+`add_bundle_files` adds them to a bundle as one unit.
+
 ``model.json`` itself is the editable description (a µm/px may be corrected by hand); the weights and
 graph are locked by their hashes. Bundles of format 1 (before hashes were recorded) still load, with
 every check but the hashes; `ModelInfo.verified` says which kind was read. Format 2 bundles must list
@@ -58,7 +63,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 STD_MIN, STD_MAX = 1e-3, 10.0
 MAX_CLASSES = 1000
 META_LIMIT = MIB
-FILE_LIMITS = {".params": GIB, ".npz": 2 * GIB, ".json": 16 * MIB}
+FILE_LIMITS = {".params": GIB, ".npz": 2 * GIB, ".json": 16 * MIB, ".onnx": GIB}
+#: Optional variants of the network kept beside the Gluon export: the ``model.json`` block that describes
+#: each and the files it names (`core.models.onnx_export`, `core.models.quantize`).
+VARIANTS = {"onnx": ("file",), "int8": ("symbol", "params")}
 
 
 @dataclass
@@ -110,6 +118,13 @@ class ModelInfo:
     stain: dict | None = None
     threshold: float | None = None
     thresholds: dict | None = None
+    variants: dict = field(default_factory=dict)
+
+    def variant_file(self, variant: str, key: str = "file") -> str | None:
+        """The file of a variant (``"onnx"``, ``"int8"``) the folder holds, hash-checked; None when it has none."""
+        block = self.variants.get(variant) or {}
+        name = block.get(key)
+        return name if isinstance(name, str) and name in self.files else None
 
     @property
     def verified(self) -> bool:
@@ -356,12 +371,75 @@ def _parse_info(path: Path, doc) -> ModelInfo:
     if stain is not None:  # checked: known method, finite numbers of the right shapes (ModelError naming the file)
         stain = StainNormaliser.from_json(stain, path).to_json()
     threshold, thresholds = _parse_thresholds(path, doc)
+    variants = _parse_variants(path, doc, files)
     return ModelInfo(
         architecture=arch, classes=list(classes), tile_px=tile_px, mpp=None if mpp is None else float(mpp),
         mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), training=sections["training"],
         metrics=sections["validation_metrics"], created=created[:64], software=sections["software"],
         stain=stain, files=files,
-        threshold=threshold, thresholds=thresholds)
+        threshold=threshold, thresholds=thresholds, variants=variants)
+
+
+def _parse_variants(path: Path, doc: dict, files: dict) -> dict:
+    """The ``onnx`` and ``int8`` blocks of ``model.json``: each names files whose SHA-256 ``files`` records."""
+    found = {}
+    for key, members in VARIANTS.items():
+        block = doc.get(key)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise bundle_error(path, f"{key} must be a JSON object, got {describe(block)}",
+                               f"delete the {key} block, or make it again ('biopsia export-onnx' / 'biopsia quantize')")
+        for member in members:
+            name = block.get(member)
+            if not (isinstance(name, str) and safety.FILE_NAME.fullmatch(name) and name in files):
+                raise bundle_error(path, f"{key}.{member} ({describe(name)}) is not a file whose SHA-256 'files' records",
+                                   f"make the {key} variant again ('biopsia export-onnx' / 'biopsia quantize')")
+        found[key] = block
+    return found
+
+
+def add_bundle_files(folder, new: dict[str, bytes], blocks: dict[str, dict | None]) -> Path:
+    """Rewrite a bundle as one unit with ``new`` files added (hashed in ``model.json``) and ``blocks`` set.
+
+    Every file kept is rewritten from bytes verified against its recorded hash, and the rest of ``model.json``
+    is kept as it is; a block set to None is removed, with the files it named.
+
+    Raises
+    ------
+    ModelError
+        A bundle that does not read, or a folder that cannot be written (it is then kept as it was).
+    """
+    folder = recover_bundle(folder)
+    _, data = read_bundle(folder)
+    meta_path = folder / META_FILE
+    doc = safety.parse_json(meta_path, safety.read_member(folder, META_FILE, META_LIMIT, "model description"),
+                            "model description")
+    drop = {(doc.get(key) or {}).get(member) for key, value in blocks.items() if value is None
+            for member in VARIANTS.get(key, ())} - {None}
+    files = {name: body for name, body in data.items() if name not in drop} | dict(new)
+    unhashed = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name not in files
+                and p.name != META_FILE and p.name not in drop]  # README.md and the like
+
+    def fill(staging: Path) -> None:
+        for name, body in files.items():
+            write_file(staging / name, body)
+        for p in unhashed:
+            write_file(staging / p.name, p.read_bytes())
+        doc["files"] = {name: {"sha256": safety.sha256(body), "bytes": len(body)}
+                        for name, body in sorted(files.items())}
+        for key, value in blocks.items():
+            if value is None:
+                doc.pop(key, None)
+            else:
+                doc[key] = value
+        write_file(staging / META_FILE, json.dumps(doc, indent=2, default=_json_default).encode("utf-8"))
+
+    try:
+        return write_folder(folder, fill, _complete)
+    except OSError as err:
+        raise ModelError(f"{folder}: could not write the model ({err.strerror or err}); it is kept as it was, "
+                         "free some disk space and retry") from err
 
 
 def _is_fraction(value) -> bool:
