@@ -37,6 +37,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, help="model folder (from 'biopsia train' or the training panel)")
     p.add_argument("--out", required=True, help="folder; each slide gets OUT/<slide name>/")
     p.add_argument("--device", default="auto", help="auto (GPU when MXNet finds one), cpu or gpu:0")
+    p.add_argument("--engine", choices=("mxnet", "onnx"), default="mxnet",
+                   help="mxnet, or onnx: the model's model.onnx on ONNX Runtime ('biopsia export-onnx' makes it)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="fp32, or int8: the model's INT8 variant on MXNet oneDNN ('biopsia quantize' makes it)")
     p.add_argument("--threshold", type=opt.fraction,
                    help="tumour probability called positive (default: the model's, chosen on its validation "
                         "tiles; 0.5 if it records none)")
@@ -120,7 +124,7 @@ def predict_one(slide: Path, folder: Path, model: Path, args, progress) -> Proba
         if mpp is None:
             raise BiopsiaError(opt.mpp_hint(slide))
         grid = predict_slide(reader, model, device=args.device, stride=args.stride, batch_size=args.batch,
-                             slide_mpp=mpp, progress=progress)
+                             slide_mpp=mpp, progress=progress, engine=args.engine, precision=args.precision)
         thumb = reader.get_thumbnail((2048, 2048))
     # an earlier run's folder is replaced only once every file of this one is on the disk
     with staged_folder(folder, replace=True) as staging:

@@ -124,12 +124,12 @@ def load_model(folder, device: str = "auto", engine: str = "mxnet", precision: s
         from core.models.quantize import load_int8
 
         model = load_int8(folder, ctx)
-        model.describe = lambda: f"MXNet INT8 (oneDNN) on {describe_device(ctx)}"
+        model.describe = lambda: f"{describe_device(ctx)}, INT8 (MXNet oneDNN)"
         return model
     from core.models.loading import load_bundle
 
     model = load_bundle(folder, ctx)
-    model.describe = lambda: f"MXNet FP32 on {describe_device(ctx)}"
+    model.describe = lambda: describe_device(ctx)
     return model
 
 

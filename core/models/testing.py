@@ -12,8 +12,7 @@ import numpy as np
 from core.errors import ModelError
 from core.metrics import BinaryMetrics
 from core.models.bundle import default_threshold, describe_threshold, read_info
-from core.models.loading import load_bundle
-from core.models.engine import describe_device, engine, parse_device
+from core.models.engine import engine as model_thread
 
 
 def check_compatible(info, tiles, where: str = "the tiles") -> None:
@@ -29,8 +28,11 @@ def check_compatible(info, tiles, where: str = "the tiles") -> None:
 
 def predict_tiles(model_dir, tiles, device: str = "auto", batch_size: int = 128,
                   progress: Callable[[int, int], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, str]:
+                  should_stop: Callable[[], bool] | None = None, engine: str = "mxnet",
+                  precision: str = "fp32") -> tuple[np.ndarray, str]:
     """Class probabilities ``(N, classes)`` of a bundle on `core.tiles.arrays.TileArrays`, and the device used.
+
+    ``engine`` and ``precision`` choose the network's variant (`core.inference.engines.load_model`).
 
     Returns ``(None, device)`` when ``should_stop()`` turned true.
 
@@ -39,25 +41,28 @@ def predict_tiles(model_dir, tiles, device: str = "auto", batch_size: int = 128,
     ModelError
         An unreadable bundle, or tiles it cannot take.
     """
-    check_compatible(read_info(model_dir), tiles)
+    from core.inference.engines import check_engine, load_model
+
+    info = read_info(model_dir)
+    check_compatible(info, tiles)
+    check_engine(info, model_dir, engine, precision)
 
     def run():
-        ctx = parse_device(device)
-        model = load_bundle(model_dir, ctx)
+        model = load_model(model_dir, device, engine, precision)
         out = []
         for start in range(0, len(tiles), batch_size):
             if should_stop is not None and should_stop():
-                return None, describe_device(ctx)
+                return None, model.describe()
             out.append(model.predict(tiles.images[start:start + batch_size]))
             if progress is not None:
                 progress(min(start + batch_size, len(tiles)), len(tiles))
-        return np.concatenate(out), describe_device(ctx)
+        return np.concatenate(out), model.describe()
 
-    return engine().run(run)
+    return model_thread().run(run)
 
 
 def test_model(model_dir, tiles, device: str = "auto", threshold: float | None = None, batch_size: int = 128,
-               progress=None) -> dict:
+               progress=None, engine: str = "mxnet", precision: str = "fp32") -> dict:
     """Confusion matrix and screening metrics of a model on labelled tiles.
 
     For two classes the second is "positive" (tumour): the result holds `BinaryMetrics.as_dict` values
@@ -69,7 +74,7 @@ def test_model(model_dir, tiles, device: str = "auto", threshold: float | None =
     info = read_info(model_dir)
     text = describe_threshold(info, threshold)
     threshold, source = (threshold, "given") if threshold is not None else default_threshold(info)
-    probs, used = predict_tiles(model_dir, tiles, device, batch_size, progress)
+    probs, used = predict_tiles(model_dir, tiles, device, batch_size, progress, engine=engine, precision=precision)
     labels = tiles.labels
     result = {"model": str(model_dir), "device": used, "tiles": len(tiles), "classes": list(info.classes),
               "counts": dict(zip(tiles.classes, np.bincount(labels, minlength=len(tiles.classes)).tolist()))}
