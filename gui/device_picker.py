@@ -31,6 +31,7 @@ class DevicePicker:
         self.combo = QComboBox(toolTip="auto: the GPU when MXNet finds one, else the CPU")
         self.combo.addItems(DEVICES)
         self.label = QLabel(wordWrap=True, styleSheet=MUTED_STYLE)
+        self.label.setMinimumWidth(120)  # wraps in a narrow panel instead of widening it
         self.asked = False
         self._worker: Worker | None = None
         self.combo.currentTextChanged.connect(lambda _t: self.resolve() if self.asked else None)
@@ -53,5 +54,6 @@ class DevicePicker:
     def _resolved(self, device: str, words: str | None, err) -> None:
         if sip.isdeleted(self.label) or device != self.combo.currentText():
             return  # the panel closed, or the choice changed meanwhile
-        self.label.setText(f"{self.verb}: {words}" if err is None else f"Not available: {err}")
+        text = f"{self.verb}: {words}" if err is None else f"Not available: {err}"
+        self.label.setText(text.replace("=", "=\u200b"))  # OMP_NUM_THREADS=unset may break after "=" when narrow
         self.label.setStyleSheet(MUTED_STYLE if err is None else ERROR_STYLE)

@@ -46,6 +46,8 @@ class Minimap(QWidget):
 
     move_requested = pyqtSignal(float, float)
     MAX_SIDE = 220
+    #: At most this share of the view's width or height: in a narrow pane the overview must not cover the slide.
+    MAX_SHARE = 0.3
 
     def __init__(self, parent: QWidget):
         super().__init__(parent)
@@ -57,11 +59,18 @@ class Minimap(QWidget):
 
     def set_image(self, image) -> None:
         self._image = image
-        w, h = image.width(), image.height()
-        f = self.MAX_SIDE / max(w, h)
-        self.setFixedSize(max(1, round(w * f)) + 4, max(1, round(h * f)) + 4)
+        self.fit_to(self.parentWidget().width(), self.parentWidget().height())
         self.show()
         self.update()
+
+    def fit_to(self, view_w: int, view_h: int) -> None:
+        """Size the overview for a view of ``view_w`` x ``view_h`` px: `MAX_SIDE`, or less in a small view."""
+        if self._image is None:
+            return
+        w, h = self._image.width(), self._image.height()
+        side = min(self.MAX_SIDE, max(48, self.MAX_SHARE * min(view_w, view_h)))
+        f = side / max(w, h)
+        self.setFixedSize(max(1, round(w * f)) + 4, max(1, round(h * f)) + 4)
 
     def set_viewport(self, viewport: Viewport) -> None:
         self._viewport = viewport

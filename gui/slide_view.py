@@ -270,6 +270,7 @@ class SlideView(QWidget):
             self.set_viewport(Viewport.fit(*self.reader.dimensions, size.width(), size.height()))
         else:
             self.set_viewport(self._viewport.resized(size.width(), size.height()))
+        self.minimap.fit_to(size.width(), size.height())
         self.minimap.move(self.width() - self.minimap.width() - 10, 10)
 
     def paintEvent(self, event: QPaintEvent) -> None:

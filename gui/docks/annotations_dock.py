@@ -40,7 +40,7 @@ class AnnotationsDock(QDockWidget):
         self.opacity_slider.setValue(30)
         self.opacity_slider.valueChanged.connect(lambda v: self._layer_option(fill_opacity=v / 100))
         self.class_checks: dict[str, QCheckBox] = {}
-        self._checks_row = QHBoxLayout()
+        self._checks_row = QGridLayout()  # two classes a row: the panel stays narrow, the slide gets the room
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().hide()
@@ -174,7 +174,7 @@ class AnnotationsDock(QDockWidget):
             for name in names:
                 check = QCheckBox(name, checked=name not in hidden)
                 check.toggled.connect(lambda on, n=name: self._set_class_visible(n, on))
-                self._checks_row.addWidget(check)
+                self._checks_row.addWidget(check, len(self.class_checks) // 2, len(self.class_checks) % 2)
                 self.class_checks[name] = check
         for cls in classes:
             check = self.class_checks[cls.name]

@@ -37,6 +37,8 @@ DEBOUNCE_MS = 300
 THRESHOLD_MS = 50
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
            ("accuracy", "Accuracy"), ("f1", "F1"), ("auc", "AUC"))
+#: Three scores a row: the panel fits its narrow column.
+METRIC_COLUMNS = 3
 AGREE, DISAGREE, TOTAL = QColor("#e8f5e9"), QColor("#ffebee"), QColor("#eceff1")
 
 
@@ -122,8 +124,8 @@ class EvaluationDock(QDockWidget):
             value = QLabel("–", alignment=Qt.AlignCenter)
             value.setStyleSheet(f"font-size: 13pt; font-weight: bold; color: {ACCENT if key == 'auc' else INK}")
             caption = QLabel(text, alignment=Qt.AlignCenter, styleSheet=MUTED_STYLE)
-            metrics.addWidget(value, 2 * (i // 4), i % 4)
-            metrics.addWidget(caption, 2 * (i // 4) + 1, i % 4)
+            metrics.addWidget(value, 2 * (i // METRIC_COLUMNS), i % METRIC_COLUMNS)
+            metrics.addWidget(caption, 2 * (i // METRIC_COLUMNS) + 1, i % METRIC_COLUMNS)
             self.metric_labels[key] = value
 
         self.roc_plot = make_plot("ROC curve (tiles in tissue)", "sensitivity", "1 − specificity",
@@ -148,11 +150,9 @@ class EvaluationDock(QDockWidget):
         self.use_button = QPushButton("Use this threshold", enabled=False,
                                       toolTip="Set the heatmap's and the comparison's threshold to it")
         self.use_button.clicked.connect(self._use_target)
-        target_row = QHBoxLayout()
-        target_row.addWidget(QLabel("Target sensitivity"))
+        target_row = QHBoxLayout()  # the button beside the box, the caption above: the panel stays narrow
         target_row.addWidget(self.target)
-        target_row.addStretch(1)
-        target_row.addWidget(self.use_button)
+        target_row.addWidget(self.use_button, 1)
 
         widget = QWidget()
         layout = QVBoxLayout(widget)
@@ -160,6 +160,7 @@ class EvaluationDock(QDockWidget):
         layout.addWidget(self.table)
         layout.addLayout(metrics)
         layout.addWidget(self.roc_plot, 1)
+        layout.addWidget(QLabel("Target sensitivity"))
         layout.addLayout(target_row)
         layout.addWidget(self.target_label)
         return widget

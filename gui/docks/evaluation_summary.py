@@ -59,18 +59,19 @@ class ProjectSummary(QWidget):
         self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.summary_table.horizontalHeader().setStretchLastSection(True)
         self.summary_button = QPushButton("Compare all slides", clicked=self.compute_summary)
-        self.csv_button = QPushButton("Export CSV…", enabled=False, clicked=lambda: self._export_dialog("csv"))
-        self.json_button = QPushButton("Export JSON…", enabled=False, clicked=lambda: self._export_dialog("json"))
+        self.csv_button = QPushButton("CSV…", enabled=False, clicked=lambda: self._export_dialog("csv"),
+                                      toolTip="Export the table as CSV")
+        self.json_button = QPushButton("JSON…", enabled=False, clicked=lambda: self._export_dialog("json"),
+                                       toolTip="Export the table as JSON")
         self.report_button = QPushButton("Report…", enabled=False, clicked=self._report_dialog,
                                          toolTip="One HTML file: each slide's overview with the heatmap, its "
                                                  "table and metrics, then the total")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.summary_button)
-        buttons.addStretch(1)
+        buttons = QHBoxLayout()  # the exports on a row of their own: the panel stays narrow
         buttons.addWidget(self.csv_button)
         buttons.addWidget(self.json_button)
         buttons.addWidget(self.report_button)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.summary_button)
         layout.addWidget(self.summary_status)
         layout.addWidget(self.summary_table, 1)
         layout.addLayout(buttons)

@@ -62,6 +62,7 @@ class HeatmapSettings(QGroupBox):
         self.outlines.toggled.connect(lambda on: self._layer().set_outlines(on) if self._layer() else None)
 
         form = QFormLayout(self)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)  # a narrow panel puts labels above their fields
         form.addRow("Opacity", self.opacity)
         form.addRow("Colours", self.colormap)
         form.addRow("", self.legend)
@@ -144,5 +145,5 @@ class HeatmapSettings(QGroupBox):
         if layer is None:
             self.legend.clear()
         else:
-            self.legend.setPixmap(QPixmap.fromImage(heatmap_legend_image(220, 34, self.colormap.currentText(),
+            self.legend.setPixmap(QPixmap.fromImage(heatmap_legend_image(180, 34, self.colormap.currentText(),
                                                                          self._threshold)))

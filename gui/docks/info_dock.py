@@ -41,7 +41,6 @@ class InfoDock(QDockWidget):
         self.table.setColumnWidth(0, 150)
         self.table.setTextElideMode(Qt.ElideRight)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.setMinimumWidth(420)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setWordWrap(False)
         self.setWidget(self.table)

@@ -31,6 +31,7 @@ from gui.docks.heatmap_settings import HeatmapSettings
 from gui.icons import icon
 from gui.style import WARNING_BOX_STYLE, error_html
 from gui.worker import Worker
+from gui.wrap_label import WrapLabel
 
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100
@@ -119,7 +120,7 @@ class PredictionDock(QDockWidget):
         self.progress = QProgressBar(textVisible=False, maximumHeight=8)
         self.progress_label = QLabel()
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
-        self.model_note = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.model_note = WrapLabel(textInteractionFlags=Qt.TextSelectableByMouse)
         self.model_note.setStyleSheet(WARNING_BOX_STYLE)
         self.model_note.setText(DEMO_MODEL_STATEMENT)  # core.demo's: the card, CLI and window say one text
         self.model_note.hide()
@@ -135,6 +136,7 @@ class PredictionDock(QDockWidget):
     def _layout(self) -> QWidget:
         run_box = QGroupBox("Run")
         form = QFormLayout(run_box)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)  # a narrow panel puts labels above their fields
         form.addRow("Model", self.model)
         form.addRow(self.model_note)
         form.addRow("Device", self.device)

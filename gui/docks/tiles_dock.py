@@ -77,6 +77,7 @@ class TilesDock(QDockWidget):
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
 
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)  # a narrow panel puts labels above their fields
         form.addRow("Tile size", self.tile_px)
         form.addRow("At", self.tile_mpp)
         form.addRow("Tumour if coverage ≥", self.tumour_min)
@@ -98,7 +99,7 @@ class TilesDock(QDockWidget):
         counts.addWidget(line, len(REASONS), 0, 1, 3)
         for offset, (name, text) in enumerate((("kept", "Kept for the dataset"), ("dropped", "Dropped"),
                                                ("all", "All tiles (background included)"))):
-            counts.addWidget(QLabel(f"<b>{text}</b>"), len(REASONS) + 1 + offset, 0, 1, 2)
+            counts.addWidget(QLabel(f"<b>{text}</b>", wordWrap=True), len(REASONS) + 1 + offset, 0, 1, 2)
             counts.addWidget(self.total_labels[name], len(REASONS) + 1 + offset, 2)
 
         body = QWidget()

@@ -18,7 +18,7 @@ from core.view.viewport import Viewport
 from gui.layers.base import Layer
 from gui.layers.cell_geometry import (bgra_qimage, cell_transform, contour_polygons, mask_edges, slide_clip,
                                      visible_cells)
-from gui.layers.heatmap_legend import heatmap_legend_image, paint_heatmap_legend
+from gui.layers.heatmap_legend import heatmap_legend_image, legend_width, paint_heatmap_legend
 
 __all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "MODES", "HeatmapLayer", "HeatmapState", "colour_at"]
 
@@ -249,7 +249,7 @@ class HeatmapLayer(Layer):
     def paint_legend_card(self, painter: QPainter, viewport: Viewport) -> None:
         """The colour bar in the bottom-right corner (drawn by the view above every layer)."""
         if self.show_legend and self.state.grid is not None:
-            width, height = 210, 58
+            width, height = legend_width(painter, self.state.threshold), 58
             self.paint_legend(painter, QRectF(viewport.screen_w - width - 12, viewport.screen_h - height - 12,
                                               width, height))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt5.QtCore import QPointF, QRectF, Qt
-from PyQt5.QtGui import QColor, QImage, QPainter, QPen
+from PyQt5.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
 
 from core.inference.colours import colormap
 from gui.layers.base import begin_legend_card
@@ -50,6 +50,17 @@ def paint_heatmap_legend(painter: QPainter, rect: QRectF, colormap_name: str, th
         painter.setPen(QPen(THRESHOLD_COLOUR, 2))
         painter.drawLine(QPointF(x, bar.top() - 2), QPointF(x, bar.bottom() + 2))
     painter.restore()
+
+
+def legend_width(painter: QPainter, threshold: float, least: int = 210) -> int:
+    """Width of a titled legend card whose title and "shown ≥ T" fit side by side (at least ``least`` px)."""
+    font = QFont(painter.font())
+    font.setPointSizeF(8)  # begin_legend_card's font
+    metrics = QFontMetrics(font)
+    need = metrics.horizontalAdvance("Tumour probability") + 16 + 12
+    if threshold > 0:
+        need += metrics.horizontalAdvance(f"shown ≥ {threshold_text(threshold)}")
+    return max(least, need)
 
 
 def heatmap_legend_image(width: int, height: int, colormap_name: str, threshold: float) -> QImage:
