@@ -73,3 +73,33 @@ def test_quantize_then_test_and_predict_in_int8(tmp_path, slide_pair):
                    "cpu", "--precision", "int8", "--no-tiff", timeout=300)
     assert done.returncode == 0, done.stderr
     assert ProbabilityGrid.load(tmp_path / "out" / "pair29" / "grid.npz").model["precision"] == "int8"
+
+
+def test_gpu_check_says_plainly_there_is_no_gpu_and_exits_0():
+    from core.inference.gpu_check import driver_gpus
+
+    if driver_gpus()[0]:
+        pytest.skip("this machine has a GPU")
+    done = biopsia("gpu-check", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "No GPU:" in done.stdout and "Route: the CPU." in done.stdout and "Traceback" not in done.stderr
+    done = biopsia("gpu-check", "--json", timeout=120)
+    report = json.loads(done.stdout)
+    assert report["gpus"] == [] and report["route"] == "cpu" and "CPUExecutionProvider" in report["onnx_providers"]
+
+
+def test_which_gpus_mxnet_has_kernels_for():
+    from core.inference.gpu_check import Gpu, GpuReport, mxnet_has_kernels
+
+    assert mxnet_has_kernels((5, 2)) and mxnet_has_kernels((8, 9)) and mxnet_has_kernels((7, 5))
+    assert not mxnet_has_kernels((9, 0)) and not mxnet_has_kernels((10, 0)) and not mxnet_has_kernels((3, 7))
+    hopper = GpuReport("1.9.1", True, True, libraries={}, gpus=[Gpu(0, "NVIDIA H200", (9, 0), 143_000)],
+                       onnx_providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert hopper.route == "onnx-cuda"
+    text = "\n".join(hopper.lines())
+    assert "MXNet cannot use it" in text and "ONNX Runtime" in text and "compute capability 9.0" in text
+    ada = GpuReport("1.9.1", True, True, libraries={"libcudnn.so.8": None}, gpus=[Gpu(0, "NVIDIA L4", (8, 9), 23_000)])
+    assert ada.route == "mxnet-gpu"
+    missing = GpuReport("1.9.1", True, True, libraries={"libcudnn.so.8": "not found"},
+                        gpus=[Gpu(0, "NVIDIA L4", (8, 9), 23_000)])
+    assert missing.route == "cpu" and "missing libcudnn.so.8" in "\n".join(missing.lines())
