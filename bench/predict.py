@@ -67,7 +67,8 @@ def synthetic(width: int, height: int, seed: int, resection: bool) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(ROOT / "main.py"), "synth", str(path), "--seed", str(seed), "--width",
-                        str(width), "--height", str(height)] + (["--resection"] if resection else []), check=True)
+                        str(width), "--height", str(height)] + (["--resection"] if resection else []), check=True,
+                       stdout=sys.stderr)  # stdout holds the JSON only
     return path
 
 
