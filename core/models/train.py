@@ -25,6 +25,7 @@ from core.errors import DatasetError, ModelError
 from core.metrics import BinaryMetrics
 from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, read_info, save_bundle
 from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
+from core.models.reports import ProgressEvent, TrainResult  # noqa: F401 - also where callers import them from
 from core.models.engine import describe_device, engine, parse_device
 from core.models.folder import NEW, OLD, sibling
 from core.models.loading import normalise
@@ -36,40 +37,6 @@ from core.tiles.stain import (STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, 
 
 PREFETCH = 3
 SAMPLING = ("shuffle", "balanced")
-
-
-@dataclass
-class ProgressEvent:
-    """One report from training: after each batch (``metrics`` None) or each epoch (``metrics`` set)."""
-
-    epoch: int
-    epochs: int
-    batch: int
-    batches: int
-    loss: float
-    metrics: dict | None = None
-
-
-@dataclass
-class TrainResult:
-    """What `train` did: ``bundle`` is the best checkpoint's folder (None if no epoch finished).
-
-    The best epoch has the lowest validation loss; ``best_score`` is its validation AUC (accuracy
-    for more than two classes). ``threshold`` and ``thresholds`` are the operating threshold chosen on
-    the best epoch's validation probabilities and how (`core.models.thresholds.choose_thresholds`), as
-    recorded in the bundle's ``model.json``; None for more than two classes.
-    """
-
-    bundle: Path | None
-    best_epoch: int | None
-    best_score: float | None
-    epochs_run: int
-    history: list[dict]
-    cancelled: bool = False
-    stopped_early: bool = False
-    device: str = ""
-    threshold: float | None = None
-    thresholds: dict | None = None
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, stain: str = "light") -> np.ndarray:

@@ -121,8 +121,8 @@ class AnnotationsDock(QDockWidget):
     def refresh(self) -> None:
         self._refresh_timer.stop()
         view = self.view
-        store = view.annotations if view else None
-        classes = store.classes if store else ()
+        store = view.annotations if view is not None else None
+        classes = store.classes if store is not None else ()  # an empty store is falsy: its classes still count
         self._fill_class_widgets(classes)
         rows = []
         if store is not None:
@@ -143,7 +143,9 @@ class AnnotationsDock(QDockWidget):
         self.table.resizeColumnsToContents()
         self._filling = False
         total = len(store) if store is not None else 0
-        self.count_label.setText(f"{len(rows)} of {total} marks shown" if total else "No marks yet")
+        hidden = view.annotation_layer.hidden_classes if view is not None else set()
+        shown = sum(1 for a in rows if a.class_name not in hidden)  # what the view draws, hidden classes left out
+        self.count_label.setText(f"{shown} of {total} marks shown" if total else "No marks yet")
         if view is not None:
             self._show_selection(view.selection)
 
@@ -231,6 +233,7 @@ class AnnotationsDock(QDockWidget):
     def _set_class_visible(self, name: str, on: bool) -> None:
         if self.view is not None:
             self.view.annotation_layer.set_class_visible(name, on)
+            self._refresh_timer.start()  # the count says what is shown
 
     def _layer_option(self, **option) -> None:
         if self.view is not None:

@@ -142,10 +142,14 @@ class AnnotationLayer(Layer):
             elif outline:
                 painter.strokePath(path, style[1])
             self.painted_count += 1
-        for ann, path, (r, g, b) in selected:  # on top, thicker, with a light halo
+        for ann, path, (r, g, b) in selected:  # on top, unmistakable: lifted, a dark halo, its colour, white dashes
             width = max(self.outline_width, 1.0) * 2
-            painter.strokePath(path, _pen(QColor(255, 255, 255, 220), width + 2))
+            painter.fillPath(path, SELECTED_LIFT)
+            painter.strokePath(path, _pen(SELECTED_HALO, width + 5))
             painter.strokePath(path, _pen(QColor(r, g, b), width))
+            dashes = _pen(QColor(255, 255, 255), max(1.5, width / 2))
+            dashes.setDashPattern([4, 3])
+            painter.strokePath(path, dashes)
         painter.restore()
         if self.show_vertices:
             self._paint_handles(painter, viewport, [ann for ann, _, _ in selected])
@@ -173,6 +177,11 @@ class AnnotationLayer(Layer):
                                 painter.restore()
                                 return
         painter.restore()
+
+
+#: A selected mark is drawn lifted (a white wash), with a dark halo and white dashes over its class colour.
+SELECTED_LIFT = QColor(255, 255, 255, 60)
+SELECTED_HALO = QColor(0, 0, 0, 200)
 
 
 def _l0_to_screen(viewport: Viewport) -> QTransform:
