@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.demo import DEMO_MODEL, demo_slide_exists, ensure_demo_slide
+from core.threads import enable_background_priority
 from core.errors import BiopsiaError
 from core.paths import cache_dir
 from core.view.memory import tune_allocator
@@ -41,6 +42,7 @@ def ensure_app(offscreen: bool = False):
     app = QApplication.instance()
     if app is None:
         tune_allocator()
+        enable_background_priority()  # the window's thread is served first when the cores are busy
         QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
         QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
         app = QApplication(sys.argv[:1])
@@ -165,11 +167,14 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
         print(f"No display found: rendered the window offscreen to {out}")
         return 0
     app = ensure_app()
+    from PyQt5.QtCore import QTimer
+
     from gui.main_window import MainWindow
     from gui.worker import Worker
 
     window = MainWindow()
     window.show()
+    QTimer.singleShot(PRELOAD_AFTER_MS, preload_model_code)
     if project:
         window.open_project(project)
     window.open_paths(paths)
@@ -182,6 +187,29 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
         worker.failed.connect(lambda err: window.show_error("Could not make the demo slide", str(err)))
         worker.start()
     return app.exec_()
+
+
+#: How long after the window shows the model code starts loading in the background (the first view first).
+PRELOAD_AFTER_MS = 1500
+#: The panels' modules, imported in the background so that opening a panel only builds it.
+PANEL_MODULES = ("gui.training_panel",)
+
+
+def preload_model_code() -> None:
+    """Import MXNet and the trainer on the model thread, in the background.
+
+    Training and prediction load MXNet when they first run (about 4 s of imports, on 2 busy cores).
+    Done on the window's thread, it froze the window that long. Loaded here first, a run finds it
+    loaded. The training panel's module (pyqtgraph) is imported in the background too.
+    """
+    import importlib
+
+    from core.models.engine import engine
+    from core.threads import background_thread
+
+    engine().submit(importlib.import_module, "core.models.train")
+    for name in PANEL_MODULES:  # module code only: no widget is made off the window's thread
+        background_thread(importlib.import_module, name, name=f"preload {name}").start()
 
 
 def _open_demo(window, path: Path) -> None:

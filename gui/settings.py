@@ -7,12 +7,16 @@ file is ignored and the default used.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import threading
+from pathlib import Path
 
 from core.atomic import atomic_write_bytes
 from core.paths import config_dir
+from core.threads import background_thread
 from core.view.display_cache import DEFAULT_CACHE_BYTES
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,51 @@ PREFERENCES_FILE = "preferences.json"
 _MAX_BYTES = 1 << 20
 
 
+class _Writer:
+    """Writes preference files on a thread of its own, the latest value of each only.
+
+    An atomic write fsyncs, which on a busy disk takes long enough to stall the window: `save` returns at
+    once. `flush` waits for what is pending (a fresh `Preferences` flushes first, and so does exit).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, bytes] = {}
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def save(self, path: Path, data: bytes) -> None:
+        with self._cond:
+            self._pending[path] = data
+            if self._thread is None:
+                self._thread = background_thread(self._loop, name="preferences")
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending)
+                path, data = self._pending.popitem()
+                self._busy += 1
+            try:
+                atomic_write_bytes(path, data)
+            except OSError as err:  # a preference that cannot be saved is not worth stopping the user for
+                log.warning("%s: could not save preferences (%s)", path, err.strerror or err)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+
+_writer = _Writer()
+atexit.register(_writer.flush)
+
+
 class Preferences:
     """Typed access to ``$XDG_CONFIG_HOME/biopsia/preferences.json``."""
 
@@ -30,6 +79,7 @@ class Preferences:
         folder = config_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / PREFERENCES_FILE
+        _writer.flush()  # what this process saved is on disk before it is read back
         self._values = self._read()
 
     def _read(self) -> dict:
@@ -48,10 +98,12 @@ class Preferences:
 
     def _set(self, key: str, value) -> None:
         self._values[key] = value
-        try:
-            atomic_write_bytes(self.path, json.dumps(self._values, indent=1).encode("utf-8"))
-        except OSError as err:  # a preference that cannot be saved is not worth stopping the user for
-            log.warning("%s: could not save preferences (%s)", self.path, err.strerror or err)
+        _writer.save(self.path, json.dumps(self._values, indent=1).encode("utf-8"))
+
+    @staticmethod
+    def flush(timeout: float = 10.0) -> bool:
+        """Wait until every saved preference is on disk; False if ``timeout`` passed first."""
+        return _writer.flush(timeout)
 
     def _int(self, key: str, default: int, low: int, high: int) -> int:
         value = self._values.get(key, default)

@@ -20,6 +20,7 @@ from core.errors import SlideError
 from core.slide.base import SlideReader
 from core.slide.overview import read_salvaged
 from core.view.display_cache import DEFAULT_CACHE_BYTES, DEFAULT_TILE_SIZE, TileCache, TileGrid, TileKey
+from core.threads import lower_this_thread
 
 
 class TileImage:
@@ -116,6 +117,7 @@ class TileLoader(QObject):
             thread.join(timeout)
 
     def _loop(self) -> None:
+        lower_this_thread()
         while True:
             with self._cond:
                 while not self._pending and not self._stopping:

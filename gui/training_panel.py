@@ -23,8 +23,7 @@ from core.errors import BiopsiaError, DatasetError
 from core.project.layout import MODELS_DIR
 from core.project.mpp import SlideMpp, remember_mpp, resolve_mpp
 from core.tiles.grid import TileSpec
-from core.models.train import ProgressEvent, TrainResult
-from core.models.zoo import ARCHS
+from core.models.reports import ARCH_NAMES, ProgressEvent, TrainResult  # no MXNet: the panel opens at once
 from core.models.training_job import (PatchesSplit, Planned, Stage, OnTestSlides, TrainingJob, Validation, best_so_far,
                                       default_model_name, new_job, run_job, run_patch_job)
 from gui.device_picker import DevicePicker
@@ -129,7 +128,7 @@ class TrainingPanel(QDialog):
         self.source_tabs.currentChanged.connect(self._on_source_changed)
 
         self.arch = QComboBox()
-        self.arch.addItems(list(ARCHS))
+        self.arch.addItems(list(ARCH_NAMES))
         self.arch.setToolTip("cnn: a compact network, quick on a CPU; resnet18: deeper, wants a GPU")
         self.epochs = QSpinBox(minimum=1, maximum=1000, value=10)
         self.batch_size = QSpinBox(minimum=1, maximum=4096, value=64)

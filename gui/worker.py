@@ -13,6 +13,7 @@ from typing import Any, Callable
 from PyQt5.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
 
 from core.errors import BiopsiaError, Cancelled
+from core.threads import lower_this_thread
 
 
 class Worker(QObject):
@@ -85,4 +86,5 @@ class _Runnable(QRunnable):
         self.setAutoDelete(True)
 
     def run(self) -> None:
+        lower_this_thread()  # pool threads are all background work
         self.worker._run()

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import Future
 
 from core.errors import ModelError
+from core.threads import lower_this_thread
 
 _STOP = object()
 
@@ -128,6 +129,7 @@ class ModelThread:
         return describe_device(parse_device(device))
 
     def _run(self) -> None:
+        lower_this_thread()  # in the window: the model thread yields the cores to the window's thread
         while True:
             item = self._queue.get()
             if item is _STOP:

@@ -59,6 +59,11 @@ def augment(images: np.ndarray, rng: np.random.Generator, stain: str = "light") 
     return hed_jitter(out, rng) if stain == "hed" and len(out) else out
 
 
+def default_warmup(epochs: int) -> float:
+    """The warm-up `train` uses unless told: 1 epoch, or 10 % of a run shorter than 10 epochs."""
+    return min(1.0, 0.1 * max(0, int(epochs)))
+
+
 def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return (labels.size / (n_classes * np.maximum(counts, 1))).astype(np.float32)
@@ -71,7 +76,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-          sampling: str = "shuffle", warmup_epochs: float = 0.0, cell_um: float | None = None) -> TrainResult:
+          sampling: str = "shuffle", warmup_epochs: float | None = None, cell_um: float | None = None) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -122,8 +127,9 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     sampling : {"shuffle", "balanced"}
         ``"shuffle"``: each epoch every tile once, in random order. ``"balanced"``: the classes take turns
         (`_balanced_order`), so every batch holds them in equal shares; the loss is then not class-weighted.
-    warmup_epochs : float
-        Raise the learning rate linearly from 1 % to ``lr`` over this many epochs, then ``lr_schedule``.
+    warmup_epochs : float, optional
+        Raise the learning rate linearly from 1 % to ``lr`` over this many epochs, then ``lr_schedule``;
+        0 for none. None (the default): `default_warmup` (1 epoch, or 10 % of a shorter run).
     cell_um : float, optional
         The tiles are labelled by their centre square of this many µm (``biopsia dataset --cell``,
         `core.tiles.planning.context_plan`); recorded in ``model.json`` (``training.settings.cell_um``) so a
@@ -150,7 +156,9 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         raise DatasetError(f"training classes {train_data.classes} differ from validation {val_data.classes}")
     if sampling not in SAMPLING:
         raise ModelError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING)}")
-    if not (math.isfinite(warmup_epochs) and 0 <= warmup_epochs <= epochs):
+    if warmup_epochs is None:
+        warmup_epochs = default_warmup(epochs)
+    if not (isinstance(warmup_epochs, (int, float)) and math.isfinite(warmup_epochs) and 0 <= warmup_epochs <= epochs):
         raise ModelError(f"warm-up must be 0 to {epochs} epochs (the whole run), got {warmup_epochs}")
     if cell_um is not None:
         tile_um = None if mpp is None else train_data.images.shape[1] * mpp

@@ -8,6 +8,7 @@ from __future__ import annotations
 from mxnet.gluon import nn
 
 from core.errors import ModelError
+from core.models.reports import ARCH_NAMES
 
 #: BatchNorm running statistics follow the batches faster than MXNet's default (0.9): a few slides
 #: give only tens of updates per training run, and with 0.9 the statistics used at inference would
@@ -104,6 +105,7 @@ def resnet18_v1(classes: int = 2) -> nn.HybridSequential:
 
 
 ARCHS = {"cnn": compact_cnn, "resnet18": resnet18_v1}
+assert tuple(ARCHS) == ARCH_NAMES, "core.models.reports.ARCH_NAMES lists the architectures built here"
 
 
 def build(arch: str, classes: int = 2):

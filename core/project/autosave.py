@@ -27,6 +27,7 @@ from core.annotations.journal import JournalWriter, base_payload, file_id, geojs
 from core.annotations.model import Annotation, AnnotationClass
 from core.annotations.store import AnnotationStore, Changes
 from core.atomic import atomic_write_bytes
+from core.threads import lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,7 @@ class AutoSaver:
 
     def _run(self) -> None:
         """Wait for edits, respect the pause since the last attempt, then write; fold the journal when idle."""
+        lower_this_thread()
         while not self._stopping.is_set():
             idle = self._idle_compact_s if self._journal is not None and self._journal.edits else None
             if not self._wake.wait(idle):
@@ -465,6 +467,7 @@ class AutoSaver:
                 self._write_lock.release()
 
     def _compact_in_background(self) -> None:
+        lower_this_thread()
         try:
             with self._fold_lock:
                 self._fold()

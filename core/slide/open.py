@@ -22,6 +22,7 @@ from core.slide.image_reader import ImageReader
 from core.slide.openslide_reader import OpenSlideReader, openslide, openslide_available
 from core.slide.tiff_check import check_tiff
 from core.slide.tifffile_reader import TiffFileReader, tifffile  # the latter with tifffile's logging quietened
+from core.threads import lower_this_thread
 
 #: Extensions OpenSlide reads (vendor formats; ``.tif``/``.tiff`` are tried with it too).
 OPENSLIDE_EXTENSIONS = ("svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "svslide", "bif", "dcm")
@@ -134,6 +135,7 @@ def _within_deadline(path: Path, timeout: float) -> SlideReader:
     outcome: dict = {}
 
     def run() -> None:
+        lower_this_thread()
         try:
             result = _open_checked(path)
         except BaseException as err:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
