@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: The CUDA 11 libraries libmxnet.so of mxnet-cu117 1.9.1 needs (beside the driver's libcuda.so.1).
 CUDA_LIBRARIES = ("libcudart.so.11.0", "libcublas.so.11", "libcudnn.so.8", "libnccl.so.2", "libcufft.so.10",
                   "libcurand.so.10", "libcusolver.so.11", "libcusparse.so.11", "libnvrtc.so.11.2",
                   "libnvToolsExt.so.1")
+#: Where each comes from in the ``nvidia-*-cu11`` wheels (``site-packages/nvidia/<folder>/lib/``), in the
+#: order they can be loaded (each after the libraries it links).
+WHEEL_FOLDERS = (("libcudart.so.11.0", "cuda_runtime"), ("libcublasLt.so.11", "cublas"),
+                 ("libcublas.so.11", "cublas"), ("libcudnn.so.8", "cudnn"), ("libnccl.so.2", "nccl"),
+                 ("libcufft.so.10", "cufft"), ("libcurand.so.10", "curand"), ("libcusparse.so.11", "cusparse"),
+                 ("libcusolver.so.11", "cusolver"), ("libnvrtc.so.11.2", "cuda_nvrtc"),
+                 ("libnvToolsExt.so.1", "nvtx"))
 #: Compute capability majors MXNet 1.9.1's kernels run on (cubins for sm_50/60/70/80/86, no PTX).
 MXNET_MAJORS = (5, 6, 7, 8)
 
@@ -105,6 +113,29 @@ def _load(name: str) -> str | None:
     return None
 
 
+def preload_cuda_libraries() -> dict[str, str | None]:
+    """Load the CUDA 11 libraries of the ``nvidia-*-cu11`` wheels (``make gpu``) in dependency order, globally.
+
+    A GPU build of MXNet finds them then without ``LD_LIBRARY_PATH``: call this before MXNet is imported.
+    Returns ``{library: None}`` for each loaded, else why not (not installed, or the loader's error).
+    """
+    import sys
+
+    roots = [Path(p) / "nvidia" for p in sys.path if p and (Path(p) / "nvidia").is_dir()]
+    found = {}
+    for name, folder in WHEEL_FOLDERS:
+        paths = [root / folder / "lib" / name for root in roots if (root / folder / "lib" / name).is_file()]
+        if not paths:
+            found[name] = f"not installed (nvidia-{folder.replace('_', '-')}-cu11)"
+            continue
+        try:
+            ctypes.CDLL(str(paths[0]), mode=ctypes.RTLD_GLOBAL)
+            found[name] = None
+        except OSError as err:
+            found[name] = str(err).split(":")[-1].strip() or "cannot be loaded"
+    return found
+
+
 def driver_gpus() -> tuple[list[Gpu], str | None]:
     """The GPUs the NVIDIA driver reports (through ``libcuda.so.1``), and why none when it cannot say."""
     try:
@@ -157,7 +188,8 @@ def gpu_report(run_conv: bool = True) -> GpuReport:
     report = GpuReport(mx.__version__, features.is_enabled("CUDA"), features.is_enabled("MKLDNN"))
     report.gpus, report.driver = driver_gpus()
     if report.mxnet_cuda or report.gpus:
-        report.libraries = {name: _load(name) for name in CUDA_LIBRARIES}
+        wheels = preload_cuda_libraries()
+        report.libraries = {name: None if wheels.get(name, "") is None else _load(name) for name in CUDA_LIBRARIES}
     try:
         import onnxruntime
 
@@ -174,4 +206,4 @@ def gpu_report(run_conv: bool = True) -> GpuReport:
     return report
 
 
-__all__ = ["gpu_report", "GpuReport", "Gpu", "mxnet_has_kernels", "CUDA_LIBRARIES"]
+__all__ = ["gpu_report", "GpuReport", "Gpu", "mxnet_has_kernels", "preload_cuda_libraries", "CUDA_LIBRARIES"]

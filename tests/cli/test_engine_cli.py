@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -103,3 +104,25 @@ def test_which_gpus_mxnet_has_kernels_for():
     missing = GpuReport("1.9.1", True, True, libraries={"libcudnn.so.8": "not found"},
                         gpus=[Gpu(0, "NVIDIA L4", (8, 9), 23_000)])
     assert missing.route == "cpu" and "missing libcudnn.so.8" in "\n".join(missing.lines())
+
+
+def test_the_cuda_libraries_of_the_nvidia_wheels_are_found_and_loaded(tmp_path, monkeypatch):
+    import ctypes.util
+    import sys
+
+    from core.inference.gpu_check import preload_cuda_libraries
+
+    libm = ctypes.util.find_library("m")
+    real = next(p for p in (Path("/lib/x86_64-linux-gnu") / libm, Path("/usr/lib/x86_64-linux-gnu") / libm,
+                            Path("/lib64") / libm) if p.is_file())
+    runtime = tmp_path / "nvidia" / "cuda_runtime" / "lib"
+    runtime.mkdir(parents=True)
+    shutil.copy(real, runtime / "libcudart.so.11.0")  # a loadable library standing in for the wheel's
+    nvtx = tmp_path / "nvidia" / "nvtx" / "lib"
+    nvtx.mkdir(parents=True)
+    (nvtx / "libnvToolsExt.so.1").write_bytes(b"not a shared library")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + sys.path)
+    found = preload_cuda_libraries()
+    assert found["libcudart.so.11.0"] is None
+    assert found["libnvToolsExt.so.1"] and "not installed" not in found["libnvToolsExt.so.1"]
+    assert found["libcudnn.so.8"] == "not installed (nvidia-cudnn-cu11)"
