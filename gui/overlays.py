@@ -12,6 +12,15 @@ from core.view.viewport import Viewport, format_length_um, nice_length_um
 SCALE_BAR_MAX_PX = 160
 
 
+#: The scale bar's card: this far from the bottom-left corner, this tall (screen px).
+SCALE_BAR_MARGIN, SCALE_BAR_HEIGHT = 12, 32
+
+
+def scale_bar_reach(viewport: Viewport) -> float:
+    """How far right of the view's left edge the scale bar's card can reach (screen px): legends keep clear of it."""
+    return SCALE_BAR_MARGIN + SCALE_BAR_MAX_PX + 16
+
+
 def paint_scale_bar(painter: QPainter, viewport: Viewport, mpp_x: float | None) -> None:
     """A 1-2-5 scale bar in the bottom-left corner; nothing when µm/px is unknown."""
     if not mpp_x:
@@ -26,7 +35,8 @@ def paint_scale_bar(painter: QPainter, viewport: Viewport, mpp_x: float | None) 
     font.setPointSizeF(9)
     painter.setFont(font)
     text_w = painter.fontMetrics().horizontalAdvance(text)
-    box = QRectF(12, viewport.screen_h - 42, max(bar_px, text_w) + 16, 32)
+    box = QRectF(SCALE_BAR_MARGIN, viewport.screen_h - SCALE_BAR_HEIGHT - 10, max(bar_px, text_w) + 16,
+                 SCALE_BAR_HEIGHT)
     painter.setRenderHint(QPainter.Antialiasing, True)
     painter.setPen(Qt.NoPen)
     painter.setBrush(QColor(255, 255, 255, 200))

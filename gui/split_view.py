@@ -113,6 +113,7 @@ class SplitView(QWidget):
 
         primary.viewport_changed.connect(self._on_primary_moved)
         secondary.viewport_changed.connect(self._on_secondary_moved)
+        secondary.cursor_moved.connect(primary.cursor_moved)  # the status bar says where the cursor is, either pane
         # the panes share tile cache keys: a tile either loader brings repaints both
         primary.slide_layer.loader.tile_loaded.connect(secondary.slide_layer._on_tile_loaded)
         secondary.slide_layer.loader.tile_loaded.connect(primary.slide_layer._on_tile_loaded)

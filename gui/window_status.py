@@ -29,6 +29,8 @@ class SlideStatus:
         self.mpp_label.setText("" if view.mpp else "µm/px unknown: Slide ▸ Set resolution…")
         self.load_label.setText("" if view.slide_layer.is_sharp() else "loading…")
         index = self.mag_combo.findData(round(mag, 2) if mag else None)
+        # off the presets the first item says the actual magnification ("4.5x"), unknown: "—"
+        self.mag_combo.setItemText(0, f"{mag:.1f}x" if mag is not None and index < 0 else "—")
         self.mag_combo.setCurrentIndex(index if index >= 0 else 0)
 
     def show_cursor(self, view, pos) -> None:

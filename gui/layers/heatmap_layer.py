@@ -19,6 +19,7 @@ from gui.layers.base import Layer
 from gui.layers.cell_geometry import (bgra_qimage, cell_transform, contour_polygons, mask_edges, slide_clip,
                                      visible_cells)
 from gui.layers.heatmap_legend import heatmap_legend_image, legend_width, paint_heatmap_legend
+from gui.overlays import SCALE_BAR_HEIGHT, scale_bar_reach
 
 __all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "MODES", "HeatmapLayer", "HeatmapState", "colour_at"]
 
@@ -249,9 +250,18 @@ class HeatmapLayer(Layer):
     def paint_legend_card(self, painter: QPainter, viewport: Viewport) -> None:
         """The colour bar in the bottom-right corner (drawn by the view above every layer)."""
         if self.show_legend and self.state.grid is not None:
-            width, height = legend_width(painter, self.state.threshold), 58
-            self.paint_legend(painter, QRectF(viewport.screen_w - width - 12, viewport.screen_h - height - 12,
-                                              width, height))
+            self.paint_legend(painter, self.legend_rect(viewport, legend_width(painter, self.state.threshold)))
+
+    @staticmethod
+    def legend_rect(viewport: Viewport, width: float, height: float = 58) -> QRectF:
+        """Where the legend card goes: bottom right, or above the scale bar's row when the pane is too narrow
+        for both side by side (never wider than the pane)."""
+        width = min(width, max(120.0, viewport.screen_w - 24))
+        x = viewport.screen_w - width - 12
+        y = viewport.screen_h - height - 12
+        if x < scale_bar_reach(viewport) + 8:
+            y -= SCALE_BAR_HEIGHT + 14  # one row up: the scale bar keeps the bottom-left corner
+        return QRectF(x, y, width, height)
 
     @staticmethod
     def _render(viewport: Viewport, ratio: float, paint) -> QImage:

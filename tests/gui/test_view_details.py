@@ -1,0 +1,55 @@
+"""Small things a reader notices: the actual magnification, the cursor in either pane, legend and scale bar apart."""
+
+from __future__ import annotations
+
+import pytest
+from PyQt5.QtCore import QPoint, QPointF, Qt
+from PyQt5.QtGui import QMouseEvent
+from PyQt5.QtWidgets import QApplication
+
+from core.view.viewport import Viewport
+from gui.layers.heatmap_layer import HeatmapLayer
+from gui.overlays import SCALE_BAR_HEIGHT, SCALE_BAR_MARGIN, scale_bar_reach
+
+
+def test_the_magnification_box_says_the_actual_magnification_off_the_presets(qtbot, window, open_view,
+                                                                           synthetic_slide):
+    view = open_view(window, synthetic_slide.slide_path)
+    view.set_magnification(10)
+    assert window.mag_combo.currentText() == "10x"
+    view.zoom_by(0.8)
+    mag = view.magnification
+    assert window.mag_combo.currentText() == f"{mag:.1f}x" != "—"  # not a dash: the status bar's figure
+    view.set_magnification(20)
+    assert window.mag_combo.currentText() == "20x" and window.mag_combo.itemText(0) == "—"
+
+
+def move_mouse(widget, pos: QPoint) -> None:
+    event = QMouseEvent(QMouseEvent.MouseMove, QPointF(pos), Qt.NoButton, Qt.NoButton, Qt.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_right_pane_shows_the_cursor_position_too(qtbot, window, open_view, synthetic_slide):
+    view = open_view(window, synthetic_slide.slide_path)
+    window.actions["side_by_side"].trigger()
+    split = window.tabs.currentWidget()
+    right = split.secondary
+    qtbot.waitUntil(lambda: right.width() > 100, timeout=5000)
+    at = QPoint(right.width() // 2, right.height() // 2)
+    move_mouse(right, at)
+    l0_x, l0_y = right.viewport.screen_to_l0(at.x(), at.y())
+    assert window.pos_label.text() == f"x {l0_x * view.mpp[0]:,.1f} µm  y {l0_y * view.mpp[1]:,.1f} µm"
+
+
+@pytest.mark.parametrize("width", [320, 380, 460, 800])
+def test_the_heatmap_legend_keeps_clear_of_the_scale_bar(width):
+    vp = Viewport(4096, 3072, width, 500, 2048, 1536, 0.1)
+    rect = HeatmapLayer.legend_rect(vp, 230)
+    scale_top = vp.screen_h - SCALE_BAR_HEIGHT - 10
+    beside = rect.left() >= scale_bar_reach(vp) + 8
+    above = rect.bottom() <= scale_top - 2
+    assert beside or above, (width, rect)
+    assert SCALE_BAR_MARGIN <= rect.left() and rect.right() <= vp.screen_w - 12 + 0.5  # inside the pane
+    if width >= 460:
+        assert rect.bottom() == vp.screen_h - 12  # room for both: the legend stays in the corner
+
