@@ -162,3 +162,20 @@ def test_a_network_the_converter_cannot_translate_says_why(tmp_path, monkeypatch
     with pytest.raises(ModelError, match=r"model-symbol\.json: MXNet's ONNX converter cannot translate this network "
                                          r"\(NotImplementedError: operator X"):
         export_onnx(folder, tiles=np.zeros((4, 128, 128, 3), np.uint8))
+
+
+def test_resnet18_exports_too(tmp_path):
+    from core.models.zoo import build
+
+    def make():
+        net = build("resnet18", 2)
+        net.initialize(mx.init.Xavier())
+        net.hybridize()
+        net(mx.nd.zeros((1, 3, 32, 32)))
+        return save_bundle(tmp_path / "rn", net, ModelInfo("resnet18", ["Non-tumour", "Tumour"], 32, 2.0))
+
+    folder = engine().run(make)
+    tiles = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    assert export_onnx(folder, tiles=tiles).max_abs_diff <= 1e-4
+    ops = {n.op_type for n in onnx.load(str(folder / ONNX_FILE)).graph.node}
+    assert "Add" in ops and ops <= onnx_export.OPERATORS
