@@ -10,7 +10,7 @@ from gui.annotate import CONTROLS_HTML as ANNOTATE_HTML
 CONTROLS_HTML = """
 <h3>Mouse</h3>
 <ul><li>Wheel: zoom about the cursor</li><li>Left drag (Move tool), middle drag, or Space + drag: pan</li>
-<li>Overview (top right): click or drag to move there</li></ul>
+<li>Overview (top right of the view, of the left pane side by side): click or drag to move there</li></ul>
 <h3>Keyboard</h3>
 <ul><li>Arrow keys: pan</li><li>+ / − (or Ctrl+= / Ctrl+−): zoom in / out</li>
 <li>0: zoom to fit &nbsp; 1: full resolution (1:1)</li>

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-from PyQt5.QtCore import QLineF
+from PyQt5.QtCore import QLineF, QRectF, Qt
 from PyQt5.QtGui import QColor, QPainter, QPen
 
-from core.view.viewport import Viewport, nice_length_at_least
-from gui.layers.base import Layer
+from core.view.viewport import Viewport, format_length_um, nice_length_at_least
+from gui.layers.base import Layer, begin_legend_card
+from gui.overlays import SCALE_BAR_HEIGHT, SCALE_BAR_MARGIN
 
 #: Grid lines are at least this far apart on screen.
 MIN_SPACING_PX = 80
@@ -25,6 +26,23 @@ class GridLayer(Layer):
         unit = self.mpp_x or 1.0  # µm (or px) per level-0 pixel
         spacing_units = nice_length_at_least(MIN_SPACING_PX / viewport.scale * unit)
         return max(spacing_units / unit, 1.0)
+
+    def spacing_text(self, viewport: Viewport) -> str:
+        """``"grid 200 µm"`` (or ``"grid 500 px"`` when the µm/px is unknown): what a square of the grid measures."""
+        spacing = self.spacing_l0(viewport)
+        if self.mpp_x:
+            return f"grid {format_length_um(spacing * self.mpp_x)}"
+        return f"grid {spacing:,.0f} px"
+
+    def paint_legend_card(self, painter: QPainter, viewport: Viewport) -> None:
+        """The grid's spacing, just above the scale bar's corner."""
+        text = self.spacing_text(viewport)
+        width = painter.fontMetrics().horizontalAdvance(text) + 20
+        rect = QRectF(SCALE_BAR_MARGIN, viewport.screen_h - SCALE_BAR_HEIGHT - 10 - 26, width, 20)
+        begin_legend_card(painter, rect)
+        painter.setPen(QColor(20, 20, 20))
+        painter.drawText(rect, Qt.AlignCenter, text)
+        painter.restore()
 
     def paint(self, painter: QPainter, viewport: Viewport) -> None:
         spacing = self.spacing_l0(viewport)

@@ -53,3 +53,23 @@ def test_the_heatmap_legend_keeps_clear_of_the_scale_bar(width):
     if width >= 460:
         assert rect.bottom() == vp.screen_h - 12  # room for both: the legend stays in the corner
 
+
+
+def test_the_grid_says_its_spacing(qtbot, window, open_view, synthetic_slide):
+    from gui.layers.grid_layer import MIN_SPACING_PX
+    from tests.gui.test_heatmap_layer import pixels
+
+    view = open_view(window, synthetic_slide.slide_path)
+    vp = view.viewport
+    view.set_viewport(vp.centred_on(vp.l0_w / 2, vp.l0_h / 2, 0.5))  # the slide fills the view
+    qtbot.waitUntil(view.slide_layer.is_sharp, timeout=15000)
+    layer = view.grid_layer
+    spacing = layer.spacing_l0(view.viewport)
+    assert spacing * view.viewport.scale >= MIN_SPACING_PX
+    assert layer.spacing_text(view.viewport) == f"grid {spacing * view.mpp[0]:g} µm"  # 0.5 µm/px: 200 µm
+    base = pixels(view.grab().toImage())
+    window.actions["grid"].trigger()
+    assert layer.visible
+    shot = pixels(view.grab().toImage())
+    x, y = SCALE_BAR_MARGIN + 3, view.height() - SCALE_BAR_HEIGHT - 10 - 26 + 3  # the label's card, above the bar
+    assert (shot[y, x] >= 252).all() and not (base[y, x] >= 252).all(), (shot[y, x], base[y, x])  # a white card
