@@ -69,3 +69,17 @@ def test_engine_and_precision_names_are_checked():
         check_names("mxnet", "fp16")
     with pytest.raises(ModelError, match="ONNX engine runs the FP32 network only"):
         check_names("onnx", "int8")
+
+
+def test_testing_a_model_on_tiles_with_onnx_runtime_gives_the_mxnet_metrics(synthetic_slide):
+    from core.models.onnx_export import sample_tiles
+    from core.models.testing import test_model
+    from core.tiles.arrays import TileArrays
+
+    images, _ = sample_tiles(read_info(DEMO_MODEL), [synthetic_slide.slide_path], count=40)
+    labels = np.arange(len(images)) % 2  # any labels: the two engines must score them alike
+    tiles = TileArrays(images, labels, ["Non-tumour", "Tumour"])
+    a = test_model(DEMO_MODEL, tiles, "cpu", 0.5)
+    b = test_model(DEMO_MODEL, tiles, "cpu", 0.5, engine="onnx")
+    assert b["device"].startswith("ONNX Runtime on CPU") and a["device"].startswith("CPU (")
+    assert a["confusion_matrix"] == b["confusion_matrix"] and abs(a["auc"] - b["auc"]) < 1e-6
