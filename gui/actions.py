@@ -51,7 +51,7 @@ def build_actions(win: "MainWindow") -> dict[str, QAction]:
         "zoom_out": _action(win, "Zoom &out", lambda: win.with_view(lambda v: v.zoom_by(0.8)), "Ctrl+-", "zoom-out"),
         "zoom_fit": _action(win, "Zoom to &fit", lambda: win.with_view(lambda v: v.zoom_to_fit()), "0", "zoom-fit"),
         "zoom_1to1": _action(win, "&Full resolution (1:1)", lambda: win.with_view(lambda v: v.zoom_to_scale(1.0)),
-                             "1", "zoom-actual"),
+                             "Ctrl+1", "zoom-actual"),  # keys 1-9 pick the class to draw
         "grid": _action(win, "Show &grid", win.set_grid_visible, "G", "grid", checkable=True),
         "minimap": _action(win, "Show &overview", win.set_minimap_visible, "O", "minimap", checkable=True,
                            checked=True),

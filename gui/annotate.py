@@ -26,6 +26,7 @@ E eraser</li>
 <li>Polygon: click corners, double-click or Enter to close, Backspace removes a corner, Esc cancels</li>
 <li>Brush / eraser: [ and ] or Ctrl+wheel change the size; Alt+drag with the brush subtracts</li>
 <li>Rectangle / ellipse: Shift for a square / circle</li>
+<li>1 … 9: draw as the first … ninth class &nbsp; right-click a mark: its class, or delete it</li>
 <li>Delete or Backspace: delete the selected marks &nbsp; Ctrl+Z undo &nbsp; Ctrl+Shift+Z or Ctrl+Y redo</li></ul>
 """
 
@@ -65,6 +66,12 @@ class AnnotationController(QObject):
         a["delete"].triggered.connect(self.delete_selection)
         a["classes"] = QAction("Annotation &classes…", win)
         a["classes"].triggered.connect(self.dock.edit_classes)
+        for n in range(1, 10):  # keys 1-9: the n-th class draws the next marks
+            act = QAction(f"Draw as class {n}", win)
+            act.setShortcut(QKeySequence(str(n)))
+            act.triggered.connect(lambda _c=False, i=n - 1: self.pick_class(i))
+            win.addAction(act)
+            a[f"class_{n}"] = act
         for name, tip in (("undo", "Undo (Ctrl+Z)"), ("redo", "Redo (Ctrl+Shift+Z, Ctrl+Y)"),
                           ("delete", "Delete the selected marks (Delete)")):
             a[name].setIcon(icon(name))
@@ -139,6 +146,12 @@ class AnnotationController(QObject):
         for view in self.win.views():
             if view.tool.tool_id != tool_id:
                 view.set_tool(TOOLS[tool_id]())
+
+    def pick_class(self, index: int) -> None:
+        """Keys 1-9: the ``index``-th class of the current slide draws the next marks (none beyond the list)."""
+        view = self.view
+        if view is not None and index < len(view.annotations.classes):
+            view.current_class = view.annotations.classes[index].name
 
     def delete_selection(self) -> None:
         view = self.view

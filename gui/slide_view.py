@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from PyQt5.QtCore import QEvent, QPoint, Qt, pyqtSignal
-from PyQt5.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QResizeEvent, QWheelEvent
+from PyQt5.QtGui import (QColor, QContextMenuEvent, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QResizeEvent,
+                         QWheelEvent)
 from PyQt5.QtWidgets import QSizePolicy, QUndoStack, QWidget
 
 from core.annotations import AnnotationStore
@@ -18,6 +19,7 @@ from core.project.document import SlideDocument
 from core.slide.base import SlideReader
 from core.view.viewport import Viewport, magnification_at, scale_for_magnification
 from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer, TilePreviewLayer
+from gui.mark_menu import mark_menu
 from gui.overlay_choice import show_overlay
 from gui.overlays import Minimap, paint_scale_bar
 from gui.tile_loader import TileMemory
@@ -96,6 +98,8 @@ class SlideView(QWidget):
         # one overlay family at a time (gui.overlay_choice); the side-by-side view turns the automatic switch off
         self.overlay = "marks"
         self.overlay_auto = True
+        self.editable = True  # False for the right pane of side by side: its marks are edited on the left
+        self.context_menu = None  # the last right-click menu on a mark (tests trigger its actions)
         self._heatmap_had_grid = False
         self.heatmap_layer.changed.connect(self._on_heatmap_changed)
         self.add_layer(self.slide_layer)
@@ -339,6 +343,16 @@ class SlideView(QWidget):
             event.accept()  # the tool takes this key before the window's shortcuts
             return True
         return super().event(event)
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        """Right-click on a mark: its class, or Delete (not while editing vertices: there it removes one)."""
+        if not self.editable or self._tool.tool_id == "vertex":
+            return
+        menu = mark_menu(self, event.pos().x(), event.pos().y())
+        if menu is not None:
+            self.context_menu = menu
+            menu.popup(event.globalPos())
+            event.accept()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if self._tool.key_press(event):

@@ -64,6 +64,7 @@ class SplitView(QWidget):
         # the same document, so the same marks: live, edited on the left only; it follows the left pane
         secondary = SlideView(primary.reader, memory, workers=1, document=primary.document, fit=False)
         secondary.set_overlay_auto(False)
+        secondary.editable = False  # its marks are the left pane's: edited there, with its undo
         secondary.heatmap_layer.mirror(primary.heatmap_layer)
         secondary.disagreement_layer.mirror(primary.disagreement_layer)
         secondary.grid_layer.visible = primary.grid_layer.visible

@@ -13,7 +13,7 @@ CONTROLS_HTML = """
 <li>Overview (top right of the view, of the left pane side by side): click or drag to move there</li></ul>
 <h3>Keyboard</h3>
 <ul><li>Arrow keys: pan</li><li>+ / − (or Ctrl+= / Ctrl+−): zoom in / out</li>
-<li>0: zoom to fit &nbsp; 1: full resolution (1:1)</li>
+<li>0: zoom to fit &nbsp; Ctrl+1: full resolution (1:1)</li>
 <li>Alt+1 … Alt+6: 1.25x, 2.5x, 5x, 10x, 20x, 40x</li>
 <li>G: grid &nbsp; O: overview &nbsp; S: scale bar &nbsp; F6: side by side</li>
 <li>A: marks &nbsp; H: heatmap &nbsp; D: disagreement (one at a time, the marks as outlines under the others)
