@@ -165,7 +165,6 @@ def _finish(model, info) -> None:
         graph.initializer.remove(tensor)
     if len(graph.input) != 1 or len(graph.output) != 1:
         raise ModelError(f"the ONNX conversion has {len(graph.input)} inputs and {len(graph.output)} outputs, not 1 and 1")
-    graph.input[0].name = INPUT_NAME if graph.input[0].name == INPUT_NAME else graph.input[0].name
     graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     logits = graph.output[0].name
     graph.node.append(helper.make_node("Softmax", [logits], [OUTPUT_NAME], name="probabilities_softmax", axis=1))
@@ -284,10 +283,9 @@ def sample_tiles(info, sources: Iterable | None = None, count: int = VERIFY_TILE
     rng = np.random.default_rng(seed)
     found, names = [], []
     with tempfile.TemporaryDirectory(prefix="biopsia-tiles-", dir=scratch) as tmp:
-        if not sources:
-            sources, made = [_synthetic_slide(Path(tmp), info)], True
-        else:
-            made = False
+        made = not sources
+        if made:
+            sources = [_synthetic_slide(Path(tmp), info, count)]
         for source in sources:
             path = Path(source)
             images = _tiles_of(path, info, count, rng)
@@ -303,12 +301,14 @@ def sample_tiles(info, sources: Iterable | None = None, count: int = VERIFY_TILE
     return tiles, f"{len(tiles)} tiles of {', '.join(names)}"
 
 
-def _synthetic_slide(folder: Path, info) -> Path:
+def _synthetic_slide(folder: Path, info, count: int) -> Path:
+    """A synthetic biopsy with about ``count`` tissue tiles of the model's size (at least 4096 x 3072 px)."""
     from core.synth import write_synthetic_slide
 
     mpp = min(0.5, float(info.mpp or 0.5))
     side_um = info.tile_px * float(info.mpp or 0.5)
-    scale = max(1.0, side_um / 128.0)  # about 190 tiles of the model's size whatever its tile
+    # 4096 x 3072 px at 0.5 µm/px held 55 tissue tiles of 128 µm, and 15,872 x 11,776 px 512: ~35 per such area
+    scale = max(1.0, side_um / 128.0) * max(1.0, count / 35) ** 0.5
     width, height = int(4096 * scale * 0.5 / mpp) // 512 * 512, int(3072 * scale * 0.5 / mpp) // 512 * 512
     return write_synthetic_slide(folder / "check.tiff", seed=5, width=width, height=height, mpp=mpp).slide_path
 
