@@ -12,23 +12,19 @@ import cv2
 import numpy as np
 
 from cli import options as opt
+from cli.cohort import add_cluster_options, predict_cohort, wants_cluster
 from cli.progress import ProgressBar, error, metric, note, warn
 from core.atomic import atomic_write_bytes
+from core.cohort.outputs import GRID_FILE, PredictOptions, predict_to_folder, unique_names
 from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import BiopsiaError
 from core.evaluation.compare import compare, summarise, summary_csv, threshold_for_grids, truth_for_grid
 from core.evaluation.report import ReportSlide, slide_for_report, write_report
 from core.inference.colours import COLORMAPS, DEFAULT_COLORMAP
-from core.inference.heatmap import blended_overview, heatmap_image, tiles_csv, write_overlay_tiff
-from core.inference.predict import ProbabilityGrid, predict_slide
+from core.inference.predict import ProbabilityGrid
 from core.models.engine import describe_device, engine, parse_device
 from core.models.thresholds import format_threshold
 from core.project.marks import find_marks
-from core.project.mpp import resolve_file_mpp
-from core.slide import open_slide
-from core.staging import staged_folder
-
-GRID_FILE = "grid.npz"
 
 
 def add_parsers(sub) -> None:
@@ -50,6 +46,7 @@ def add_parsers(sub) -> None:
                    help=f"colours of the heatmap (default {DEFAULT_COLORMAP})")
     p.add_argument("--no-tiff", action="store_true", help="skip the full-size pyramidal TIFF overlay")
     opt.add_slide_mpp(p)
+    add_cluster_options(p)
 
     p = sub.add_parser("evaluate", help="confusion matrix and metrics of predictions against the doctors' marks")
     p.add_argument("folder", help="output folder of 'biopsia predict'")
@@ -69,18 +66,6 @@ def add_parsers(sub) -> None:
     opt.add_slide_mpp(p)
 
 
-def unique_names(paths: list[Path]) -> list[str]:
-    """Output folder names for ``paths``: their stems, numbered from 2 where two slides share one."""
-    names, taken = [], set()
-    for path in paths:
-        name, n = path.stem, 2
-        while name in taken:
-            name, n = f"{path.stem}-{n}", n + 1
-        taken.add(name)
-        names.append(name)
-    return names
-
-
 def predict(args) -> int:
     # core.models.bundle imports MXNet (2 to 4 s to load): only here, so that `biopsia --help` stays quick
     from core.models.bundle import default_threshold, describe_threshold, read_info, resolve_bundle
@@ -94,6 +79,8 @@ def predict(args) -> int:
     note(f"predicting with {model} on {device}; {describe_threshold(info, given)}")
     if is_demo_model(model):
         note(DEMO_MODEL_STATEMENT)
+    if wants_cluster(args):
+        return predict_cohort(args, model, options_of(args))
     out_root = Path(args.out)
     slides = [Path(s) for s in args.slides]
     failed = 0
@@ -117,34 +104,16 @@ def predict(args) -> int:
     return 1 if failed else 0
 
 
+def options_of(args) -> PredictOptions:
+    """The options of ``predict``'s command line, as the one-process run and the cluster's workers take them."""
+    return PredictOptions(threshold=args.threshold, device=args.device, engine=args.engine, precision=args.precision,
+                          stride=args.stride, batch=args.batch, colormap=args.colormap, tiff=not args.no_tiff,
+                          slide_mpp=args.slide_mpp)
+
+
 def predict_one(slide: Path, folder: Path, model: Path, args, progress) -> ProbabilityGrid:
     """Predict one slide and write its outputs into ``folder`` as one unit (all of them, or none)."""
-    with open_slide(slide) as reader:
-        mpp = resolve_file_mpp(slide, reader.mpp).mpp
-        if mpp is None:
-            raise BiopsiaError(opt.mpp_hint(slide))
-        grid = predict_slide(reader, model, device=args.device, stride=args.stride, batch_size=args.batch,
-                             slide_mpp=mpp, progress=progress, engine=args.engine, precision=args.precision)
-        thumb = reader.get_thumbnail((2048, 2048))
-    # an earlier run's folder is replaced only once every file of this one is on the disk
-    with staged_folder(folder, replace=True) as staging:
-        grid.save(staging / GRID_FILE)
-        atomic_write_bytes(staging / "tiles.csv", tiles_csv(grid, args.threshold).encode("utf-8"))
-        heat = heatmap_image(grid, thumb.shape[1], thumb.shape[0], args.colormap)
-        write_png(staging / "heatmap.png", cv2.cvtColor(heat, cv2.COLOR_RGBA2BGRA))
-        overview = blended_overview(thumb, grid, 0.5, args.threshold, args.colormap)
-        write_png(staging / "overview.png", cv2.cvtColor(overview, cv2.COLOR_RGB2BGR))
-        if not args.no_tiff:
-            write_overlay_tiff(grid, staging / "overlay.tif", mpp)
-    return grid
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """``image`` (BGR or BGRA) as a PNG file, written atomically."""
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise BiopsiaError(f"{path}: could not encode the image")
-    atomic_write_bytes(path, data.tobytes())
+    return predict_to_folder(slide, folder, model, options_of(args), progress=progress)
 
 
 def grid_files(folder: Path) -> list[Path]:

@@ -1,0 +1,98 @@
+"""Cohorts on a real Dask cluster (a scheduler and two worker processes on loopback): the same grids as one
+process, the rerun that skips, a damaged slide among good ones, and a worker killed in the middle of a slide."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from core.cohort import PredictOptions, done_with, plan_cohort, run_cohort, weights_sha256
+from core.cohort.outputs import predict_to_folder
+from core.inference.predict import ProbabilityGrid
+from tests.core.cohort.dask_cluster import DEMO_MODEL, cohort_slides, dask_cluster, plain_run  # noqa: F401
+
+OPTIONS = PredictOptions(threshold=0.5, device="cpu", tiff=False)
+FILES = ["grid.npz", "heatmap.png", "overview.png", "tiles.csv"]
+
+
+def assert_same_grid(a_folder, b_folder):
+    a, b = ProbabilityGrid.load(a_folder / "grid.npz"), ProbabilityGrid.load(b_folder / "grid.npz")
+    assert b.complete and np.array_equal(np.isnan(a.probs), np.isnan(b.probs))
+    assert np.nanmax(np.abs(a.probs - b.probs)) <= 1e-5
+    assert a.model["sha256"] == b.model["sha256"]
+
+
+def test_the_cluster_gives_a_plain_runs_folders(dask_cluster, cohort_slides, plain_run, tmp_path):
+    out = tmp_path / "cohort"
+    plan = plan_cohort(cohort_slides, out, DEMO_MODEL, OPTIONS)
+    reports = []
+    with dask_cluster.client() as client:
+        workers = set(client.scheduler_info()["workers"])
+        result = run_cohort(client, plan, on_tiles=reports.append)
+    assert not result.failed and sorted(s["name"] for s in result.done) == ["case-0", "case-1", "case-2"]
+    for summary in result.done:
+        assert summary["worker"] in workers and summary["tiles"] > 0 and summary["tiles_per_s"] > 0
+        json.dumps(summary)  # a small summary, never arrays
+    assert {r["name"] for r in reports} == {"case-0", "case-1", "case-2"}
+    assert all(0 < r["done"] <= r["total"] for r in reports)
+    for slide in cohort_slides:
+        folder = out / slide.stem
+        assert sorted(p.name for p in folder.iterdir()) == FILES
+        assert_same_grid(plain_run / slide.stem, folder)
+        assert (folder / "tiles.csv").read_text() == (plain_run / slide.stem / "tiles.csv").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["case-0", "case-1", "case-2"]  # nothing half-written
+
+
+def test_done_slides_are_skipped_for_the_same_weights_only(plain_run, cohort_slides, tmp_path):
+    sha = weights_sha256(DEMO_MODEL)
+    assert done_with(plain_run / "case-0", sha)
+    assert not done_with(plain_run / "case-0", "0" * 64)
+    assert not done_with(plain_run / "case-0", sha, precision="int8")
+    assert not done_with(tmp_path / "missing", sha)
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "grid.npz").write_bytes(b"half a file")
+    assert not done_with(tmp_path / "damaged", sha)
+    plan = plan_cohort(cohort_slides, plain_run, DEMO_MODEL, OPTIONS)
+    assert plan.jobs == [] and [name for name, _ in plan.skipped] == ["case-0", "case-1", "case-2"]
+    assert len(plan_cohort(cohort_slides, plain_run, DEMO_MODEL, OPTIONS, force=True).jobs) == 3
+
+
+def test_a_damaged_slide_is_named_and_the_others_finish(dask_cluster, cohort_slides, tmp_path):
+    broken = tmp_path / "broken.tiff"
+    broken.write_bytes(b"II*\x00 this is not a slide")
+    plan = plan_cohort([cohort_slides[0], broken], tmp_path / "out", DEMO_MODEL, OPTIONS)
+    with dask_cluster.client() as client:
+        result = run_cohort(client, plan)
+    assert [s["name"] for s in result.done] == ["case-0"]
+    [(name, message)] = result.failed
+    assert name == "broken" and str(broken) in message and "Traceback" not in message
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case-0"]
+
+
+def test_a_worker_killed_mid_slide_has_its_slide_redone(dask_cluster, cohort_slides, tmp_path):
+    # overlapping tiles one per batch: the slide takes many batches, and the kill comes after the first
+    options = PredictOptions(threshold=0.5, device="cpu", tiff=False, stride=128, batch=1)
+    plan = plan_cohort(cohort_slides[2:], tmp_path / "out", DEMO_MODEL, options)
+    killed = {}
+    with dask_cluster.client() as client:
+        pids = client.run(os.getpid)
+
+        def kill_on_first_report(report):
+            if not killed and report["done"] < report["total"]:
+                killed.update(report, pid=pids[report["worker"]])
+                os.kill(killed["pid"], signal.SIGKILL)
+
+        result = run_cohort(client, plan, on_tiles=kill_on_first_report)
+        client.wait_for_workers(2, timeout=120)  # the nanny starts the killed one again, for the other tests
+    assert killed, "no tile report arrived before the slide finished"
+    assert not result.failed
+    [summary] = result.done
+    assert summary["pid"] != killed["pid"]
+    reference = tmp_path / "reference"
+    predict_to_folder(cohort_slides[2], reference, DEMO_MODEL, options)
+    assert_same_grid(reference, tmp_path / "out" / "case-2")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case-2"]
