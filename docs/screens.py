@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Render the README's prediction pictures offscreen: the demo case side by side with the demo model's
-heatmap, and the Evaluation panel with the disagreement map. Uses (and, the first time, makes) the demo
-slide and its saved prediction in your default project.
+heatmap, the Evaluation panel with the disagreement map, and the window at 1280 x 800 and 1920 x 1080
+(single view and side by side, with the heatmap). Uses (and, the first time, makes) the demo slide and its
+saved prediction in your default project.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screens.py
 """
@@ -44,14 +45,14 @@ def main() -> None:
     window = MainWindow()
     window.resize(1900, 1050)
     window.show()
-    window.info_dock.hide()
     _open_demo(window, ensure_demo_slide())
     wait_until(lambda: window.current_view() is not None, 60)
     view = window.current_view()
     # the synthetic truth marks every tumour (set on first opening; also for demo slides opened before)
-    view.session.project.update_settings(view.session.entry.id, fully_annotated=True)
-    wait_until(lambda: getattr(view, "prediction", None) is not None and view.prediction.grid is not None
-               and not window.prediction_dock.running, 600)
+    view.document.project.update_settings(view.document.entry.id, fully_annotated=True)
+    prediction = view.document.prediction  # the per-slide document holds it (core/project/document.py)
+    wait_until(lambda: prediction.grid is not None and prediction.grid.complete and not window.prediction_dock.running,
+               900)
     view.heatmap_layer.set_mode("smooth")
     view.heatmap_layer.set_outlines(True)
     settle(view)
@@ -64,9 +65,38 @@ def main() -> None:
     window.evaluation_dock.show()
     window.evaluation_dock.raise_()
     wait_until(lambda: False, 3.0)
-    view.disagreement_layer.visible = True
+    window.set_overlay("disagreement")  # one overlay at a time: the disagreement over the marks' outlines
     settle(view)
     save(window, "evaluation.jpg")
+    window.close()
+    for size in SIZES:
+        screen_sizes(size)
+
+
+#: The window sizes issue 12 asks the README to show.
+SIZES = ((1280, 800), (1920, 1080))
+
+
+def screen_sizes(size: tuple[int, int]) -> None:
+    """The demo at ``size``: side by side (heatmap | marks), then the single view with the heatmap."""
+    from gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(*size)
+    window.show()
+    _open_demo(window, ensure_demo_slide())
+    wait_until(lambda: window.current_view() is not None, 60)
+    view = window.current_view()
+    prediction = view.document.prediction
+    wait_until(lambda: prediction.grid is not None and prediction.grid.complete and not window.prediction_dock.running,
+               900)
+    window.set_side_by_side(True)
+    settle(view)
+    save(window, f"window-{size[0]}-side-by-side.jpg")
+    window.set_side_by_side(False)
+    window.set_overlay("heatmap")
+    settle(view)
+    save(window, f"window-{size[0]}-single.jpg")
     window.close()
 
 

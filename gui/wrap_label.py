@@ -7,7 +7,13 @@ whenever its width changes.
 
 from __future__ import annotations
 
+from PyQt5.QtCore import QEvent
 from PyQt5.QtWidgets import QLabel
+
+QWIDGETSIZE_MAX = (1 << 24) - 1
+
+#: Events after which the text's height may differ: the style sheet's font and padding arrive, or it shows.
+_REFIT = (QEvent.Polish, QEvent.StyleChange, QEvent.FontChange, QEvent.Show)
 
 
 class WrapLabel(QLabel):
@@ -17,12 +23,27 @@ class WrapLabel(QLabel):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        need = self.heightForWidth(self.width())
-        if need > 0 and self.minimumHeight() != need:
-            self.setMinimumHeight(need)  # the layout gives it that height on its next pass
+        self._fit()
+
+    def event(self, event) -> bool:
+        handled = super().event(event)
+        if event.type() in _REFIT and self.width() > 1:
+            self._fit()
+        return handled
 
     def setText(self, text: str) -> None:
         super().setText(text)
-        need = self.heightForWidth(self.width()) if self.width() > 1 else 0
+        if self.width() > 1:
+            self._fit()
+
+    def _fit(self) -> None:
+        # heightForWidth answers within the label's own limits: free them to ask, then fix the answer
+        fixed = (self.minimumHeight(), self.maximumHeight())
+        self.setMinimumHeight(0)
+        self.setMaximumHeight(QWIDGETSIZE_MAX)
+        need = self.heightForWidth(self.width())
         if need > 0:
-            self.setMinimumHeight(need)
+            self.setFixedHeight(need)  # exactly its text's height: neither cut off nor padded with space
+        else:
+            self.setMinimumHeight(fixed[0])
+            self.setMaximumHeight(fixed[1])

@@ -95,12 +95,14 @@ class EvaluationDock(QDockWidget):
         self.table.setSelectionMode(QTableWidget.NoSelection)
         self.table.setFocusPolicy(Qt.NoFocus)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        for col in (0, 1):  # the row labels as wide as their words, the counts share the rest
+            self.table.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeToContents)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.setFixedHeight(5 * 28 + 4)
         bold = QFont()
         bold.setBold(True)
         for row, col, text, span in ((0, 2, "True diagnosis", (1, 2)), (1, 2, "Negative", None),
-                                     (1, 3, "Positive", None), (1, 4, "Total", None), (2, 0, "Screening test", (2, 1)),
+                                     (1, 3, "Positive", None), (1, 4, "Total", None), (2, 0, "Screening\ntest", (2, 1)),
                                      (2, 1, "Negative", None), (3, 1, "Positive", None), (4, 1, "Total", None)):
             item = QTableWidgetItem(text)
             item.setFont(bold)

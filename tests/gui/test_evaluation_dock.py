@@ -74,7 +74,7 @@ def test_table_metrics_roc_and_target_threshold_follow_core(qtbot, window, proje
                                   "total": c.total}
     assert c.tp > 10 and c.tn > 10
     # the study's layout: screening test (rows) against true diagnosis (columns)
-    assert dock.table.item(0, 2).text() == "True diagnosis" and dock.table.item(2, 0).text() == "Screening test"
+    assert dock.table.item(0, 2).text() == "True diagnosis" and dock.table.item(2, 0).text() == "Screening\ntest"
     assert [dock.table.item(1, col).text() for col in (2, 3, 4)] == ["Negative", "Positive", "Total"]
     assert [dock.table.item(row, 1).text() for row in (2, 3, 4)] == ["Negative", "Positive", "Total"]
     for key, label in dock.metric_labels.items():
