@@ -108,7 +108,7 @@ def predict_cohort(args, model: Path, options) -> int:
         if local:  # the workers are gone with the cluster: nothing is writing these folders any more
             for job in plan.jobs:
                 remove_leftovers(job.folder)
-        note("cancelled; the slides finished before stay, the others were not written")
+        note("cancelled; the slides that finished stay, the others were not written")
         raise
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
     note(f"{len(result.done)} slides done, {len(result.failed)} failed{skipped}")
