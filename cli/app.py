@@ -11,12 +11,12 @@ import os
 import sys
 import traceback
 
-from cli import annotations, engines, gpu, measure, models, predict, slides, tiles
+from cli import annotations, engines, gpu, measure, models, predict, propose, slides, tiles
 from cli.progress import error
 from core.errors import BiopsiaError
 
 #: The subcommand groups, in the order ``biopsia --help`` lists them.
-GROUPS = (slides, annotations, tiles, models, engines, predict, measure, gpu)
+GROUPS = (slides, annotations, tiles, models, engines, predict, measure, propose, gpu)
 #: Every subcommand and the function that carries it out.
 COMMANDS = {name: run for group in GROUPS for name, run in group.COMMANDS.items()}
 

@@ -1,0 +1,80 @@
+"""The network's calls as draft marks (`core.annotations.proposals`, ``biopsia propose``).
+
+Drafts follow the calls at the tile scale, keep holes, drop specks, stay on the slide, and record where they
+came from; on a synthetic slide the demo model's drafts match the known tumour (IoU at least 0.8 each).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from shapely.ops import unary_union
+
+from core.annotations.formats import read_annotations
+from core.annotations.proposals import DRAFT_KEY, ORIGIN_KEY, is_draft, propose_marks
+from core.inference.predict import ProbabilityGrid
+from tests.cli.test_cli import biopsia
+
+STRIDE = 100
+
+
+def grid_of(probs, slide_size=None):
+    probs = np.asarray(probs, np.float32)
+    rows, cols = probs.shape
+    return ProbabilityGrid(probs=probs, origin=(0, 0), stride=STRIDE, tile_l0=STRIDE, tile_px=50, mpp=2.0,
+                           slide_size=slide_size or (cols * STRIDE, rows * STRIDE),
+                           model={"name": "m", "sha256": "ab" * 32})
+
+
+def test_a_block_of_calls_with_a_hole_becomes_one_draft_with_a_hole():
+    probs = np.zeros((12, 12))
+    probs[2:10, 2:10] = 0.9
+    probs[5:7, 5:7] = 0.1  # a 2 x 2 hole of non-tumour
+    probs[0, 11] = 0.95  # one tile alone: under the 2 tiles' minimum
+    when = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    (draft,) = propose_marks(grid_of(probs), 0.5, when=when)
+    shape = draft.geometry
+    assert shape.geom_type == "Polygon" and len(shape.interiors) == 1
+    # outlines run between tile centres: the 8 x 8 block less its 2 x 2 hole, within a tile's rim
+    assert 0.85 * 60 * STRIDE ** 2 < shape.area < 1.15 * 60 * STRIDE ** 2
+    assert shape.buffer(STRIDE).contains(shape) and not shape.contains(shape.centroid)  # the hole is there
+    props = draft.extra["properties"]
+    assert props[DRAFT_KEY] is True and is_draft(draft)
+    assert props[ORIGIN_KEY] == {"model": "m", "sha256": "ab" * 32, "threshold": 0.5,
+                                 "proposed_at": "2026-12-02T00:00:00+00:00", "mean_probability": 0.9}
+
+
+def test_drafts_stay_on_the_slide_and_nothing_is_proposed_below_the_threshold():
+    probs = np.full((4, 4), 0.8)
+    drafts = propose_marks(grid_of(probs, slide_size=(350, 330)), 0.5)  # the last cells overhang the slide
+    assert len(drafts) == 1 and drafts[0].geometry.bounds[2] <= 350 and drafts[0].geometry.bounds[3] <= 330
+    assert propose_marks(grid_of(probs), 0.81) == []
+    assert propose_marks(grid_of(np.full((3, 3), np.nan)), 0.5) == []
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        propose_marks(grid_of(probs), 1.5)
+
+
+def test_the_demo_models_drafts_match_the_known_tumour(slide_pair, tmp_path):
+    from core.demo import DEMO_MODEL
+
+    slide = slide_pair[0]
+    out = tmp_path / "drafts.geojson"
+    done = biopsia("propose", slide.slide_path, "--model", DEMO_MODEL, "--out", out, "--device", "cpu", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "draft Tumour marks" in done.stdout and "threshold 0.5" in done.stderr
+    drafts = read_annotations(out).annotations
+    truth = read_annotations(slide.geojson_path).annotations
+    assert drafts and all(is_draft(d) for d in drafts)
+    for region in truth:  # every tumour region has a draft that matches it
+        best = max(drafts, key=lambda d: d.geometry.intersection(region.geometry).area)
+        iou = best.geometry.intersection(region.geometry).area / best.geometry.union(region.geometry).area
+        assert iou >= 0.8, (region.id, iou)
+    called = unary_union([d.geometry for d in drafts])
+    assert called.difference(unary_union([t.geometry for t in truth])).area < 0.25 * called.area
+    saved = json.loads(out.read_text())["features"][0]["properties"]
+    assert saved["biopsia_origin"]["model"] == "demo-model" and len(saved["biopsia_origin"]["sha256"]) == 64
+    again = biopsia("propose", slide.slide_path, "--out", tmp_path / "x.geojson")
+    assert again.returncode == 1 and "give --model MODEL" in again.stderr
