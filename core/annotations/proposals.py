@@ -17,7 +17,7 @@ import numpy as np
 from shapely.geometry import box
 
 from core.annotations.masks import vectorise
-from core.annotations.model import TUMOUR, Annotation
+from core.annotations.model import BENIGN, TUMOUR, Annotation
 
 #: Sub-cells per grid cell side when the probabilities are resampled for smooth outlines.
 SUPERSAMPLE = 4
@@ -25,6 +25,8 @@ SUPERSAMPLE = 4
 MIN_TILES = 2.0
 #: GeoJSON properties a draft carries (`Annotation.extra["properties"]`).
 DRAFT_KEY, ORIGIN_KEY = "biopsia_draft", "biopsia_origin"
+#: What a doctor's decision adds to the origin: when, and whether the outline was changed first.
+ACCEPTED_AT, REJECTED_AT, EDITED = "accepted_at", "rejected_at", "edited_by_doctor"
 
 
 def propose_marks(grid, threshold: float, min_tiles: float = MIN_TILES, class_name: str = TUMOUR.name,
@@ -96,3 +98,31 @@ def _mean_inside(grid, probs: np.ndarray, shape) -> float:
 def is_draft(annotation: Annotation) -> bool:
     """Whether a mark is a draft the network proposed and no doctor has accepted yet."""
     return bool((annotation.extra.get("properties") or {}).get(DRAFT_KEY))
+
+
+def _decided(draft: Annotation, stamp_key: str, when: datetime | None, **more) -> dict:
+    props = dict(draft.extra.get("properties") or {})
+    if not props.get(DRAFT_KEY):
+        raise ValueError(f"mark {draft.id} is not a draft of the network")
+    props.pop(DRAFT_KEY)
+    origin = dict(props.get(ORIGIN_KEY) or {})
+    origin[stamp_key] = (when or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    origin.update(more)
+    props[ORIGIN_KEY] = origin
+    return {**draft.extra, "properties": props}
+
+
+def accept_draft(draft: Annotation, geometry=None, when: datetime | None = None) -> Annotation:
+    """The ordinary mark a doctor's accepted draft becomes: its origin kept, when it was accepted, and whether
+    the doctor changed its outline first (``geometry``, the edited outline, else the draft's own)."""
+    edited = geometry is not None and not geometry.equals(draft.geometry)
+    extra = _decided(draft, ACCEPTED_AT, when, **{EDITED: edited})
+    return Annotation(geometry if geometry is not None else draft.geometry, draft.class_name, draft.note,
+                      draft.id, extra=extra)
+
+
+def reject_draft(draft: Annotation, when: datetime | None = None) -> Annotation:
+    """What a rejected draft leaves: a Benign mark over it (the doctor said this is not tumour, which a
+    partly annotated slide's dataset takes as non-tumour), recording the draft's origin and the rejection."""
+    extra = _decided(draft, REJECTED_AT, when)
+    return Annotation(draft.geometry, BENIGN.name, draft.note, draft.id, extra=extra)

@@ -78,3 +78,57 @@ def test_the_demo_models_drafts_match_the_known_tumour(slide_pair, tmp_path):
     assert saved["biopsia_origin"]["model"] == "demo-model" and len(saved["biopsia_origin"]["sha256"]) == 64
     again = biopsia("propose", slide.slide_path, "--out", tmp_path / "x.geojson")
     assert again.returncode == 1 and "give --model MODEL" in again.stderr
+
+
+def test_accepting_and_rejecting_drafts_keep_their_origin_through_a_qupath_round_trip(tmp_path):
+    from shapely import affinity
+
+    from core.annotations.formats import write_annotations
+    from core.annotations.model import BENIGN, TUMOUR
+    from core.annotations.proposals import ACCEPTED_AT, EDITED, REJECTED_AT, accept_draft, reject_draft
+
+    probs = np.zeros((10, 20))
+    probs[2:6, 2:6] = 0.9
+    probs[2:8, 12:18] = 0.8
+    probs[7:9, 2:5] = 0.7
+    first, third, second = sorted(propose_marks(grid_of(probs), 0.5), key=lambda d: (d.bounds[0], d.bounds[1]))
+    when = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
+    kept = accept_draft(first, when=when)
+    moved = accept_draft(second, geometry=affinity.translate(second.geometry, 10, 0), when=when)
+    refused = reject_draft(third, when=when)
+    assert not is_draft(kept) and kept.class_name == "Tumour" and kept.geometry.equals(first.geometry)
+    assert kept.extra["properties"][ORIGIN_KEY][ACCEPTED_AT] == "2026-12-02T10:00:00+00:00"
+    assert kept.extra["properties"][ORIGIN_KEY][EDITED] is False and moved.extra["properties"][ORIGIN_KEY][EDITED]
+    assert refused.class_name == "Benign" and REJECTED_AT in refused.extra["properties"][ORIGIN_KEY]
+    with pytest.raises(ValueError, match="not a draft"):
+        accept_draft(kept)
+    path = tmp_path / "decided.geojson"
+    write_annotations(path, [kept, moved, refused], [TUMOUR, BENIGN])
+    back = {a.id: a for a in read_annotations(path).annotations}
+    assert back[kept.id].extra["properties"][ORIGIN_KEY] == kept.extra["properties"][ORIGIN_KEY]
+    assert back[moved.id].extra["properties"][ORIGIN_KEY][EDITED] is True
+    assert back[refused.id].class_name == "Benign" and not is_draft(back[refused.id])
+
+
+def test_the_review_list_ranks_doubt_and_disagreement_and_drops_what_was_reviewed():
+    from shapely.geometry import box
+
+    from core.annotations.model import Annotation
+    from core.evaluation.review import review_queue
+
+    probs = np.full((10, 30), 0.02)
+    probs[1:3, 1:3] = 0.48  # 4 tiles of doubt near the threshold
+    probs[5:9, 10:14] = 0.97  # confident tumour, 16 tiles ...
+    probs[1:4, 20:26] = 0.5  # 18 tiles exactly at the threshold: the most doubt
+    marks = [Annotation(box(1000, 500, 1400, 900), "Benign")]  # ... that the doctor called benign
+    grid = grid_of(probs)
+    queue = review_queue(grid, 0.5, marks)
+    assert [item.tiles for item in queue] == [18, 16, 4]
+    assert queue[1].disagreeing_tiles == 16 and "disagree with the marks" in queue[1].reason
+    assert queue[0].uncertain_tiles == 18 and "near the threshold" in queue[0].reason
+    x, y, w, h = queue[1].bbox_l0
+    assert (x, y, w, h) == (1000.0, 500.0, 400.0, 400.0) and queue[1].centre_l0 == (1200.0, 700.0)
+    # once looked at, a region drops off; without marks, confident tumour is not worth a look
+    later = review_queue(grid, 0.5, marks, reviewed=[box(1900, 0, 2700, 500)])
+    assert [item.tiles for item in later] == [16, 4]
+    assert [item.tiles for item in review_queue(grid, 0.5)] == [18, 4]
