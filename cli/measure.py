@@ -7,9 +7,8 @@ from pathlib import Path
 
 from cli import options as opt
 from cli.progress import note, warn
+from core.cohort.outputs import GRID_FILE
 from core.errors import BiopsiaError
-
-GRID_FILE = "grid.npz"
 
 
 def add_parsers(sub) -> None:

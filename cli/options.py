@@ -120,6 +120,7 @@ def state_slide_mpp(paths, value: tuple[float, float] | None) -> None:
 
 
 def mpp_hint(slide) -> str:
-    """The advice for a slide that states no µm/px."""
-    return (f"{slide}: the image does not record its micrometres per pixel (plain JPEG and PNG never do); "
-            "pass --slide-mpp X, e.g. --slide-mpp 0.5 for a 20x scan")
+    """The advice for a slide that states no µm/px (`core.cohort.outputs.mpp_hint`, which the workers say too)."""
+    from core.cohort.outputs import mpp_hint as hint
+
+    return hint(slide)

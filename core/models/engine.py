@@ -30,6 +30,20 @@ def _gpu_count() -> int:
         return 0
 
 
+def usable_by_mxnet(index: int) -> bool:
+    """Whether MXNet 1.9.1 has kernels for GPU ``index`` (compute capability 5.x to 8.x).
+
+    Its GPU build has no PTX, so on Hopper (9.0) and newer every kernel launch fails: ``auto`` takes the
+    CPU there rather than fail mid-run (ONNX Runtime's CUDA provider can use such a GPU). True when the
+    driver cannot say (MXNet found the GPU, so let it try).
+    """
+    from core.inference.gpu_check import driver_gpus, mxnet_has_kernels
+
+    gpus, _ = driver_gpus()
+    found = next((g for g in gpus if g.index == index), None)
+    return found is None or mxnet_has_kernels(found.compute_capability)
+
+
 def parse_device(device: str = "auto"):
     """Turn ``"auto"``, ``"cpu"`` or ``"gpu"``/``"gpu:N"`` into an MXNet context.
 
@@ -51,7 +65,7 @@ def parse_device(device: str = "auto"):
 
     text = str(device or "auto").strip().lower()
     if text == "auto":
-        return mx.gpu(0) if _gpu_count() > 0 else mx.cpu()
+        return mx.gpu(0) if _gpu_count() > 0 and usable_by_mxnet(0) else mx.cpu()
     if text == "cpu":
         return mx.cpu()
     if text.startswith("gpu"):

@@ -63,6 +63,22 @@ def test_devices():
         parse_device("tpu")
 
 
+def test_auto_leaves_a_gpu_mxnet_has_no_kernels_for(monkeypatch):
+    """MXNet 1.9.1 has kernels for sm_50 to sm_86 only: on a Hopper GPU ``auto`` takes the CPU, an A100 the GPU."""
+    import mxnet as mx
+
+    import core.inference.gpu_check as gpu_check
+    import core.models.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_gpu_count", lambda: 1)
+    hopper = gpu_check.Gpu(0, "NVIDIA H200", (9, 0), 143_000)
+    monkeypatch.setattr(gpu_check, "driver_gpus", lambda: ([hopper], None))
+    assert parse_device("auto") == mx.cpu()
+    ampere = gpu_check.Gpu(0, "NVIDIA A100", (8, 0), 40_000)
+    monkeypatch.setattr(gpu_check, "driver_gpus", lambda: ([ampere], None))
+    assert parse_device("auto") == mx.gpu(0)
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_architectures_give_class_scores(model_thread, arch):
     def job():
