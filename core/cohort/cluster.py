@@ -58,8 +58,12 @@ def cohort_client(workers: int | None = None, scheduler: str | None = None,
     BiopsiaError
         The scheduler cannot be reached, or no worker joined it in time.
     """
-    import dask
-    from distributed import Client, LocalCluster
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        raise BiopsiaError(f"a cluster needs Dask ({err}); install it with 'pip install dask distributed' "
+                           "(requirements.txt pins the versions)") from None
 
     cluster = None
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",

@@ -96,3 +96,31 @@ def test_a_worker_killed_mid_slide_has_its_slide_redone(dask_cluster, cohort_sli
     predict_to_folder(cohort_slides[2], reference, DEMO_MODEL, options)
     assert_same_grid(reference, tmp_path / "out" / "case-2")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case-2"]
+
+
+def _worker_state() -> dict:
+    import sys
+
+    return {"mxnet_loaded": "mxnet" in sys.modules, "omp": os.environ.get("OMP_NUM_THREADS")}
+
+
+def test_a_local_cluster_spawns_its_workers_and_shares_the_cores(plain_run):
+    import sys
+
+    from core.cohort.cluster import cohort_client, worker_environment
+
+    assert "mxnet" in sys.modules  # this process has loaded MXNet (the plain run): a fork would inherit it
+    with cohort_client(workers=2, timeout=120) as (client, info):
+        states = client.run(_worker_state)
+    assert info.local and info.workers == 2 and info.dashboard.startswith("http://127.0.0.1:")
+    assert len(states) == 2
+    assert all(not s["mxnet_loaded"] and s["omp"] == worker_environment(2)["OMP_NUM_THREADS"] for s in states.values())
+
+
+def test_an_unreachable_scheduler_is_one_clear_error():
+    from core.cohort.cluster import cohort_client
+    from core.errors import BiopsiaError
+
+    with pytest.raises(BiopsiaError, match="tcp://127.0.0.1:9: cannot reach the Dask scheduler"):
+        with cohort_client(scheduler="tcp://127.0.0.1:9", timeout=2):
+            pass
