@@ -24,8 +24,8 @@ from core.project.layout import MODELS_DIR
 from core.project.mpp import SlideMpp, remember_mpp, resolve_mpp
 from core.tiles.grid import TileSpec
 from core.models.reports import ARCH_NAMES, ProgressEvent, TrainResult  # no MXNet: the panel opens at once
-from core.models.training_job import (PatchesSplit, Planned, Stage, OnTestSlides, TrainingJob, Validation, best_so_far,
-                                      default_model_name, new_job, run_job, run_patch_job)
+from core.models.training_job import (OnTestSlides, PatchesSplit, Planned, Stage, TrainingJob, Validation,
+                                      best_so_far, default_model_name, new_job, run_job, run_patch_job)
 from gui.device_picker import DevicePicker
 from gui.icons import icon
 from gui.mask_import import MaskImportDialog
