@@ -75,7 +75,10 @@ def predict(args) -> int:
     info = read_info(model, verify=False)
     given = args.threshold
     args.threshold = given if given is not None else default_threshold(info)[0]
-    device = engine().run(lambda: describe_device(parse_device(args.device)))
+    if wants_cluster(args):  # the workers choose their device; this process only plans and reports
+        device = f"the cluster's workers (--device {args.device})"
+    else:
+        device = engine().run(lambda: describe_device(parse_device(args.device)))
     note(f"predicting with {model} on {device}; {describe_threshold(info, given)}")
     if is_demo_model(model):
         note(DEMO_MODEL_STATEMENT)

@@ -27,6 +27,7 @@ def test_predict_on_a_scheduler_skips_on_rerun(dask_cluster, cohort_slides, plai
     assert done.returncode == 1, done.stderr  # one slide failed, the others were done
     assert f"{broken}" in done.stderr and "Traceback" not in done.stderr
     assert f"the cluster at {dask_cluster.address} (2 workers)" in done.stderr and "dashboard http" in done.stderr
+    assert "on the cluster's workers (--device cpu)" in done.stderr
     for slide in cohort_slides:
         [line] = [s for s in done.stdout.splitlines() if s.startswith(f"{out / slide.stem}: ")]
         assert "tiles/s) on tcp://127.0.0.1:" in line
@@ -35,6 +36,11 @@ def test_predict_on_a_scheduler_skips_on_rerun(dask_cluster, cohort_slides, plai
         b = ProbabilityGrid.load(out / slide.stem / "grid.npz")
         assert np.nanmax(np.abs(a.probs - b.probs)) <= 1e-5
     assert sorted(p.name for p in out.iterdir()) == ["case-0", "case-1", "case-2"]
+    # evaluate works unchanged on a cohort's folder (the synthetic slides' marks lie beside them)
+    evaluated = biopsia("evaluate", out, "--threshold", "0.5", "--html", tmp_path / "report.html")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert [line.split(":")[0] for line in evaluated.stdout.splitlines()[:3]] == ["case-0", "case-1", "case-2"]
+    assert (tmp_path / "report.html").stat().st_size > 0
 
     before = {s.stem: (out / s.stem / "grid.npz").stat().st_mtime_ns for s in cohort_slides}
     again = biopsia("predict", *cohort_slides, *common, timeout=600)
