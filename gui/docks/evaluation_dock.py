@@ -132,8 +132,8 @@ class EvaluationDock(QDockWidget):
 
         self.roc_plot = make_plot("ROC curve (tiles in tissue)", "sensitivity", "1 − specificity",
                                   legend_offset=(-10, -40))
-        self.roc_plot.setXRange(0, 1, padding=0.02)
-        self.roc_plot.setYRange(0, 1, padding=0.02)
+        self.roc_plot.setXRange(0, 1, padding=0.08)  # room for the 0 and 1 labels at the ends
+        self.roc_plot.setYRange(0, 1, padding=0.05)
         self.roc_plot.setMouseEnabled(x=False, y=False)
         self.roc_plot.hideButtons()
         ticks = [[(v / 5, f"{v / 5:.1f}") for v in range(6)]]

@@ -73,3 +73,23 @@ def test_the_grid_says_its_spacing(qtbot, window, open_view, synthetic_slide):
     shot = pixels(view.grab().toImage())
     x, y = SCALE_BAR_MARGIN + 3, view.height() - SCALE_BAR_HEIGHT - 10 - 26 + 3  # the label's card, above the bar
     assert (shot[y, x] >= 252).all() and not (base[y, x] >= 252).all(), (shot[y, x], base[y, x])  # a white card
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_the_roc_plot_labels_0_and_1_on_both_axes(qtbot, make_window, size):
+    from PyQt5.QtGui import QImage, QPainter
+
+    window = make_window(size)
+    dock = window.evaluation_dock
+    dock.show()
+    dock.raise_()
+    qtbot.waitUntil(lambda: dock.roc_plot.isVisible() and dock.roc_plot.height() > 150, timeout=5000)
+    qtbot.wait(20)  # laid out
+    image = QImage(400, 400, QImage.Format_ARGB32)
+    for side in ("left", "bottom"):
+        axis = dock.roc_plot.getAxis(side)
+        painter = QPainter(image)
+        specs = axis.generateDrawSpecs(painter)
+        painter.end()
+        labels = {text for _rect, _flags, text in specs[2]}
+        assert {"0.0", "1.0"} <= labels, (side, labels)
