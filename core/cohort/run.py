@@ -9,6 +9,7 @@ between batches and write nothing), cancels the futures and re-raises.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,8 @@ def plan_cohort(slides, out_root, model_folder, options: PredictOptions, force: 
 def run_cohort(client, plan: CohortPlan,
                on_done: Callable[[dict], None] | None = None,
                on_failed: Callable[[str, str], None] | None = None,
-               on_tiles: Callable[[dict], None] | None = None) -> CohortResult:
+               on_tiles: Callable[[dict], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> CohortResult:
     """Run ``plan``'s jobs on ``client``'s cluster and report each slide as it finishes.
 
     Parameters
@@ -83,6 +85,8 @@ def run_cohort(client, plan: CohortPlan,
     on_tiles : callable, optional
         ``on_tiles({"name", "done", "total", "worker"})`` as tasks report their tiles (on the client's
         event-loop thread, about once a second per slide).
+    should_stop : callable, optional
+        Checked about four times a second (the window's Cancel); when true the run is cancelled as on Ctrl+C.
 
     Returns
     -------
@@ -92,8 +96,12 @@ def run_cohort(client, plan: CohortPlan,
     ------
     KeyboardInterrupt
         After cancelling: the tasks stop between batches and write nothing; finished slides stay.
+    Cancelled
+        ``should_stop()`` became true; cancelled the same way.
     """
-    from distributed import Event, as_completed
+    from distributed import as_completed
+
+    from core.errors import Cancelled
 
     result = CohortResult(skipped=list(plan.skipped))
     if not plan.jobs:
@@ -104,7 +112,10 @@ def run_cohort(client, plan: CohortPlan,
                          key=[f"biopsia-slide-{plan.run_id}-{i}" for i in range(len(plan.jobs))])
     by_key = {future.key: job for future, job in zip(futures, plan.jobs)}
     try:
-        for future in as_completed(futures):
+        for future in _finished(as_completed(futures), should_stop):
+            if future is None:
+                _cancel(client, plan, futures)
+                raise Cancelled(f"predicting {len(plan.jobs)} slides cancelled; the slides that finished stay")
             job = by_key[future.key]
             if future.status == "finished":
                 summary = future.result()
@@ -118,8 +129,7 @@ def run_cohort(client, plan: CohortPlan,
                 if on_failed is not None:
                     on_failed(job.name, message)
     except KeyboardInterrupt:
-        Event(plan.jobs[0].cancel_event, client=client).set()
-        client.cancel(futures)
+        _cancel(client, plan, futures)
         raise
     finally:
         if on_tiles is not None:
@@ -127,6 +137,29 @@ def run_cohort(client, plan: CohortPlan,
     for job in plan.jobs:  # every task has ended: what a killed worker half wrote can go
         remove_leftovers(job.folder)
     return result
+
+
+def _finished(completed, should_stop):
+    """The futures of ``completed`` (an ``as_completed``) as they finish; None once ``should_stop()`` is true."""
+    if should_stop is None:
+        yield from completed
+        return
+    while not completed.is_empty():
+        if should_stop():
+            yield None
+            return
+        ready = completed.next_batch(block=False)
+        if not ready:
+            time.sleep(0.25)
+        yield from ready
+
+
+def _cancel(client, plan: CohortPlan, futures) -> None:
+    """Tell the running tasks to stop (they write nothing) and drop the futures not started."""
+    from distributed import Event
+
+    Event(plan.jobs[0].cancel_event, client=client).set()
+    client.cancel(futures)
 
 
 def _describe(err: BaseException) -> str:

@@ -124,3 +124,24 @@ def test_an_unreachable_scheduler_is_one_clear_error():
     with pytest.raises(BiopsiaError, match="tcp://127.0.0.1:9: cannot reach the Dask scheduler"):
         with cohort_client(scheduler="tcp://127.0.0.1:9", timeout=2):
             pass
+
+
+def test_should_stop_cancels_and_leaves_only_complete_slides(dask_cluster, cohort_slides, tmp_path):
+    import time
+
+    from core.errors import Cancelled
+
+    out = tmp_path / "out"
+    plan = plan_cohort(cohort_slides * 2, out, DEMO_MODEL, OPTIONS)
+    finished = []
+    with dask_cluster.client() as client:
+        with pytest.raises(Cancelled, match="6 slides cancelled"):
+            run_cohort(client, plan, on_done=finished.append, should_stop=lambda: bool(finished))
+        deadline = time.monotonic() + 120
+        while any(client.processing().values()):  # the tasks under way see the cancel event and stop
+            assert time.monotonic() < deadline, client.processing()
+            time.sleep(0.1)
+    kept = sorted(p.name for p in out.iterdir())
+    assert finished and not any(name.startswith(".") for name in kept)
+    for name in kept:
+        assert ProbabilityGrid.load(out / name / "grid.npz").complete
