@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cli import options as opt
-from cli.progress import error, note
+from cli.progress import error, note, warn
 from core.models.thresholds import format_threshold
 
 
@@ -54,6 +54,13 @@ class CohortProgress:
                 self.tiles[name] = (tiles, tiles)
         self.show(force=True)
 
+    def clear(self) -> None:
+        """Wipe the progress line on a terminal, so that a result line can be printed in its place."""
+        if self._tty:
+            with self._lock:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+
     def show(self, force: bool = False) -> None:
         with self._lock:
             now = time.monotonic()
@@ -78,6 +85,8 @@ def predict_cohort(args, model: Path, options) -> int:
     from core.cohort.cluster import cohort_client
     from core.cohort.results import remove_leftovers
 
+    if args.scheduler and args.workers > 1:
+        warn(f"--workers {args.workers} is left to the cluster at {args.scheduler}: it has the workers it has")
     plan = plan_cohort(args.slides, args.out, model, options, force=args.force)
     for name, folder in plan.skipped:
         note(f"{folder}: skipped, done already with this model's weights (--force redoes it)")
@@ -87,15 +96,17 @@ def predict_cohort(args, model: Path, options) -> int:
     progress = CohortProgress(len(plan.jobs))
 
     def done(summary: dict) -> None:
-        progress.slide_finished(summary["name"], summary["tiles"])
+        progress.clear()
         n, seconds = summary["tiles"], summary["seconds"]
         print(f"{summary['folder']}: {n} tiles in {seconds:.1f} s ({summary['tiles_per_s']:.0f} tiles/s) on "
               f"{summary['worker']}; {summary['called']} at or above {format_threshold(options.threshold)} "
               f"({summary['called'] / max(n, 1):.1%})", flush=True)
+        progress.slide_finished(summary["name"], n)
 
     def failed(name: str, message: str) -> None:
-        progress.slide_finished(name)
+        progress.clear()
         error(message)
+        progress.slide_finished(name)
 
     local = not args.scheduler
     try:
