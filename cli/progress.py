@@ -24,7 +24,8 @@ class ProgressBar:
         bar = "#" * int(30 * frac)
         elapsed = now - self.start
         eta = elapsed / frac - elapsed if frac > 0 else 0
-        line = f"{self.label} [{bar:<30}] {done}/{total} {elapsed:5.1f}s left {eta:5.1f}s"
+        timing = f"{elapsed:.1f} s" if done >= total else f"{elapsed:.1f} s, about {eta:.0f} s left"
+        line = f"{self.label} [{bar:<30}] {done}/{total}  {timing}"
         if self._tty:  # redraw in place; a log file gets one line every few seconds
             self.stream.write(f"\r{line} " + ("\n" if done >= total else ""))
         else:
