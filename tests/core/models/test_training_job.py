@@ -37,7 +37,7 @@ def test_check_counts_says_which_split_lacks_which_class(bad, message):
         check_counts(counts(**bad))
 
 
-def test_new_job_needs_a_project_train_and_test_slides_and_a_fresh_plain_name(tmp_path):
+def test_new_job_needs_a_project_a_train_slide_and_a_fresh_plain_name(tmp_path):
     class FakeProject:
         folder = tmp_path
 
@@ -46,8 +46,11 @@ def test_new_job_needs_a_project_train_and_test_slides_and_a_fresh_plain_name(tm
         new_job(None, both, "m", SPEC)
     with pytest.raises(DatasetError, match="Tick the slides"):
         new_job(FakeProject, {"a": (False, "Train")}, "m", SPEC)
-    with pytest.raises(DatasetError, match="one the role Test"):
-        new_job(FakeProject, {"a": (True, "Train"), "b": (True, "Train"), "c": (False, "Test")}, "m", SPEC)
+    with pytest.raises(DatasetError, match="the role Train"):
+        new_job(FakeProject, {"a": (True, "Test"), "b": (False, "Train")}, "m", SPEC)
+    # one slide trains (validation is held out of it); Test slides are optional
+    one = new_job(FakeProject, {"a": (True, "Train"), "c": (False, "Test")}, "one", SPEC)
+    assert (one.slide_ids, one.test_ids) == (["a"], [])
     with pytest.raises(DatasetError, match="Model name '../x'"):
         new_job(FakeProject, both, "../x", SPEC)
     (tmp_path / MODELS_DIR / "taken").mkdir(parents=True)
