@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,9 +48,13 @@ def plan_cohort(slides, out_root, model_folder, options: PredictOptions, force: 
     model_folder : path-like
         A resolved bundle (`core.models.bundle.resolve_bundle`).
     options : PredictOptions
+        A slide without ``options.slide_mpp`` gets the µm/px stored for it here (`core.project.mpp`), if any:
+        workers on other machines do not see this user's settings.
     force : bool
         Redo slides that are done already.
     """
+    from core.project.mpp import resolve_file_mpp
+
     slides = [Path(s) for s in slides]
     sha = weights_sha256(model_folder)
     run_id = uuid.uuid4().hex[:12]
@@ -60,9 +64,11 @@ def plan_cohort(slides, out_root, model_folder, options: PredictOptions, force: 
         if not force and done_with(folder, sha, options.engine, options.precision):
             skipped.append((name, folder))
             continue
+        stored = None if options.slide_mpp else resolve_file_mpp(slide, None).mpp
         # absolute paths: a worker's working folder is its own
         jobs.append(SlideJob(slide=str(slide.absolute()), folder=str(folder.absolute()), name=name,
-                             model=str(Path(model_folder).absolute()), options=options,
+                             model=str(Path(model_folder).absolute()),
+                             options=replace(options, slide_mpp=tuple(stored)) if stored else options,
                              cancel_event=f"biopsia-cancel-{run_id}", topic=f"biopsia-tiles-{run_id}"))
     return CohortPlan(jobs, skipped, run_id)
 
@@ -170,6 +176,9 @@ def _describe(err: BaseException) -> str:
 
     if isinstance(err, BiopsiaError):
         return str(err)
+    if isinstance(err, OSError) and not isinstance(err, ConnectionError):
+        detail = f"{Path(err.filename).name}: {err.strerror or err}" if err.filename else (err.strerror or err)
+        return f"cannot write its results ({detail}); nothing of this run was kept there"
     if isinstance(err, KilledWorker):
         return "the slide took down every worker that tried it (out of memory, or a crash in a reader)"
     return f"{type(err).__name__}: {err}"

@@ -145,3 +145,20 @@ def test_should_stop_cancels_and_leaves_only_complete_slides(dask_cluster, cohor
     assert finished and not any(name.startswith(".") for name in kept)
     for name in kept:
         assert ProbabilityGrid.load(out / name / "grid.npz").complete
+
+
+def test_a_resolution_stored_here_travels_with_the_slide(cohort_slides, tmp_path):
+    from core.project.mpp import remember_file_mpp
+
+    remember_file_mpp(cohort_slides[1], 0.45)
+    jobs = plan_cohort(cohort_slides, tmp_path / "out", DEMO_MODEL, OPTIONS).jobs
+    assert [job.options.slide_mpp for job in jobs] == [None, (0.45, 0.45), None]
+    given = PredictOptions(threshold=0.5, slide_mpp=(0.5, 0.5))
+    assert all(job.options.slide_mpp == (0.5, 0.5) for job in plan_cohort(cohort_slides, tmp_path, DEMO_MODEL, given).jobs)
+
+
+def test_a_folder_that_cannot_be_written_is_said_plainly(tmp_path):
+    from core.cohort.run import _describe
+
+    err = PermissionError(13, "Permission denied", str(tmp_path / "case-0" / "grid.npz"))
+    assert _describe(err) == "cannot write its results (grid.npz: Permission denied); nothing of this run was kept there"
