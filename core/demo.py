@@ -13,11 +13,9 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo-model"
 #: What the card, the command line and the window say of the demo model (one text, measured by
 #: ``bench/real_tissue.py --demo``: the demo model's own 128 px tiles at 1 µm/px, its threshold 0.5).
 DEMO_MODEL_STATEMENT = (
-    "The demo model was trained on synthetic tissue only and is not meaningful on real slides: on real H&E "
-    "it scored AUC 0.81 on lymph-node metastases (camelyon-mini: specificity 0.67) and 0.94 on lung "
-    "patches (LC25000: sensitivity 0.68), far below a model trained on the tissue itself. It is here to show "
-    "the demo case. For real slides, train a model on your own marks (Model \u25b8 Train\u2026, or "
-    "biopsia dataset \u2192 train \u2192 predict \u2192 evaluate; README, \"Real tissue\").")
+    "The demo model was trained on synthetic tissue only and is not meaningful on real slides (on real H&E: "
+    "AUC 0.81 on lymph-node metastases, 0.94 on lung patches). For real slides, train a model on your own "
+    "marks (Model \u25b8 Train\u2026; README, \"Real tissue\").")
 DEMO_SIZE = (24000, 18000)
 DEMO_MPP = 0.5
 
