@@ -55,6 +55,9 @@ def add_parsers(sub) -> None:
                         "macenko: stain vectors), record it in the model and apply it at every prediction")
     p.add_argument("--stain-reference", metavar="IMAGE",
                    help="fit --stain-normalise on this RGB image (PNG, JPEG, TIFF) instead of the training tiles")
+    p.add_argument("--warmup", type=opt.number(0, None), metavar="EPOCHS",
+                   help="raise the learning rate from 1 %% to --lr over this many epochs first (default: 1, or "
+                        "10 %% of a run under 10 epochs; 0: none)")
     p.add_argument("--target-sensitivity", type=opt.number(0, 1, low_open=True), default=0.95,
                    help="the model's threshold is the highest one reaching this validation sensitivity "
                         "(default 0.95); Youden's is recorded too")
@@ -213,7 +216,7 @@ def train_model(args) -> int:
                    stain_augment=args.stain_augment, stain_normalise=args.stain_normalise,
                    stain_reference=args.stain_reference,
                    progress=EpochProgress(), resume=args.resume, mpp=mpp,
-                   target_sensitivity=args.target_sensitivity, cell_um=cell)
+                   target_sensitivity=args.target_sensitivity, cell_um=cell, warmup_epochs=args.warmup)
     if result.bundle is None:
         note("no epoch finished; no model saved")
         return 1
