@@ -27,7 +27,11 @@ DEMO_SEEDS := 23 27 41 44
 FUZZ_MINUTES ?= 10
 FUZZ_SEED ?= 0
 
-.PHONY: run test fuzz setup debs bench fashion-mnist demo-model clean help
+.PHONY: run test fuzz setup gpu debs bench fashion-mnist demo-model clean help
+# GPU=1 (make run GPU=1, make test GPU=1) sets up the GPU build of MXNet first (make gpu).
+GPU ?=
+GPU_STAMP := $(VENV)/.installed-gpu
+SETUP := $(if $(GPU),gpu,setup)
 
 help:
 	@echo "make run    set up, then open Biopsia on the demo case (offscreen screenshot without a display)"
@@ -37,11 +41,13 @@ help:
 	@echo "make bench  run the benchmarks in bench/ (prints JSON)"
 	@echo "make fashion-mnist  check MXNet training on Debian's Fashion-MNIST (installs dataset-fashion-mnist)"
 	@echo "make demo-model  retrain resources/demo-model on synthetic slides (a demo, not for diagnosis)"
+	@echo "make gpu   set up, then swap MXNet for its CUDA 11 build and the CUDA libraries (requirements-gpu.txt);"
+	@echo "           make run GPU=1 / make test GPU=1 use it; biopsia gpu-check says what it finds"
 
-run: setup
+run: $(SETUP)
 	$(VPY) main.py demo
 
-test: setup
+test: $(SETUP)
 	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
 	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest
 
@@ -72,6 +78,16 @@ fashion-mnist: setup
 	$(VPY) main.py validate-framework fashion-mnist $(FASHION) --epochs 8 --device cpu
 
 setup: debs $(STAMP)
+
+# mxnet and mxnet-cu117 both install into mxnet/: never both. The CUDA libraries come as nvidia-*-cu11 wheels,
+# which Biopsia loads before MXNet (core.inference.gpu_check.preload_cuda_libraries, at start-up).
+gpu: setup $(GPU_STAMP)
+	$(VPY) main.py gpu-check
+
+$(GPU_STAMP): requirements-gpu.txt $(STAMP)
+	$(VPY) -m pip uninstall --quiet -y mxnet mxnet-cu117
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
+	@touch $(GPU_STAMP)
 
 # Install only the Debian packages that are missing (as root, or through sudo).
 debs:

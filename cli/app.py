@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # MXNet and OpenMP use one core unless told otherwise (MXNet reads this when it loads, later)
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # the GPU build of MXNet (make gpu) links CUDA 11 libraries that come as wheels: loaded before MXNet is
+    preload_cuda_if_installed()
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         argv = ["gui"] + argv  # `biopsia SLIDE...` opens the slides
     args = build_parser().parse_args(argv)
@@ -61,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         error(f"{files_of(args)}unexpected {kind}: {err} (a defect in Biopsia; please report it, with "
               "BIOPSIA_TRACEBACK=1 set for the details)")
         return 1
+
+
+def preload_cuda_if_installed() -> None:
+    """Load the nvidia-*-cu11 wheels' libraries when they are installed (`make gpu`); nothing otherwise."""
+    if any(os.path.isdir(os.path.join(p, "nvidia")) for p in sys.path if p):
+        from core.inference.gpu_check import preload_cuda_libraries
+
+        preload_cuda_libraries()
 
 
 def files_of(args) -> str:
