@@ -26,6 +26,7 @@ from core.slide import open_slide
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
            ("accuracy", "Accuracy"), ("f1", "F1"), ("auc", "AUC"))
 IMAGE_SIDE = 900  # longest side of embedded overviews, in pixels
+COHORT_SLIDES, COHORT_IMAGE_SIDE = 50, 600  # a report of more slides embeds smaller overviews
 
 _STYLE = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; color: #263238; margin: 2em; max-width: 1100px; }
@@ -155,14 +156,15 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _image_tag(rgb: np.ndarray, alt: str) -> str:
-    scale = IMAGE_SIDE / max(rgb.shape[:2])
+def _image_tag(rgb: np.ndarray, alt: str, side: int = IMAGE_SIDE) -> str:
+    scale = side / max(rgb.shape[:2])
     if scale < 1:
         rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         return ""
-    return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{base64.b64encode(data.tobytes()).decode()}">'
+    return (f'<img alt="{html.escape(alt)}" loading="lazy" '
+            f'src="data:image/jpeg;base64,{base64.b64encode(data.tobytes()).decode()}">')
 
 
 def _confusion_table(row: dict) -> str:
@@ -207,11 +209,12 @@ def report_html(slides: list[ReportSlide], total: dict | None, threshold: float,
     parts.append(f"<h2>Slides</h2><table><tr><th>Slide</th><th>Tiles</th>{head}<th>Most involved core (marks)</th>"
                  f"<th>(network)</th></tr>{rows}</table>")
     parts.append(_legend(threshold))
+    side = IMAGE_SIDE if len(slides) <= COHORT_SLIDES else COHORT_IMAGE_SIDE
     for i, s in enumerate(slides):
         regions = s.row.get("regions") or []
         fp = sum(r["tiles"] for r in regions if r["kind"] == "false positive")
         fn = sum(r["tiles"] for r in regions if r["kind"] == "false negative")
-        image = _image_tag(s.overview, s.row["slide"]) if s.overview is not None else \
+        image = _image_tag(s.overview, s.row["slide"], side) if s.overview is not None else \
             "<p class=note>(no overview image)</p>"
         cores = _cores_table(s.cores) if s.cores is not None else ""
         parts.append(f"<h2 id='{_anchor(i)}'>{html.escape(s.row['slide'])}</h2><div class=slide>{image}<div>"

@@ -153,3 +153,27 @@ def test_an_unknown_colour_map_is_refused_before_any_work(slide_pair, tmp_path, 
     assert exit_.value.code == 2
     assert "argument --colormap: invalid choice: 'jet'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cohorts_report_embeds_smaller_overviews_after_its_table():
+    """Hundreds of slides: one table first, each row linked to its section, overviews smaller and lazy."""
+    import re
+
+    import numpy as np
+
+    from core.evaluation.report import COHORT_IMAGE_SIDE, COHORT_SLIDES, ReportSlide, report_html
+
+    row = {"slide": "s", "n": 10, "tn": 5, "fp": 0, "fn": 1, "tp": 4, "sensitivity": 0.8, "specificity": 1.0,
+           "regions": []}
+    picture = np.full((400, 1200, 3), 200, np.uint8)
+    slides = [ReportSlide({**row, "slide": f"case-{i:03d}"}, picture) for i in range(COHORT_SLIDES + 1)]
+    page = report_html(slides, {**row, "slide": "all"}, 0.5)
+    assert page.count("<a href='#slide-") == COHORT_SLIDES + 1 and page.count("<h2 id='slide-") == COHORT_SLIDES + 1
+    assert page.index("<a href='#slide-51'>") < page.index("<h2 id='slide-1'>")  # the whole table comes first
+    assert page.count('loading="lazy"') == COHORT_SLIDES + 1
+    import base64
+
+    import cv2
+
+    first = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", page).group(1))
+    assert cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR).shape[1] == COHORT_IMAGE_SIDE
