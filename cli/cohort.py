@@ -98,7 +98,7 @@ def predict_cohort(args, model: Path, options) -> int:
     def done(summary: dict) -> None:
         progress.clear()
         n, seconds = summary["tiles"], summary["seconds"]
-        print(f"{summary['folder']}: {n} tiles in {seconds:.1f} s ({summary['tiles_per_s']:.0f} tiles/s) on "
+        print(f"{Path(args.out) / summary['name']}: {n} tiles in {seconds:.1f} s ({summary['tiles_per_s']:.0f} tiles/s) on "
               f"{summary['worker']}; {summary['called']} at or above {format_threshold(options.threshold)} "
               f"({summary['called'] / max(n, 1):.1%})", flush=True)
         progress.slide_finished(summary["name"], n)
