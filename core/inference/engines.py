@@ -16,6 +16,7 @@ Load on the model thread (`core.models.engine`): MXNet needs it, and ONNX Runtim
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -107,12 +108,32 @@ def load_model(folder, device: str = "auto", engine: str = "mxnet", precision: s
         one without the variant asked for (`check_engine`).
     """
     from core.models.bundle import read_bundle, recover_bundle
-    from core.models.engine import describe_device, parse_device
 
     check_names(engine, precision)
     folder = recover_bundle(folder)
+    # the files are checked against model.json every time; the network built from them is kept for the
+    # next slide of the same files (a cohort's worker, the window predicting slide after slide)
+    info, data = read_bundle(folder)
+    key = (str(Path(folder).resolve()), str(device), engine, precision)
+    stamp = tuple(sorted((name, hashlib.sha256(blob).hexdigest()) for name, blob in data.items()))
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    model = _load_model(folder, info, data, device, engine, precision)
+    _LOADED.clear()  # one network kept: a cohort or a session uses one model at a time
+    _LOADED[key] = (stamp, model)
+    return model
+
+
+#: The last network `load_model` built, by (folder, device, engine, precision), with its files' hashes.
+#: Touched only on the model thread.
+_LOADED: dict = {}
+
+
+def _load_model(folder, info, data, device: str, engine: str, precision: str):
+    from core.models.engine import describe_device, parse_device
+
     if engine == "onnx":
-        info, data = read_bundle(folder)
         check_engine(info, folder, engine, precision)
         from core.models.onnx_export import check_onnx
 
