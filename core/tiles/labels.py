@@ -16,6 +16,7 @@ import numpy as np
 
 from core.annotations.masks import rasterise
 from core.annotations.model import BENIGN, EXCLUDE, TUMOUR, Annotation
+from core.annotations.proposals import is_draft
 from core.tiles.edges import shift_inside
 from core.tiles.tissue import AreaSum
 
@@ -129,7 +130,8 @@ def label_tiles(marks: Iterable[Annotation], l0_x, l0_y, tile_l0: int, slide_siz
     Parameters
     ----------
     marks : iterable of Annotation
-        In level-0 pixels; classes Tumour, Benign and Exclude are used.
+        In level-0 pixels; classes Tumour, Benign and Exclude are used. Drafts the network proposed and
+        no doctor accepted (`core.annotations.proposals.is_draft`) count for nothing.
     l0_x, l0_y : ndarray of int
         Top-left corners of the tiles in level-0 pixels (shifted inside the slide when they cross its edge).
     tile_l0 : int
@@ -149,6 +151,7 @@ def label_tiles(marks: Iterable[Annotation], l0_x, l0_y, tile_l0: int, slide_siz
     """
     l0_x = shift_inside(np.asarray(l0_x, np.int64).reshape(-1), tile_l0, slide_size[0])
     l0_y = shift_inside(np.asarray(l0_y, np.int64).reshape(-1), tile_l0, slide_size[1])
+    marks = [m for m in marks if not is_draft(m)]  # the network's proposals are not the doctors' word
     coverage = MarkCoverage(marks, slide_size[0], slide_size[1], tile_l0)
     tumour = coverage.fraction(TUMOUR.name, l0_x, l0_y, tile_l0)
     benign = coverage.fraction(BENIGN.name, l0_x, l0_y, tile_l0)

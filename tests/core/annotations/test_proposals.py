@@ -132,3 +132,18 @@ def test_the_review_list_ranks_doubt_and_disagreement_and_drops_what_was_reviewe
     later = review_queue(grid, 0.5, marks, reviewed=[box(1900, 0, 2700, 500)])
     assert [item.tiles for item in later] == [16, 4]
     assert [item.tiles for item in review_queue(grid, 0.5)] == [18, 4]
+
+
+def test_drafts_label_no_tile_until_a_doctor_accepts_them():
+    """An unreviewed proposal must not train or evaluate as truth: datasets, previews and comparisons skip it."""
+    from core.annotations.proposals import accept_draft
+    from core.tiles.labels import TUMOUR_LABEL, label_tiles
+
+    probs = np.zeros((6, 6))
+    probs[1:5, 1:5] = 0.9
+    (draft,) = propose_marks(grid_of(probs), 0.5)
+    xs, ys = np.array([200, 0]), np.array([200, 0])  # a tile inside the draft, one outside
+    as_draft = label_tiles([draft], xs, ys, STRIDE, (600, 600), fully_annotated=False)
+    assert (as_draft.label != TUMOUR_LABEL).all()
+    accepted = label_tiles([accept_draft(draft)], xs, ys, STRIDE, (600, 600), fully_annotated=False)
+    assert accepted.label[0] == TUMOUR_LABEL and accepted.label[1] != TUMOUR_LABEL
