@@ -94,6 +94,10 @@ def parse(data: bytes, path) -> AnnotationSet:
     return reading.result(annotations, foreign)
 
 
+#: A feature Biopsia wrote for a measurement (the window's ruler), not a mark: returned in ``foreign``.
+MEASUREMENT_KEY = "biopsia_measurement"
+
+
 def _features(doc, reading: Reading) -> list:
     if isinstance(doc, list):
         return doc
@@ -119,6 +123,8 @@ def _feature(feature, index: int, reading: Reading, kinds: dict) -> "_Mark | Non
     props = feature.get("properties") or {}
     if not isinstance(props, dict):
         raise reading.error(where, f"\"properties\" must be an object, got {type(props).__name__}")
+    if props.get(MEASUREMENT_KEY) is True:  # a ruler's line: kept as it is (``foreign``), not a mark
+        return None
     raw_id = feature.get("id")
     kind = props.get("objectType")
     if isinstance(raw_id, str) and raw_id in _LEGACY_TYPES:

@@ -147,3 +147,16 @@ def test_drafts_label_no_tile_until_a_doctor_accepts_them():
     assert (as_draft.label != TUMOUR_LABEL).all()
     accepted = label_tiles([accept_draft(draft)], xs, ys, STRIDE, (600, 600), fully_annotated=False)
     assert accepted.label[0] == TUMOUR_LABEL and accepted.label[1] != TUMOUR_LABEL
+
+
+def test_a_rulers_line_reads_back_as_kept_not_as_a_skipped_mark(tmp_path):
+    from core.annotations.formats import read_annotations
+
+    path = tmp_path / "with-ruler.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [2000, 0]]},
+         "properties": {"biopsia_measurement": True, "length_um": 1000.0}},
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [5, 5]]}, "properties": {}}]}))
+    found = read_annotations(path)
+    assert found.annotations == [] and len(found.foreign) == 2
+    assert len(found.warnings) == 1 and "feature 1" in found.warnings[0]  # only the stranger's line is warned of
