@@ -31,7 +31,12 @@ class Edit:
 
     @property
     def is_empty(self) -> bool:
-        return self.before == self.after
+        """Nothing changes: the same marks before and after, properties (``extra``) included.
+
+        ``Annotation`` equality leaves ``extra`` out, but an edit that only changes a mark's properties
+        (accepting a draft of the network: same outline and class, no longer a draft) is an edit.
+        """
+        return self.before == self.after and all(b.extra == a.extra for b, a in zip(self.before, self.after))
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,14 @@ def test_a_rulers_line_reads_back_as_kept_not_as_a_skipped_mark(tmp_path):
     found = read_annotations(path)
     assert found.annotations == [] and len(found.foreign) == 2
     assert len(found.warnings) == 1 and "feature 1" in found.warnings[0]  # only the stranger's line is warned of
+
+
+def test_accepting_a_draft_is_an_edit_though_outline_and_class_stay():
+    from core.annotations.proposals import accept_draft
+    from core.annotations.store import Edit
+
+    probs = np.zeros((6, 6))
+    probs[1:5, 1:5] = 0.9
+    (draft,) = propose_marks(grid_of(probs), 0.5)
+    assert not Edit((draft,), (accept_draft(draft),), "Accept draft").is_empty
+    assert Edit((draft,), (draft,)).is_empty
