@@ -10,7 +10,7 @@ import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -28,8 +28,27 @@ from core.tiles.splits import CLASSES, SPLITS
 ENCODINGS = {"jpg": ".jpg", "png": ".png"}
 
 
+def encode_tile(rgb: np.ndarray, encoding: str = "jpg", quality: int = 95) -> bytes:
+    """A tile (uint8 RGB) as the bytes a record holds: JPEG at ``quality`` or lossless PNG.
+
+    Raises
+    ------
+    DatasetError
+        An encoding not offered, or one OpenCV could not make.
+    """
+    if encoding not in ENCODINGS:
+        raise DatasetError(f"tile encoding {encoding!r} not understood; use 'jpg' or 'png'")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if encoding == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(ENCODINGS[encoding], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise DatasetError(f"could not encode a tile as {ENCODINGS[encoding]}")
+    return buf.tobytes()
+
+
 def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: int = 95, workers: int | None = None,
-                  progress: Callable[[int, int], None] | None = None, should_stop=None) -> dict | None:
+                  progress: Callable[[int, int], None] | None = None, should_stop=None,
+                  encoded: Callable[[np.ndarray], Iterable[tuple[np.ndarray, list[bytes]]]] | None = None
+                  ) -> dict | None:
     """Write the RecordIO files, ``.lst`` lists, ``tiles.csv`` and ``manifest.json`` into ``out_dir``.
 
     Tiles are read, resized and encoded on ``workers`` threads while one thread appends records. All
@@ -44,6 +63,10 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
         ``progress(tiles_done, tiles)``.
     should_stop : callable, optional
         Checked between chunks of tiles; when true the partial files are removed and None is returned.
+    encoded : callable, optional
+        ``encoded(positions)`` yields ``(chunk of positions, their encoded tiles)`` in the order given, for
+        tiles encoded elsewhere (`core.cohort.shards`: one task per slide on a cluster); by default the
+        tiles are read and encoded here on ``workers`` threads. Either way the files are the same bytes.
 
     Returns
     -------
@@ -58,18 +81,11 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
     if encoding not in ENCODINGS:
         raise DatasetError(f"tile encoding {encoding!r} not understood; use 'jpg' or 'png'")
     out = Path(out_dir).expanduser().absolute()
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if encoding == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ext = ENCODINGS[encoding]
-
-    def work(readers: PlanReaders, part: np.ndarray) -> list[bytes]:
-        blobs = []
-        for pos in part:
-            rgb = readers.read(int(plan.slide[pos]), int(plan.index[pos]))
-            ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-            if not ok:
-                raise DatasetError(f"could not encode a tile of {plan.sources[int(plan.slide[pos])].path} as {ext}")
-            blobs.append(buf.tobytes())
-        return blobs
+    if encoded is None:
+        def encoded(positions: np.ndarray):
+            return read_pipeline(plan, positions, lambda readers, part: encode_positions(plan, readers, part, encoding,
+                                                                                         quality), workers)
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +102,7 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
                 lst = io.StringIO()
                 with RecordWriter(staging / f"{split_name}.rec", staging / f"{split_name}.idx") as writer:
                     record = 0
-                    for part, blobs in read_pipeline(plan, positions, work, workers):
+                    for part, blobs in encoded(positions):
                         if should_stop is not None and should_stop():
                             raise Cancelled(f"{out}: writing the dataset cancelled")
                         for pos, blob in zip(part, blobs):
@@ -118,6 +134,20 @@ def write_dataset(plan: DatasetPlan, out_dir, encoding: str = "jpg", quality: in
         raise DatasetError(f"{out}: writing the dataset failed: {err.strerror or err}; nothing in the folder "
                            "was replaced") from err
     return manifest
+
+
+def encode_positions(plan: DatasetPlan, readers: PlanReaders, positions: np.ndarray, encoding: str = "jpg",
+                     quality: int = 95) -> list[bytes]:
+    """Read and encode the plan's tiles at ``positions``, in that order (the slide named when one fails)."""
+    blobs = []
+    for pos in positions:
+        slide = int(plan.slide[pos])
+        rgb = readers.read(slide, int(plan.index[pos]))
+        try:
+            blobs.append(encode_tile(rgb, encoding, quality))
+        except DatasetError as err:
+            raise DatasetError(f"{plan.sources[slide].path}: {err}") from None
+    return blobs
 
 
 def _manifest(plan: DatasetPlan, encoding: str, quality: int) -> dict:
