@@ -60,7 +60,13 @@ def add_parsers(sub) -> None:
                         "it labels (e.g. --tile 64 --mpp 2 --cell 64: 64 µm cells with 32 µm around them); "
                         "predict such a model with --stride of one cell; default: the whole tile")
     p.add_argument("--encoding", choices=("jpg", "png"), default="jpg", help="tile encoding (default jpg, q95)")
-    p.add_argument("--workers", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
+    p.add_argument("--threads", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
+    p.add_argument("--workers", type=opt.positive, default=1,
+                   help="worker processes of a local Dask cluster, one slide each at a time (default 1: this "
+                        "process alone); the files are the same bytes either way")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="read and encode the slides on an existing Dask cluster (tcp://host:8786); an empty "
+                        "value starts a local one")
     p.add_argument("--dry-run", action="store_true", help="print the counts only; write nothing")
     opt.add_slide_mpp(p)
     p.add_argument("--patch-mpp", type=opt.mpp, metavar="X",
@@ -143,11 +149,26 @@ def dataset(args) -> int:
     print(format_counts(plan.counts()))
     if args.dry_run:
         return 0
-    manifest = write_dataset(plan, args.out, encoding=args.encoding, workers=args.workers,
-                             progress=ProgressBar("tiles"))
+    if args.scheduler is not None or args.workers > 1:
+        manifest = dataset_on_cluster(plan, args)
+    else:
+        manifest = write_dataset(plan, args.out, encoding=args.encoding, workers=args.threads,
+                                 progress=ProgressBar("tiles"))
     elapsed = time.monotonic() - start
     print(f"{Path(args.out)} ({sum(sum(c.values()) for c in manifest['counts'].values())} tiles in {elapsed:.1f} s)")
     return 0
+
+
+def dataset_on_cluster(plan, args) -> dict:
+    """The dataset's tiles read and encoded on a Dask cluster, one task per slide (`core.cohort.shards`)."""
+    from core.cohort.cluster import cohort_client
+    from core.cohort.shards import write_dataset_on_cluster
+
+    with cohort_client(workers=args.workers, scheduler=args.scheduler or None) as (client, info):
+        where = "a local cluster" if info.local else f"the cluster at {info.scheduler}"
+        note(f"{len(plan.sources)} slides on {where} of {info.workers} worker processes; dashboard {info.dashboard}")
+        return write_dataset_on_cluster(client, plan, args.out, args.encoding, progress=ProgressBar("tiles"),
+                                        on_slide=lambda s: note(f"{s['slide']}: {s['tiles']} tiles on {s['worker']}"))
 
 
 def patch_dataset(args) -> int:
