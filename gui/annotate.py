@@ -10,6 +10,8 @@ from PyQt5.QtWidgets import QAction, QActionGroup, QComboBox, QLabel, QToolBar, 
 
 from core.annotations import ops
 from core.annotations.store import ClassesEdit
+from core.errors import BiopsiaError
+from gui import measurements
 from gui.docks.annotations_dock import AnnotationsDock
 from gui.docks.class_editor import swatch
 from gui.icons import icon
@@ -21,8 +23,11 @@ if TYPE_CHECKING:
 
 CONTROLS_HTML = """
 <h3>Annotating</h3>
-<ul><li>M move · V select · N edit vertices · P polygon · F freehand · B brush · R rectangle · L ellipse ·
-E eraser</li>
+<ul><li>M move · V select · I edit vertices · P polygon · F freehand · B brush · Q rectangle · L ellipse ·
+E eraser · U ruler</li>
+<li>Ruler: click the points of a line, its length shows as you go; double-click or Enter keeps it</li>
+<li>Drafts the network proposed (Model ▸ Propose marks, dashed): A accept · R reject the selected ones;
+edit a draft with any tool, then A &nbsp; N / Shift+N: next / previous region to review</li>
 <li>Polygon: click corners, double-click or Enter to close, Backspace removes a corner, Esc cancels</li>
 <li>Brush / eraser: [ and ] or Ctrl+wheel change the size; Alt+drag with the brush subtracts</li>
 <li>Rectangle / ellipse: Shift for a square / circle</li>
@@ -64,6 +69,8 @@ class AnnotationController(QObject):
         a["delete"] = QAction(icon("delete"), "&Delete selected marks", win)
         a["delete"].setShortcuts([QKeySequence(Qt.Key_Delete), QKeySequence(Qt.Key_Backspace)])
         a["delete"].triggered.connect(self.delete_selection)
+        a["clear_measurements"] = QAction("Clear &measurements", win, toolTip="Remove the ruler's lines on this slide")
+        a["clear_measurements"].triggered.connect(self.clear_measurements)
         a["classes"] = QAction("Annotation &classes…", win)
         a["classes"].triggered.connect(self.dock.edit_classes)
         for n in range(1, 10):  # keys 1-9: the n-th class draws the next marks
@@ -82,7 +89,7 @@ class AnnotationController(QObject):
     def _fill_menus(self) -> None:
         a = self.actions
         edit = self.win.edit_menu
-        for name in ("undo", "redo", None, "delete", None, "classes"):
+        for name in ("undo", "redo", None, "delete", "clear_measurements", None, "classes"):
             edit.addAction(a[name]) if name else edit.addSeparator()
         tool_menu = edit.addMenu("&Tool")
         for tool_id in TOOLS:
@@ -111,6 +118,9 @@ class AnnotationController(QObject):
     # -- views ---------------------------------------------------------------------------------
     def view_opened(self, view: "SlideView") -> None:
         self.undo_group.addStack(view.undo_stack)
+        doc = view.document
+        view.measurement_layer.set_measurements(measurements.load(doc.entry))
+        view.measurement_layer.edited.connect(lambda v=view: self._save_measurements(v))
         view.set_tool(TOOLS[self.tool_id]())
         view.current_class_changed.connect(lambda _name, v=view: v is self.view and self._fill_class_combo())
         view.annotations_replaced.connect(lambda _s, v=view: v is self.view and self._fill_class_combo())
@@ -152,6 +162,17 @@ class AnnotationController(QObject):
         view = self.view
         if view is not None and index < len(view.annotations.classes):
             view.current_class = view.annotations.classes[index].name
+
+    def _save_measurements(self, view: "SlideView") -> None:
+        doc = view.document
+        try:
+            measurements.save(doc.project, doc.entry, view.measurement_layer.measurements)
+        except BiopsiaError as err:
+            self.win.show_error("Could not save the measurements", str(err))
+
+    def clear_measurements(self) -> None:
+        if self.view is not None:
+            self.view.measurement_layer.clear()
 
     def delete_selection(self) -> None:
         view = self.view

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 from PyQt5.QtWidgets import QFileDialog, QMenu, QMessageBox
 
 from core.annotations import Edit, ops
-from core.annotations.formats import read_annotations, write_annotations
+from core.annotations.formats import format_for_writing, read_annotations, write_annotations
+from core.annotations.journal import geojson_bytes
 from core.annotations.marked import import_marked
+from core.atomic import atomic_write_bytes
 from core.errors import BiopsiaError
+from gui import measurements
 from gui.worker import Worker
 
 if TYPE_CHECKING:
@@ -90,6 +93,10 @@ class AnnotationFiles:
         if view not in self.win.views():
             return  # the slide was closed meanwhile
         view.apply_edit(import_edit(view, annotation_set, label))
+        known = {m.id for m in view.measurement_layer.measurements}
+        for ruler in measurements.from_features(getattr(annotation_set, "foreign", ())):
+            if ruler.id not in known:  # a file exported from this slide gives its rulers back once
+                view.measurement_layer.add(ruler)
         count = len(annotation_set.annotations)
         self.win.statusBar().showMessage(f"{label}: {count} mark{'s' * (count != 1)}", 8000)
         if annotation_set.warnings:
@@ -108,12 +115,19 @@ class AnnotationFiles:
             self.export_file(view, Path(path) if Path(path).suffix else Path(path + suffix), fmt)
 
     def export_file(self, view: "SlideView", path: Path, fmt: str | None = None) -> bool:
+        """Write the marks; to GeoJSON also the ruler's measurements, as LineString features after them."""
+        store, rulers = view.annotations, view.measurement_layer.measurements
         try:
-            write_annotations(path, view.annotations.annotations(), view.annotations.classes, format=fmt)
+            if rulers and format_for_writing(path, fmt).NAME == "geojson":
+                lines = measurements.geojson_features(rulers, view.mpp)
+                atomic_write_bytes(path, geojson_bytes(store.annotations(), store.classes, lines))
+            else:
+                write_annotations(path, store.annotations(), store.classes, format=fmt)
         except (OSError, BiopsiaError) as err:
             self.win.show_error("Export failed", f"{path}: {getattr(err, 'strerror', None) or err}")
             return False
-        self.win.statusBar().showMessage(f"Exported {len(view.annotations)} marks to {path}", 8000)
+        more = f" and {len(rulers)} measurements" if rulers and format_for_writing(path, fmt).NAME == "geojson" else ""
+        self.win.statusBar().showMessage(f"Exported {len(store)} marks{more} to {path}", 8000)
         return True
 
 

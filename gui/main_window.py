@@ -24,6 +24,8 @@ from gui.actions import build_actions, build_menus, build_toolbar
 from gui.annotation_files import AnnotationFiles, confirm_discard
 from gui.annotation_session import OpenedSlide
 from gui.annotate import AnnotationController
+from gui.core_measures import CoreMeasurer, CoresTable
+from gui.drafts import DraftController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.evaluation_dock import EvaluationDock
 from gui.docks.info_dock import InfoDock
@@ -128,12 +130,23 @@ class MainWindow(QMainWindow):
         self.prediction_dock.grid_changed.connect(self.evaluation_dock.on_grid_changed)
         self.prediction_dock.threshold_changed.connect(self.evaluation_dock.set_threshold)
         self.evaluation_dock.threshold_chosen.connect(self.prediction_dock.set_threshold)
+        self.core_measurer = CoreMeasurer(self)  # per-core length and involvement, shown in two panels
+        self.annotate.dock.add_cores(CoresTable(self.core_measurer))
+        self.evaluation_dock.add_cores(CoresTable(self.core_measurer))
+        self.prediction_dock.grid_changed.connect(
+            lambda v: v is self.core_measurer.view and self.core_measurer.schedule())
+        self.prediction_dock.threshold_changed.connect(self.core_measurer.schedule)
+        self.drafts = DraftController(self)  # Model ▸ Propose marks; A / R decide; the Review panel (N)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.drafts.review)
+        self.tabifyDockWidget(self.evaluation_dock, self.drafts.review)
+        self.prediction_dock.grid_changed.connect(
+            lambda v: v is self.drafts.review.view and self.drafts.review.schedule())
         self.tabifyDockWidget(self.evaluation_dock, self.info_dock)  # one tabbed column: the slide gets the room
         self.setTabPosition(Qt.RightDockWidgetArea, QTabWidget.East)  # whole names down the side, not "Ti…" tabs
         self.annotate.dock.raise_()
         self._docks_sized = False
         for dock in (self.info_dock, self.layers_dock, self.annotate.dock, self.tiles_dock, self.prediction_dock,
-                     self.evaluation_dock, self.associated_dock):
+                     self.evaluation_dock, self.drafts.review, self.associated_dock):
             self.docks_menu.addAction(dock.toggleViewAction())
         self.associated_dock.toggleViewAction().setIcon(icon("label"))
         self._refresh_recent_menu()
@@ -320,6 +333,8 @@ class MainWindow(QMainWindow):
         self.evaluation_dock.set_view(view)
         self.layers_dock.set_view(view)
         self.annotate.set_view(view)
+        self.core_measurer.set_view(view)
+        self.drafts.set_view(view)
         self.setWindowTitle(f"{view.reader.display_name} — Biopsia" if view else "Biopsia")
         self.associated_dock.set_reader(view.reader if view else None)
         for name in ("close", "export_view", "zoom_in", "zoom_out", "zoom_fit", "zoom_1to1", "set_mpp", "side_by_side"):

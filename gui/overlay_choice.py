@@ -6,7 +6,7 @@ of a false positive. So a single view shows one family in full, and the marks as
 ========================  ==========  =====================  ===========================
 overlay (key)             marks       heatmap                disagreement
 ========================  ==========  =====================  ===========================
-``marks`` (A)             filled      hidden                 hidden
+``marks`` (K)             filled      hidden                 hidden
 ``heatmap`` (H)           outlines    shown                  hidden
 ``disagreement`` (D)      outlines    hidden                 shown
 ========================  ==========  =====================  ===========================
@@ -18,7 +18,7 @@ arrives (`gui.slide_view.SlideView`); the side-by-side view gives each pane its 
 from __future__ import annotations
 
 OVERLAYS = ("marks", "heatmap", "disagreement")
-KEYS = {"marks": "A", "heatmap": "H", "disagreement": "D"}
+KEYS = {"marks": "K", "heatmap": "H", "disagreement": "D"}  # A and R accept and reject drafts
 FILL_KEY = "Shift+F"
 NAMES = {"marks": "Marks", "heatmap": "Heatmap", "disagreement": "Disagreement"}  # as the split view's boxes say
 

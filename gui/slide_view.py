@@ -19,6 +19,7 @@ from core.project.document import SlideDocument
 from core.slide.base import SlideReader
 from core.view.viewport import Viewport, magnification_at, scale_for_magnification
 from gui.layers import AnnotationLayer, DisagreementLayer, GridLayer, HeatmapLayer, Layer, SlideLayer, TilePreviewLayer
+from gui.layers.measurement_layer import MeasurementLayer
 from gui.mark_menu import mark_menu
 from gui.overlay_choice import show_overlay
 from gui.overlays import Minimap, paint_scale_bar
@@ -95,6 +96,7 @@ class SlideView(QWidget):
         # staircase shows where a red Tumour fill would hide it
         self.tile_preview_layer = TilePreviewLayer()
         self.tile_preview_layer.visible = False
+        self.measurement_layer = MeasurementLayer(lambda: self.mpp)  # the ruler's lines (not marks)
         # one overlay family at a time (gui.overlay_choice); the side-by-side view turns the automatic switch off
         self.overlay = "marks"
         self.overlay_auto = True
@@ -108,6 +110,7 @@ class SlideView(QWidget):
         self.add_layer(self.annotation_layer)
         self.add_layer(self.tile_preview_layer)
         self.add_layer(self.grid_layer)
+        self.add_layer(self.measurement_layer)
         self.slide_layer.sharp.connect(self.sharp)
         self.minimap = Minimap(self)
         self.minimap.move_requested.connect(lambda x, y: self.set_viewport(self._viewport.centred_on(x, y)))

@@ -26,7 +26,16 @@ class EditCommand(QUndoCommand):
 
 def push_edit(stack: QUndoStack, store: AnnotationStore, edit: Edit | ClassesEdit) -> bool:
     """Apply ``edit`` through ``stack`` (so it can be undone); empty edits are not pushed. True when pushed."""
-    if edit.is_empty:
+    if edit.is_empty and not _changes_properties(edit):
         return False
     stack.push(EditCommand(store, edit))
     return True
+
+
+def _changes_properties(edit) -> bool:
+    """An edit that only changes marks' GeoJSON properties (accepting a draft leaves geometry and class as they
+    were): `Edit.is_empty` compares marks without ``extra``, so it would call this empty."""
+    if not isinstance(edit, Edit):
+        return False
+    before = {a.id: a.extra for a in edit.before}
+    return any(before.get(a.id) != a.extra for a in edit.after)

@@ -16,7 +16,7 @@ CONTROLS_HTML = """
 <li>0: zoom to fit &nbsp; Ctrl+1: full resolution (1:1)</li>
 <li>Alt+1 … Alt+6: 1.25x, 2.5x, 5x, 10x, 20x, 40x</li>
 <li>G: grid &nbsp; O: overview &nbsp; S: scale bar &nbsp; F6: side by side</li>
-<li>A: marks &nbsp; H: heatmap &nbsp; D: disagreement (one at a time, the marks as outlines under the others)
+<li>K: marks &nbsp; H: heatmap &nbsp; D: disagreement (one at a time, the marks as outlines under the others)
 &nbsp; Shift+F: fill the marks or not</li>
 <li>Ctrl+O: open &nbsp; Ctrl+W: close slide &nbsp; Ctrl+E: export view</li></ul>
 """

@@ -8,10 +8,18 @@ from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidge
                              QWidget)
 
 from core.annotations import ops
+from core.annotations.proposals import is_draft
+from core.evaluation.measure import long_axis_length, to_um
 from gui.docks.class_editor import ClassEditor, swatch
 
 ALL_CLASSES = "All classes"
-COLUMNS = ("Class", "Area (mm²)", "Note")
+COLUMNS = ("Class", "Area (mm²)", "Length (mm)", "Note")
+NOTE = COLUMNS.index("Note")
+
+
+def mark_length_mm(annotation, mpp) -> float | None:
+    """A mark's length along its long axis (`core.evaluation.measure`), or None without a µm/px."""
+    return long_axis_length(to_um(annotation.geometry, mpp)) / 1000 if mpp else None
 
 
 class AnnotationsDock(QDockWidget):
@@ -46,7 +54,7 @@ class AnnotationsDock(QDockWidget):
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(NOTE, QHeaderView.Stretch)
         self.table.itemSelectionChanged.connect(self._on_rows_selected)
         self.table.itemClicked.connect(self._on_row_clicked)
         self.table.itemChanged.connect(self._on_item_changed)
@@ -70,8 +78,13 @@ class AnnotationsDock(QDockWidget):
         outer.addLayout(grid)
         outer.addWidget(self.table, 1)
         outer.addWidget(self.count_label)
+        self._outer = outer
         self.setWidget(body)
         self.set_view(None)
+
+    def add_cores(self, widget: QWidget) -> None:
+        """The per-core table (`gui.core_measures.CoresTable`), below the marks."""
+        self._outer.addWidget(widget)
 
     # -- following the current view ----------------------------------------------------------
     def set_view(self, view) -> None:
@@ -131,21 +144,28 @@ class AnnotationsDock(QDockWidget):
         self._filling = True
         self.table.setRowCount(len(rows))
         for row, ann in enumerate(rows):
-            area = ann.area_mm2(view.mpp)
-            cells = (QTableWidgetItem(swatch(store.color_of(ann.class_name)), ann.class_name),
-                     QTableWidgetItem("?" if area is None else f"{area:.4f}"), QTableWidgetItem(ann.note))
-            cells[1].setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            area, length = ann.area_mm2(view.mpp), mark_length_mm(ann, view.mpp)
+            name = f"{ann.class_name} (draft)" if is_draft(ann) else ann.class_name
+            cells = (QTableWidgetItem(swatch(store.color_of(ann.class_name)), name),
+                     QTableWidgetItem("?" if area is None else f"{area:.4f}"),
+                     QTableWidgetItem("?" if length is None else f"{length:.3f}"), QTableWidgetItem(ann.note))
+            for item in cells[1:3]:
+                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
             for col, item in enumerate(cells):
                 item.setData(Qt.UserRole, ann.id)
-                if col != 2:
+                if col != NOTE:
                     item.setFlags(item.flags() & ~Qt.ItemIsEditable)
                 self.table.setItem(row, col, item)
         self.table.resizeColumnsToContents()
         self._filling = False
-        total = len(store) if store is not None else 0
+        drafts = sum(1 for a in store if is_draft(a)) if store is not None else 0
+        total = (len(store) if store is not None else 0) - drafts  # drafts are not marks until accepted
         hidden = view.annotation_layer.hidden_classes if view is not None else set()
-        shown = sum(1 for a in rows if a.class_name not in hidden)  # what the view draws, hidden classes left out
-        self.count_label.setText(f"{shown} of {total} marks shown" if total else "No marks yet")
+        shown = sum(1 for a in rows if a.class_name not in hidden and not is_draft(a))  # what the view draws
+        text = f"{shown} of {total} marks shown" if total else "No marks yet"
+        if drafts:
+            text += f"; {drafts} draft{'s' * (drafts != 1)} to accept (A) or reject (R)"
+        self.count_label.setText(text)
         if view is not None:
             self._show_selection(view.selection)
 
@@ -217,7 +237,7 @@ class AnnotationsDock(QDockWidget):
             self.view.centre_on((x0 + x1) / 2, (y0 + y1) / 2)
 
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
-        if self._filling or self.view is None or item.column() != 2:
+        if self._filling or self.view is None or item.column() != NOTE:
             return
         self.view.apply_edit(ops.set_note(self.view.annotations, item.data(Qt.UserRole), item.text()))
 

@@ -20,6 +20,7 @@ from PyQt5.QtGui import QBrush, QColor, QFont
 from PyQt5.QtWidgets import (QDockWidget, QDoubleSpinBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                              QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
+from core.annotations.proposals import is_draft
 from core.errors import BiopsiaError
 from core.evaluation.compare import SlideComparison
 from core.evaluation.slide import Evaluation, evaluate, truth_key
@@ -165,7 +166,12 @@ class EvaluationDock(QDockWidget):
         layout.addWidget(QLabel("Target sensitivity"))
         layout.addLayout(target_row)
         layout.addWidget(self.target_label)
+        self._slide_layout = layout
         return widget
+
+    def add_cores(self, widget: QWidget) -> None:
+        """The per-core table (`gui.core_measures.CoresTable`), under the metrics, above the ROC curve."""
+        self._slide_layout.insertWidget(self._slide_layout.indexOf(self.roc_plot), widget)
 
     # -- inputs ---------------------------------------------------------------------------------
     def set_view(self, view) -> None:
@@ -219,7 +225,8 @@ class EvaluationDock(QDockWidget):
         key = truth_key(grid, doc.store, fully)
         truth = self._evaluation.truth if self._evaluation is not None and self._evaluation.key == key else None
         grid = replace(grid, probs=grid.probs.copy(), predicted=grid.predicted.copy())  # a run may be filling it
-        worker = Worker(evaluate, grid, doc.store.annotations(), fully, self.threshold, doc.name, key, truth)
+        marks = [a for a in doc.store.annotations() if not is_draft(a)]  # drafts are the network's, not truth
+        worker = Worker(evaluate, grid, marks, fully, self.threshold, doc.name, key, truth)
         worker.finished.connect(lambda result, w=worker, v=view: self._on_evaluated(w, v, result))
         worker.failed.connect(lambda err, w=worker, v=view: self._on_failed(w, v, err))
         self._worker = worker

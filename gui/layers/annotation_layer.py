@@ -7,6 +7,7 @@ from typing import Callable
 from PyQt5.QtCore import QRectF, Qt
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPen, QTransform
 
+from core.annotations.proposals import is_draft
 from core.annotations.store import AnnotationStore
 from core.annotations.vertices import parts_of, rings_of
 from core.view.viewport import Viewport
@@ -135,10 +136,14 @@ class AnnotationLayer(Layer):
                 r, g, b = self._store.color_of(ann.class_name)
                 style = styles[ann.class_name] = (QColor(r, g, b, round(255 * self.fill_opacity)),
                                                   _pen(QColor(r, g, b), self.outline_width))
-            if fill:
+            draft = is_draft(ann)
+            if fill and not draft:
                 painter.fillPath(path, style[0])
             if ann.id in self.selection:
                 selected.append((ann, path, self._store.color_of(ann.class_name)))
+            elif draft:  # the network's proposal, not a mark yet: dashed in its class colour over a dark halo
+                painter.strokePath(path, _pen(DRAFT_HALO, self.outline_width + 2.5))
+                painter.strokePath(path, _dashed(style[1]))
             elif outline:
                 painter.strokePath(path, style[1])
             self.painted_count += 1
@@ -189,6 +194,18 @@ def _l0_to_screen(viewport: Viewport) -> QTransform:
     s = viewport.scale
     dx, dy = viewport.screen_w / 2 - viewport.l0_cx * s, viewport.screen_h / 2 - viewport.l0_cy * s
     return QTransform(s, 0, 0, s, dx, dy)
+
+
+#: Drafts (`core.annotations.proposals`) are dashed over this halo, so they read as "not yet a mark".
+DRAFT_HALO = QColor(0, 0, 0, 150)
+DRAFT_DASHES = [5, 3]
+
+
+def _dashed(pen: QPen) -> QPen:
+    pen = QPen(pen)
+    pen.setCapStyle(Qt.FlatCap)
+    pen.setDashPattern(DRAFT_DASHES)
+    return pen
 
 
 def _pen(color: QColor, width: float) -> QPen:

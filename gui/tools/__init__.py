@@ -8,6 +8,7 @@ from gui.tools.freehand import FreehandTool
 from gui.tools.pan import PanTool
 from gui.tools.polygon import PolygonTool
 from gui.tools.rectangle import RectangleTool
+from gui.tools.ruler import RulerTool
 from gui.tools.select import SelectTool
 from gui.tools.vertex import VertexTool
 
@@ -15,8 +16,8 @@ from gui.tools.vertex import VertexTool
 TOOLS: dict[str, type[Tool]] = {
     tool.tool_id: tool
     for tool in (PanTool, SelectTool, VertexTool, PolygonTool, FreehandTool, BrushTool, RectangleTool,
-                 EllipseTool, EraserTool)
+                 EllipseTool, EraserTool, RulerTool)
 }
 
 __all__ = ["Tool", "PanTool", "SelectTool", "VertexTool", "PolygonTool", "FreehandTool", "BrushTool",
-           "RectangleTool", "EllipseTool", "EraserTool", "TOOLS"]
+           "RectangleTool", "EllipseTool", "EraserTool", "RulerTool", "TOOLS"]

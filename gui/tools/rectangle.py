@@ -10,7 +10,7 @@ from gui.tools.drag_shape import DragShapeTool
 class RectangleTool(DragShapeTool):
     tool_id = "rectangle"
     label = "Rectangle"
-    shortcut = "R"
+    shortcut = "Q"
     icon = "rectangle"
     help = "drag from corner to corner; Shift for a square"
 

@@ -17,7 +17,7 @@ GRAB_PX = 7
 class VertexTool(Tool):
     tool_id = "vertex"
     label = "Edit vertices"
-    shortcut = "N"
+    shortcut = "I"
     icon = "vertex"
     cursor = Qt.CrossCursor
     help = "drag a vertex of the selected mark, double-click an edge to add one, Alt- or right-click one to remove it"

@@ -13,6 +13,7 @@ from shapely.geometry import box
 
 from qt_events import click, drag
 from core.annotations import Annotation, AnnotationStore
+from gui.docks.annotations_dock import NOTE
 from tests.gui.test_main_window import open_and_wait
 
 WINDOW_SIZE = (1600, 1000)
@@ -45,7 +46,7 @@ def test_window_with_marks_renders_and_lists_areas(qtbot, window, synth):
     for row, ann in enumerate(marks):
         assert dock.table.item(row, 0).text() == ann.class_name
         assert dock.table.item(row, 1).text() == f"{ann.area_l0 * 0.25 / 1e6:.4f}"  # 0.5 µm/px
-        assert dock.table.item(row, 2).text() == ann.note
+        assert dock.table.item(row, NOTE).text() == ann.note
     # a click on a row selects the mark and centres the view on it
     click(dock.table.viewport(), dock.table.visualItemRect(dock.table.item(0, 0)).center())
     assert view.selection == {marks[0].id}
@@ -69,7 +70,7 @@ def test_tools_from_toolbar_and_shortcuts(qtbot, window, synth):
     assert view.tool.tool_id == "polygon"
     window.activateWindow()
     view.setFocus()
-    QTest.keyClick(view, Qt.Key_R)
+    QTest.keyClick(view, Qt.Key_Q)
     assert view.tool.tool_id == "rectangle"  # the single-key shortcut
     window.annotate.select_tool("rectangle")
     assert window.annotate.actions["tool_rectangle"].isChecked()
@@ -134,7 +135,7 @@ def test_dock_controls_classes_display_and_notes(qtbot, window, synth):
     dock.filter_combo.setCurrentText("All classes")
     dock.refresh()
     row = dock.row_ids().index(one)
-    dock.table.item(row, 2).setText("re-check margin")
+    dock.table.item(row, NOTE).setText("re-check margin")
     assert view.annotations.get(one).note == "re-check margin"
     view.undo_stack.undo()
     assert view.annotations.get(one).note != "re-check margin"

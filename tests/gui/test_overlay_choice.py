@@ -53,7 +53,7 @@ def test_keys_switch_the_overlay_and_shift_f_fills_the_marks(qtbot, window, view
     key(view, Qt.Key_D)
     assert view.overlay == "disagreement" and view.disagreement_layer.visible and not view.heatmap_layer.visible
     assert not view.annotation_layer.fill and window.actions["overlay_disagreement"].isChecked()
-    key(view, Qt.Key_A)
+    key(view, Qt.Key_K)
     assert view.overlay == "marks" and view.annotation_layer.fill
     assert not view.heatmap_layer.visible and not view.disagreement_layer.visible
     key(view, Qt.Key_H)

@@ -49,7 +49,7 @@ def test_every_panel_fits_its_column_without_a_sideways_scroll(qtbot, make_windo
     window, view, split = open_side_by_side(qtbot, make_window, open_view, synthetic_slide, size)
     window.prediction_dock.set_model(DEMO_MODEL)  # the longest note a panel shows
     for dock in (window.annotate.dock, window.tiles_dock, window.prediction_dock, window.evaluation_dock,
-                 window.layers_dock, window.info_dock):
+                 window.layers_dock, window.info_dock, window.drafts.review):
         dock.show()
         dock.raise_()
         qtbot.waitUntil(dock.isVisible, timeout=3000)
