@@ -5,6 +5,9 @@ heatmap, the Evaluation panel with the disagreement map, and the window at 1280 
 saved prediction in your default project.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screens.py
+
+``docs/screens.py drafts GRID.npz SCRATCH`` renders drafts.jpg and cores.jpg (issues 15 and 12) from a saved
+demo prediction into a scratch project folder.
 """
 
 from __future__ import annotations
@@ -100,5 +103,64 @@ def screen_sizes(size: tuple[int, int]) -> None:
     window.close()
 
 
+def drafts_and_cores(grid_path: Path, folder: Path) -> None:
+    """Issue 15 and 12's window side on the demo case, in a scratch project in ``folder`` (the default project
+    is left alone): the demo model's calls proposed as drafts, half accepted (filled) beside the rest (dashed),
+    a ruler along a core, and the per-core table in the Annotations and Evaluation panels.
+
+    ``grid_path``: the demo slide's ``grid.npz`` from ``biopsia predict --model resources/demo-model``.
+    """
+    from core.inference.predict import ProbabilityGrid
+    from core.project.document import PredictionState
+    from core.project.model import Project
+    from gui.main_window import MainWindow
+    from gui.measurements import Measurement
+
+    ensure_app(offscreen=True)
+    window = MainWindow()
+    window.resize(1600, 1000)
+    window.show()
+    window.use_project(Project.create(folder), open_slides=False)
+    window.open_slide(ensure_demo_slide())
+    wait_until(lambda: window.current_view() is not None, 60)
+    view = window.current_view()
+    grid = ProbabilityGrid.load(grid_path)
+    state = view.document.prediction
+    state.grid, state.state = grid, PredictionState.SAVED
+    view.heatmap_layer.set_grid(grid)
+    window.prediction_dock.grid_changed.emit(view)
+    window.drafts.propose()
+    wait_until(lambda: len(view.annotations) > 0, 60)
+    drafts = sorted(view.annotations, key=lambda a: -a.area_l0)
+    view.selection = {d.id for d in drafts[::2]}  # every other one accepted, the rest still drafts
+    window.drafts.accept_selected()
+    view.selection = ()
+    window.set_overlay("marks")
+    from shapely.ops import unary_union
+
+    x0, y0, x1, y1 = unary_union([d.geometry for d in drafts[:2]]).bounds  # one accepted, one draft
+    cores = window.core_measurer
+    wait_until(lambda: bool(cores.cores) and cores._worker is None, 120)
+    mx0, my0, mx1, my1 = drafts[0].bounds  # a ruler across the largest accepted mark
+    view.measurement_layer.add(Measurement(((mx0, (my0 + my1) / 2), (mx1, (my0 + my1) / 2))))
+    view.set_viewport(view.viewport.centred_on((x0 + x1) / 2, (y0 + y1) / 2, view.viewport.scale))
+    window.annotate.dock.show()
+    window.annotate.dock.raise_()
+    wait_until(lambda: False, 1.0)
+    scale = min(view.width() / (1.3 * (x1 - x0)), view.height() / (1.3 * (y1 - y0)))
+    view.set_viewport(view.viewport.centred_on((x0 + x1) / 2, (y0 + y1) / 2, scale))
+    wait_until(lambda: view.slide_layer.is_sharp(), 60)
+    wait_until(lambda: False, 0.5)
+    save(window, "drafts.jpg")
+    window.evaluation_dock.show()
+    window.evaluation_dock.raise_()
+    settle(view, 2.0)
+    save(window, "cores.jpg")
+    window.close()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["drafts"]:  # docs/screens.py drafts GRID.npz SCRATCH_FOLDER
+        drafts_and_cores(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main()
