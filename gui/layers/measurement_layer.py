@@ -50,7 +50,7 @@ class MeasurementLayer(Layer):
     def paint(self, painter: QPainter, viewport: Viewport) -> None:
         for m in self.measurements:
             paint_ruler(painter, [viewport.l0_to_screen(x, y) for x, y in m.points_l0],
-                        length_text(m.length_um(self._mpp()), _l0_length(m.points_l0)))
+                        length_text(m.length_um(self._mpp()), l0_length(m.points_l0)))
 
 
 def _pen(width: float, color: QColor) -> QPen:
@@ -60,7 +60,8 @@ def _pen(width: float, color: QColor) -> QPen:
     return pen
 
 
-def _l0_length(points) -> float:
+def l0_length(points) -> float:
+    """A polyline's length in level-0 pixels (shown when the slide has no µm/px)."""
     return sum(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 for (x0, y0), (x1, y1) in zip(points, points[1:]))
 
 

@@ -10,7 +10,7 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QKeyEvent, QMouseEvent, QPainter
 
 from core.view.viewport import Viewport
-from gui.layers.measurement_layer import _l0_length, paint_ruler
+from gui.layers.measurement_layer import l0_length, paint_ruler
 from gui.measurements import Measurement, length_text, polyline_um
 from gui.tools.base import Tool
 
@@ -42,7 +42,7 @@ class RulerTool(Tool):
     def live_text(self) -> str:
         """The length of the line so far, as drawn beside it."""
         points = self.live_points()
-        return length_text(polyline_um(points, self.view.mpp), _l0_length(points))
+        return length_text(polyline_um(points, self.view.mpp), l0_length(points))
 
     def _add_point(self, l0_point) -> None:
         if self.points_l0:

@@ -163,3 +163,17 @@ def test_the_review_list_steps_with_n_and_shift_n_each_region_filling_the_view(q
         assert review.current is review.items[0]
     key(view, Qt.Key_N, Qt.ShiftModifier)  # back: it returns
     assert review.current == item and review.items[0] == item
+
+
+def test_right_click_on_a_draft_accepts_or_rejects_it(qtbot, window, synth):
+    from tests.gui.test_mark_classes import right_click
+
+    view = open_and_wait(qtbot, window, synth.slide_path)
+    draft = proposed(qtbot, window, view)[0]
+    c = draft.geometry.representative_point()
+    right_click(view, screen(view, c.x, c.y))
+    actions = {a.text(): a for a in view.context_menu.actions() if a.text()}
+    assert {"Accept (A)", "Reject (R)", "Tumour", "Delete"} <= set(actions)
+    actions["Reject (R)"].trigger()
+    assert view.annotations.get(draft.id).class_name == "Benign"
+    view.context_menu.close()

@@ -109,3 +109,29 @@ def test_the_ruler_shows_its_length_live_keeps_it_in_the_project_and_exports_it(
     with qtbot.waitSignal(view.measurement_layer.edited, timeout=10000):
         window.annotation_files.import_file(view, out)
     assert [m.points_l0 for m in view.measurement_layer.measurements] == [ruler.points_l0]
+
+
+def test_right_click_on_a_ruler_line_deletes_the_measurement(qtbot, window, synth):
+    from gui.measurements import Measurement
+    from tests.gui.test_mark_classes import right_click
+
+    view = open_and_wait(qtbot, window, synth.slide_path)
+    ruler = Measurement(((1000.0, 1000.0), (3000.0, 1000.0)))
+    view.measurement_layer.add(ruler)
+    x, y = view.viewport.l0_to_screen(2000, 1000)
+    right_click(view, QPoint(round(x), round(y) + 2))  # within a few pixels of the line
+    [delete] = [a for a in view.context_menu.actions() if a.text()]
+    assert delete.text() == "Delete measurement"
+    delete.trigger()
+    assert view.measurement_layer.measurements == []
+    view.context_menu.close()
+
+
+def test_hidden_panels_measure_no_cores(qtbot, window, synth):
+    for dock in (window.annotate.dock, window.evaluation_dock):
+        dock.hide()
+    view = open_and_wait(qtbot, window, synth.slide_path)
+    measurer = window.core_measurer
+    assert measurer.view is view and measurer._worker is None and measurer._stale  # nothing read
+    window.annotate.dock.show()  # the table appears: it measures then
+    qtbot.waitUntil(lambda: measured(measurer), timeout=30000)
