@@ -31,7 +31,8 @@ edit a draft with any tool, then A &nbsp; N / Shift+N: next / previous region to
 <li>Polygon: click corners, double-click or Enter to close, Backspace removes a corner, Esc cancels</li>
 <li>Brush / eraser: [ and ] or Ctrl+wheel change the size; Alt+drag with the brush subtracts</li>
 <li>Rectangle / ellipse: Shift for a square / circle</li>
-<li>1 … 9: draw as the first … ninth class &nbsp; right-click a mark: its class, or delete it</li>
+<li>1 … 9: draw as the first … ninth class &nbsp; right-click a mark: its class, or delete it (a draft: accept
+or reject it; a ruler line: delete it)</li>
 <li>Delete or Backspace: delete the selected marks &nbsp; Ctrl+Z undo &nbsp; Ctrl+Shift+Z or Ctrl+Y redo</li></ul>
 """
 

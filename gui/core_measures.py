@@ -9,6 +9,7 @@ threshold. The tissue is the slide document's when it has one for its µm/px, el
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 from PyQt5 import sip
@@ -16,7 +17,7 @@ from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.annotations.proposals import is_draft
-from core.errors import BiopsiaError
+from core.errors import BiopsiaError, Cancelled
 from core.evaluation.measure import measure_cores, tumour_of_grid, tumour_of_marks
 from gui.worker import Worker
 
@@ -31,12 +32,26 @@ TIPS = ("Cores (tissue fragments) top to bottom, as read", "The core's length al
 MUTED = "color: #666"
 
 
-def measure_view_cores(reader, mpp, tissue, marks, grid, threshold, tissue_key):
-    """(cores, tissue mask, tissue key): run on a worker thread; ``tissue`` None: detected here."""
+def measure_view_cores(reader, mpp, tissue, marks, grid, threshold, tissue_key, should_stop=lambda: False,
+                       finished: threading.Event | None = None):
+    """(cores, tissue mask, tissue key): run on a worker thread; ``tissue`` None: detected here.
+
+    ``finished`` is set when the job returns, however it ends (the window waits on it when closing).
+    """
+    try:
+        return _measure(reader, mpp, tissue, marks, grid, threshold, tissue_key, should_stop)
+    finally:
+        if finished is not None:
+            finished.set()
+
+
+def _measure(reader, mpp, tissue, marks, grid, threshold, tissue_key, should_stop):
     from core.tiles.tissue import detect_tissue
 
     if tissue is None:
         tissue = detect_tissue(reader, slide_mpp=tuple(mpp))
+    if should_stop():  # tissue detection cannot stop midway; the measuring after it can be skipped
+        raise Cancelled()
     marks = [a for a in marks if not is_draft(a)]
     network = tumour_of_grid(grid, threshold) if grid is not None else None
     cores = measure_cores(tissue.to_polygons(), mpp, tumour_of_marks(marks), network)
@@ -63,6 +78,7 @@ class CoreMeasurer(QObject):
         self.text = "No slide open."
         self._worker: Worker | None = None
         self._stale = False  # a change came while no table was shown or a run was going on
+        self._finished = threading.Event()  # set when the last run's job has returned
         self.tables: list[CoresTable] = []
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self.compute)
 
@@ -108,14 +124,26 @@ class CoreMeasurer(QObject):
         elif grid is not None:
             grid = replace(grid, probs=grid.probs.copy(), predicted=grid.predicted.copy())  # a run may fill it
         key = doc.tissue_key()
+        self._finished = threading.Event()
         worker = Worker(measure_view_cores, view.reader, view.mpp, doc.tissue(key), view.annotations.annotations(),
-                        grid, view.heatmap_layer.threshold, key)
+                        grid, view.heatmap_layer.threshold, key, finished=self._finished)
         worker.finished.connect(lambda result, w=worker, v=view: self._on_measured(w, v, result))
         worker.failed.connect(lambda err, w=worker: self._on_failed(w, err))
+        worker.cancelled.connect(lambda w=worker: self._on_failed(w, None))
         self._worker = worker
         if not self.cores:
             self._say("Measuring the cores…")
         return worker.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """The window is closing: cancel the run and wait (at most ``timeout`` s) until its job has returned, so it
+        never reports to a window, reader or interpreter that is gone. True when nothing is left running."""
+        self._timer.stop()
+        worker, self._worker, self.view = self._worker, None, None
+        if worker is None:
+            return True
+        worker.cancel()
+        return self._finished.wait(timeout)
 
     def _say(self, text: str) -> None:
         self.cores, self.text = [], text
@@ -147,6 +175,8 @@ class CoreMeasurer(QObject):
         self._worker = None
         if self._stale:
             self.compute()
+            return
+        if err is None:  # cancelled, and nothing came since
             return
         self._say(str(err) if isinstance(err, BiopsiaError) else f"Could not measure the cores: {err!r}")
 

@@ -510,5 +510,6 @@ class MainWindow(QMainWindow):
             unsplit_tab(self.tabs, split)  # the right panes stop reading before the slides close
         for view in self.views():
             self.slides.close(view)
+        self.core_measurer.stop()  # its tissue detection stops on the closed slide: wait until it has
         release_plots(self)  # the evaluation and training plots' pyqtgraph objects
         super().closeEvent(event)
