@@ -114,7 +114,8 @@ def test_a_local_cluster_spawns_its_workers_and_shares_the_cores(plain_run):
         states = client.run(_worker_state)
     assert info.local and info.workers == 2 and info.dashboard.startswith("http://127.0.0.1:")
     assert len(states) == 2
-    assert all(not s["mxnet_loaded"] and s["omp"] == worker_environment(2)["OMP_NUM_THREADS"] for s in states.values())
+    assert all(not s["mxnet_loaded"] and s["omp"] == worker_environment(2)["OMP_NUM_THREADS"] for s in states.values()), \
+        states
 
 
 def test_an_unreachable_scheduler_is_one_clear_error():
