@@ -12,16 +12,16 @@ Both methods see the same training, validation and test tiles of each set, split
     groups validate.
 ``camelyon`` (``../shared/data/regions/camelyon-mini``)
     each blurred mask becomes Tumour marks as ``annotations from-mask --threshold 127`` makes them;
-    cells of ``--camelyon-cell`` (64) µm (regions taken as ``--camelyon-slide-mpp`` 1 µm/px: 64 px
-    sub-tiles) are labelled by the one labelling rule (`core.tiles.labels`) with tumour coverage at least
-    ``--tumour-min`` (0.9) for Tumour and at most ``--normal-max`` (0.1) for Non-tumour: cells on a
-    boundary, in between, are dropped as ambiguous (the masks are blurred and blocky there). Each cell's
-    tile is ``--camelyon-tile`` (64) px at ``--camelyon-mpp`` (2) µm/px around it, so the network sees
-    the 128 µm square centred on the 64 µm it labels (``biopsia dataset --tile 64 --mpp 2 --cell 64``);
-    ``--camelyon-cell 0`` makes the tiles the cells themselves. The colour baseline runs on the same tiles
-    and also on the cells alone (``colour_cell_only``); the network's lead is over the better one. Regions
-    are split into ``--folds`` folds; each fold is tested on a model trained on the others (20 % of their
-    regions validate), and the folds' predictions are pooled.
+    tiles of ``--camelyon-tile`` (64) px at ``--camelyon-mpp`` (1) µm/px (regions taken as
+    ``--camelyon-slide-mpp`` 1 µm/px) are labelled by the one labelling rule (`core.tiles.labels`) with
+    tumour coverage at least ``--tumour-min`` (0.9) for Tumour and at most ``--normal-max`` (0.1) for
+    Non-tumour: tiles on a boundary, in between, are dropped as ambiguous (the masks are blurred and blocky
+    there). With ``--camelyon-cell UM`` the same cells are labelled but each tile is the
+    ``--camelyon-tile`` square around its cell (``biopsia dataset --tile 64 --mpp 2 --cell 64``: 128 µm
+    around 64 µm, shifted inside the region at its edges); the colour baseline then also runs on the cells
+    alone (``colour_cell_only``) and the network's lead is over the better one. Regions are split into
+    ``--folds`` folds; each fold is tested on a model trained on the others (20 % of their regions
+    validate), and the folds' predictions are pooled.
 
 The network is `core.models.train.train` as ``biopsia train`` runs it (best epoch by validation loss, an
 operating threshold chosen on the validation tiles at sensitivity 0.95 and recorded in ``model.json``).
@@ -400,10 +400,10 @@ def main() -> int:
     parser.add_argument("--lung-mpp", type=float, default=1.0)
     parser.add_argument("--camelyon-slide-mpp", type=float, default=1.0)
     parser.add_argument("--camelyon-tile", type=int, default=64)
-    parser.add_argument("--camelyon-mpp", type=float, default=2.0)
-    parser.add_argument("--camelyon-cell", type=float, default=64.0,
-                        help="µm: label each tile by its centre cell of this side (dataset --cell), 0 for the "
-                             "whole tile; the colour baseline is also run on the cells alone")
+    parser.add_argument("--camelyon-mpp", type=float, default=1.0)
+    parser.add_argument("--camelyon-cell", type=float, default=None,
+                        help="µm: label each tile by its centre cell of this side (dataset --cell; e.g. 64 with "
+                             "--camelyon-mpp 2); the colour baseline is then also run on the cells alone")
     parser.add_argument("--tumour-min", type=float, default=0.9)
     parser.add_argument("--normal-max", type=float, default=0.1)
     parser.add_argument("--curves", type=Path, help="PNG of the loss and validation curves (first camelyon fold)")
