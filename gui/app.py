@@ -167,14 +167,11 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
         print(f"No display found: rendered the window offscreen to {out}")
         return 0
     app = ensure_app()
-    from PyQt5.QtCore import QTimer
-
     from gui.main_window import MainWindow
     from gui.worker import Worker
 
     window = MainWindow()
     window.show()
-    QTimer.singleShot(PRELOAD_AFTER_MS, preload_model_code)
     if project:
         window.open_project(project)
     window.open_paths(paths)
@@ -187,29 +184,6 @@ def run_gui(paths: list[str], demo: bool = False, progress: Callable[[int, int],
         worker.failed.connect(lambda err: window.show_error("Could not make the demo slide", str(err)))
         worker.start()
     return app.exec_()
-
-
-#: How long after the window shows the model code starts loading in the background (the first view first).
-PRELOAD_AFTER_MS = 1500
-#: The panels' modules, imported in the background so that opening a panel only builds it.
-PANEL_MODULES = ("gui.training_panel",)
-
-
-def preload_model_code() -> None:
-    """Import MXNet and the trainer on the model thread, in the background.
-
-    Training and prediction load MXNet when they first run (about 4 s of imports, on 2 busy cores).
-    Done on the window's thread, it froze the window that long. Loaded here first, a run finds it
-    loaded. The training panel's module (pyqtgraph) is imported in the background too.
-    """
-    import importlib
-
-    from core.models.engine import engine
-    from core.threads import background_thread
-
-    engine().submit(importlib.import_module, "core.models.train")
-    for name in PANEL_MODULES:  # module code only: no widget is made off the window's thread
-        background_thread(importlib.import_module, name, name=f"preload {name}").start()
 
 
 def _open_demo(window, path: Path) -> None:

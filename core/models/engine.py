@@ -84,6 +84,11 @@ def describe_device(ctx) -> str:
     """Words for the status bar, e.g. ``"CPU (2 cores, OMP_NUM_THREADS=2)"`` or ``"GPU 0"``."""
     if ctx.device_type == "gpu":
         return f"GPU {ctx.device_id}"
+    return cpu_description()
+
+
+def cpu_description() -> str:
+    """``"CPU (2 cores, OMP_NUM_THREADS=2)"``: the CPU as MXNet will use it (no MXNet needed to say so)."""
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     return f"CPU ({os.cpu_count()} cores, OMP_NUM_THREADS={omp})"
 

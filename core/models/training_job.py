@@ -432,8 +432,15 @@ def _counts(tiles) -> str:
 def describe(device: str) -> str:
     """Words for the context ``device`` (``"auto"``, ``"cpu"``, ``"gpu:0"``) resolves to.
 
-    Asked on the model thread; raises `core.errors.ModelError` when that device is not available.
+    Asked on the model thread; raises `core.errors.ModelError` when that device is not available. Without
+    an NVIDIA driver, "auto" and "cpu" are the CPU, said without loading MXNet (whose import holds the
+    interpreter for stretches of 100 ms or more and would stall the window opening a panel).
     """
+    from core.inference.gpu_check import driver_gpus
+    from core.models.engine import cpu_description
+
+    if str(device).strip().lower() in ("auto", "cpu") and not driver_gpus()[0]:
+        return cpu_description()
     return engine().run(lambda: describe_device(parse_device(device)))
 
 
