@@ -76,9 +76,11 @@ def cohort_client(workers: int | None = None, scheduler: str | None = None,
                 raise BiopsiaError(f"{scheduler}: cannot reach the Dask scheduler ({err}); start one with "
                                    "'dask scheduler', or leave out --scheduler for a local cluster") from None
         else:
+            # env= too: pre-spawn-environ leaves a variable the client already has (biopsia sets
+            # OMP_NUM_THREADS to every core at start), so each worker would take all the cores
             cluster = LocalCluster(n_workers=max(1, workers or 1), threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.ERROR, env=worker_environment(workers or 1))
             client = Client(cluster)
         try:
             try:
