@@ -13,7 +13,7 @@ with the demo model, writing every slide's folder as ``biopsia predict`` does (`
 * ``cluster_over_one_process`` (slides/s) and ``overhead`` (1 - that ratio);
 * ``one_process_over_single_slide`` and ``cluster_over_single_slide`` (tiles/s): what the work around the
   network (tissue, thumbnail, writing the folder) and the cluster cost against one slide's prediction alone
-  (issue 14 wants the cluster's cost under 10 %). On the same cores the workers overlap one slide's serial
+  (the goal: the cluster's cost under 10 %). On the same cores the workers overlap one slide's serial
   parts with another's network, so the cluster can beat one process even on 2 cores.
 
 Prints JSON.

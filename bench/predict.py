@@ -15,7 +15,7 @@ for each of ``fp32`` (MXNet), ``int8`` (MXNet oneDNN) and ``onnxruntime`` (CPU e
 * ``auc``: tile-level AUC of the grid against the slide's known tumour (`core.evaluation.compare`);
 * ``peak_rss_mb``: the process's peak resident memory after that variant.
 
-Goals (issue 13): INT8 compute at least 2.5x FP32, |AUC change| at most 0.005, end to end at least 0.9 of
+Goals: INT8 compute at least 2.5x FP32, |AUC change| at most 0.005, end to end at least 0.9 of
 the bound. Prints JSON.
 
     .venv/bin/python bench/predict.py [--size WxH | --slide SLIDE] [--batch 64] [--calib-mode naive]

@@ -15,16 +15,17 @@ from cli.progress import error, note, warn
 from core.models.thresholds import format_threshold
 
 
-def add_cluster_options(parser) -> None:
-    """``--workers N``, ``--scheduler ADDRESS`` and ``--force`` on a subcommand."""
+def add_cluster_options(parser, force: bool = True) -> None:
+    """``--workers N``, ``--scheduler ADDRESS`` and (with ``force``) ``--force`` on a subcommand."""
     parser.add_argument("--workers", type=opt.positive, default=1,
                         help="worker processes of a local Dask cluster, one slide each at a time (default 1: "
                              "this process alone, no cluster)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on an existing Dask cluster (tcp://host:8786, from 'dask scheduler'); "
                              "an empty value starts a local one")
-    parser.add_argument("--force", action="store_true",
-                        help="redo slides whose results exist for the same model (default: skip them)")
+    if force:
+        parser.add_argument("--force", action="store_true",
+                            help="redo slides whose results exist for the same model (default: skip them)")
 
 
 def wants_cluster(args) -> bool:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from cli import options as opt
+from cli.cohort import add_cluster_options, wants_cluster
 from cli.progress import ProgressBar, note, warn
 from core.errors import DatasetError
 from core.slide import open_slide
@@ -61,12 +62,7 @@ def add_parsers(sub) -> None:
                         "predict such a model with --stride of one cell; default: the whole tile")
     p.add_argument("--encoding", choices=("jpg", "png"), default="jpg", help="tile encoding (default jpg, q95)")
     p.add_argument("--threads", type=opt.positive, help="reading threads (default: twice the cores, at most 8)")
-    p.add_argument("--workers", type=opt.positive, default=1,
-                   help="worker processes of a local Dask cluster, one slide each at a time (default 1: this "
-                        "process alone); the files are the same bytes either way")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="read and encode the slides on an existing Dask cluster (tcp://host:8786); an empty "
-                        "value starts a local one")
+    add_cluster_options(p, force=False)  # the files are the same bytes with or without a cluster
     p.add_argument("--dry-run", action="store_true", help="print the counts only; write nothing")
     opt.add_slide_mpp(p)
     p.add_argument("--patch-mpp", type=opt.mpp, metavar="X",
@@ -149,7 +145,7 @@ def dataset(args) -> int:
     print(format_counts(plan.counts()))
     if args.dry_run:
         return 0
-    if args.scheduler is not None or args.workers > 1:
+    if wants_cluster(args):
         manifest = dataset_on_cluster(plan, args)
     else:
         manifest = write_dataset(plan, args.out, encoding=args.encoding, workers=args.threads,

@@ -76,7 +76,7 @@ def main() -> None:
         screen_sizes(size)
 
 
-#: The window sizes issue 12 asks the README to show.
+#: The window sizes the README shows.
 SIZES = ((1280, 800), (1920, 1080))
 
 
@@ -104,7 +104,7 @@ def screen_sizes(size: tuple[int, int]) -> None:
 
 
 def drafts_and_cores(grid_path: Path, folder: Path) -> None:
-    """Issue 15 and 12's window side on the demo case, in a scratch project in ``folder`` (the default project
+    """Drafts, the ruler and the cores tables on the demo case, in a scratch project in ``folder`` (the default project
     is left alone): the demo model's calls proposed as drafts, half accepted (filled) beside the rest (dashed),
     a ruler along a core, and the per-core table in the Annotations and Evaluation panels.
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from gui.main_window import MainWindow
     from gui.slide_view import SlideView
 
-ACCEPT_KEY, REJECT_KEY = "A", "R"  # as issue 15 names them
+ACCEPT_KEY, REJECT_KEY = "A", "R"  # the keys the assisted-annotation workflow uses
 
 
 def drafts_of(view: "SlideView", ids=None) -> list:

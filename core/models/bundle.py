@@ -94,7 +94,7 @@ class ModelInfo:
         format 1 bundle, which recorded none.
     stain : dict or None
         The stain normalisation of the tiles before ``mean``/``std`` (`core.tiles.stain.StainNormaliser.to_json`),
-        fitted on the training tiles; None for none (bundles before issue 11 record none).
+        fitted on the training tiles; None for none (older bundles record none).
     threshold : float or None
         The operating threshold: tiles at or above this tumour probability are called tumour by default
         (`default_threshold`); None for models that record none (the demo model, older bundles).
@@ -447,7 +447,7 @@ def _is_fraction(value) -> bool:
 
 
 def _parse_thresholds(path: Path, doc: dict) -> tuple[float | None, dict | None]:
-    """``threshold`` and ``thresholds`` of ``model.json``, checked: absent in bundles before issue 11."""
+    """``threshold`` and ``thresholds`` of ``model.json``, checked: absent in older bundles."""
     fix = "retrain the model, or correct or delete the value in model.json (0.5 is then used)"
     threshold = doc.get("threshold")
     if threshold is not None and not _is_fraction(threshold):

@@ -1,4 +1,4 @@
-"""The network's calls as drafts in the window (issue 15): propose, accept (A), reject (R), edit then accept,
+"""The network's calls as drafts in the window: propose, accept (A), reject (R), edit then accept,
 undo, autosave, export and re-import with their origin, and the Review list stepped with N / Shift+N."""
 
 from __future__ import annotations

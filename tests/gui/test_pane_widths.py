@@ -34,7 +34,7 @@ def test_side_by_side_panes_and_the_slide_area_get_the_width(qtbot, make_window,
     width = window.width()
     assert width == size[0]
     left, right = split.primary.width(), split.secondary.width()
-    assert min(left, right) >= 0.35 * width, (left, right, width)  # issue 12: each pane at least 35 % at 1280
+    assert min(left, right) >= 0.35 * width, (left, right, width)  # each pane at least 35 % at 1280
     assert split.regions.isHidden()  # the regions list folded away
     area = split.width()  # the slide area: both panes and the handle between them
     if width >= 1920:

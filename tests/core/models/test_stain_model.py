@@ -114,7 +114,7 @@ def test_a_tampered_stain_block_is_refused(stain_model, tmp_path, stain, words):
         with pytest.raises(ModelError, match=words) as err:
             read(folder)
         assert str(folder / META_FILE) in str(err.value)
-    doc["stain"] = None  # removing the block is a model without normalisation, as before issue 11
+    doc["stain"] = None  # removing the block is a model without normalisation, as older models were
     (folder / META_FILE).write_text(json.dumps(doc))
     assert read_info(folder).stain is None
 
