@@ -157,7 +157,11 @@ def _finished(completed, should_stop):
         ready = completed.next_batch(block=False)
         if not ready:
             time.sleep(0.25)
-        yield from ready
+        for future in ready:  # a stop asked for while one slide is reported holds before the next
+            yield future
+            if should_stop():
+                yield None
+                return
 
 
 def _cancel(client, plan: CohortPlan, futures) -> None:
