@@ -42,14 +42,10 @@ def proposal_edit(view: "SlideView", drafts) -> Edit:
     return Edit(tuple(drafts_of(view)), tuple(drafts), "Propose marks")
 
 
-def accept_edit(view: "SlideView", drafts, label: str = "Accept draft") -> Edit:
-    """Accept ``drafts``: ``edited_by_doctor`` says whether the outline differs from the one proposed."""
-    proposed = getattr(view, "proposed_outlines", {})
-    after = []
-    for draft in drafts:
-        original = draft.with_geometry(proposed.get(draft.id, draft.geometry))
-        after.append(accept_draft(original, geometry=draft.geometry))
-    return Edit(tuple(drafts), tuple(after), label)
+def accept_edit(drafts, label: str = "Accept draft") -> Edit:
+    """Accept ``drafts``: ``edited_by_doctor`` says whether the outline differs from the one proposed (kept in
+    each draft's origin, so it holds after a reopen too)."""
+    return Edit(tuple(drafts), tuple(accept_draft(draft) for draft in drafts), label)
 
 
 def reject_edit(drafts) -> Edit:
@@ -123,9 +119,6 @@ class DraftController(QObject):
         if worker is not self._worker or sip.isdeleted(view) or view not in self.win.views():
             return
         self._worker = None
-        outlines = getattr(view, "proposed_outlines", {})
-        outlines.update({d.id: d.geometry for d in drafts})
-        view.proposed_outlines = outlines  # to tell, on accepting, whether the doctor changed the outline
         view.apply_edit(proposal_edit(view, drafts))
         self.win.statusBar().showMessage(
             f"{len(drafts)} draft marks at threshold {threshold:.3g}: select one, then A accepts, R rejects", 10000)
@@ -134,7 +127,7 @@ class DraftController(QObject):
     def accept_selected(self) -> bool:
         view = self.view
         drafts = drafts_of(view, view.selection) if view is not None else []
-        return bool(drafts) and view.apply_edit(accept_edit(view, drafts))
+        return bool(drafts) and view.apply_edit(accept_edit(drafts))
 
     def reject_selected(self) -> bool:
         view = self.view
@@ -148,5 +141,5 @@ class DraftController(QObject):
         x, y, w, h = view.viewport.visible_l0_rect()
         drafts = [a for a in view.annotations.query(x, y, x + w, y + h) if is_draft(a)]
         if drafts:
-            view.apply_edit(accept_edit(view, drafts, f"Accept {len(drafts)} drafts in view"))
+            view.apply_edit(accept_edit(drafts, f"Accept {len(drafts)} drafts in view"))
         return len(drafts)

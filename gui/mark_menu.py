@@ -50,7 +50,7 @@ def mark_menu(view, screen_x: float, screen_y: float) -> QMenu | None:
         from gui.drafts import accept_edit, reject_edit
 
         menu.addSection("Draft")
-        menu.addAction("Accept (A)").triggered.connect(lambda: view.apply_edit(accept_edit(view, [mark])))
+        menu.addAction("Accept (A)").triggered.connect(lambda: view.apply_edit(accept_edit([mark])))
         menu.addAction("Reject (R)").triggered.connect(lambda: view.apply_edit(reject_edit([mark])))
     menu.addSection("Class")
     for cls in view.annotations.classes:

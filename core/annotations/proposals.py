@@ -5,7 +5,8 @@ Tiles at or above the threshold become regions: the probability grid is resample
 along tile edges; outlines are simplified to a quarter of a tile, regions smaller than ``min_tiles`` tiles
 are dropped, holes are kept. Each draft records where it came from in its GeoJSON properties (QuPath
 keeps them): the model's name and weights hash, the threshold, when it was proposed and the region's mean
-probability, with ``"biopsia_draft": true`` until a doctor accepts it.
+probability, with ``"biopsia_draft": true`` until a doctor accepts it. The outline as proposed is kept
+beside it (WKT), so whether the doctor changed it is known after the file was saved and opened again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 
 import cv2
 import numpy as np
+import shapely
 from shapely.geometry import box
 
 from core.annotations.masks import vectorise
@@ -27,6 +29,10 @@ MIN_TILES = 2.0
 DRAFT_KEY, ORIGIN_KEY = "biopsia_draft", "biopsia_origin"
 #: What a doctor's decision adds to the origin: when, and whether the outline was changed first.
 ACCEPTED_AT, REJECTED_AT, EDITED = "accepted_at", "rejected_at", "edited_by_doctor"
+#: The origin's copy of the outline as proposed (WKT, full precision).
+PROPOSED_OUTLINE = "proposed_outline"
+#: A stored outline longer than this is not read (a hostile file); the draft's change is then unknown.
+MAX_OUTLINE_CHARS = 2_000_000
 
 
 def propose_marks(grid, threshold: float, min_tiles: float = MIN_TILES, class_name: str = TUMOUR.name,
@@ -76,7 +82,8 @@ def propose_marks(grid, threshold: float, min_tiles: float = MIN_TILES, class_na
         if shape.is_empty or shape.area < min_tiles * tile_area or shape.geom_type not in ("Polygon", "MultiPolygon"):
             continue
         origin_props = {"model": model.get("name"), "sha256": model.get("sha256"), "threshold": float(threshold),
-                        "proposed_at": stamp, "mean_probability": round(_mean_inside(grid, probs, shape), 4)}
+                        "proposed_at": stamp, "mean_probability": round(_mean_inside(grid, probs, shape), 4),
+                        PROPOSED_OUTLINE: shapely.to_wkt(shape, rounding_precision=-1)}
         out.append(Annotation(shape, class_name, extra={"properties": {DRAFT_KEY: True, ORIGIN_KEY: origin_props}}))
     out.sort(key=lambda a: -a.area_l0)
     return out
@@ -112,10 +119,47 @@ def _decided(draft: Annotation, stamp_key: str, when: datetime | None, **more) -
     return {**draft.extra, "properties": props}
 
 
+def proposed_outline(annotation: Annotation):
+    """The outline the network proposed for ``annotation`` (a shapely geometry), or None when it has none or
+    its stored copy cannot be read."""
+    origin = (annotation.extra.get("properties") or {}).get(ORIGIN_KEY)
+    text = origin.get(PROPOSED_OUTLINE) if isinstance(origin, dict) else None
+    if not isinstance(text, str) or not text or len(text) > MAX_OUTLINE_CHARS:
+        return None
+    try:
+        shape = shapely.from_wkt(text)
+    except (shapely.errors.GEOSException, ValueError, TypeError):
+        return None
+    if shape is None or shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
+        return None
+    return shape
+
+
+def outline_changed(outline, proposed) -> bool:
+    """Whether ``outline`` differs from ``proposed`` by more than rounding: a symmetric difference over a
+    level-0 pixel and a millionth of the area (saving may round coordinates; moving a vertex by one pixel
+    counts)."""
+    if outline.equals(proposed):
+        return False
+    if not (outline.is_valid and proposed.is_valid):
+        return True
+    return outline.symmetric_difference(proposed).area > max(1.0, 1e-6 * proposed.area)
+
+
 def accept_draft(draft: Annotation, geometry=None, when: datetime | None = None) -> Annotation:
     """The ordinary mark a doctor's accepted draft becomes: its origin kept, when it was accepted, and whether
-    the doctor changed its outline first (``geometry``, the edited outline, else the draft's own)."""
-    edited = geometry is not None and not geometry.equals(draft.geometry)
+    the doctor changed its outline first.
+
+    ``geometry`` is the outline to keep (by default the draft's own, as the doctor left it). It is compared
+    with the outline stored at proposing (`proposed_outline`), so an edit made before the file was saved
+    and opened again still counts; a draft without a readable stored outline is compared with its own
+    geometry when ``geometry`` is given, and records ``edited_by_doctor`` as None (unknown) otherwise.
+    """
+    outline = geometry if geometry is not None else draft.geometry
+    reference = proposed_outline(draft)
+    if reference is None and geometry is not None:
+        reference = draft.geometry
+    edited = None if reference is None else outline_changed(outline, reference)
     extra = _decided(draft, ACCEPTED_AT, when, **{EDITED: edited})
     return Annotation(geometry if geometry is not None else draft.geometry, draft.class_name, draft.note,
                       draft.id, extra=extra)

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+import shapely
 from shapely.ops import unary_union
 
 from core.annotations.formats import read_annotations
@@ -43,6 +44,8 @@ def test_a_block_of_calls_with_a_hole_becomes_one_draft_with_a_hole():
     assert shape.buffer(STRIDE).contains(shape) and not shape.contains(shape.centroid)  # the hole is there
     props = draft.extra["properties"]
     assert props[DRAFT_KEY] is True and is_draft(draft)
+    outline = props[ORIGIN_KEY].pop("proposed_outline")  # the outline as proposed, kept at full precision
+    assert shapely.from_wkt(outline).equals_exact(shape, 0)
     assert props[ORIGIN_KEY] == {"model": "m", "sha256": "ab" * 32, "threshold": 0.5,
                                  "proposed_at": "2026-12-02T00:00:00+00:00", "mean_probability": 0.9}
 
@@ -171,3 +174,31 @@ def test_accepting_a_draft_is_an_edit_though_outline_and_class_stay():
     (draft,) = propose_marks(grid_of(probs), 0.5)
     assert not Edit((draft,), (accept_draft(draft),), "Accept draft").is_empty
     assert Edit((draft,), (draft,)).is_empty
+
+def test_a_change_made_after_a_reopen_still_counts_and_a_tampered_outline_is_unknown(tmp_path):
+    from shapely import affinity
+
+    from core.annotations.formats import write_annotations
+    from core.annotations.model import TUMOUR
+    from core.annotations.proposals import EDITED, PROPOSED_OUTLINE, accept_draft
+
+    probs = np.zeros((10, 20))
+    probs[2:6, 2:6] = 0.9
+    probs[2:8, 12:18] = 0.8
+    left, right = sorted(propose_marks(grid_of(probs), 0.5), key=lambda d: d.bounds[0])
+    path = tmp_path / "drafts.geojson"
+    write_annotations(path, [left, right.with_geometry(affinity.translate(right.geometry, 0, 7))], [TUMOUR])
+    back = {a.id: a for a in read_annotations(path).annotations}  # saved, then opened again: nothing in memory
+    assert all(is_draft(a) for a in back.values())
+    assert accept_draft(back[left.id]).extra["properties"][ORIGIN_KEY][EDITED] is False
+    assert accept_draft(back[right.id]).extra["properties"][ORIGIN_KEY][EDITED] is True  # moved before saving
+
+    # a stored outline that was tampered with loads, and the change is recorded as unknown (None)
+    doc = json.loads(path.read_text())
+    hostile = ["POLYGON ((0 0, 1", 12, "POINT (1 1)", "POLYGON ((0 0, 1 0, 0 1, 0 0))" + " " * 2_000_001]
+    for feature, bad in zip(doc["features"] * 2, hostile):
+        feature["properties"][ORIGIN_KEY][PROPOSED_OUTLINE] = bad
+        path.write_text(json.dumps(doc))
+        for mark in read_annotations(path).annotations:
+            if mark.extra["properties"][ORIGIN_KEY][PROPOSED_OUTLINE] == bad:
+                assert accept_draft(mark).extra["properties"][ORIGIN_KEY][EDITED] is None
