@@ -29,6 +29,7 @@
 This file only hands over: ``cli`` parses and prints, ``core`` and ``gui`` do the work.
 """
 
+import faulthandler
 import sys
 
 from cli.app import main
@@ -36,4 +37,5 @@ from cli.app import main
 __all__ = ["main"]
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a crash in native code (Qt, OpenSlide, MXNet) prints each thread's stack
     sys.exit(main())

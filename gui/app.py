@@ -128,6 +128,11 @@ def _offscreen_window(size: tuple[int, int]):
     finally:
         window.close()
         window.deleteLater()
+        # destroyed now, while the application exists: left to the interpreter's exit, a widget can
+        # outlive the QApplication and crash in its destructor
+        from PyQt5.QtCore import QCoreApplication, QEvent
+
+        QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
 
 
 def _save_window(window, out: Path, include_associated: bool = False) -> Path:

@@ -73,6 +73,7 @@ class SlideReader(abc.ABC):
         # Reads in progress: close() waits for them, since freeing a native handle mid-read crashes.
         self._usage = threading.Condition()
         self._active_reads = 0
+        self._release_when_idle = False  # close() timed out while reads ran: the last read releases
 
     # -- metadata each backend sets in its __init__ ------------------------
     #: (width, height) of each level, level 0 first.
@@ -196,6 +197,11 @@ class SlideReader(abc.ABC):
             with self._usage:
                 self._active_reads -= 1
                 self._usage.notify_all()
+                release = self._release_when_idle and self._active_reads == 0
+                if release:
+                    self._release_when_idle = False
+            if release:
+                self._close()
         if self.apply_icc:
             rgb = self._to_srgb(rgb)
         return rgb
@@ -265,7 +271,9 @@ class SlideReader(abc.ABC):
             if self._closed:
                 return
             self._closed = True
-            self._usage.wait_for(lambda: self._active_reads == 0, timeout)
+            if not self._usage.wait_for(lambda: self._active_reads == 0, timeout):
+                self._release_when_idle = True  # a read still runs: the last one to finish releases
+                return
         self._close()
 
     @property

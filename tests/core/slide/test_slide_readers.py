@@ -392,3 +392,33 @@ def test_image_reader_resolution_and_formats(tmp_path):
         assert (r.read_region(0, 0, 0, 96, 64) == 255).all()  # fully transparent shows as glass
     with ImageReader(tmp_path / "image.bmp") as r:
         assert r.vendor == "bmp" and tuple(r.read_region(10, 20, 0, 1, 1)[0, 0]) == (1, 1, 1)
+
+
+def test_a_close_that_outwaits_a_read_never_frees_the_backend_under_it():
+    """A read still running when close() gives up waiting keeps its backend; the read's end releases it."""
+    import threading
+
+    started, go_on = threading.Event(), threading.Event()
+    released = []
+
+    class SlowReader(ArrayReader):
+        def _read_region_raw(self, *args):
+            started.set()
+            go_on.wait(10)
+            return super()._read_region_raw(*args)
+
+        def _close(self):
+            released.append(self._active_reads)
+            super()._close()
+
+    reader = SlowReader(pattern(256, 256))
+    with ThreadPoolExecutor(1) as pool:
+        read = pool.submit(reader.read_region, 0, 0, 0, 64, 64)
+        assert started.wait(10)
+        reader.close(timeout=0.01)
+        assert reader.closed and released == []  # the backend stays while the read uses it
+        with pytest.raises(SlideReadError, match="closed"):
+            reader.read_region(0, 0, 0, 8, 8)
+        go_on.set()
+        assert read.result(10).shape == (64, 64, 3)
+    assert released == [0]  # released once, by the last read, when none was running
