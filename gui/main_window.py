@@ -25,6 +25,7 @@ from gui.annotation_files import AnnotationFiles, confirm_discard
 from gui.annotation_session import OpenedSlide
 from gui.annotate import AnnotationController
 from gui.core_measures import CoreMeasurer, CoresTable
+from gui.cohort_run import CohortRun
 from gui.drafts import DraftController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.evaluation_dock import EvaluationDock
@@ -71,7 +72,7 @@ class MainWindow(QMainWindow):
         self.project: Project | None = None  # None: slides open into the user's default project
         self.errors: list[str] = []  # every error shown, newest last (for the log and tests)
         # the open slides' documents, opened off the GUI thread (the window owns them, the docks read them)
-        self.slides = OpenSlides(self.tile_memory, self.slide_settings, self._project, self.prefs.loader_threads, self)
+        self.slides = OpenSlides(self.tile_memory, self.slide_settings, self.working_project, self.prefs.loader_threads, self)
         self.slides.opened.connect(self._on_opened)
         self.slides.failed.connect(self._on_open_failed)
         self.slides.save_failed.connect(self._on_save_failed)
@@ -141,6 +142,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.evaluation_dock, self.drafts.review)
         self.prediction_dock.grid_changed.connect(
             lambda v: v is self.drafts.review.view and self.drafts.review.schedule())
+        self.cohort_run = CohortRun(self)  # Model ▸ Predict all slides…: the project's slides on a Dask cluster
         self.tabifyDockWidget(self.evaluation_dock, self.info_dock)  # one tabbed column: the slide gets the room
         self.setTabPosition(Qt.RightDockWidgetArea, QTabWidget.East)  # whole names down the side, not "Ti…" tabs
         self.annotate.dock.raise_()
@@ -174,7 +176,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opening {Path(path).name}…")
         return self.slides.open(path)
 
-    def _project(self) -> Project:
+    def working_project(self) -> Project:
         """The project slides open into: the one chosen, else the user's default project."""
         if self.project is None:
             self.project = default_project()
@@ -478,7 +480,7 @@ class MainWindow(QMainWindow):
 
         if self.training_panel is None:
             self.training_panel = TrainingPanel(self)
-        self.training_panel.set_project(self._project())
+        self.training_panel.set_project(self.working_project())
         self.training_panel.show()
         self.training_panel.raise_()
         self.training_panel.activateWindow()
@@ -503,6 +505,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.slides.cancel()
+        self.cohort_run.cancel()  # slides being predicted write nothing; finished ones stay
         if self.training_panel is not None:
             self.training_panel.cancel()  # stops after the current batch; the best epoch is kept
         self.prediction_dock.cancel()  # a partial heatmap is never saved

@@ -148,3 +148,23 @@ class Preferences:
     @screenshots_include_associated.setter
     def screenshots_include_associated(self, value: bool) -> None:
         self._set("screenshots_include_associated", bool(value))
+
+    # cohorts (Model ▸ Predict all slides…)
+    @property
+    def cohort_scheduler(self) -> str:
+        """``tcp://host:port`` of the Dask scheduler that runs all slides; empty: a local cluster."""
+        value = self._values.get("cohort_scheduler", "")
+        return value.strip() if isinstance(value, str) else ""
+
+    @cohort_scheduler.setter
+    def cohort_scheduler(self, value: str) -> None:
+        self._set("cohort_scheduler", str(value or "").strip())
+
+    @property
+    def cohort_workers(self) -> int:
+        """Worker processes of the local cluster (one slide each at a time)."""
+        return self._int("cohort_workers", max(1, min(4, (os.cpu_count() or 2) // 2)), 1, 256)
+
+    @cohort_workers.setter
+    def cohort_workers(self, value: int) -> None:
+        self._set("cohort_workers", int(value))

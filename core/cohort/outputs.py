@@ -92,6 +92,8 @@ def predict_to_folder(slide, folder, model, options: PredictOptions,
         if not grid.complete:
             raise Cancelled(f"{slide}: prediction cancelled; nothing was written")
         thumb = reader.get_thumbnail((2048, 2048))
+    if should_stop is not None and should_stop():  # a stop asked for during the last batch: still nothing
+        raise Cancelled(f"{slide}: prediction cancelled; nothing was written")
     with staged_folder(folder, replace=True) as staging:
         grid.save(staging / GRID_FILE)
         atomic_write_bytes(staging / "tiles.csv", tiles_csv(grid, options.threshold).encode("utf-8"))

@@ -163,3 +163,18 @@ def test_a_folder_that_cannot_be_written_is_said_plainly(tmp_path):
 
     err = PermissionError(13, "Permission denied", str(tmp_path / "case-0" / "grid.npz"))
     assert _describe(err) == "cannot write its results (grid.npz: Permission denied); nothing of this run was kept there"
+
+
+def test_a_stop_asked_for_during_the_last_batch_writes_nothing(cohort_slides, tmp_path):
+    from core.errors import Cancelled
+
+    stop = {}
+
+    def progress(done, total):
+        if done == total:
+            stop["asked"] = True  # after the last batch: the grid is complete, the folder not yet written
+
+    with pytest.raises(Cancelled, match="nothing was written"):
+        predict_to_folder(cohort_slides[0], tmp_path / "case-0", DEMO_MODEL, OPTIONS, progress=progress,
+                          should_stop=lambda: stop.get("asked", False))
+    assert stop and not (tmp_path / "case-0").exists() and list(tmp_path.iterdir()) == []
