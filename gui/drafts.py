@@ -16,6 +16,7 @@ from PyQt5 import sip
 from PyQt5.QtCore import QObject, Qt
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import QAction
+from shapely.geometry import box
 
 from core.annotations.proposals import accept_draft, is_draft, propose_marks, reject_draft
 from core.annotations.store import Edit
@@ -72,9 +73,9 @@ class DraftController(QObject):
                   "Not tumour: the selected drafts become Benign marks recording the rejection"),
                  ("accept_view", "Accept all drafts in &view", "Shift+A", self.accept_in_view,
                   "Accept every draft the view shows"),
-                 ("review_next", "&Next region to review", "N", self.review.step_next,
+                 ("review_next", "&Next region to review", "N", self.review_next,
                   "Centre the next region worth a look; the one shown counts as reviewed"),
-                 ("review_back", "Pre&vious region to review", "Shift+N", self.review.step_back,
+                 ("review_back", "Pre&vious region to review", "Shift+N", self.review_back,
                   "Back to the region reviewed before"))
         for name, text, shortcut, slot, tip in specs:
             act = QAction(text, win, toolTip=tip, statusTip=tip)
@@ -97,6 +98,30 @@ class DraftController(QObject):
 
     def set_view(self, view) -> None:
         self.review.set_view(view)
+
+    # -- reviewing ----------------------------------------------------------------------------
+    def review_next(self) -> None:
+        """N: step on; the region stepped past is recorded in the slide's document (saved beside its marks)."""
+        view, history = self.view, self.review.reviewed()
+        before = len(history)
+        self.review.step_next()
+        if view is not None and len(history) > before:
+            self._record_review(view.document.mark_reviewed, history[-1])
+
+    def review_back(self) -> None:
+        """Shift+N: the region brought back is no longer recorded as reviewed."""
+        view, history = self.view, self.review.reviewed()
+        item = history[-1] if history else None
+        self.review.step_back()
+        if view is not None and item is not None and item not in history:
+            self._record_review(view.document.unmark_reviewed, item)
+
+    def _record_review(self, change, item) -> None:
+        x, y, w, h = item.bbox_l0
+        try:
+            change(box(x, y, x + w, y + h))
+        except OSError as err:
+            self.win.show_error("Review", f"Could not save the reviewed regions: {err}")
 
     # -- proposing ----------------------------------------------------------------------------
     def propose(self) -> Worker | None:

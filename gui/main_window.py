@@ -315,6 +315,7 @@ class MainWindow(QMainWindow):
         view.deleteLater()
         if self.tabs.count() == 0:
             self.tabs.addTab(self.welcome, "Welcome")
+        return True
 
     def close_current(self) -> None:
         self.close_tab(self.tabs.currentIndex())

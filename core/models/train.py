@@ -23,7 +23,9 @@ from mxnet import autograd, gluon
 from core.atomic import atomic_write_bytes
 from core.errors import DatasetError, ModelError
 from core.metrics import BinaryMetrics
-from core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, read_info, save_bundle
+from core.models import safety
+from core.models.bundle import (IMAGENET_MEAN, IMAGENET_STD, PARAMS_FILE, SYMBOL_FILE, ModelInfo, read_bundle,
+                                read_info, resolve_bundle, save_bundle)
 from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
 from core.models.reports import ProgressEvent, TrainResult  # noqa: F401 - also where callers import them from
 from core.models.engine import describe_device, engine, parse_device
@@ -76,7 +78,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-          sampling: str = "shuffle", warmup_epochs: float | None = None, cell_um: float | None = None) -> TrainResult:
+          sampling: str = "shuffle", warmup_epochs: float | None = None, cell_um: float | None = None,
+          init_from=None) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -134,6 +137,12 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         The tiles are labelled by their centre square of this many µm (``biopsia dataset --cell``,
         `core.tiles.planning.context_plan`); recorded in ``model.json`` (``training.settings.cell_um``) so a
         prediction can step by one cell. Needs ``mpp`` and at most the tile's side.
+    init_from : path-like, optional
+        A model folder (a bundle, or a training folder whose ``best/`` is used) to fine-tune from: the
+        network starts from its weights (the ``.params`` file only, hash-checked; never an optimizer state,
+        which MXNet pickles). It must have this run's architecture, classes (in order), tile size, µm/px
+        and stain normalisation method; a parent's fitted normalisation is reused (its weights expect it),
+        so ``stain_reference`` is not refitted. Recorded in ``model.json`` as ``training.parent`` (its name, folder and weights SHA-256).
 
     Returns
     -------
@@ -144,8 +153,9 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     DatasetError
         For empty, mis-shaped or single-class data.
     ModelError
-        For an unknown architecture or unavailable device, a checkpoint that cannot be resumed, or a
-        model that cannot be saved (the previous ``best/`` and ``last/`` are kept).
+        For an unknown architecture or unavailable device, a checkpoint that cannot be resumed, a parent
+        model (``init_from``) that cannot be read or does not match the run, or a model that cannot be
+        saved (the previous ``best/`` and ``last/`` are kept).
     """
     train_data.check("training data")
     val_data.check("validation data")
@@ -186,12 +196,13 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
                     warmup_epochs=float(warmup_epochs))
     if cell_um is not None:
         settings["cell_um"] = float(cell_um)
+    parent = None if init_from is None else read_parent(init_from, arch, train_data, mpp, stain_normalise)
     interrupt = threading.Event()
 
     def stopping() -> bool:
         return interrupt.is_set() or (should_stop is not None and bool(should_stop()))
 
-    args = (train_data, val_data, Path(out_dir), settings, device, mpp, progress, stopping, resume)
+    args = (train_data, val_data, Path(out_dir), settings, device, mpp, progress, stopping, resume, parent)
     model_thread = engine()
     if model_thread.on_thread():
         return _run_training(*args)
@@ -207,6 +218,90 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     if interrupt.is_set():
         raise KeyboardInterrupt
     return result
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A model to fine-tune from: its ``model.json`` record and its verified graph and weights bytes."""
+
+    record: dict  # {"name", "folder", "sha256"}: what the new model.json records as ``training.parent``
+    symbol: bytes
+    params: bytes
+    stain: dict | None = None  # its fitted stain normalisation, which its weights expect: reused, not refitted
+
+
+#: Micrometres per pixel closer than this (relative) count as the same.
+MPP_TOLERANCE = 1e-3
+
+
+def read_parent(folder, arch: str, train_data: TileArrays, mpp: float | None,
+                stain_normalise: str = "none") -> Parent:
+    """Read and check the model ``folder`` a run fine-tunes from (no MXNet: callable from any thread).
+
+    Raises
+    ------
+    ModelError
+        When it cannot be read (a damaged or tampered bundle) or its architecture, classes, tile size,
+        µm/px or stain normalisation differ from the run's; the message names the folder and the mismatch.
+    """
+    path = resolve_bundle(folder)
+    info, data = read_bundle(path)
+    tile_px = int(train_data.images.shape[1])
+    wrong = []
+    if info.architecture != arch:
+        wrong.append(f"its architecture is {info.architecture}, this run's is {arch}")
+    if list(info.classes) != list(train_data.classes):
+        wrong.append(f"its classes are {list(info.classes)}, this run's are {list(train_data.classes)}")
+    if info.tile_px != tile_px:
+        wrong.append(f"its tiles are {info.tile_px} px, this run's are {tile_px} px")
+    if (info.mpp is None) != (mpp is None) or (
+            mpp is not None and abs(info.mpp - mpp) > MPP_TOLERANCE * max(abs(mpp), abs(info.mpp))):
+        wrong.append(f"it was trained at {_describe_mpp(info.mpp)}, this run is at {_describe_mpp(mpp)}")
+    theirs = (info.stain or {}).get("method", "none")
+    if theirs != stain_normalise:
+        wrong.append(f"its stain normalisation is {theirs}, this run's is {stain_normalise}")
+    if wrong:
+        raise ModelError(f"{path}: cannot fine-tune from this model: {'; '.join(wrong)}. Choose a parent trained "
+                         "on the same classes, tile size, µm/px and stain normalisation with the same "
+                         "architecture, or train from scratch")
+    name = path.parent.name if path.name in ("best", "last") else path.name
+    record = {"name": name, "folder": str(path.resolve()), "sha256": safety.sha256(data[PARAMS_FILE])}
+    return Parent(record, data[SYMBOL_FILE], data[PARAMS_FILE], info.stain)
+
+
+def _describe_mpp(mpp: float | None) -> str:
+    return "an unknown µm/px" if mpp is None else f"{mpp:g} µm/px"
+
+
+def _load_parent_weights(net, parent: Parent, ctx, tile_px: int) -> None:
+    """Set ``net``'s weights (initialised, not yet hybridized) to the parent's, matched by their place in the graph.
+
+    The exported names carry each network instance's global counter (``conv0_weight`` in one,
+    ``conv4_weight`` in the next), so the parent's graph and ours are walked in the same order instead.
+    """
+    where = parent.record["folder"]
+    try:
+        theirs = mx.sym.load_json(parent.symbol.decode("utf-8"))
+        stored = mx.nd.load_frombuffer(parent.params)
+    except Exception as exc:  # MXNetError for a graph or weights MXNet cannot read
+        raise ModelError(f"{where}: MXNet cannot read the parent model ({type(exc).__name__}); "
+                         "choose another parent or train from scratch") from None
+    net(mx.nd.zeros((1, 3, tile_px, tile_px), ctx=ctx)).wait_to_read()  # the deferred shapes are known after one run
+    ours = net(mx.sym.var("data"))
+    pairs = [("arg", a, b) for a, b in zip(theirs.list_arguments(), ours.list_arguments()) if b != "data"]
+    pairs += [("aux", a, b) for a, b in zip(theirs.list_auxiliary_states(), ours.list_auxiliary_states())]
+    params = {p.name: p for p in net.collect_params().values()}
+    expected = len(ours.list_arguments()) - 1 + len(ours.list_auxiliary_states())
+    if len(stored) != expected or len(pairs) != expected:
+        raise ModelError(f"{where}: the parent's weights are of another network ({len(stored)} arrays, this one "
+                         f"has {expected}); choose another parent or train from scratch")
+    for kind, their_name, our_name in pairs:
+        value = stored.get(f"{kind}:{their_name}")
+        param = params.get(our_name)
+        if value is None or param is None or tuple(value.shape) != tuple(param.shape):
+            raise ModelError(f"{where}: the parent's weight {their_name} does not fit this network; choose "
+                             "another parent or train from scratch")
+        param.set_data(value.as_in_context(ctx))
 
 
 def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, epoch: int, do_augment: bool,
@@ -276,7 +371,8 @@ def _score_or_none(metrics: dict) -> float | None:
         return None
 
 
-def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, progress, should_stop, resume):
+def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, progress, should_stop, resume,
+                  parent: Parent | None = None):
 
     ctx = parse_device(device)
     mx.random.seed(s["seed"])
@@ -285,7 +381,10 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
     tile_px = int(train_data.images.shape[1])
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
-    stain = _fit_stain(train_data, s.get("stain_normalise", "none"), s.get("stain_reference"))
+    if parent is not None and parent.stain is not None:  # the normalisation the parent's weights were trained on
+        stain = StainNormaliser.from_json(parent.stain, parent.record["folder"])
+    else:
+        stain = _fit_stain(train_data, s.get("stain_normalise", "none"), s.get("stain_reference"))
     if stain is not None:  # once, before any epoch: the pixels `loading.preprocess` gives the model at prediction
         train_data, val_data = _apply_stain(train_data, stain), _apply_stain(val_data, stain)
     batches = math.ceil(len(train_data) / s["batch_size"])
@@ -293,6 +392,8 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
 
     net = build(s["arch"], n_classes)
     net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
+    if parent is not None:  # a resumed checkpoint (below) replaces these weights with its own
+        _load_parent_weights(net, parent, ctx, tile_px)
     net.hybridize(static_alloc=True)
     warmup = min(int(round(s.get("warmup_epochs", 0.0) * batches)), total_updates - 1)
     ramp = dict(warmup_steps=warmup, warmup_begin_lr=s["lr"] * 0.01) if warmup > 0 else {}
@@ -358,7 +459,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
             state["epoch"] = epoch
             score = _score(metrics)
             info = ModelInfo(s["arch"], list(train_data.classes), tile_px, mpp, IMAGENET_MEAN, IMAGENET_STD,
-                             training=_summary(train_data, val_data, s, epoch), metrics=metrics,
+                             training=_summary(train_data, val_data, s, epoch, parent), metrics=metrics,
                              stain=None if stain is None else stain.to_json(),
                              threshold=None if thresholds is None else thresholds[thresholds["chosen"]],
                              thresholds=thresholds)
@@ -432,9 +533,12 @@ def _apply_stain(data: TileArrays, stain: StainNormaliser, chunk: int = 64) -> T
     return TileArrays(images, data.labels, list(data.classes))
 
 
-def _summary(train_data: TileArrays, val_data: TileArrays, s: dict, epoch: int) -> dict:
-    """Training data and settings recorded in ``model.json``."""
+def _summary(train_data: TileArrays, val_data: TileArrays, s: dict, epoch: int, parent: Parent | None = None) -> dict:
+    """Training data and settings recorded in ``model.json`` (with the parent fine-tuned from, if any)."""
     def counts(d):
         return dict(zip(d.classes, np.bincount(d.labels, minlength=len(d.classes)).tolist()))
-    return {"train_tiles": counts(train_data), "val_tiles": counts(val_data), "epoch": epoch,
-            "settings": dict(s)}
+    summary = {"train_tiles": counts(train_data), "val_tiles": counts(val_data), "epoch": epoch,
+               "settings": dict(s)}
+    if parent is not None:
+        summary["parent"] = dict(parent.record)
+    return summary

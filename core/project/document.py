@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.annotations import AnnotationStore
 from core.project.model import Project, SlideEntry
+from core.project.reviewed import ReviewedRegions, reviewed_path
 from core.slide.base import SlideReader
 
 if TYPE_CHECKING:  # the document holds the later steps' results; it needs their types, not their code
@@ -84,6 +85,8 @@ class SlideDocument:
         that stopped it (one of ``tile_plan`` and ``tile_plan_error`` is None).
     damage_reported : bool
         The user was told that part of the slide cannot be read (told once per slide).
+    reviewed : ReviewedRegions
+        The areas the doctor has reviewed, saved beside the marks file (read at first use).
     """
 
     reader: SlideReader
@@ -99,6 +102,7 @@ class SlideDocument:
     tile_plan_error: str | None = None
     damage_reported: bool = False
     _tissue: dict = field(default_factory=dict, repr=False)
+    _reviewed: ReviewedRegions | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.mpp = tuple(float(v) for v in self.mpp) if self.mpp else None  # a key of the tissue masks
@@ -121,6 +125,32 @@ class SlideDocument:
         """Use ``mpp`` (from ``source``) from now on."""
         self.mpp = tuple(float(v) for v in mpp) if mpp else None
         self.mpp_source = source
+
+    # -- reviewed regions ----------------------------------------------------------------------
+    def marks_path(self) -> Path | None:
+        """The slide's marks file: its project's, else its session's; None when the marks are not saved."""
+        if self.project is not None and self.entry is not None:
+            return self.project.annotations_path(self.entry.id)
+        return Path(self.session.path) if self.session is not None else None
+
+    @property
+    def reviewed(self) -> ReviewedRegions:
+        if self._reviewed is None:
+            marks = self.marks_path()
+            self._reviewed = ReviewedRegions(reviewed_path(marks) if marks is not None else None)
+        return self._reviewed
+
+    def reviewed_regions(self):
+        """The union of the regions the doctor has reviewed, a shapely geometry in level-0 pixels (empty when none)."""
+        return self.reviewed.geometry()
+
+    def mark_reviewed(self, geometry) -> None:
+        """Record ``geometry`` (level-0) as reviewed; saved beside the marks. Raises OSError when it cannot be saved."""
+        self.reviewed.add(geometry)
+
+    def unmark_reviewed(self, geometry) -> bool:
+        """Take back the review of ``geometry`` (the newest equal one). Raises OSError when it cannot be saved."""
+        return self.reviewed.remove(geometry)
 
     # -- tissue --------------------------------------------------------------------------------
     def tissue_key(self) -> tuple:

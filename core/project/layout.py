@@ -6,6 +6,8 @@ Layout::
     <folder>/project.json.bak                        the previous project.json (kept by every save)
     <folder>/annotations/<slide-id>.geojson          the slide's marks, as QuPath reads them
     <folder>/annotations/<slide-id>.geojson.journal  edits saved since (large stores; folded in on close)
+    <folder>/annotations/<slide-id>.reviewed.json    regions the doctor reviewed (`core.project.reviewed`)
+    <folder>/cohort/<model>/<slide>/                 Model ▸ Predict all slides' outputs, as `biopsia predict`
     <folder>/models/<name>/                          models trained in the project
     <folder>/predictions/<slide-id>/<model>.npz      probability grids predicted for a slide
 """

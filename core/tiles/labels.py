@@ -115,6 +115,24 @@ class MarkCoverage:
         return np.asarray(area_sum.mean(x0, y0, x0 + size, y0 + size), np.float64).reshape(-1)
 
 
+def reviewed_as_benign(reviewed) -> list[Annotation]:
+    """Benign marks standing for reviewed regions (a shapely geometry or sequence of them, level-0 pixels).
+
+    A region the doctor reviewed and left without a Tumour mark was looked at and found not tumour, so on
+    a slide that is not fully annotated its tissue is Non-tumour, as inside a Benign mark; Tumour marks
+    inside it still win (the tumour rule comes first in `label_tiles`).
+    """
+    if reviewed is None:
+        return []
+    shapes = [reviewed] if hasattr(reviewed, "geom_type") else list(reviewed)
+    out = []
+    for shape in shapes:
+        parts = getattr(shape, "geoms", [shape])
+        out.extend(Annotation(part, BENIGN.name) for part in parts
+                   if part.geom_type == "Polygon" and not part.is_empty)
+    return out
+
+
 def label_tiles(marks: Iterable[Annotation], l0_x, l0_y, tile_l0: int, slide_size: tuple[int, int],
                 fully_annotated: bool, rules: LabelRules = LabelRules(), tissue_fraction=None,
                 pen_fraction=None) -> TileLabels:

@@ -89,6 +89,9 @@ class ReviewDock(QDockWidget):
             return None
         threshold, _source = threshold_for_grids([grid.model])
         seen = [box(x, y, x + w, y + h) for x, y, w, h in (item.bbox_l0 for item in self.reviewed())]
+        saved = view.document.reviewed_regions()  # reviewed before the slide was last closed
+        if not saved.is_empty:
+            seen.append(saved)
         worker = Worker(review_items, grid, threshold, view.annotations.annotations(), seen)
         worker.finished.connect(lambda items, w=worker: self._on_listed(w, items, threshold))
         self._worker = worker

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from shapely.geometry import box
 from PyQt5.QtCore import QPoint, Qt
 from PyQt5.QtTest import QTest
 
@@ -157,12 +158,25 @@ def test_the_review_list_steps_with_n_and_shift_n_each_region_filling_the_view(q
     assert (vp.l0_cx, vp.l0_cy) == pytest.approx((x + w / 2, y + h / 2), abs=1)
     fills = max(w * vp.scale / vp.screen_w, h * vp.scale / vp.screen_h)
     assert fills == pytest.approx(0.8, abs=0.01)  # the region fills the view
+    assert view.document.reviewed_regions().is_empty
     key(view, Qt.Key_N)  # the first counts as reviewed: it drops off
     assert item not in review.items and len(review.items) == len(first_list) - 1
+    assert view.document.reviewed_regions().equals(box(x, y, x + w, y + h))  # recorded in the document
     if review.items:
         assert review.current is review.items[0]
     key(view, Qt.Key_N, Qt.ShiftModifier)  # back: it returns
     assert review.current == item and review.items[0] == item
+    assert view.document.reviewed_regions().is_empty
+    key(view, Qt.Key_N)  # reviewed again, then the slide is closed and opened again
+    assert view.document.reviewed_regions().equals(box(x, y, x + w, y + h))
+    assert window.close_tab(window.tabs.indexOf(view), force=True)
+    view = open_and_wait(qtbot, window, synth.slide_path)
+    assert view.document.reviewed_regions().equals(box(x, y, x + w, y + h))  # read from beside the marks
+    with qtbot.waitSignal(review.listed, timeout=20000):
+        view.document.prediction.grid = three_region_grid(view.reader.dimensions)
+        review.set_view(view)
+        review.compute()
+    assert item not in review.items and len(review.items) == len(first_list) - 1  # still off the list
 
 
 def test_right_click_on_a_draft_accepts_or_rejects_it(qtbot, window, synth):
