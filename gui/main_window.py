@@ -26,6 +26,7 @@ from gui.annotation_session import OpenedSlide
 from gui.annotate import AnnotationController
 from gui.core_measures import CoreMeasurer, CoresTable
 from gui.cohort_run import CohortRun
+from gui.retrain import RetrainRun
 from gui.drafts import DraftController
 from gui.docks.associated_dock import AssociatedDock
 from gui.docks.evaluation_dock import EvaluationDock
@@ -143,6 +144,7 @@ class MainWindow(QMainWindow):
         self.prediction_dock.grid_changed.connect(
             lambda v: v is self.drafts.review.view and self.drafts.review.schedule())
         self.cohort_run = CohortRun(self)  # Model ▸ Predict all slides…: the project's slides on a Dask cluster
+        self.retrain = RetrainRun(self)  # Model ▸ Retrain with new marks…: fine-tune on the doctors' decisions
         self.tabifyDockWidget(self.evaluation_dock, self.info_dock)  # one tabbed column: the slide gets the room
         self.setTabPosition(Qt.RightDockWidgetArea, QTabWidget.East)  # whole names down the side, not "Ti…" tabs
         self.annotate.dock.raise_()
@@ -507,6 +509,7 @@ class MainWindow(QMainWindow):
             return
         self.slides.cancel()
         self.cohort_run.cancel()  # slides being predicted write nothing; finished ones stay
+        self.retrain.cancel()  # stops after this batch; the best epoch is kept
         if self.training_panel is not None:
             self.training_panel.cancel()  # stops after the current batch; the best epoch is kept
         self.prediction_dock.cancel()  # a partial heatmap is never saved

@@ -424,15 +424,7 @@ class TrainingPanel(QDialog):
         return self.worker.start()
 
     def _flush_marks(self, slide_ids) -> None:
-        """Marks being edited reach their files before the tiles are labelled from them."""
-        views = self.main_window.views() if hasattr(self.main_window, "views") else []
-        for view in views:
-            session = view.document.session
-            if session is None or session.saver is None or view.document.slide_id not in slide_ids:
-                continue
-            if not session.saver.flush(5.0):
-                raise DatasetError(f"The marks of {view.reader.display_name} are not saved yet "
-                                   f"({session.saver.last_error or 'still writing'}); try again")
+        flush_marks(self.main_window.views() if hasattr(self.main_window, "views") else [], slide_ids)
 
     def cancel(self) -> None:
         """Stop after the current batch (or tile chunk); the best epoch so far is kept."""
@@ -562,6 +554,23 @@ class TrainingPanel(QDialog):
         self.error_label.setText(f"<b>{html.escape(title)}.</b> {html.escape(message)}")
         self.error_label.setToolTip(details or "")
         self.error_label.show()
+
+
+def flush_marks(views, slide_ids) -> None:
+    """Marks being edited reach their files before the tiles are labelled from them.
+
+    Raises
+    ------
+    DatasetError
+        When a slide's marks cannot be saved within a few seconds (the message names the slide and why).
+    """
+    for view in views:
+        session = view.document.session
+        if session is None or session.saver is None or view.document.slide_id not in slide_ids:
+            continue
+        if not session.saver.flush(5.0):
+            raise DatasetError(f"The marks of {view.reader.display_name} are not saved yet "
+                               f"({session.saver.last_error or 'still writing'}); try again")
 
 
 def _tested_text(tested: dict | None) -> str:

@@ -1,4 +1,4 @@
-"""Retrain in the loop (issue 15): the tile set a project's doctors' decisions label, for fine-tuning a model.
+"""Retrain in the loop: fine-tune a model on the tiles a project's doctors' decisions label.
 
 Which marks count is decided where every dataset decides it (`core.tiles.labels.label_tiles`): accepted
 drafts are ordinary marks, rejected drafts are Benign marks, and drafts nobody decided on count for
@@ -7,13 +7,19 @@ fully annotated, a region the doctor reviewed counts as Benign where no Tumour m
 (`core.tiles.labels.reviewed_as_benign`), so only tiles inside marked or reviewed regions get a label; on a
 fully annotated slide every tissue tile is labelled as always. The tiles are then read like any dataset's
 (`core.tiles.planning.plan_dataset`), and `core.models.train.train` fine-tunes from the parent with
-``init_from``.
+``init_from``. `retrain_job` makes the `core.models.training_job.TrainingJob` that does all of it (run it
+with `core.models.training_job.run_job`, as the window's *Model ▸ Retrain with new marks* does).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from core.annotations.proposals import is_draft
+from core.errors import BiopsiaError, DatasetError
+from core.project.layout import MODELS_DIR
 from core.project.reviewed import load_reviewed, reviewed_path
 from core.tiles.labels import reviewed_as_benign
 from core.tiles.sources import SlideSource, sources_from_project
@@ -70,4 +76,104 @@ def retrain_sources(project, slide_ids=None, open_marks: dict | None = None) -> 
     return RetrainSources(sources, problems)
 
 
-__all__ = ["RetrainSources", "retrain_sources"]
+#: Epochs of a fine-tuning run: the parent has learnt the tissue, the new marks adjust it.
+RETRAIN_EPOCHS = 3
+#: A fine-tuning run's learning rate, as a share of the parent's: large steps would undo what it learnt.
+LR_SHARE = 0.5
+
+
+def labelled_slides(project, open_marks: dict | None = None) -> list[str]:
+    """The ids of the project's slides that label some tissue: fully annotated, or with a decided mark or a
+    reviewed region (a slide holding only undecided drafts labels nothing).
+
+    Raises
+    ------
+    AnnotationFormatError
+        When a slide's mark file cannot be read.
+    """
+    ids = []
+    for entry in project.slides:
+        if open_marks and entry.id in open_marks:
+            marks = open_marks[entry.id]
+        elif project.annotations_path(entry.id).exists():
+            marks = project.load_annotations(entry.id).annotations()
+        else:
+            marks = []
+        decided = any(not is_draft(m) for m in marks)
+        if entry.settings.fully_annotated or decided or \
+                load_reviewed(reviewed_path(project.annotations_path(entry.id))).regions:
+            ids.append(entry.id)
+    return ids
+
+
+def retrained_name(models: Path, parent_name: str) -> str:
+    """``<parent>-retrained``, then ``-2``, ``-3``... when taken: a fresh folder under ``models``."""
+    base = re.sub(r"[^A-Za-z0-9._ -]", "-", parent_name).lstrip(".-_ ") or "model"
+    base = re.sub(r"-retrained(-\d+)?$", "", base) + "-retrained"
+    name, n = base, 2
+    while (models / name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def retrain_job(project, parent, open_marks: dict | None = None, name: str | None = None,
+                epochs: int = RETRAIN_EPOCHS, device: str = "auto", lr: float | None = None):
+    """The run that fine-tunes ``parent`` on ``project``'s marks, reviewed regions and decided drafts.
+
+    The tiles are the parent's (size, µm/px), and so are the architecture, classes and stain normalisation
+    (`core.models.train.read_parent` checks them again when the run starts); the learning rate is
+    `LR_SHARE` of the parent's. The new model goes to ``<project>/models/<name>`` (default
+    `retrained_name`) and records its parent.
+
+    Parameters
+    ----------
+    project : core.project.model.Project
+    parent : path-like
+        A model bundle or a training folder (its ``best/``).
+    open_marks : dict, optional
+        ``{slide id: marks}`` of the slides open in the window (`core.project.document.open_marks`).
+
+    Returns
+    -------
+    core.models.training_job.TrainingJob
+        Run it with `core.models.training_job.run_job`.
+
+    Raises
+    ------
+    ModelError
+        When the parent cannot be read.
+    DatasetError
+        When it records no µm/px (it could not read slides), no slide labels any tissue, or the name is taken.
+    """
+    from core.models.bundle import read_info, resolve_bundle
+    from core.models.training_job import TrainingJob, model_dir
+    from core.tiles.grid import TileSpec
+
+    if project is None:
+        raise DatasetError("No project: retraining learns from a project's marks; open a project first")
+    bundle = resolve_bundle(parent)
+    info = read_info(bundle)
+    if info.mpp is None:
+        raise DatasetError(f"{bundle}: the model records no µm/px, so it cannot read tiles from slides; retrain "
+                           "a model trained on slides (or on patches of a stated --patch-mpp)")
+    try:
+        ids = labelled_slides(project, open_marks)
+    except BiopsiaError as err:
+        raise DatasetError(f"Cannot retrain: {err}") from None
+    if not ids:
+        raise DatasetError(f"Project {project.name}: no slide has marks, accepted or rejected drafts or reviewed "
+                           "regions to learn from; mark or review some tissue first")
+    models = Path(project.folder) / MODELS_DIR
+    parent_name = bundle.parent.name if bundle.name in ("best", "last") else bundle.name
+    settings = (info.training or {}).get("settings", {})
+    base_lr = float(settings.get("lr", 1e-3))
+    return TrainingJob(project, ids, [], TileSpec(info.tile_px, info.mpp),
+                       model_dir(project, name or retrained_name(models, parent_name)),
+                       arch=info.architecture, epochs=int(epochs),
+                       batch_size=int(settings.get("batch_size", 64)), lr=lr if lr is not None else base_lr * LR_SHARE,
+                       device=device, init_from=bundle, open_marks=open_marks,
+                       stain_normalise=(info.stain or {}).get("method", "none"))
+
+
+__all__ = ["RetrainSources", "retrain_sources", "labelled_slides", "retrained_name", "retrain_job",
+           "RETRAIN_EPOCHS", "LR_SHARE"]

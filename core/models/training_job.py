@@ -58,6 +58,14 @@ class TrainingJob:
         Passed on to `core.models.train.train`.
     val_ratio, seed
         Share of each class of the Train slides' tiles held out for validation, and the split's seed.
+    init_from : Path, optional
+        A model to fine-tune from (`core.models.train.train`'s ``init_from``; `core.models.retrain.retrain_job`
+        makes such a job). The slides are then labelled as retraining labels them
+        (`core.models.retrain.retrain_sources`: reviewed regions count as Non-tumour on partly annotated slides).
+    open_marks : dict, optional
+        ``{slide id: marks}`` of slides open in the window, used instead of their files (retraining only).
+    stain_normalise : str
+        Passed on to `core.models.train.train`.
 
     Each slide's µm/px is `core.project.mpp.resolve_mpp`'s (through `sources_from_project`).
     """
@@ -74,6 +82,9 @@ class TrainingJob:
     device: str = "auto"
     val_ratio: float = 0.2
     seed: int = 0
+    init_from: Path | None = None
+    open_marks: dict | None = None
+    stain_normalise: str = "none"
 
 
 @dataclass
@@ -218,7 +229,14 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     from core.tiles.dataset import load_tiles, plan_dataset, sources_from_project
     from core.tiles.reading import ordered_positions
 
-    sources = sources_from_project(job.project, job.slide_ids)
+    problems: list[str] = []
+    if job.init_from is not None:
+        from core.models.retrain import retrain_sources
+
+        found = retrain_sources(job.project, job.slide_ids, job.open_marks)
+        sources, problems = found.sources, found.problems
+    else:
+        sources = sources_from_project(job.project, job.slide_ids)
     names = dict(zip(job.slide_ids, (s.name for s in sources)))
     planning = "Finding tissue and labelling tiles"
     partial(Stage(planning, 0, len(sources)))
@@ -228,7 +246,7 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
         return None
     per_slide = {slide_id: tuple(int(((plan.slide == n) & (plan.label == c)).sum()) for c in (1, 0))
                  for n, slide_id in enumerate(job.slide_ids)}
-    partial(Planned(plan.counts(), per_slide, list(plan.warnings)))
+    partial(Planned(plan.counts(), per_slide, list(plan.warnings) + problems))
     check_counts(plan.counts(), ("train",))  # Test slides may hold one class: they are tested, not validated on
     total = int(plan.label.size)
     tiles = {}
@@ -254,7 +272,8 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     partial(Stage("Starting training", 0, 0))
     result = train(held.train, held.val, job.out_dir, arch=job.arch, epochs=job.epochs,
                    batch_size=job.batch_size, lr=job.lr, device=job.device, progress=partial,
-                   should_stop=should_stop, mpp=job.spec.mpp)
+                   should_stop=should_stop, mpp=job.spec.mpp, init_from=job.init_from,
+                   stain_normalise=job.stain_normalise)
     if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
         shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
     if result.bundle is not None and "test" in tiles and not should_stop():

@@ -5,6 +5,7 @@ reviewed regions get a label."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,75 @@ def test_open_marks_replace_the_saved_ones_and_a_bad_review_entry_is_reported(sc
     assert len(result.problems) == 1 and str(path) in result.problems[0]
     marks = result.sources[0].annotations
     assert [a.class_name for a in marks] == ["Benign"] * len(marks) and marks  # only the reviewed region
+
+
+# -- the retraining run: the parent's settings, the project's decisions, a model that records its parent ----
+
+def _project_with(tmp_path, slide, marks, fully_annotated=False):
+    project = Project.create(tmp_path / "project", "Retrain")
+    entry = project.add_slide(slide.slide_path)
+    project.save_annotations(entry.id, AnnotationStore(marks))
+    if fully_annotated:
+        project.update_settings(entry.id, fully_annotated=True)
+    return project, entry
+
+
+def test_a_retrain_fine_tunes_the_parent_on_the_projects_marks(slide_pair, small_model, tmp_path):
+    from core.inference.predict import model_identity
+    from core.models.bundle import read_info
+    from core.models.retrain import LR_SHARE, retrain_job
+    from core.models.training_job import run_job
+
+    unseen = slide_pair[0]  # the parent never saw this slide: the doctor marked its tumour
+    project, entry = _project_with(tmp_path, unseen, [Annotation(p, "Tumour") for p in unseen.tumour_polygons],
+                                   fully_annotated=True)
+    parent = read_info(small_model)
+    job = retrain_job(project, small_model, epochs=1, device="cpu")
+    assert job.slide_ids == [entry.id] and job.init_from == small_model
+    assert (job.arch, job.spec.tile_px, job.spec.mpp) == (parent.architecture, parent.tile_px, parent.mpp)
+    assert job.lr == pytest.approx(parent.training["settings"]["lr"] * LR_SHARE)
+    assert job.out_dir == project.folder / "models" / f"{small_model.parent.name}-retrained"
+    reports = []
+    result = run_job(job, reports.append, lambda: False)
+    assert result.bundle is not None and result.history and result.history[0]["auc"] > 0.5
+    child = read_info(result.bundle)
+    assert child.training["parent"]["sha256"] == model_identity(small_model)["sha256"]
+    assert (child.architecture, child.tile_px, child.mpp, list(child.classes)) == \
+        (parent.architecture, parent.tile_px, parent.mpp, list(parent.classes))
+    again = retrain_job(project, result.bundle, epochs=1, device="cpu")  # a retrained model's own retrain
+    assert again.out_dir.name == f"{small_model.parent.name}-retrained-2"
+
+
+def test_nothing_to_learn_from_is_refused_before_any_work(slide_pair, small_model, tmp_path):
+    from core.errors import DatasetError
+    from core.models.retrain import labelled_slides, retrain_job
+
+    slide = slide_pair[0]
+    undecided = [_draft(p) for p in slide.tumour_polygons]  # only the network's proposals: no one's word yet
+    project, entry = _project_with(tmp_path, slide, undecided)
+    assert labelled_slides(project) == []
+    with pytest.raises(DatasetError, match="no slide has marks, accepted or rejected drafts or reviewed regions"):
+        retrain_job(project, small_model)
+    assert labelled_slides(project, open_marks={entry.id: [accept_draft(undecided[0])]}) == [entry.id]
+    region = unary_union(slide.tissue_polygons).envelope
+    ReviewedRegions(reviewed_path(project.annotations_path(entry.id))).add(region)
+    assert labelled_slides(project) == [entry.id]  # a reviewed region labels its tissue
+    assert not (project.folder / "models").exists()
+
+
+def test_a_parent_without_a_scale_or_unreadable_is_refused(slide_pair, small_model, tmp_path):
+    import shutil
+
+    from core.errors import DatasetError, ModelError
+    from core.models.retrain import retrain_job
+
+    slide = slide_pair[0]
+    project, _ = _project_with(tmp_path, slide, [Annotation(slide.tumour_polygons[0], "Tumour")])
+    copy = Path(shutil.copytree(small_model, tmp_path / "no-scale"))
+    doc = json.loads((copy / "model.json").read_text())
+    doc["mpp"] = None
+    (copy / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="records no µm/px"):
+        retrain_job(project, copy)
+    with pytest.raises(ModelError, match="does not exist"):
+        retrain_job(project, tmp_path / "nowhere")
