@@ -33,6 +33,8 @@ def add_parsers(sub) -> None:
     p.add_argument("dataset", help="dataset folder from 'biopsia dataset', or a patch folder (one subfolder per class)")
     p.add_argument("--out", required=True, help="model folder: best/ is the model to use, last/ resumes")
     p.add_argument("--arch", default="cnn", help="cnn (compact, default) or resnet18")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="do not export the kept model to model.onnx at the end (export-onnx can add it later)")
     p.add_argument("--epochs", type=opt.positive, default=10)
     p.add_argument("--batch", type=opt.positive, default=64)
     p.add_argument("--lr", type=opt.number(0, 10, low_open=True), default=1e-3, help="initial learning rate (cosine decay)")
@@ -216,7 +218,8 @@ def train_model(args) -> int:
                    stain_augment=args.stain_augment, stain_normalise=args.stain_normalise,
                    stain_reference=args.stain_reference,
                    progress=EpochProgress(), resume=args.resume, mpp=mpp,
-                   target_sensitivity=args.target_sensitivity, cell_um=cell, warmup_epochs=args.warmup)
+                   target_sensitivity=args.target_sensitivity, cell_um=cell, warmup_epochs=args.warmup,
+                   onnx=not args.no_onnx)
     if result.bundle is None:
         note("no epoch finished; no model saved")
         return 1
@@ -231,7 +234,17 @@ def train_model(args) -> int:
         youden = result.thresholds.get("youden")
         print(f"{describe_threshold(read_info(result.bundle, verify=False))}; Youden's {youden!r}; "
               "test, predict and evaluate use it unless given --threshold")
+    if result.onnx is not None:
+        note(onnx_words(result.onnx))
     return 0
+
+
+def onnx_words(check: dict) -> str:
+    """What the end-of-training export did, in a line (`core.models.train.add_onnx`'s record)."""
+    if "error" in check:
+        return f"model.onnx not made: {check['error']}"
+    return (f"model.onnx kept: checked against MXNet on {check['checked_tiles']} validation tiles, max |Δp| "
+            f"{check['max_abs_diff']:.1e}")
 
 
 def test_tiles(args) -> int:

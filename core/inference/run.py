@@ -15,7 +15,8 @@ from typing import Callable
 
 from core.errors import Cancelled
 from core.inference.predict import ProbabilityGrid, check_model, predict_slide, prediction_path
-from core.models.engine import engine
+from core.inference.engines import check_engine
+from core.models.engine import engine as model_thread
 from core.tiles.tissue import TissueMask, detect_tissue
 
 #: Niceness of the threads that predict (0 normal, 19 lowest): the GUI thread goes first.
@@ -50,7 +51,8 @@ def background_priority() -> None:
 def run_prediction(reader, model_dir, device: str, slide_mpp, tissue: TissueMask | None, tissue_key: tuple,
                    project=None, slide_id: str | None = None, batch_size: int = 64,
                    partial: Callable[[object], None] | None = None,
-                   should_stop: Callable[[], bool] = lambda: False) -> tuple[ProbabilityGrid, Path | None]:
+                   should_stop: Callable[[], bool] = lambda: False, engine: str = "mxnet",
+                   precision: str = "fp32") -> tuple[ProbabilityGrid, Path | None]:
     """Predict an open slide and save the complete grid in its project.
 
     Parameters
@@ -74,6 +76,9 @@ def run_prediction(reader, model_dir, device: str, slide_mpp, tissue: TissueMask
         Gets a `TissueFound`, then the empty `ProbabilityGrid`, then a `PartialResult` per batch.
     should_stop : callable
         Checked between steps; a stopped run is never saved.
+    engine, precision : str
+        How the network is computed (`core.inference.engines`): ``"mxnet"``/``"fp32"``, ``"mxnet"``/``"int8"``
+        or ``"onnx"``/``"fp32"``; a model without that variant is refused before any work.
 
     Returns
     -------
@@ -89,16 +94,17 @@ def run_prediction(reader, model_dir, device: str, slide_mpp, tissue: TissueMask
     """
     report = partial or (lambda _obj: None)
     background_priority()  # this thread finds the tissue; the model thread and its readers predict
-    engine().run(background_priority)
+    model_thread().run(background_priority)
     mpp = tuple(slide_mpp) if slide_mpp else reader.mpp
     model = check_model(model_dir, mpp, reader.display_name)
+    check_engine(model.info, model.folder, engine, precision)
     if tissue is None:
         tissue = detect_tissue(reader, slide_mpp=mpp)
         report(TissueFound(tissue_key, tissue))
     if should_stop():
         raise Cancelled(f"{reader.display_name}: prediction cancelled")
     grid = predict_slide(reader, model, device=device, batch_size=batch_size, tissue=tissue, slide_mpp=mpp,
-                         partial=report, should_stop=should_stop, started=report)
+                         partial=report, should_stop=should_stop, started=report, engine=engine, precision=precision)
     path = None
     if grid.complete and not should_stop() and project is not None and slide_id is not None:
         path = grid.save(prediction_path(project, slide_id, grid.model))

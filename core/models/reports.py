@@ -45,3 +45,4 @@ class TrainResult:
     device: str = ""
     threshold: float | None = None
     thresholds: dict | None = None
+    onnx: dict | None = None  # the model.onnx check (`core.models.onnx_export.OnnxCheck.to_json`), or {"error": why}

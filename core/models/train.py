@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,8 @@ from core.models.zoo import build
 from core.tiles.arrays import TileArrays
 from core.tiles.stain import (STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter, light_jitter,
                               read_reference)
+
+log = logging.getLogger(__name__)
 
 PREFETCH = 3
 SAMPLING = ("shuffle", "balanced")
@@ -79,7 +82,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
           sampling: str = "shuffle", warmup_epochs: float | None = None, cell_um: float | None = None,
-          init_from=None) -> TrainResult:
+          init_from=None, onnx: bool = True) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -143,6 +146,10 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         which MXNet pickles). It must have this run's architecture, classes (in order), tile size, µm/px
         and stain normalisation method; a parent's fitted normalisation is reused (its weights expect it),
         so ``stain_reference`` is not refitted. Recorded in ``model.json`` as ``training.parent`` (its name, folder and weights SHA-256).
+    onnx : bool
+        At the end, export the kept model to ``model.onnx`` (`core.models.onnx_export.export_onnx`), checked
+        against MXNet on validation tiles; an export that fails or differs is not kept, and
+        ``TrainResult.onnx`` says why (the MXNet model is kept either way).
 
     Returns
     -------
@@ -205,19 +212,33 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
     args = (train_data, val_data, Path(out_dir), settings, device, mpp, progress, stopping, resume, parent)
     model_thread = engine()
     if model_thread.on_thread():
-        return _run_training(*args)
-    future = model_thread.submit(_run_training, *args)
-    while True:
-        try:
-            result = future.result()
-            break
-        except KeyboardInterrupt:
-            if interrupt.is_set():  # a second Ctrl-C: saves are atomic, so leaving now loses nothing saved
-                raise
-            interrupt.set()  # let the current batch and any save finish, then stop
-    if interrupt.is_set():
-        raise KeyboardInterrupt
+        result = _run_training(*args)
+    else:
+        future = model_thread.submit(_run_training, *args)
+        while True:
+            try:
+                result = future.result()
+                break
+            except KeyboardInterrupt:
+                if interrupt.is_set():  # a second Ctrl-C: saves are atomic, so leaving now loses nothing saved
+                    raise
+                interrupt.set()  # let the current batch and any save finish, then stop
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+    if onnx and result.bundle is not None:
+        result.onnx = add_onnx(result.bundle, val_data)
     return result
+
+
+def add_onnx(bundle: Path, val_data: TileArrays) -> dict:
+    """Export ``bundle`` to ``model.onnx`` checked on validation tiles: the check, or ``{"error": why}``."""
+    from core.models.onnx_export import VERIFY_TILES, export_onnx
+
+    try:
+        return export_onnx(bundle, tiles=val_data.images[:VERIFY_TILES]).to_json()
+    except ModelError as err:  # the MXNet model stays; ``biopsia export-onnx`` can try again
+        log.warning("%s", err)
+        return {"error": str(err)}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,31 @@ from gui.wrap_label import WrapLabel
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100
 BROWSE = "__browse__"
+#: The Engine choices: words, then `core.inference.engines`' engine and precision.
+ENGINE_CHOICES = (("MXNet · FP32", "mxnet", "fp32"), ("MXNet · INT8 (oneDNN)", "mxnet", "int8"),
+                  ("ONNX Runtime · FP32", "onnx", "fp32"))
+
+
+def engine_availability(bundle: Path | None) -> list[str | None]:
+    """Per `ENGINE_CHOICES` entry: None when ``bundle`` can run so, else why not (with the command that adds it)."""
+    from core.inference.engines import check_engine
+    from core.models import bundle as bundles  # MXNet: see model_label
+
+    if bundle is None:
+        return [None] * len(ENGINE_CHOICES)
+    try:
+        folder = bundles.resolve_bundle(bundle)
+        info = bundles.read_info(folder)
+    except BiopsiaError as err:
+        return [str(err)] * len(ENGINE_CHOICES)
+    out = []
+    for _words, engine, precision in ENGINE_CHOICES:
+        try:
+            check_engine(info, folder, engine, precision)
+            out.append(None)
+        except BiopsiaError as err:
+            out.append(str(err))
+    return out
 
 
 def find_models(project) -> list[Path]:
@@ -114,6 +139,10 @@ class PredictionDock(QDockWidget):
         self.model.activated.connect(self._on_model_activated)
         self.device_picker = DevicePicker("Runs on")
         self.device, self.device_label = self.device_picker.combo, self.device_picker.label
+        self.engine = QComboBox(toolTip="How the network is computed: MXNet in FP32, MXNet in INT8 (the model's "
+                                        "quantized variant, biopsia quantize), or ONNX Runtime (its model.onnx)")
+        for words, engine, precision in ENGINE_CHOICES:
+            self.engine.addItem(words, (engine, precision))
         self.start_button = QPushButton(icon("predict"), "Predict slide", clicked=self.start)
         self.cancel_button = QPushButton("Cancel", clicked=self.cancel,
                                          toolTip="Stop after the current batch; the partial heatmap stays, unsaved")
@@ -141,6 +170,7 @@ class PredictionDock(QDockWidget):
         form.addRow(self.model_note)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
+        form.addRow("Engine", self.engine)
         buttons = QHBoxLayout()
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.start_button, 1)
@@ -243,9 +273,24 @@ class PredictionDock(QDockWidget):
         self._show_model()  # its threshold and note (setCurrentIndex is not a user's choice: no signal is handled)
         self._show_running_state()
 
+    def engine_choice(self) -> tuple[str, str]:
+        """The Engine box's ``(engine, precision)``."""
+        return tuple(self.engine.currentData() or ("mxnet", "fp32"))
+
+    def _show_engines(self, path: Path | None) -> None:
+        """Only the engines the model holds a variant for can be chosen; the others say how to add one."""
+        items = self.engine.model()
+        for row, why in enumerate(engine_availability(path)):
+            item = items.item(row)
+            item.setEnabled(why is None)
+            item.setToolTip(why or "")
+        if not items.item(self.engine.currentIndex()).isEnabled():
+            self.engine.setCurrentIndex(0)  # FP32 MXNet: every model has it
+
     def _show_model(self) -> None:
         """A newly chosen model: the threshold starts at the one it records, and the demo model says what it is."""
         path = self.model_path()
+        self._show_engines(path)
         self.model_note.setVisible(is_demo_model(path))
         if path is None or path == self._threshold_model:
             return  # the same model: a threshold the user chose stays
@@ -281,8 +326,10 @@ class PredictionDock(QDockWidget):
             return None
         doc = view.document
         key = doc.tissue_key()
+        engine, precision = self.engine_choice()
         worker = Worker(run_prediction, view.reader, model, self.device.currentText(), doc.mpp, doc.tissue(key), key,
-                        doc.project, doc.slide_id, self.batch_size, pool=self._pool)
+                        doc.project, doc.slide_id, self.batch_size, engine=engine, precision=precision,
+                        pool=self._pool)
         worker.partial.connect(lambda report, w=worker, v=view: self._on_report(w, v, report))
         worker.finished.connect(lambda result, w=worker, v=view: self._on_finished(w, v, result))
         worker.cancelled.connect(lambda w=worker, v=view: self._on_cancelled(w, v))

@@ -291,3 +291,31 @@ def test_the_demo_model_agrees_with_the_doctors_in_the_window(qtbot, window, sli
     assert metrics.sensitivity >= 0.9 and metrics.specificity >= 0.9, metrics.as_dict()
     shown = {name: item.text() for name, item in evaluation.cells.items()}
     assert str(metrics.counts.tp) in shown.values() and str(metrics.counts.tn) in shown.values()
+
+
+def test_the_engine_box_offers_what_the_model_holds_and_onnx_runtime_predicts(qtbot, window, slide_pair,
+                                                                              small_model, tmp_path):
+    synth = slide_pair[0]
+    project, _ = make_project(tmp_path / "project", synth, small_model)  # trained: model.onnx made at the end
+    view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
+    items = dock.engine.model()
+    offered = {dock.engine.itemText(i): items.item(i).isEnabled() for i in range(dock.engine.count())}
+    assert offered == {"MXNet · FP32": True, "MXNet · INT8 (oneDNN)": False, "ONNX Runtime · FP32": True}
+    assert "biopsia quantize" in items.item(1).toolTip()  # says how to add what is missing
+    dock.engine.setCurrentIndex(2)
+    with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
+        start(qtbot, dock)
+    assert ended.args == ["finished"], dock.status.text()
+    grid = view.document.prediction.grid
+    assert grid.complete and (grid.model["engine"], grid.model["precision"]) == ("onnx", "fp32")
+    # a model without model.onnx: ONNX Runtime cannot be chosen, and the box falls back to MXNet FP32
+    bare = tmp_path / "bare"
+    shutil.copytree(small_model, bare)
+    doc = json.loads((bare / "model.json").read_text())
+    doc["files"].pop("model.onnx")
+    doc.pop("onnx", None)
+    (bare / "model.json").write_text(json.dumps(doc))
+    (bare / "model.onnx").unlink()
+    dock.set_model(bare)
+    assert not items.item(2).isEnabled() and "biopsia export-onnx" in items.item(2).toolTip()
+    assert dock.engine_choice() == ("mxnet", "fp32")

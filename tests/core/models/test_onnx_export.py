@@ -179,3 +179,28 @@ def test_resnet18_exports_too(tmp_path):
     assert export_onnx(folder, tiles=tiles).max_abs_diff <= 1e-4
     ops = {n.op_type for n in onnx.load(str(folder / ONNX_FILE)).graph.node}
     assert "Add" in ops and ops <= onnx_export.OPERATORS
+
+
+def test_training_ends_with_a_checked_model_onnx_or_says_why_not(tmp_path, monkeypatch):
+    from core.models.train import train
+    from tests.core.models.test_train import _textures
+
+    data = _textures(32, seed=1), _textures(16, seed=2)
+    fast = dict(arch="cnn", epochs=1, batch_size=16, device="cpu", early_stopping_patience=None, mpp=0.5)
+    result = train(*data, tmp_path / "with", **fast)
+    assert result.onnx["max_abs_diff"] <= onnx_export.TOLERANCE and result.onnx["checked_tiles"] == min(len(data[1]), 64)
+    info = read_info(result.bundle)  # hash-checked: model.onnx is one of the bundle's files
+    assert info.variant_file("onnx") == ONNX_FILE
+    prepared = engine().run(lambda: load_bundle(result.bundle).prepare(data[1].images))
+    probs = onnx_session((result.bundle / ONNX_FILE).read_bytes()).run(None, {"data": prepared})[0]
+    np.testing.assert_allclose(probs, mxnet_probs(result.bundle, data[1].images), atol=1e-4)
+
+    assert train(*data, tmp_path / "without", onnx=False, **fast).onnx is None
+    assert not (tmp_path / "without" / "best" / ONNX_FILE).exists()
+
+    real = onnx_export.verify_onnx  # an export that differs from MXNet (a tolerance nothing meets): not kept
+    monkeypatch.setattr(onnx_export, "verify_onnx", lambda *a, **k: real(*a[:5], tolerance=-1.0))
+    refused = train(*data, tmp_path / "refused", **fast)
+    assert refused.bundle is not None and "differs from MXNet" in refused.onnx["error"]
+    assert str(refused.bundle / ONNX_FILE) in refused.onnx["error"]
+    assert not (refused.bundle / ONNX_FILE).exists() and read_info(refused.bundle).variant_file("onnx") is None
