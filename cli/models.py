@@ -1,4 +1,4 @@
-"""The command-line side of models: ``train``, ``test`` and ``validate-framework``.
+"""The command-line side of models: ``train``, ``retrain``, ``test`` and ``validate-framework``.
 
 Progress goes to stderr, results to stdout.
 """
@@ -63,6 +63,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--target-sensitivity", type=opt.number(0, 1, low_open=True), default=0.95,
                    help="the model's threshold is the highest one reaching this validation sensitivity "
                         "(default 0.95); Youden's is recorded too")
+
+    p = sub.add_parser("retrain", help="fine-tune a model on a project's marks, decided drafts and reviewed "
+                                       "regions (the window's Model > Retrain with new marks)")
+    p.add_argument("project", help="project folder (holding project.json)")
+    p.add_argument("--model", required=True, help="the model to start from (a model folder or its best/ bundle)")
+    p.add_argument("--name", help="the new model's folder under the project's models/ (default <model>-retrained)")
+    p.add_argument("--epochs", type=opt.positive, help="default 3: the parent has learnt the tissue already")
+    p.add_argument("--lr", type=opt.number(0, None, low_open=True),
+                   help="learning rate (default half the parent's)")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("test", help="a model's confusion matrix, sensitivity, specificity and AUC on tiles")
     p.add_argument("model", help="model folder (or its best/ bundle)")
@@ -239,6 +249,40 @@ def train_model(args) -> int:
     return 0
 
 
+def retrain_model(args) -> int:
+    from core.models.retrain import RETRAIN_EPOCHS, retrain_job  # MXNet: see the note at the top
+    from core.models.reports import ProgressEvent
+    from core.models.training_job import Planned, Validation, run_job
+    from core.project.model import Project
+
+    project = Project.open(args.project)
+    job = retrain_job(project, args.model, name=args.name, epochs=args.epochs or RETRAIN_EPOCHS,
+                      device=args.device, lr=args.lr)
+    note(f"retraining {job.init_from} on {len(job.slide_ids)} slide(s) of {project.name}, {job.epochs} epochs at "
+         f"lr {job.lr:g}: {job.spec.tile_px} px tiles at {job.spec.mpp:g} µm/px")
+    epochs = EpochProgress()
+
+    def report(event) -> None:
+        if isinstance(event, Planned):
+            counts = event.counts["train"]
+            note("labelled tiles: " + ", ".join(f"{n} {c}" for c, n in counts.items()))
+            for line in event.warnings:
+                warn(line)
+        elif isinstance(event, Validation):
+            note(event.text)
+        elif isinstance(event, ProgressEvent):
+            epochs(event)
+
+    result = run_job(job, report, lambda: False)
+    if result is None or result.bundle is None:
+        note("no epoch finished; no model saved")
+        return 1
+    print(f"{result.bundle}  validation AUC {metric(result.best_score)}; its parent is recorded in model.json")
+    if result.onnx is not None:
+        note(onnx_words(result.onnx))
+    return 0
+
+
 def onnx_words(check: dict) -> str:
     """What the end-of-training export did, in a line (`core.models.train.add_onnx`'s record)."""
     if "error" in check:
@@ -301,4 +345,4 @@ def validate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": train_model, "test": test_tiles, "validate-framework": validate}
+COMMANDS = {"train": train_model, "retrain": retrain_model, "test": test_tiles, "validate-framework": validate}

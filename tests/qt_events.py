@@ -66,3 +66,15 @@ def ctrl_wheel(widget, pos: QPoint, notches: float) -> None:
     event = QWheelEvent(QPointF(pos), QPointF(widget.mapToGlobal(pos)), QPoint(0, 0), QPoint(0, int(120 * notches)),
                         Qt.NoButton, Qt.ControlModifier, Qt.NoScrollPhase, False)
     QApplication.sendEvent(widget, event)
+
+
+def choose_from_menu(qtbot, menu, action) -> None:
+    """Pick ``action`` from ``menu`` as a user does: the menu opens, and a mouse click lands on the item."""
+    from PyQt5.QtTest import QTest
+
+    menu.popup(menu.parentWidget().mapToGlobal(QPoint(0, 0)) if menu.parentWidget() else QPoint(0, 0))
+    qtbot.waitUntil(menu.isVisible, timeout=5000)
+    where = menu.actionGeometry(action).center()
+    assert menu.actionAt(where) is action, f"{action.text()} is not where the menu shows it"
+    QTest.mouseMove(menu, where)
+    QTest.mouseClick(menu, Qt.LeftButton, Qt.NoModifier, where)

@@ -33,6 +33,8 @@ def model(datasets):
     done = biopsia("train", datasets / "train-set", "--out", datasets / "model", "--epochs", "12", "--batch", "16",
                    "--lr", "2e-3", "--device", "cpu", "--patience", "12", timeout=600)
     assert done.returncode == 0, done.stderr
+    assert "model.onnx kept: checked against MXNet on" in done.stderr  # every trained model gets one
+    assert (datasets / "model" / "best" / "model.onnx").is_file()
     return datasets / "model", done
 
 

@@ -16,6 +16,7 @@ from core.models.bundle import read_info
 from core.project.document import PredictionState
 from core.project.model import Project
 from tests.gui.test_drafts import key, select_by_click
+from tests.qt_events import choose_from_menu
 
 TIMEOUT = 120_000
 
@@ -71,7 +72,7 @@ def test_retrain_with_new_marks_fine_tunes_and_the_heatmap_follows(qtbot, window
     assert run.action in window.model_menu.actions()
     dock = window.prediction_dock
     with qtbot.waitSignal(run.ended, timeout=TIMEOUT) as ended:
-        run.action.trigger()  # Model ▸ Retrain with new marks…
+        choose_from_menu(qtbot, window.model_menu, run.action)  # Model ▸ Retrain with new marks…, clicked
         assert run.dialog is not None and run.dialog.isVisible()
     assert ended.args == ["finished"], run.report
     assert run.dialog is None and "now the Prediction panel's model" in run.report
