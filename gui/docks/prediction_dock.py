@@ -43,11 +43,10 @@ ENGINE_CHOICES = (("MXNet · FP32", "mxnet", "fp32"), ("MXNet · INT8 (oneDNN)",
 
 def engine_availability(bundle: Path | None) -> list[str | None]:
     """Per `ENGINE_CHOICES` entry: None when ``bundle`` can run so, else why not (with the command that adds it)."""
-    from core.inference.engines import check_engine
-    from core.models import bundle as bundles  # MXNet: see model_label
-
     if bundle is None:
         return [None] * len(ENGINE_CHOICES)
+    from core.inference.engines import check_engine
+    from core.models import bundle as bundles  # MXNet, as model_label: only once a model is chosen
     try:
         folder = bundles.resolve_bundle(bundle)
         info = bundles.read_info(folder)

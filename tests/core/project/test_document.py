@@ -106,7 +106,7 @@ def test_the_tiles_docks_tissue_is_the_one_a_prediction_uses(qtbot, window, open
     assert tissue is not None and view.document.tile_plan is window.tiles_dock.plan
     given = []
 
-    def fake_run(reader, model, device, mpp, tissue, key, *args, partial=None, should_stop=None):
+    def fake_run(reader, model, device, mpp, tissue, key, *args, partial=None, should_stop=None, **_engine):
         given.append((tissue, key))
         raise Cancelled("stopped by the test")
 
