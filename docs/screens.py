@@ -7,7 +7,9 @@ saved prediction in your default project.
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screens.py
 
 ``docs/screens.py drafts GRID.npz SCRATCH`` renders drafts.jpg and cores.jpg (issues 15 and 12) from a saved
-demo prediction into a scratch project folder.
+demo prediction into a scratch project folder. ``docs/screens.py retrained SCRATCH`` renders retrained.jpg: a
+synthetic slide marked with its truth, Model ▸ Retrain with new marks from the demo model (2 epochs), and the
+heatmap of the retrained model that follows.
 """
 
 from __future__ import annotations
@@ -159,8 +161,45 @@ def drafts_and_cores(grid_path: Path, folder: Path) -> None:
     window.close()
 
 
+def retrained(folder: Path) -> None:
+    """The window after Retrain with new marks: the retrained model chosen, its heatmap over the marks."""
+    from core.annotations.model import Annotation
+    from core.annotations.store import AnnotationStore
+    from core.demo import DEMO_MODEL
+    from core.project.model import Project
+    from core.synth import write_synthetic_slide
+    from gui.main_window import MainWindow
+
+    ensure_app()
+    folder.mkdir(parents=True, exist_ok=True)
+    synth = write_synthetic_slide(folder / "case.tiff", seed=41, width=8192, height=6144, mpp=0.5)
+    project = Project.create(folder / "project", "Retrained")
+    entry = project.add_slide(synth.slide_path)
+    project.save_annotations(entry.id, AnnotationStore([Annotation(p, "Tumour") for p in synth.tumour_polygons]))
+    project.update_settings(entry.id, fully_annotated=True)
+    window = MainWindow()
+    window.resize(1400, 900)
+    window.show()
+    window.use_project(project)
+    wait_until(lambda: bool(window.views()), 60)
+    view = window.views()[0]
+    window.prediction_dock.set_model(DEMO_MODEL)
+    window.actions["predict"].trigger()  # the Prediction panel in front
+    window.retrain.epochs = 2
+    window.retrain.start()
+    wait_until(lambda: not window.retrain.running, 600)
+    wait_until(lambda: False, 1.0)
+    wait_until(lambda: not window.prediction_dock.running, 600)
+    settle(view)
+    print(window.retrain.report)
+    save(window, "retrained.jpg")
+    window.close()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["drafts"]:  # docs/screens.py drafts GRID.npz SCRATCH_FOLDER
         drafts_and_cores(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1:2] == ["retrained"]:  # docs/screens.py retrained SCRATCH_FOLDER
+        retrained(Path(sys.argv[2]))
     else:
         main()
