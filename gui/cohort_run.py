@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from PyQt5 import sip
-from PyQt5.QtCore import QObject, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QObject, QThreadPool, pyqtSignal
 from PyQt5.QtWidgets import QAction, QInputDialog, QProgressDialog
 
 from core.errors import BiopsiaError, Cancelled
+from core.models.folder import model_name
 from core.project.document import PredictionState
+from gui.run_dialog import alive, close_run_dialog, open_run_dialog, say
 from gui.worker import Worker
 
 if TYPE_CHECKING:
@@ -54,9 +55,7 @@ def project_slides(win: "MainWindow") -> list[CohortSlide]:
 
 def output_root(project, model: Path) -> Path:
     """``<project>/cohort/<model name>``: a training folder's name, not its ``best``."""
-    model = Path(model)
-    name = model.parent.name if model.name in ("best", "last") else model.name
-    return Path(project.folder) / COHORT_DIR / name
+    return Path(project.folder) / COHORT_DIR / model_name(model)
 
 
 def run_all(slides: list[CohortSlide], out_root: Path, model: Path, threshold: float, scheduler: str,
@@ -197,7 +196,8 @@ class CohortRun(QObject):
         worker.failed.connect(lambda err, w=worker: self._on_ended(w, "failed", str(err)))
         self.worker, self.failed, self.finished, self._jobs, self._tiles = worker, [], [], len(slides), {}
         where = scheduler or f"a local cluster of {workers} worker processes"
-        self._show_dialog(f"{len(slides)} slides on {where}: starting the cluster…")
+        self.dialog = open_run_dialog(win, "Predict all slides", f"{len(slides)} slides on {where}: starting the "
+                                      "cluster…", max(self._jobs, 1), self.cancel)
         win.statusBar().showMessage(f"Predicting {len(slides)} slides on {where}…")
         return worker.start()
 
@@ -207,22 +207,8 @@ class CohortRun(QObject):
             self.worker.cancel()
             self._say("Cancelling: the slides being predicted stop and write nothing…")
 
-    def _show_dialog(self, text: str) -> None:
-        dialog = QProgressDialog(text, "Cancel", 0, max(self._jobs, 1), self.win)
-        dialog.setWindowTitle("Predict all slides")
-        dialog.setWindowModality(Qt.NonModal)  # the slides stay usable while they are predicted
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.setMinimumDuration(0)
-        dialog.setValue(0)
-        dialog.canceled.connect(self.cancel)
-        dialog.show()
-        self.dialog = dialog
-
     def _say(self, text: str) -> None:
-        if self.dialog is not None and not sip.isdeleted(self.dialog):
-            self.dialog.setLabelText(text)
-        self.win.statusBar().showMessage(text)
+        say(self.win, self.dialog, text)
 
     def _progress_text(self) -> str:
         ended = len(self.finished) + len(self.failed)
@@ -241,7 +227,7 @@ class CohortRun(QObject):
             self._jobs = jobs
             for slide in skipped:
                 self._show_heatmap(slide)
-            if self.dialog is not None:
+            if alive(self.dialog) is not None:
                 self.dialog.setMaximum(max(jobs, 1))
             self._say(f"{jobs} slides to predict" + (f", {len(skipped)} done already with this model"
                                                      if skipped else "") + ": starting the cluster…")
@@ -268,7 +254,7 @@ class CohortRun(QObject):
             self.slide_failed.emit(name, message)
 
     def _step(self) -> None:
-        if self.dialog is not None and not sip.isdeleted(self.dialog):
+        if alive(self.dialog) is not None:
             self.dialog.setValue(len(self.finished) + len(self.failed))
         self._say(self._progress_text())
 
@@ -298,10 +284,7 @@ class CohortRun(QObject):
         if worker is not self.worker:
             return
         self.worker, self.report = None, text
-        if self.dialog is not None and not sip.isdeleted(self.dialog):
-            self.dialog.canceled.disconnect(self.cancel)
-            self.dialog.close()
-            self.dialog.deleteLater()
+        close_run_dialog(self.dialog, self.cancel)
         self.dialog = None
         self.win.statusBar().showMessage(text.split("\n")[0], 15000)
         if how == "failed" or failed:

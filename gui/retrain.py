@@ -1,7 +1,8 @@
 """*Model ▸ Retrain with new marks…*: fine-tune the Prediction panel's model on the project's decisions.
 
-The run is `core.models.retrain.retrain_job`'s, run by `core.models.training_job.run_job` on a
-`gui.worker.Worker` as the Training panel runs its jobs: the parent's tile size, µm/px and architecture; the
+The run is `core.models.retrain.run_retrain` (the job `retrain_job` makes, run by
+`core.models.training_job.run_job`) on a `gui.worker.Worker`, as the Training panel runs its jobs, so the
+marks of slides not open are read off the window's thread: the parent's tile size, µm/px and architecture; the
 project's marks (accepted drafts are marks, rejected ones Benign, undecided ones nothing) and, on partly
 annotated slides, the reviewed regions as Non-tumour. The marks on screen are used, after they are saved.
 When the run ends the new model becomes the Prediction panel's, and the current slide is predicted with it,
@@ -13,15 +14,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from PyQt5 import sip
-from PyQt5.QtCore import QObject, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QObject, QThreadPool, pyqtSignal
 from PyQt5.QtWidgets import QAction, QProgressDialog
 
 from core.errors import BiopsiaError
 from core.models.reports import ProgressEvent, TrainResult
-from core.models.training_job import Planned, Stage, run_job
+from core.models.training_job import Planned, Stage, TrainingJob
+from core.models.folder import model_name
 from core.project.document import open_marks
 from gui.training_panel import flush_marks
+from gui.run_dialog import alive, close_run_dialog, open_run_dialog, say
 from gui.worker import Worker
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ class RetrainRun(QObject):
 
     def start(self) -> Worker | None:
         """Start retraining; refuses, saying why, without a model, a project or anything to learn from."""
-        from core.models.retrain import RETRAIN_EPOCHS, retrain_job
+        from core.models.retrain import RETRAIN_EPOCHS, run_retrain
 
         win = self.win
         if self.running:
@@ -80,25 +82,25 @@ class RetrainRun(QObject):
                                   "then try again.")
             return None
         project = self._project()
-        device = win.prediction_dock.device.currentText()
+        if project is None:
+            win.show_error(TITLE, "No project: retraining learns from a project's marks; open a project first.")
+            return None
         try:
-            job = retrain_job(project, model, open_marks(win.documents, project) if project is not None else None,
-                              epochs=self.epochs or RETRAIN_EPOCHS, device=device)
-            flush_marks(win.views(), job.slide_ids)  # what the slides' files hold when the run re-reads them
+            flush_marks(win.views(), [entry.id for entry in project.slides])  # reviews and marks on disk
         except BiopsiaError as err:
             win.show_error(TITLE, str(err))
             return None
-        worker = Worker(run_job, job, pool=self._pool)
+        # the job is made on the worker: it reads every slide's marks and checks the parent
+        worker = Worker(run_retrain, project, model, open_marks(win.documents, project),
+                        self.epochs or RETRAIN_EPOCHS, win.prediction_dock.device.currentText(), pool=self._pool)
         worker.partial.connect(lambda report, w=worker: self._on_report(w, report))
         worker.finished.connect(lambda result, w=worker: self._on_ended(w, "finished", result))
         worker.cancelled.connect(lambda w=worker: self._on_ended(w, "cancelled", self.result))
         worker.failed.connect(lambda err, w=worker: self._on_failed(w, err))
-        self.worker, self.job, self.result, self.planned = worker, job, None, None
+        self.worker, self.job, self.result, self.planned = worker, None, None, None
         self._started = time.monotonic()
-        slides = len(job.slide_ids)
-        self._show_dialog(f"Retraining {model.name if model.name not in ('best', 'last') else model.parent.name} "
-                          f"on {slides} slide{'s' if slides != 1 else ''}: finding tissue and labelling tiles…")
-        win.statusBar().showMessage(f"Retraining into {job.out_dir.name}…")
+        self.dialog = open_run_dialog(win, TITLE, f"Retraining {model_name(model)}: reading the project's marks…", 0,
+                                      self.cancel)  # the doctor goes on marking while it learns
         return worker.start()
 
     def cancel(self) -> None:
@@ -108,28 +110,24 @@ class RetrainRun(QObject):
             self._say("Cancelling: stopping after this batch…")
 
     # -- the dialog ----------------------------------------------------------------------------
-    def _show_dialog(self, text: str) -> None:
-        dialog = QProgressDialog(text, "Cancel", 0, 0, self.win)
-        dialog.setWindowTitle(TITLE)
-        dialog.setWindowModality(Qt.NonModal)  # the doctor goes on marking while it learns
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.setMinimumDuration(0)
-        dialog.canceled.connect(self.cancel)
-        dialog.show()
-        self.dialog = dialog
-
     def _say(self, text: str) -> None:
-        if self.dialog is not None and not sip.isdeleted(self.dialog):
-            self.dialog.setLabelText(text)
-        self.win.statusBar().showMessage(text)
+        say(self.win, self.dialog, text)
 
     def _on_report(self, worker, report) -> None:
-        if worker is not self.worker or worker.is_cancelled:
-            if isinstance(report, TrainResult) and worker is self.worker:
-                self.result = report
+        if worker is not self.worker:
             return
-        dialog = self.dialog if self.dialog is not None and not sip.isdeleted(self.dialog) else None
+        if isinstance(report, TrainResult):  # also reported when cancelled: the best epoch kept
+            self.result = report
+            return
+        if isinstance(report, TrainingJob):
+            self.job = report
+            slides = len(report.slide_ids)
+            self._say(f"Retraining into {report.out_dir.name} on {slides} slide{'s' if slides != 1 else ''}: "
+                      "finding tissue and labelling tiles…")
+            return
+        if worker.is_cancelled:
+            return  # keep saying "Cancelling"
+        dialog = alive(self.dialog)
         if isinstance(report, Stage):
             self._say(f"{report.text} {report.done:,}/{report.total:,}" if report.total else f"{report.text}…")
             if dialog is not None:
@@ -148,15 +146,10 @@ class RetrainRun(QObject):
             if dialog is not None:
                 dialog.setRange(0, report.epochs * report.batches)
                 dialog.setValue(report.epoch * report.batches + report.batch)
-        elif isinstance(report, TrainResult):
-            self.result = report
 
     # -- the end -------------------------------------------------------------------------------
     def _close_dialog(self) -> None:
-        if self.dialog is not None and not sip.isdeleted(self.dialog):
-            self.dialog.canceled.disconnect(self.cancel)
-            self.dialog.close()
-            self.dialog.deleteLater()
+        close_run_dialog(self.dialog, self.cancel)
         self.dialog = None
 
     def _on_ended(self, worker, how: str, result: TrainResult | None) -> None:

@@ -209,6 +209,7 @@ def model_identity(model_dir, info=None) -> dict:
     ``info`` is the bundle's `core.models.bundle.ModelInfo` when it was read already.
     """
     from core.models.bundle import PARAMS_FILE, read_info
+    from core.models.folder import model_name
 
     folder = Path(model_dir)
     info = read_info(folder) if info is None else info
@@ -216,8 +217,7 @@ def model_identity(model_dir, info=None) -> dict:
     with open(folder / PARAMS_FILE, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    name = folder.parent.name if folder.name in ("best", "last") else folder.name
-    return {"name": name, "folder": str(folder.resolve()), "architecture": info.architecture,
+    return {"name": model_name(folder), "folder": str(folder.resolve()), "architecture": info.architecture,
             "classes": list(info.classes), "tile_px": info.tile_px, "mpp": info.mpp, "created": info.created,
             "sha256": digest.hexdigest()}
 

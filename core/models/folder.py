@@ -43,6 +43,14 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 NEW, OLD = ".new", ".old"
+#: The bundles a training folder holds: ``best/`` (the model to use) and ``last/`` (to resume).
+BUNDLE_DIRS = ("best", "last")
+
+
+def model_name(folder) -> str:
+    """A model's name: its training folder's for a ``best/`` or ``last/`` bundle, else the folder's own."""
+    folder = Path(folder)
+    return folder.parent.name if folder.name in BUNDLE_DIRS else folder.name
 
 
 def sibling(target: Path, suffix: str) -> Path:

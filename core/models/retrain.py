@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from core.annotations.proposals import is_draft
 from core.errors import BiopsiaError, DatasetError
@@ -62,12 +63,10 @@ def retrain_sources(project, slide_ids=None, open_marks: dict | None = None) -> 
     DatasetError
         When a slide's mark file cannot be read.
     """
-    sources = sources_from_project(project, slide_ids)
+    sources = sources_from_project(project, slide_ids, marks=open_marks)
     entries = project.slides if slide_ids is None else [project.slide(i) for i in slide_ids]
     problems: list[str] = []
     for entry, source in zip(entries, sources):
-        if open_marks and entry.id in open_marks:
-            source.annotations = list(open_marks[entry.id])
         if source.fully_annotated:
             continue  # unmarked tissue is non-tumour already; a review adds nothing
         loaded = load_reviewed(reviewed_path(project.annotations_path(entry.id)))
@@ -82,16 +81,17 @@ RETRAIN_EPOCHS = 3
 LR_SHARE = 0.5
 
 
-def labelled_slides(project, open_marks: dict | None = None) -> list[str]:
-    """The ids of the project's slides that label some tissue: fully annotated, or with a decided mark or a
-    reviewed region (a slide holding only undecided drafts labels nothing).
+def labelled_slides(project, open_marks: dict | None = None) -> dict[str, list]:
+    """The project's slides that label some tissue, ``{slide id: its marks}``: fully annotated, or with a
+    decided mark or a reviewed region (a slide holding only undecided drafts labels nothing). The marks are
+    ``open_marks``' for the slides it holds, else read from their files (once: the run uses them).
 
     Raises
     ------
     AnnotationFormatError
         When a slide's mark file cannot be read.
     """
-    ids = []
+    found = {}
     for entry in project.slides:
         if open_marks and entry.id in open_marks:
             marks = open_marks[entry.id]
@@ -102,8 +102,8 @@ def labelled_slides(project, open_marks: dict | None = None) -> list[str]:
         decided = any(not is_draft(m) for m in marks)
         if entry.settings.fully_annotated or decided or \
                 load_reviewed(reviewed_path(project.annotations_path(entry.id))).regions:
-            ids.append(entry.id)
-    return ids
+            found[entry.id] = marks
+    return found
 
 
 def retrained_name(models: Path, parent_name: str) -> str:
@@ -146,6 +146,7 @@ def retrain_job(project, parent, open_marks: dict | None = None, name: str | Non
         When it records no µm/px (it could not read slides), no slide labels any tissue, or the name is taken.
     """
     from core.models.bundle import read_info, resolve_bundle
+    from core.models.folder import model_name
     from core.models.training_job import TrainingJob, model_dir
     from core.tiles.grid import TileSpec
 
@@ -157,23 +158,34 @@ def retrain_job(project, parent, open_marks: dict | None = None, name: str | Non
         raise DatasetError(f"{bundle}: the model records no µm/px, so it cannot read tiles from slides; retrain "
                            "a model trained on slides (or on patches of a stated --patch-mpp)")
     try:
-        ids = labelled_slides(project, open_marks)
+        marks = labelled_slides(project, open_marks)
     except BiopsiaError as err:
         raise DatasetError(f"Cannot retrain: {err}") from None
-    if not ids:
+    if not marks:
         raise DatasetError(f"Project {project.name}: no slide has marks, accepted or rejected drafts or reviewed "
                            "regions to learn from; mark or review some tissue first")
     models = Path(project.folder) / MODELS_DIR
-    parent_name = bundle.parent.name if bundle.name in ("best", "last") else bundle.name
     settings = (info.training or {}).get("settings", {})
     base_lr = float(settings.get("lr", 1e-3))
-    return TrainingJob(project, ids, [], TileSpec(info.tile_px, info.mpp),
-                       model_dir(project, name or retrained_name(models, parent_name)),
+    return TrainingJob(project, list(marks), [], TileSpec(info.tile_px, info.mpp),
+                       model_dir(project, name or retrained_name(models, model_name(bundle))),
                        arch=info.architecture, epochs=int(epochs),
                        batch_size=int(settings.get("batch_size", 64)), lr=lr if lr is not None else base_lr * LR_SHARE,
-                       device=device, init_from=bundle, open_marks=open_marks,
+                       device=device, init_from=bundle, open_marks=marks,
                        stain_normalise=(info.stain or {}).get("method", "none"))
 
 
-__all__ = ["RetrainSources", "retrain_sources", "labelled_slides", "retrained_name", "retrain_job",
+def run_retrain(project, parent, open_marks: dict | None = None, epochs: int = RETRAIN_EPOCHS, device: str = "auto",
+                *, partial: Callable[[object], None], should_stop: Callable[[], bool]):
+    """`retrain_job`, then `core.models.training_job.run_job`, on the calling thread (reading the marks and the
+    parent is work too: the window runs this on a worker). The job is reported first, ``partial(job)``, then
+    every report of `run_job`. Returns its result; raises as `retrain_job` and `run_job` do."""
+    from core.models.training_job import run_job
+
+    job = retrain_job(project, parent, open_marks, epochs=epochs, device=device)
+    partial(job)
+    return run_job(job, partial, should_stop)
+
+
+__all__ = ["RetrainSources", "retrain_sources", "labelled_slides", "retrained_name", "retrain_job", "run_retrain",
            "RETRAIN_EPOCHS", "LR_SHARE"]

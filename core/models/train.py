@@ -30,7 +30,7 @@ from core.models.bundle import (IMAGENET_MEAN, IMAGENET_STD, PARAMS_FILE, SYMBOL
 from core.models.checkpoint import adopt_best, load_checkpoint, save_checkpoint
 from core.models.reports import ProgressEvent, TrainResult  # noqa: F401 - also where callers import them from
 from core.models.engine import describe_device, engine, parse_device
-from core.models.folder import NEW, OLD, sibling
+from core.models.folder import NEW, OLD, model_name, sibling
 from core.models.loading import normalise
 from core.models.thresholds import DEFAULT_TARGET_SENSITIVITY, choose_thresholds
 from core.models.zoo import build
@@ -285,8 +285,7 @@ def read_parent(folder, arch: str, train_data: TileArrays, mpp: float | None,
         raise ModelError(f"{path}: cannot fine-tune from this model: {'; '.join(wrong)}. Choose a parent trained "
                          "on the same classes, tile size, µm/px and stain normalisation with the same "
                          "architecture, or train from scratch")
-    name = path.parent.name if path.name in ("best", "last") else path.name
-    record = {"name": name, "folder": str(path.resolve()), "sha256": safety.sha256(data[PARAMS_FILE])}
+    record = {"name": model_name(path), "folder": str(path.resolve()), "sha256": safety.sha256(data[PARAMS_FILE])}
     return Parent(record, data[SYMBOL_FILE], data[PARAMS_FILE], info.stain)
 
 

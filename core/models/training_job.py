@@ -63,7 +63,8 @@ class TrainingJob:
         makes such a job). The slides are then labelled as retraining labels them
         (`core.models.retrain.retrain_sources`: reviewed regions count as Non-tumour on partly annotated slides).
     open_marks : dict, optional
-        ``{slide id: marks}`` of slides open in the window, used instead of their files (retraining only).
+        ``{slide id: marks}`` at hand (open in the window, or read already), used instead of their files
+        (retraining only).
     stain_normalise : str
         Passed on to `core.models.train.train`.
 

@@ -103,8 +103,12 @@ def sources_from_paths(paths, fully_annotated: bool | None = None) -> list[Slide
     return sources
 
 
-def sources_from_project(project, slide_ids=None, fully_annotated: bool | None = None) -> list[SlideSource]:
+def sources_from_project(project, slide_ids=None, fully_annotated: bool | None = None,
+                         marks: dict | None = None) -> list[SlideSource]:
     """Slides of an open `core.project.model.Project` (all, or those in ``slide_ids``) with their saved marks.
+
+    ``marks`` (``{slide id: [Annotation, ...]}``) gives marks already at hand (a slide open in the window, or
+    read a moment ago), used instead of reading that slide's file.
 
     A slide's µm/px is `core.project.mpp.resolve_mpp`'s: its project settings, else a value entered
     for the file, else (later, when the slide is opened) the file's.
@@ -118,12 +122,15 @@ def sources_from_project(project, slide_ids=None, fully_annotated: bool | None =
     entries = project.slides if slide_ids is None else [project.slide(i) for i in slide_ids]
     sources, taken = [], set()
     for entry in entries:
-        try:
-            marks = list(project.load_annotations(entry.id))
-        except AnnotationFormatError as err:
-            raise DatasetError(str(err)) from err
+        if marks is not None and entry.id in marks:
+            found = list(marks[entry.id])
+        else:
+            try:
+                found = list(project.load_annotations(entry.id))
+            except AnnotationFormatError as err:
+                raise DatasetError(str(err)) from err
         full = entry.settings.fully_annotated if fully_annotated is None else fully_annotated
         mpp = resolve_mpp(entry.path, None, entry, settings).mpp
-        sources.append(SlideSource(Path(entry.path), _unique_name(Path(entry.path).stem, taken), marks, full, mpp,
+        sources.append(SlideSource(Path(entry.path), _unique_name(Path(entry.path).stem, taken), found, full, mpp,
                                    declared=full))
     return sources

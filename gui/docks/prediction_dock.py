@@ -24,6 +24,7 @@ from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import BiopsiaError
 from core.inference.predict import PartialResult, ProbabilityGrid, load_latest_prediction
 from core.inference.run import TissueFound, run_prediction
+from core.models.folder import model_name
 from core.project.layout import MODELS_DIR
 from core.project.document import PredictionState
 from gui.device_picker import DevicePicker
@@ -49,7 +50,7 @@ def engine_availability(bundle: Path | None) -> list[str | None]:
     from core.models import bundle as bundles  # MXNet, as model_label: only once a model is chosen
     try:
         folder = bundles.resolve_bundle(bundle)
-        info = bundles.read_info(folder)
+        info = bundles.read_info(folder, verify=False)  # listing only: the run verifies every file
     except BiopsiaError as err:
         return [str(err)] * len(ENGINE_CHOICES)
     out = []
@@ -74,7 +75,7 @@ def model_label(bundle: Path) -> tuple[str, str]:
     """The picker's text for a bundle (name, tile size, µm/px, validation AUC) and its tooltip."""
     from core.models.bundle import read_info  # it imports MXNet (seconds): not with the window
 
-    name = bundle.parent.name if bundle.name in ("best", "last") else bundle.name
+    name = model_name(bundle)
     try:
         info = read_info(bundle)
     except BiopsiaError as err:

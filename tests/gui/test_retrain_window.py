@@ -117,7 +117,8 @@ def test_nothing_to_learn_from_or_no_model_is_refused(qtbot, window, slide_pair,
     window.retrain.action.trigger()
     assert window.retrain.worker is None and "No model chosen" in window.errors[-1]
     window.prediction_dock.set_model(small_model)
-    window.retrain.action.trigger()  # no marks, no decided drafts, no reviewed regions
-    assert window.retrain.worker is None
+    with qtbot.waitSignal(window.retrain.ended, timeout=TIMEOUT) as ended:
+        window.retrain.action.trigger()  # no marks, no decided drafts, no reviewed regions
+    assert ended.args == ["failed"] and window.retrain.worker is None and window.retrain.dialog is None
     assert "no slide has marks, accepted or rejected drafts or reviewed regions" in window.errors[-1]
     assert not (project.folder / "models").exists()

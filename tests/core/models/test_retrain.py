@@ -161,13 +161,13 @@ def test_nothing_to_learn_from_is_refused_before_any_work(slide_pair, small_mode
     slide = slide_pair[0]
     undecided = [_draft(p) for p in slide.tumour_polygons]  # only the network's proposals: no one's word yet
     project, entry = _project_with(tmp_path, slide, undecided)
-    assert labelled_slides(project) == []
+    assert list(labelled_slides(project)) == []
     with pytest.raises(DatasetError, match="no slide has marks, accepted or rejected drafts or reviewed regions"):
         retrain_job(project, small_model)
-    assert labelled_slides(project, open_marks={entry.id: [accept_draft(undecided[0])]}) == [entry.id]
+    assert list(labelled_slides(project, open_marks={entry.id: [accept_draft(undecided[0])]})) == [entry.id]
     region = unary_union(slide.tissue_polygons).envelope
     ReviewedRegions(reviewed_path(project.annotations_path(entry.id))).add(region)
-    assert labelled_slides(project) == [entry.id]  # a reviewed region labels its tissue
+    assert list(labelled_slides(project)) == [entry.id]  # a reviewed region labels its tissue
     assert not (project.folder / "models").exists()
 
 
