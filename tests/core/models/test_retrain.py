@@ -1,4 +1,4 @@
-"""The retrain tile set (issue 15) on a synthetic slide whose tumour is known: accepted drafts are marks,
+"""The retrain tile set on a synthetic slide whose tumour is known: accepted drafts are marks,
 rejected ones Benign, undecided ones nothing, and on a partly annotated slide only tiles inside marked or
 reviewed regions get a label."""
 

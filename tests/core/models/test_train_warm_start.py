@@ -1,4 +1,4 @@
-"""Warm start (issue 15): ``train(..., init_from=MODEL)`` fine-tunes from a parent's weights, refuses a parent
+"""Warm start: ``train(..., init_from=MODEL)`` fine-tunes from a parent's weights, refuses a parent
 that does not fit the run, and records it in model.json."""
 
 from __future__ import annotations

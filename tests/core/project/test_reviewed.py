@@ -1,4 +1,4 @@
-"""Reviewed regions (issue 15): kept beside the slide's marks, they survive a save and a reopen; a bad entry is
+"""Reviewed regions: kept beside the slide's marks, they survive a save and a reopen; a bad entry is
 reported and left out, the others kept."""
 
 from __future__ import annotations
