@@ -25,6 +25,7 @@ import shapely
 from shapely.geometry import Polygon
 from shapely.ops import unary_union
 
+from core.annotations.geometry import clean
 from core.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,12 @@ def _region(entry) -> tuple[ReviewedRegion | None, str]:
         return None, f"unreadable outline ({err})"
     if shape is None or shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
         return None, "the outline is not a polygon"
-    if not shape.is_valid:
-        shape = shapely.make_valid(shape)
-        if shape.geom_type not in ("Polygon", "MultiPolygon") or shape.is_empty:
-            return None, "the outline is not a valid polygon"
+    try:
+        shape = clean(shape)  # the marks' repair: bounded cost, whatever a hostile outline holds
+    except shapely.errors.GEOSException as err:
+        return None, f"the outline cannot be repaired ({err})"
+    if shape is None:
+        return None, "the outline is not a valid polygon"
     return ReviewedRegion(shape, when if isinstance(when, str) else ""), ""
 
 
