@@ -23,6 +23,9 @@ def add_cluster_options(parser, force: bool = True) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on an existing Dask cluster (tcp://host:8786, from 'dask scheduler'); "
                              "an empty value starts a local one")
+    parser.add_argument("--scheduler-timeout", type=opt.number(0.0, 3600.0, low_open=True, unit=" s"),
+                        default=30.0, metavar="S",
+                        help="seconds to wait for the scheduler and its first worker (default 30)")
     if force:
         parser.add_argument("--force", action="store_true",
                             help="redo slides whose results exist for the same model (default: skip them)")
@@ -111,7 +114,8 @@ def predict_cohort(args, model: Path, options) -> int:
 
     local = not args.scheduler
     try:
-        with cohort_client(workers=args.workers, scheduler=args.scheduler or None) as (client, info):
+        with cohort_client(workers=args.workers, scheduler=args.scheduler or None,
+                           timeout=args.scheduler_timeout) as (client, info):
             where = f"a local cluster of {info.workers} worker processes" if info.local else \
                 f"the cluster at {info.scheduler} ({info.workers} workers)"
             note(f"{len(plan.jobs)} slides on {where}; dashboard {info.dashboard}")

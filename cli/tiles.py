@@ -160,7 +160,8 @@ def dataset_on_cluster(plan, args) -> dict:
     from core.cohort.cluster import cohort_client
     from core.cohort.shards import write_dataset_on_cluster
 
-    with cohort_client(workers=args.workers, scheduler=args.scheduler or None) as (client, info):
+    with cohort_client(workers=args.workers, scheduler=args.scheduler or None,
+                       timeout=args.scheduler_timeout) as (client, info):
         where = "a local cluster" if info.local else f"the cluster at {info.scheduler}"
         note(f"{len(plan.sources)} slides on {where} of {info.workers} worker processes; dashboard {info.dashboard}")
         return write_dataset_on_cluster(client, plan, args.out, args.encoding, progress=ProgressBar("tiles"),

@@ -32,7 +32,7 @@ from core.project.layout import PREDICTIONS_DIR
 from core.slide import open_slide
 from core.slide.base import SlideReader
 from core.tiles.edges import shift_inside
-from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_tiles
+from core.tiles.grid import BACKGROUND, LOW_TISSUE, PEN, TileSpec, plan_tiles, read_order, read_tiles
 from core.tiles.tissue import detect_tissue
 
 # core.models.bundle imports MXNet (4 s here): the window imports this module at start, so the functions
@@ -361,7 +361,7 @@ def predict_slide(slide, model_dir, device: str = "auto", stride: int | None = N
                              f"({plan.tile_l0} x {plan.tile_l0} px here: {info.tile_px} px at {info.mpp:g} µm/px), "
                              "so nothing can be predicted; use a model with smaller tiles")
         wanted = ~np.isin(plan.reason, (BACKGROUND, LOW_TISSUE, PEN))
-        order = np.flatnonzero(wanted)
+        order = read_order(reader, plan, np.flatnonzero(wanted))
         grid = ProbabilityGrid(probs=np.full((rows, cols), np.nan, np.float32), origin=(0, 0),
                                stride=int(stride or plan.tile_l0), tile_l0=plan.tile_l0, tile_px=info.tile_px,
                                mpp=float(info.mpp),

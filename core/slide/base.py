@@ -137,6 +137,13 @@ class SlideReader(abc.ABC):
     def _close(self) -> None:
         """Release backend resources."""
 
+    def stored_tile_size(self, level: int) -> tuple[int, int] | None:
+        """(width, height) in level pixels of the blocks the file stores ``level`` in, None when not known.
+
+        Readers decode a stored block whole, so reading its neighbouring tiles together decodes it once.
+        """
+        return None
+
     # -- derived API -----------------------------------------------------
     @property
     def level_count(self) -> int:

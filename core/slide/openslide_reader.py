@@ -162,6 +162,11 @@ class OpenSlideReader(SlideReader):
         return _pil_to_rgb(image)
 
     # -- pixels --------------------------------------------------------------
+    def stored_tile_size(self, level: int) -> tuple[int, int] | None:
+        width = _float(self._properties.get(f"openslide.level[{level}].tile-width"))
+        height = _float(self._properties.get(f"openslide.level[{level}].tile-height"))
+        return (int(width), int(height)) if width and height and 0 < width < 1e6 and 0 < height < 1e6 else None
+
     def _read_region_raw(self, l0_x: int, l0_y: int, level: int, lv_w: int, lv_h: int) -> np.ndarray:
         where = f"the region at level {level} ({l0_x}, {l0_y}, {lv_w} x {lv_h})"
         handle = self._handle_for(where)

@@ -39,6 +39,9 @@ class Plane:
         self.height, self.width = int(kf.imagelength), int(kf.imagewidth)
         self.samples = int(kf.samplesperpixel)
         self.separate = kf.planarconfig == 2 and self.samples > 1
+        #: Every channel read is sample 0, 1, ... of one page's interleaved samples, so one copy takes them all.
+        self.interleaved_prefix = (not self.separate and len({p for p, _ in channels}) == 1
+                                   and [c for _, c in channels] == list(range(len(channels))))
         self.dtype = np.dtype(kf.dtype)
         self.file_dtype = self.dtype.newbyteorder(kf.parent.byteorder)
         self.bits = int(kf.bitspersample)

@@ -154,6 +154,10 @@ class TiffFileReader(SlideReader):
             data = data[:, :, None]
         return to_rgb8(data, None, RGB if data.shape[2] >= 3 else MINISBLACK, has_alpha=data.shape[2] == 4)
 
+    def stored_tile_size(self, level: int) -> tuple[int, int] | None:
+        plane = self._planes[level]
+        return plane.chunk_w, plane.chunk_h
+
     # -- pixels --------------------------------------------------------------
     def _read_region_raw(self, l0_x: int, l0_y: int, level: int, lv_w: int, lv_h: int) -> np.ndarray:
         plane = self._planes[level]
@@ -177,7 +181,8 @@ class TiffFileReader(SlideReader):
         if missing.all():
             return canvas  # tiles the scanner never wrote are glass (a sparse slide is mostly this)
         rgb = to_rgb8(native, self._scale, plane.photometric, plane.has_alpha, plane.premultiplied, plane.colormap)
-        np.copyto(rgb, 255, where=missing[:, :, None])
+        if missing.any():  # (a masked copy costs as much as the decoding)
+            rgb[missing] = 255
         canvas[y0 - lv_y : y1 - lv_y, x0 - lv_x : x1 - lv_x] = rgb
         return canvas
 
@@ -185,6 +190,25 @@ class TiffFileReader(SlideReader):
         """Level pixels [y0:y1, x0:x1] as stored (h, w, channels) plus a mask of never-written tiles."""
         out = np.zeros((y1 - y0, x1 - x0, len(plane.channels)), plane.dtype)
         missing = np.zeros((y1 - y0, x1 - x0), bool)
+        if plane.interleaved_prefix:  # the usual RGB(A): every channel in one segment, copied at once
+            channels = slice(0, len(plane.channels))
+            page = plane.pages[plane.channels[0][0]]
+            for index in plane.segment_indices(x0, y0, x1, y1, 0):
+                if plane.rows_addressable:
+                    seg_y, seg_x, seg = self._read_rows(plane, page, index, y0, y1)
+                else:
+                    seg_y, seg_x, seg = self._segment(plane, page, index)
+                sy0, sx0 = max(seg_y, y0), max(seg_x, x0)
+                sy1 = min(seg_y + (seg.shape[0] if seg is not None else plane.chunk_h), y1)
+                sx1 = min(seg_x + (seg.shape[1] if seg is not None else plane.chunk_w), x1)
+                if sy1 <= sy0 or sx1 <= sx0:
+                    continue
+                dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+                if seg is None:
+                    missing[dst] = True
+                else:
+                    out[dst] = seg[sy0 - seg_y : sy1 - seg_y, sx0 - seg_x : sx1 - seg_x, channels]
+            return out, missing
         for out_c, (page_i, sample) in enumerate(plane.channels):
             page = plane.pages[page_i]
             for index in plane.segment_indices(x0, y0, x1, y1, sample):

@@ -240,6 +240,22 @@ def read_padded(reader: SlideReader, l0_x: int, l0_y: int, level: int, read_px: 
     return canvas
 
 
+def read_order(reader: SlideReader, plan: TilePlan, indices) -> np.ndarray:
+    """``indices`` in an order that decodes each stored block of the slide once: band by band of its height.
+
+    Row-major order reads a stored block again for each row of tiles it holds, and a row of a large slide
+    holds more blocks than a reader's cache; within a band as high as a block, tiles go column by column.
+    Readers that do not say how they store a level keep row-major order.
+    """
+    indices = np.asarray(indices, np.int64)
+    stored = reader.stored_tile_size(plan.level)
+    if stored is None or indices.size == 0:
+        return indices
+    band_l0 = max(1.0, stored[1] * reader.level_downsamples[plan.level])
+    ys, xs = plan.l0_y[indices], plan.l0_x[indices]
+    return indices[np.lexsort((ys, xs, np.floor_divide(ys, band_l0)))]
+
+
 def read_tiles(reader: SlideReader, plan: TilePlan, indices) -> np.ndarray:
     """Several tiles as an ``(N, tile_px, tile_px, 3)`` uint8 array, in the order of ``indices``.
 

@@ -29,6 +29,7 @@ def test_dataset_on_a_cluster_writes_the_same_files(slide_pair, dask_cluster, tm
 
 def test_an_unreachable_scheduler_is_one_clear_error(slide_pair, tmp_path):
     done = biopsia("dataset", slide_pair[0].slide_path, "--out", tmp_path / "x", "--tile", "64", "--mpp", "2",
-                   "--ratio", "1", "--scheduler", "tcp://127.0.0.1:9", timeout=300)
+                   "--ratio", "1", "--scheduler", "tcp://127.0.0.1:9", "--scheduler-timeout", "2", timeout=300)
     assert done.returncode == 1 and "cannot reach the Dask scheduler" in done.stderr and "Traceback" not in done.stderr
+    assert "tcp://127.0.0.1:9" in done.stderr and "2 s" in done.stderr, done.stderr
     assert not (tmp_path / "x" / "train.rec").exists()

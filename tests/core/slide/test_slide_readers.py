@@ -422,3 +422,15 @@ def test_a_close_that_outwaits_a_read_never_frees_the_backend_under_it():
         go_on.set()
         assert read.result(10).shape == (64, 64, 3)
     assert released == [0]  # released once, by the last read, when none was running
+
+
+def test_readers_say_how_their_levels_are_stored(tmp_path):
+    """The stored block size that prediction orders its reads by; None where a reader cannot know it."""
+    for reader_class in (OpenSlideReader, TiffFileReader):
+        with reader_class(CMU) as reader:
+            assert reader.stored_tile_size(0) == (240, 240), reader_class
+    strips = tmp_path / "strips.tif"
+    tifffile.imwrite(strips, pattern(64, 96), photometric="rgb", rowsperstrip=16)
+    with TiffFileReader(strips) as reader:
+        assert reader.stored_tile_size(0) == (96, 16)
+    assert ArrayReader(pattern(64, 96), mpp=(0.5, 0.5)).stored_tile_size(0) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import tifffile
 import numpy as np
 import pytest
 import shapely
@@ -12,6 +13,7 @@ from core.annotations.formats import read_annotations
 from core.annotations.model import Annotation
 from core.errors import BiopsiaError
 from core.slide import ArrayReader, open_slide
+from core.slide.tifffile_reader import TiffFileReader
 from core.tiles.grid import (BACKGROUND, DROPPED, EXCLUDED, NON_TUMOUR_LABEL, PEN, REASONS, TUMOUR_LABEL, UNLABELLED, TilePlan,
                          TileSpec, plan_tiles, read_tile, tile_size_l0)
 from core.tiles.tissue import detect_tissue
@@ -325,3 +327,39 @@ def test_an_edge_tile_read_from_a_rounded_level_has_no_white_line():
     # level 1 ends at pixel 500, but (1001 - 63) / 2 + 32 = 501: the read moves back one level pixel
     tile = read_tile(reader, plan, last)
     assert not (tile == 255).all(-1).any()
+
+
+def test_prediction_order_decodes_each_stored_block_once(tmp_path, monkeypatch):
+    """Band by band of the stored blocks' height, each JPEG block is decoded once even when the reader's cache
+    holds less than a row of them; row-major order decodes each twice here (two rows of tiles per block)."""
+    from core.slide import tifffile_reader
+    from core.tiles.grid import read_order, read_tiles
+
+    rng = np.random.default_rng(7)
+    image = cv2.resize(rng.integers(0, 256, (64, 128, 3), np.uint8), (4096, 2048), interpolation=cv2.INTER_LINEAR)
+    path = tmp_path / "blocks.tiff"
+    tifffile.imwrite(path, image, tile=(512, 512), photometric="rgb", compression="jpeg",
+                     resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    monkeypatch.setattr(tifffile_reader, "_CACHE_BYTES", 4 * 512 * 512 * 3)  # half a row of blocks
+
+    def decodes_and_tiles(order_of) -> tuple[int, np.ndarray]:
+        with TiffFileReader(path) as reader:
+            assert reader.mpp == pytest.approx((0.5, 0.5)) and reader.stored_tile_size(0) == (512, 512)
+            plan = plan_tiles(reader, TileSpec(128, 1.0), detect_tissue(reader), tissue_min=0.0)
+            assert (plan.level, plan.read_px, len(plan)) == (0, 256, 16 * 8)
+            order = order_of(reader, plan)
+            assert sorted(order.tolist()) == list(range(len(plan)))  # every tile, once
+            reads = []
+            raw = reader._raw
+            monkeypatch.setattr(reader, "_raw", lambda *a: reads.append(a) or raw(*a))
+            tiles = np.concatenate([read_tiles(reader, plan, order[i:i + 16]) for i in range(0, order.size, 16)])
+            return len(reads), tiles[np.argsort(order)]
+
+    banded, banded_tiles = decodes_and_tiles(lambda reader, plan: read_order(reader, plan, np.arange(len(plan))))
+    row_major, row_tiles = decodes_and_tiles(lambda reader, plan: np.arange(len(plan)))
+    assert banded == 8 * 4 and row_major == 2 * 8 * 4, (banded, row_major)
+    assert np.array_equal(banded_tiles, row_tiles)  # the same pixels, whatever the order
+    # a reader that does not say how it stores its levels keeps row-major order
+    reader = ArrayReader(image, mpp=(0.5, 0.5))
+    plan = plan_tiles(reader, TileSpec(128, 1.0), detect_tissue(reader), tissue_min=0.0)
+    assert read_order(reader, plan, np.arange(len(plan))).tolist() == list(range(len(plan)))
