@@ -19,6 +19,10 @@ atexit.register(shutil.rmtree, _RUN_HOME, ignore_errors=True)
 for _var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
     os.environ[_var] = str(_RUN_HOME / _var.lower())
 
+# The real Dask cluster on loopback and the cohort's slides: one of each for the whole run, whichever
+# module asks first (a session fixture imported into several modules would start once per module).
+pytest_plugins = ["tests.core.cohort.dask_cluster"]
+
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 SHARED_SLIDES = TESTS.parents[1] / "shared" / "data" / "slides"

@@ -12,8 +12,7 @@ import numpy as np
 
 from core.inference.predict import ProbabilityGrid
 from tests.cli.test_cli import ROOT, biopsia
-from tests.core.cohort.dask_cluster import (DEMO_MODEL, START_S, cohort_slides, copy_slides, dask_cluster,  # noqa: F401
-                                            plain_run, worker_env)
+from tests.core.cohort.dask_cluster import DEMO_MODEL, START_S, copy_slides, worker_env
 
 FILES = ["grid.npz", "heatmap.png", "overview.png", "tiles.csv"]
 

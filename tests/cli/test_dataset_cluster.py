@@ -8,7 +8,6 @@ in `tests/core/cohort/test_cohort.py`).
 from __future__ import annotations
 
 from tests.cli.test_cli import biopsia
-from tests.core.cohort.dask_cluster import dask_cluster  # noqa: F401 - the fixture
 
 FILES = ["train.rec", "train.idx", "train.lst", "test.rec", "test.idx", "test.lst", "tiles.csv"]
 

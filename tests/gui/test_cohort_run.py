@@ -15,7 +15,7 @@ from core.cohort import GRID_FILE
 from core.inference.predict import ProbabilityGrid, saved_predictions
 from core.project.document import PredictionState
 from core.project.model import Project
-from tests.core.cohort.dask_cluster import DEMO_MODEL, cohort_slides, copy_slides, dask_cluster  # noqa: F401
+from tests.core.cohort.dask_cluster import DEMO_MODEL, copy_slides, wait_until_idle
 
 #: Starting worker processes imports Biopsia and MXNet: on two busy cores that takes a while.
 RUN_MS = 240_000
@@ -127,9 +127,8 @@ def test_cancel_on_a_scheduler_keeps_only_finished_slides(qtbot, make_window, da
 
     # a remote task in its last batch when Cancel came may still be writing (a hidden folder until whole):
     # once the workers are idle, no hidden half is left and every slide folder there is whole
-    qtbot.waitUntil(lambda: not any(n.startswith(".") for n in listing()), timeout=60_000)
     with dask_cluster.client() as client:
-        qtbot.waitUntil(lambda: not any(client.processing().values()), timeout=60_000)
+        wait_until_idle(client)
     written = listing()
     assert not any(n.startswith(".") for n in written), written
     assert set(run.finished) <= set(written) and "big-case" not in written, (written, run.finished)

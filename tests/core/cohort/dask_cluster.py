@@ -39,6 +39,20 @@ class Cluster:
         return client
 
 
+def _tasks_held(dask_worker) -> int:
+    return len(dask_worker.state.tasks)
+
+
+def wait_until_idle(client, timeout: float = 120.0) -> None:
+    """Wait until no worker holds a task: a cancelled task's thread runs on (a thread cannot be stopped),
+    and the worker keeps it, as cancelled, until the thread returns; the scheduler forgets it at once."""
+    deadline = time.monotonic() + timeout
+    while any(client.processing().values()) or any(client.run(_tasks_held).values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the workers are still busy after {timeout:g} s: {client.run(_tasks_held)}")
+        time.sleep(0.1)
+
+
 def worker_env(home: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DASK_DISTRIBUTED__WORKER__DAEMON="False")
     for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):

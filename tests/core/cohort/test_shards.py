@@ -12,7 +12,6 @@ from core.tiles.dataset import write_dataset
 from core.tiles.grid import TileSpec
 from core.tiles.planning import plan_dataset
 from core.tiles.sources import sources_from_paths
-from tests.core.cohort.dask_cluster import cohort_slides, dask_cluster  # noqa: F401
 
 FILES = ["train.rec", "train.idx", "train.lst", "test.rec", "test.idx", "test.lst", "tiles.csv"]
 
