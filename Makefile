@@ -85,9 +85,21 @@ setup: debs $(STAMP)
 gpu: setup $(GPU_STAMP)
 	$(VPY) main.py gpu-check
 
+# mxnet-cu117 cannot even be imported without the NVIDIA driver's libcuda.so.1: where there is none, MXNet stays
+# (or goes back to) the CPU build and only the CUDA libraries and onnxruntime-gpu are installed.
 $(GPU_STAMP): requirements-gpu.txt $(STAMP)
-	$(VPY) -m pip uninstall --quiet -y mxnet mxnet-cu117
-	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
+	$(VPY) -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
+	@if $(VPY) -c "import ctypes; ctypes.CDLL('libcuda.so.1')" 2>/dev/null; then \
+	  $(VPY) -m pip uninstall --quiet -y mxnet mxnet-cu117 && \
+	  $(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt; \
+	else \
+	  echo "make gpu: no NVIDIA driver here (libcuda.so.1 does not load): MXNet stays the CPU build;"; \
+	  echo "          installing the CUDA libraries and onnxruntime-gpu only"; \
+	  $(VPY) -m pip uninstall --quiet -y mxnet-cu117 2>/dev/null; \
+	  grep -v '^mxnet-cu117' requirements-gpu.txt > $(VENV)/requirements-gpu-no-driver.txt && \
+	  $(VPY) -m pip install --quiet --disable-pip-version-check $$(grep '^mxnet==' requirements.txt) \
+	    -r $(VENV)/requirements-gpu-no-driver.txt; \
+	fi
 	@touch $(GPU_STAMP)
 
 # Install only the Debian packages that are missing (as root, or through sudo).

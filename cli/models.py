@@ -83,8 +83,9 @@ def add_parsers(sub) -> None:
                    help="tumour probability called positive (default: the model's, chosen on its validation "
                         "tiles; 0.5 if it records none)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--engine", choices=("mxnet", "onnx"), default="mxnet",
-                   help="mxnet, or onnx: the model's model.onnx on ONNX Runtime ('biopsia export-onnx' makes it)")
+    p.add_argument("--engine", choices=("auto", "mxnet", "onnx"), default="auto",
+                   help="mxnet, onnx (the model's model.onnx on ONNX Runtime; 'biopsia export-onnx' makes it), or "
+                        "auto (default): MXNet, except on a GPU MXNet has no kernels for, where ONNX Runtime runs")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="fp32, or int8: the model's INT8 variant on MXNet oneDNN ('biopsia quantize' makes it)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -310,6 +311,10 @@ def test_tiles(args) -> int:
     else:
         refuse_patch_options(args.dataset, args)
         tiles = read_dataset(args.dataset, args.split)
+    from cli.predict import resolve_engine
+    from core.models.bundle import read_info
+
+    args.engine = resolve_engine(args, read_info(bundle, verify=False))
     result = test_model(bundle, tiles, args.device, args.threshold, progress=ProgressBar("tiles"), engine=args.engine,
                         precision=args.precision)
     if args.json:

@@ -33,8 +33,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, help="model folder (from 'biopsia train' or the training panel)")
     p.add_argument("--out", required=True, help="folder; each slide gets OUT/<slide name>/")
     p.add_argument("--device", default="auto", help="auto (GPU when MXNet finds one), cpu or gpu:0")
-    p.add_argument("--engine", choices=("mxnet", "onnx"), default="mxnet",
-                   help="mxnet, or onnx: the model's model.onnx on ONNX Runtime ('biopsia export-onnx' makes it)")
+    p.add_argument("--engine", choices=("auto", "mxnet", "onnx"), default="auto",
+                   help="mxnet, onnx (the model's model.onnx on ONNX Runtime; 'biopsia export-onnx' makes it), or "
+                        "auto (default): MXNet, except on a GPU MXNet has no kernels for (Hopper and newer), "
+                        "where ONNX Runtime's CUDA provider runs the model.onnx")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="fp32, or int8: the model's INT8 variant on MXNet oneDNN ('biopsia quantize' makes it)")
     p.add_argument("--threshold", type=opt.fraction,
@@ -75,6 +77,7 @@ def predict(args) -> int:
     info = read_info(model, verify=False)
     given = args.threshold
     args.threshold = given if given is not None else default_threshold(info)[0]
+    args.engine = resolve_engine(args, info)
     if wants_cluster(args):  # the workers choose their device; this process only plans and reports
         device = f"the cluster's workers (--device {args.device})"
     else:
@@ -105,6 +108,19 @@ def predict(args) -> int:
         print(f"{folder}: {n} tiles in {grid.seconds:.1f} s ({n / max(grid.seconds, 1e-6):.0f} tiles/s); "
               f"{called} at or above {format_threshold(args.threshold)} ({called / max(n, 1):.1%})")
     return 1 if failed else 0
+
+
+def resolve_engine(args, info) -> str:
+    """``--engine auto`` made definite here, before any work, saying why when it is not MXNet.
+
+    On a cluster it is decided by this machine's GPU (the workers are asked for the same engine).
+    """
+    from core.inference.engines import choose_engine
+
+    chosen, why = choose_engine(args.engine, args.device, info, args.precision)
+    if why:
+        note(why)
+    return chosen
 
 
 def options_of(args) -> PredictOptions:

@@ -25,6 +25,8 @@ import numpy as np
 from core.errors import ModelError
 
 ENGINES = ("mxnet", "onnx")
+#: What ``--engine`` takes: an engine, or ``auto`` (`choose_engine`).
+ENGINE_CHOICES = ("auto",) + ENGINES
 PRECISIONS = ("fp32", "int8")
 
 
@@ -46,6 +48,38 @@ def check_engine(info, folder, engine: str = "mxnet", precision: str = "fp32") -
     if precision == "int8" and info.variant_file("int8", "symbol") is None:
         raise ModelError(f"{folder}: the model has no INT8 variant recorded in its model.json; make one with "
                          f"'biopsia quantize {folder}'")
+
+
+def choose_engine(engine: str, device: str, info, precision: str = "fp32") -> tuple[str, str | None]:
+    """``engine`` as asked, or for ``"auto"`` the one that can use the device: ``(engine, why)``.
+
+    ``auto`` is ``"onnx"`` where ``device`` may take a GPU (``auto``, ``gpu:N``), the driver reports one that
+    MXNet 1.9.1 has no kernels for (compute capability 9.0 and newer: Hopper), ONNX Runtime's CUDA provider
+    is installed and the model holds a ``model.onnx``; then ``why`` says so, for the command to print.
+    Otherwise ``"mxnet"`` and no ``why``: everywhere else MXNet runs where it is asked to (the CPU when
+    ``auto`` finds no GPU it can use). Asks the driver, never MXNet, so it is cheap before any work.
+    """
+    if engine != "auto":
+        return engine, None
+    text = str(device or "auto").strip().lower()
+    if precision != "fp32" or not (text == "auto" or text.startswith("gpu")) or info.variant_file("onnx") is None:
+        return "mxnet", None
+    from core.inference.gpu_check import driver_gpus, mxnet_has_kernels
+
+    gpus, _ = driver_gpus()
+    index = int(text.partition(":")[2]) if text.partition(":")[2].isdigit() else 0
+    gpu = next((g for g in gpus if g.index == index), None)
+    if gpu is None or mxnet_has_kernels(gpu.compute_capability):
+        return "mxnet", None
+    try:
+        import onnxruntime
+    except ImportError:
+        return "mxnet", None
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return "mxnet", None
+    cc = ".".join(map(str, gpu.compute_capability))
+    return "onnx", (f"{gpu.name} (compute capability {cc}) has no MXNet kernels: predicting with ONNX Runtime "
+                    "on it (model.onnx; --engine mxnet to insist on MXNet, which then runs on the CPU)")
 
 
 def check_names(engine: str, precision: str) -> None:

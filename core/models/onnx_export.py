@@ -228,10 +228,34 @@ def onnx_session(data: bytes, device: str = "cpu", threads: int | None = None):
     options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    text = str(device or "auto").strip().lower()
     providers = ["CPUExecutionProvider"]
-    if str(device).startswith(("gpu", "auto")) and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(data, options, providers=providers)
+    wants_gpu = text.startswith("gpu")
+    if (wants_gpu or text == "auto") and "CUDAExecutionProvider" in ort.get_available_providers() \
+            and _driver_reports_a_gpu():
+        from core.inference.gpu_check import preload_onnx_cuda_libraries
+
+        preload_onnx_cuda_libraries()  # onnxruntime-gpu finds the nvidia-*-cu12 wheels' libraries only so
+        index = int(text.partition(":")[2] or 0) if wants_gpu and text.partition(":")[2].isdigit() else 0
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+    session = ort.InferenceSession(data, options, providers=providers)
+    if wants_gpu and session.get_providers()[0] != "CUDAExecutionProvider":
+        # ONNX Runtime falls back to the CPU without a word; a GPU asked for by name is not quietly dropped
+        why = ("onnxruntime-gpu is not installed (make gpu)"
+               if "CUDAExecutionProvider" not in ort.get_available_providers() else
+               "the NVIDIA driver reports no GPU" if len(providers) == 1 else
+               "its CUDA provider could not start (biopsia gpu-check says why)")
+        raise ModelError(f"ONNX Runtime cannot run on {text}: {why}; use --device auto or cpu")
+    return session
+
+
+def _driver_reports_a_gpu() -> bool:
+    """Whether the NVIDIA driver reports a GPU. Without one, onnxruntime-gpu 1.22's CUDA provider crashes
+    the process (a segmentation fault, seen on a machine without the driver) once its libraries are loaded,
+    so it is never asked for then."""
+    from core.inference.gpu_check import driver_gpus
+
+    return bool(driver_gpus()[0])
 
 
 def verify_onnx(data: bytes, model, batches: np.ndarray, source: str, path: Path,

@@ -106,23 +106,131 @@ def test_which_gpus_mxnet_has_kernels_for():
     assert missing.route == "cpu" and "missing libcudnn.so.8" in "\n".join(missing.lines())
 
 
-def test_the_cuda_libraries_of_the_nvidia_wheels_are_found_and_loaded(tmp_path, monkeypatch):
+def stand_in_wheels(tmp_path, monkeypatch, loadable: tuple[str, str], broken: tuple[str, str]) -> None:
+    """A ``site-packages/nvidia`` of two wheels, searched alone: ``loadable`` = (folder, library) holds a real
+    shared library under the wheel's name, ``broken`` one that is not a shared library."""
     import ctypes.util
     import sys
-
-    from core.inference.gpu_check import preload_cuda_libraries
 
     libm = ctypes.util.find_library("m")
     real = next(p for p in (Path("/lib/x86_64-linux-gnu") / libm, Path("/usr/lib/x86_64-linux-gnu") / libm,
                             Path("/lib64") / libm) if p.is_file())
-    runtime = tmp_path / "nvidia" / "cuda_runtime" / "lib"
-    runtime.mkdir(parents=True)
-    shutil.copy(real, runtime / "libcudart.so.11.0")  # a loadable library standing in for the wheel's
-    nvtx = tmp_path / "nvidia" / "nvtx" / "lib"
-    nvtx.mkdir(parents=True)
-    (nvtx / "libnvToolsExt.so.1").write_bytes(b"not a shared library")
-    monkeypatch.setattr(sys, "path", [str(tmp_path)] + sys.path)
+    for (folder, name), content in ((loadable, None), (broken, b"not a shared library")):
+        lib = tmp_path / "nvidia" / folder / "lib"
+        lib.mkdir(parents=True)
+        if content is None:
+            shutil.copy(real, lib / name)
+        else:
+            (lib / name).write_bytes(content)
+    # only the stand-ins: where `make gpu` installed the real wheels, they are left out of the search
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + [p for p in sys.path if not (Path(p or ".") / "nvidia").is_dir()])
+
+
+def test_the_cuda_libraries_of_the_nvidia_wheels_are_found_and_loaded(tmp_path, monkeypatch):
+    from core.inference.gpu_check import preload_cuda_libraries
+
+    stand_in_wheels(tmp_path, monkeypatch, ("cuda_runtime", "libcudart.so.11.0"), ("nvtx", "libnvToolsExt.so.1"))
     found = preload_cuda_libraries()
     assert found["libcudart.so.11.0"] is None
     assert found["libnvToolsExt.so.1"] and "not installed" not in found["libnvToolsExt.so.1"]
     assert found["libcudnn.so.8"] == "not installed (nvidia-cudnn-cu11)"
+
+
+def test_auto_engine_takes_onnx_runtime_only_on_a_gpu_mxnet_cannot_use(monkeypatch):
+    import onnxruntime
+
+    from core.inference import gpu_check
+    from core.inference.engines import choose_engine
+    from core.inference.gpu_check import Gpu
+
+    with_onnx, without_onnx = read_info(DEMO_MODEL), read_info(DEMO_MODEL)
+    without_onnx.variants = {k: v for k, v in without_onnx.variants.items() if k != "onnx"}
+    assert without_onnx.variant_file("onnx") is None and with_onnx.variant_file("onnx") == "model.onnx"
+    gpus = {"now": []}
+    monkeypatch.setattr(gpu_check, "driver_gpus", lambda: (gpus["now"], None))
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert choose_engine("auto", "auto", with_onnx) == ("mxnet", None)  # no GPU: MXNet on the CPU
+    gpus["now"] = [Gpu(0, "NVIDIA L4", (8, 9), 23_000)]
+    assert choose_engine("auto", "auto", with_onnx) == ("mxnet", None)  # MXNet's kernels run there
+    gpus["now"] = [Gpu(0, "NVIDIA H200", (9, 0), 143_000)]
+    engine_, why = choose_engine("auto", "gpu:0", with_onnx)
+    assert engine_ == "onnx" and "NVIDIA H200" in why and "compute capability 9.0" in why
+    assert choose_engine("auto", "auto", with_onnx)[0] == "onnx"
+    assert choose_engine("auto", "cpu", with_onnx) == ("mxnet", None)  # the CPU was asked for
+    assert choose_engine("auto", "auto", without_onnx) == ("mxnet", None)  # nothing for ONNX Runtime to run
+    assert choose_engine("auto", "auto", with_onnx, "int8") == ("mxnet", None)  # INT8 is MXNet's
+    assert choose_engine("mxnet", "auto", with_onnx) == ("mxnet", None)  # asked for by name: kept
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert choose_engine("auto", "auto", with_onnx) == ("mxnet", None)  # onnxruntime-gpu not installed
+
+
+def test_a_gpu_asked_of_onnx_runtime_is_not_quietly_dropped():
+    import onnxruntime
+
+    from core.errors import ModelError
+    from core.models.onnx_export import onnx_session
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    data = (DEMO_MODEL / "model.onnx").read_bytes()
+    assert onnx_session(data, "auto").get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ModelError, match=r"cannot run on gpu:0: onnxruntime-gpu is not installed \(make gpu\)"):
+        onnx_session(data, "gpu:0")
+
+
+def test_onnx_runtimes_cuda_12_libraries_are_found_and_reported(tmp_path, monkeypatch):
+    from core.inference.gpu_check import Gpu, GpuReport, preload_onnx_cuda_libraries
+
+    stand_in_wheels(tmp_path, monkeypatch, ("cuda_runtime", "libcudart.so.12"), ("cudnn", "libcudnn.so.9"))
+    found = preload_onnx_cuda_libraries()
+    assert found["libcudart.so.12"] is None
+    assert found["libcudnn.so.9"] and "not installed" not in found["libcudnn.so.9"]
+    assert found["libcufft.so.11"] == "not installed (nvidia-cufft-cu12)"
+    assert found["libcurand.so.10"] == "not installed (nvidia-curand-cu11)"  # the soname CUDA 11 and 12 share
+    hopper = [Gpu(0, "NVIDIA H200", (9, 0), 143_000)]
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    broken = GpuReport("1.9.1", False, True, gpus=hopper, onnx_providers=providers, onnx_libraries=found)
+    text = "\n".join(broken.lines())
+    assert broken.route == "cpu" and "CUDA 12 libraries for ONNX Runtime: missing" in text and "libcufft.so.11" in text
+    ready = GpuReport("1.9.1", False, True, gpus=hopper, onnx_providers=providers,
+                      onnx_libraries=dict.fromkeys(found), onnx_conv_check={"gpu": 0, "forward": 2e-6, "ok": True})
+    text = "\n".join(ready.lines())
+    assert ready.route == "onnx-cuda" and "CUDA 12 libraries for ONNX Runtime: all load" in text
+    assert "ONNX Runtime convolution on GPU 0 against the CPU: max |Δ| 2.0e-06: ok" in text
+    assert ready.to_json()["onnx_cuda_libraries"]["libcudart.so.12"] == "loads"
+
+
+def test_the_onnx_gpu_convolution_check_does_not_mistake_a_cpu_fallback_for_a_match():
+    import onnxruntime
+
+    from core.inference.gpu_check import onnx_conv_check
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    check = onnx_conv_check(0)
+    assert check["ok"] is False and "fell back to the CPU" in check["error"]
+
+
+def test_gpu_check_answers_when_mxnet_itself_cannot_be_loaded(monkeypatch):
+    """mxnet-cu117 without the NVIDIA driver fails at import (libcuda.so.1): gpu-check still says what there is."""
+    import builtins
+
+    from core.inference.gpu_check import driver_gpus, gpu_report
+
+    if driver_gpus()[0]:
+        pytest.skip("this machine has a GPU")
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name == "mxnet":
+            raise OSError("libcuda.so.1: cannot open shared object file: No such file or directory")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing)
+    report = gpu_report()
+    text = "\n".join(report.lines())
+    assert report.mxnet_error == "libcuda.so.1: cannot be loaded" and report.route == "cpu"
+    assert "which cannot be loaded here (libcuda.so.1: cannot be loaded)" in text
+    assert "pip install mxnet==1.9.1" in text and text.endswith("MXNet cannot be loaded.")
+    assert report.to_json()["mxnet_error"] == "libcuda.so.1: cannot be loaded"
