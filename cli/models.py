@@ -35,6 +35,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--arch", default="cnn", help="cnn (compact, default) or resnet18")
     p.add_argument("--no-onnx", action="store_true",
                    help="do not export the kept model to model.onnx at the end (export-onnx can add it later)")
+    p.add_argument("--int8", action="store_true",
+                   help="also make the INT8 variant at the end (as 'biopsia quantize' does: calibrated on training "
+                        "tiles, refused if it changes more than 1 %% of the validation tiles' calls)")
     p.add_argument("--epochs", type=opt.positive, default=10)
     p.add_argument("--batch", type=opt.positive, default=64)
     p.add_argument("--lr", type=opt.number(0, 10, low_open=True), default=1e-3, help="initial learning rate (cosine decay)")
@@ -230,7 +233,7 @@ def train_model(args) -> int:
                    stain_reference=args.stain_reference,
                    progress=EpochProgress(), resume=args.resume, mpp=mpp,
                    target_sensitivity=args.target_sensitivity, cell_um=cell, warmup_epochs=args.warmup,
-                   onnx=not args.no_onnx)
+                   onnx=not args.no_onnx, int8=args.int8)
     if result.bundle is None:
         note("no epoch finished; no model saved")
         return 1
@@ -247,7 +250,19 @@ def train_model(args) -> int:
               "test, predict and evaluate use it unless given --threshold")
     if result.onnx is not None:
         note(onnx_words(result.onnx))
+    if result.int8 is not None:
+        note(int8_words(result.int8))
     return 0
+
+
+def int8_words(summary: dict) -> str:
+    """What the end-of-training quantisation did, in a line (`core.models.train.add_int8`'s record)."""
+    if "error" in summary:
+        return f"INT8 variant not made: {summary['error']}"
+    check = summary["check"]
+    return (f"INT8 variant kept ({summary['calib_mode']} calibration on {summary['calibration_tiles']} training "
+            f"tiles): against FP32 on {check['tiles']} validation tiles, calls agree {check['calls_agree']:.1%}, "
+            f"max |Δp| {check['max_abs_diff']:.3f}; predict --precision int8 uses it")
 
 
 def retrain_model(args) -> int:

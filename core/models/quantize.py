@@ -164,7 +164,8 @@ def _probs(net, x: np.ndarray) -> np.ndarray:
 
 def quantize_bundle(folder, sources: Iterable | None = None, calib_mode: str = "naive", calib_tiles: int = 256,
                     check_tiles: int = 256, head: str = "auto", min_agreement: float = MIN_AGREEMENT,
-                    tiles: np.ndarray | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                    tiles: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
+                    held_out: np.ndarray | None = None) -> dict:
     """Make, check and keep the INT8 variant of a bundle.
 
     Parameters
@@ -182,6 +183,9 @@ def quantize_bundle(folder, sources: Iterable | None = None, calib_mode: str = "
         Share of check tiles whose call must not change.
     tiles : ndarray, optional
         uint8 RGB tiles to use instead of ``sources`` (e.g. the training and validation tiles).
+    held_out : ndarray, optional
+        With ``tiles``: uint8 RGB tiles that check (up to ``check_tiles``), while ``tiles`` only calibrate
+        (e.g. validation and training tiles); without it, ``tiles`` are shared out at random between the two.
 
     Returns
     -------
@@ -217,10 +221,18 @@ def quantize_bundle(folder, sources: Iterable | None = None, calib_mode: str = "
     if len(tiles) < 20:
         raise ModelError(f"{folder}: {len(tiles)} tiles ({source}) are too few to calibrate and check an INT8 "
                          "network; give a dataset or slides with --calibration")
-    n_calib = min(calib_tiles, len(tiles) // 2)  # the rest check what the calibration did not see
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(tiles))
-    calib_idx, check_idx = order[:n_calib], order[n_calib:n_calib + check_tiles]
+    if held_out is not None:  # calibrate on tiles, check on held_out: the caller keeps them apart
+        n_calib = min(calib_tiles, len(tiles))
+        check = np.asarray(held_out)[:check_tiles]
+        if len(check) < 10:
+            raise ModelError(f"{folder}: {len(check)} held-out tiles are too few to check an INT8 network")
+        tiles = np.concatenate([tiles[:n_calib], check])
+        calib_idx, check_idx = np.arange(n_calib), np.arange(n_calib, len(tiles))
+    else:
+        n_calib = min(calib_tiles, len(tiles) // 2)  # the rest check what the calibration did not see
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(tiles))
+        calib_idx, check_idx = order[:n_calib], order[n_calib:n_calib + check_tiles]
     threshold = default_threshold(info)[0]
     start = time.perf_counter()
 

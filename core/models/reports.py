@@ -46,3 +46,4 @@ class TrainResult:
     threshold: float | None = None
     thresholds: dict | None = None
     onnx: dict | None = None  # the model.onnx check (`core.models.onnx_export.OnnxCheck.to_json`), or {"error": why}
+    int8: dict | None = None  # the INT8 variant's summary (`core.models.quantize.quantize_bundle`), or {"error": why}

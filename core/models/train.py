@@ -82,7 +82,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
           sampling: str = "shuffle", warmup_epochs: float | None = None, cell_um: float | None = None,
-          init_from=None, onnx: bool = True) -> TrainResult:
+          init_from=None, onnx: bool = True, int8: bool = False) -> TrainResult:
     """Train ``arch`` on tiles, validate every epoch, keep the best epoch (lowest validation loss) as a bundle.
 
     Parameters
@@ -150,6 +150,10 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
         At the end, export the kept model to ``model.onnx`` (`core.models.onnx_export.export_onnx`), checked
         against MXNet on validation tiles; an export that fails or differs is not kept, and
         ``TrainResult.onnx`` says why (the MXNet model is kept either way).
+    int8 : bool
+        At the end, also make the INT8 variant (`core.models.quantize.quantize_bundle`), calibrated on
+        training tiles and checked against FP32 on validation tiles; one refused (calls changed on more than
+        1 % of them) or that MXNet cannot make is not kept, and ``TrainResult.int8`` says why.
 
     Returns
     -------
@@ -227,6 +231,8 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
             raise KeyboardInterrupt
     if onnx and result.bundle is not None:
         result.onnx = add_onnx(result.bundle, val_data)
+    if int8 and result.bundle is not None:
+        result.int8 = add_int8(result.bundle, train_data, val_data)
     return result
 
 
@@ -237,6 +243,29 @@ def add_onnx(bundle: Path, val_data: TileArrays) -> dict:
     try:
         return export_onnx(bundle, tiles=val_data.images[:VERIFY_TILES]).to_json()
     except ModelError as err:  # the MXNet model stays; ``biopsia export-onnx`` can try again
+        log.warning("%s", err)
+        return {"error": str(err)}
+
+
+#: Tiles that calibrate the INT8 variant made at the end of training, and validation tiles that check it.
+INT8_CALIBRATION_TILES = 256
+INT8_CHECK_TILES = 256
+
+
+def add_int8(bundle: Path, train_data: TileArrays, val_data: TileArrays) -> dict:
+    """Make ``bundle``'s INT8 variant, calibrated on training tiles and checked on validation tiles.
+
+    Returns its summary (``model.json``'s ``int8`` block), or ``{"error": why}`` when it is refused or
+    cannot be made (the FP32 model stays either way; ``biopsia quantize`` can try again).
+    """
+    from core.models.quantize import quantize_bundle
+
+    rng = np.random.default_rng(0)  # calibration from across the training tiles, not the first slide's
+    calib = rng.permutation(len(train_data.images))[:INT8_CALIBRATION_TILES]
+    try:
+        return quantize_bundle(bundle, tiles=train_data.images[np.sort(calib)], held_out=val_data.images,
+                               calib_tiles=INT8_CALIBRATION_TILES, check_tiles=INT8_CHECK_TILES)
+    except ModelError as err:
         log.warning("%s", err)
         return {"error": str(err)}
 

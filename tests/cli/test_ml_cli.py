@@ -11,6 +11,8 @@ import shutil
 
 import pytest
 
+from core.models.bundle import read_info
+
 from tests.cli.test_cli import biopsia
 from tests.core.models.test_framework_check import _mnist_folder
 
@@ -31,10 +33,14 @@ def datasets(slide_pair, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(datasets):
     done = biopsia("train", datasets / "train-set", "--out", datasets / "model", "--epochs", "12", "--batch", "16",
-                   "--lr", "2e-3", "--device", "cpu", "--patience", "12", timeout=600)
+                   "--lr", "2e-3", "--device", "cpu", "--patience", "12", "--int8", timeout=600)
     assert done.returncode == 0, done.stderr
     assert "model.onnx kept: checked against MXNet on" in done.stderr  # every trained model gets one
     assert (datasets / "model" / "best" / "model.onnx").is_file()
+    # --int8: the variant is kept, or the line says why not and the model is kept without it
+    kept = "INT8 variant kept (naive calibration on" in done.stderr
+    assert kept or "INT8 variant not made: " in done.stderr, done.stderr
+    assert (read_info(datasets / "model" / "best").variant_file("int8", "symbol") is not None) == kept
     return datasets / "model", done
 
 

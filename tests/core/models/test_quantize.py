@@ -94,3 +94,26 @@ def test_bad_settings_are_named(tmp_path):
         quantize_bundle(tmp_path, calib_mode="best")
     with pytest.raises(ModelError, match="head 'fp16' not understood"):
         quantize_bundle(tmp_path, head="fp16")
+
+
+def test_training_can_end_with_a_checked_int8_variant_or_say_why_not(tmp_path, monkeypatch):
+    from core.models import quantize
+    from core.models.train import train
+    from tests.core.models.test_train import _textures
+
+    data = _textures(48, seed=1), _textures(24, seed=2)
+    fast = dict(arch="cnn", epochs=1, batch_size=16, device="cpu", early_stopping_patience=None, mpp=0.5,
+                onnx=False)
+    result = train(*data, tmp_path / "with", int8=True, **fast)
+    # calibrated on the training tiles alone, checked on every validation tile
+    assert result.int8["calibration_tiles"] == len(data[0]) and result.int8["check"]["tiles"] == len(data[1])
+    assert read_info(result.bundle).variant_file("int8", "symbol") == INT8_SYMBOL  # hash-checked with the bundle
+    probs = engine().run(lambda: load_int8(result.bundle).predict(data[1].images))
+    assert probs.shape == (len(data[1]), 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert train(*data, tmp_path / "without", **fast).int8 is None
+
+    real = quantize.quantize_bundle  # a variant that must agree on more than every tile: refused, FP32 kept
+    monkeypatch.setattr(quantize, "quantize_bundle", lambda *a, **k: real(*a, **k, min_agreement=1.01))
+    refused = train(*data, tmp_path / "refused", int8=True, **fast)
+    assert refused.bundle is not None and "error" in refused.int8
+    assert read_info(refused.bundle).variant_file("int8", "symbol") is None
