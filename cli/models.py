@@ -15,6 +15,7 @@ from cli import options as opt
 from cli.progress import ProgressBar, metric, note, warn
 from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import DatasetError
+from core.inference.engines import ENGINE_CHOICES
 from core.models.engine import describe_device, engine, parse_device
 from cli.tiles import add_patch_options, patch_scale, read_patches, refuse_patch_options
 from core.tiles.arrays import hold_out_sources, split_off
@@ -86,7 +87,7 @@ def add_parsers(sub) -> None:
                    help="tumour probability called positive (default: the model's, chosen on its validation "
                         "tiles; 0.5 if it records none)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--engine", choices=("auto", "mxnet", "onnx"), default="auto",
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
                    help="mxnet, onnx (the model's model.onnx on ONNX Runtime; 'biopsia export-onnx' makes it), or "
                         "auto (default): MXNet, except on a GPU MXNet has no kernels for, where ONNX Runtime runs")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",

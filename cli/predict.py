@@ -21,6 +21,7 @@ from core.errors import BiopsiaError
 from core.evaluation.compare import compare, summarise, summary_csv, threshold_for_grids, truth_for_grid
 from core.evaluation.report import ReportSlide, slide_for_report, write_report
 from core.inference.colours import COLORMAPS, DEFAULT_COLORMAP
+from core.inference.engines import ENGINE_CHOICES
 from core.inference.predict import ProbabilityGrid
 from core.models.engine import describe_device, engine, parse_device
 from core.models.thresholds import format_threshold
@@ -33,7 +34,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, help="model folder (from 'biopsia train' or the training panel)")
     p.add_argument("--out", required=True, help="folder; each slide gets OUT/<slide name>/")
     p.add_argument("--device", default="auto", help="auto (GPU when MXNet finds one), cpu or gpu:0")
-    p.add_argument("--engine", choices=("auto", "mxnet", "onnx"), default="auto",
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
                    help="mxnet, onnx (the model's model.onnx on ONNX Runtime; 'biopsia export-onnx' makes it), or "
                         "auto (default): MXNet, except on a GPU MXNet has no kernels for (Hopper and newer), "
                         "where ONNX Runtime's CUDA provider runs the model.onnx")
@@ -80,6 +81,8 @@ def predict(args) -> int:
     args.engine = resolve_engine(args, info)
     if wants_cluster(args):  # the workers choose their device; this process only plans and reports
         device = f"the cluster's workers (--device {args.device})"
+    elif args.engine == "onnx":  # MXNet's device does not apply; the model line says which provider ran
+        device = f"ONNX Runtime (--device {args.device})"
     else:
         device = engine().run(lambda: describe_device(parse_device(args.device)))
     note(f"predicting with {model} on {device}; {describe_threshold(info, given)}")

@@ -64,11 +64,10 @@ def choose_engine(engine: str, device: str, info, precision: str = "fp32") -> tu
     text = str(device or "auto").strip().lower()
     if precision != "fp32" or not (text == "auto" or text.startswith("gpu")) or info.variant_file("onnx") is None:
         return "mxnet", None
-    from core.inference.gpu_check import driver_gpus, mxnet_has_kernels
+    from core.inference.gpu_check import driver_gpus, gpu_index, mxnet_has_kernels
 
     gpus, _ = driver_gpus()
-    index = int(text.partition(":")[2]) if text.partition(":")[2].isdigit() else 0
-    gpu = next((g for g in gpus if g.index == index), None)
+    gpu = next((g for g in gpus if g.index == gpu_index(text)), None)
     if gpu is None or mxnet_has_kernels(gpu.compute_capability):
         return "mxnet", None
     try:

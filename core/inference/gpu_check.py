@@ -137,6 +137,12 @@ class GpuReport:
                 "conv_check": self.conv_check, "onnx_conv_check": self.onnx_conv_check, "route": self.route}
 
 
+def gpu_index(device: str) -> int:
+    """The GPU a device string names: ``"gpu:N"`` is N; ``"gpu"``, ``"auto"`` and anything else are 0."""
+    _, _, number = str(device or "").strip().lower().partition(":")
+    return int(number) if number.isdigit() else 0
+
+
 def mxnet_has_kernels(compute_capability: tuple[int, int]) -> bool:
     """True when MXNet 1.9.1's GPU kernels run on a GPU of this compute capability (5.0 to 8.9)."""
     return compute_capability[0] in MXNET_MAJORS
@@ -308,5 +314,5 @@ def gpu_report(run_conv: bool = True) -> GpuReport:
     return report
 
 
-__all__ = ["gpu_report", "GpuReport", "Gpu", "mxnet_has_kernels", "preload_cuda_libraries",
+__all__ = ["gpu_report", "GpuReport", "Gpu", "gpu_index", "mxnet_has_kernels", "preload_cuda_libraries",
            "preload_onnx_cuda_libraries", "onnx_conv_check", "CUDA_LIBRARIES", "ONNX_WHEEL_FOLDERS"]

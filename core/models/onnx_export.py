@@ -233,11 +233,10 @@ def onnx_session(data: bytes, device: str = "cpu", threads: int | None = None):
     wants_gpu = text.startswith("gpu")
     if (wants_gpu or text == "auto") and "CUDAExecutionProvider" in ort.get_available_providers() \
             and _driver_reports_a_gpu():
-        from core.inference.gpu_check import preload_onnx_cuda_libraries
+        from core.inference.gpu_check import gpu_index, preload_onnx_cuda_libraries
 
         preload_onnx_cuda_libraries()  # onnxruntime-gpu finds the nvidia-*-cu12 wheels' libraries only so
-        index = int(text.partition(":")[2] or 0) if wants_gpu and text.partition(":")[2].isdigit() else 0
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": gpu_index(text)}))
     session = ort.InferenceSession(data, options, providers=providers)
     if wants_gpu and session.get_providers()[0] != "CUDAExecutionProvider":
         # ONNX Runtime falls back to the CPU without a word; a GPU asked for by name is not quietly dropped
