@@ -104,6 +104,10 @@ def test_training_can_end_with_a_checked_int8_variant_or_say_why_not(tmp_path, m
     data = _textures(48, seed=1), _textures(24, seed=2)
     fast = dict(arch="cnn", epochs=1, batch_size=16, device="cpu", early_stopping_patience=None, mpp=0.5,
                 onnx=False)
+    real = quantize.quantize_bundle
+    # this test is about where the tiles go, not accuracy (a 1-epoch network's threshold sits among its calls;
+    # the demo model's INT8 accuracy is checked above): any agreement is kept here
+    monkeypatch.setattr(quantize, "quantize_bundle", lambda *a, **k: real(*a, **k, min_agreement=0.0))
     result = train(*data, tmp_path / "with", int8=True, **fast)
     # calibrated on the training tiles alone, checked on every validation tile
     assert result.int8["calibration_tiles"] == len(data[0]) and result.int8["check"]["tiles"] == len(data[1])
@@ -112,7 +116,7 @@ def test_training_can_end_with_a_checked_int8_variant_or_say_why_not(tmp_path, m
     assert probs.shape == (len(data[1]), 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert train(*data, tmp_path / "without", **fast).int8 is None
 
-    real = quantize.quantize_bundle  # a variant that must agree on more than every tile: refused, FP32 kept
+    # a variant that must agree on more than every tile: refused, FP32 kept
     monkeypatch.setattr(quantize, "quantize_bundle", lambda *a, **k: real(*a, **k, min_agreement=1.01))
     refused = train(*data, tmp_path / "refused", int8=True, **fast)
     assert refused.bundle is not None and "error" in refused.int8
