@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cli import options as opt
+from cli.predict import resolve_engine
 from cli.progress import ProgressBar, metric, note, warn
 from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import DatasetError
@@ -309,16 +310,15 @@ def onnx_words(check: dict) -> str:
 
 
 def test_tiles(args) -> int:
-    from core.models.bundle import resolve_bundle  # MXNet: see the note at the top
+    from core.models.bundle import read_info, resolve_bundle  # MXNet: see the note at the top
     from core.models.testing import test_model
 
     bundle = resolve_bundle(args.model)
     if is_demo_model(bundle):
         note(DEMO_MODEL_STATEMENT)
+    info = read_info(bundle)
+    args.engine = resolve_engine(args, info)  # decided before any tile is read
     if is_patch_folder(args.dataset):  # cut at the model's tile size and µm/px
-        from core.models.bundle import read_info
-
-        info = read_info(bundle)
         tiles = read_patches(args.dataset, args.patch_mpp, info.tile_px, info.mpp, group=False).tiles
         if tiles.classes != list(info.classes):
             raise DatasetError(f"{args.dataset}: its classes {tiles.classes} are not the model's {info.classes}; "
@@ -327,10 +327,6 @@ def test_tiles(args) -> int:
     else:
         refuse_patch_options(args.dataset, args)
         tiles = read_dataset(args.dataset, args.split)
-    from cli.predict import resolve_engine
-    from core.models.bundle import read_info
-
-    args.engine = resolve_engine(args, read_info(bundle, verify=False))
     result = test_model(bundle, tiles, args.device, args.threshold, progress=ProgressBar("tiles"), engine=args.engine,
                         precision=args.precision)
     if args.json:

@@ -236,12 +236,14 @@ def conv_check(index: int) -> dict:
     return {"gpu": index, "forward": forward, "backward": backward, "ok": forward < 1e-3 and backward < 1e-3}
 
 
-def _installed(metadata, dist: str) -> bool:
+def _version(dist: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    from importlib import metadata
+
     try:
-        metadata.version(dist)
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return False
-    return True
+        return None
 
 
 def onnx_conv_check(index: int) -> dict:
@@ -278,11 +280,9 @@ def gpu_report(run_conv: bool = True) -> GpuReport:
     try:
         import mxnet as mx
     except OSError as err:  # a GPU build that cannot load: no driver (libcuda.so.1), or a CUDA library missing
-        from importlib import metadata
-
-        build = next((d for d in ("mxnet-cu117", "mxnet") if _installed(metadata, d)), "mxnet")
-        report = GpuReport(f"{metadata.version(build)} ({build})" if _installed(metadata, build) else "?",
-                           build != "mxnet", False, mxnet_error=str(err).split(":")[0].strip() + ": cannot be loaded")
+        build = next((d for d in ("mxnet-cu117", "mxnet") if _version(d)), None)
+        report = GpuReport(f"{_version(build)} ({build})" if build else "?", build == "mxnet-cu117", False,
+                           mxnet_error=str(err).split(":")[0].strip() + ": cannot be loaded")
     else:
         features = mx.runtime.Features()
         report = GpuReport(mx.__version__, features.is_enabled("CUDA"), features.is_enabled("MKLDNN"))
