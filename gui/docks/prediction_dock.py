@@ -178,11 +178,11 @@ class PredictionDock(QDockWidget):
         form.addRow(self.progress)
         form.addRow(self.progress_label)
         body = QWidget()
-        outer = QVBoxLayout(body)
-        outer.setAlignment(Qt.AlignTop)
-        outer.addWidget(self.status)
+        outer = QVBoxLayout(body)  # no AlignTop: an aligned layout takes its size hint and ignores height-for-width,
+        outer.addWidget(self.status)  # which laid the Device row over the demo model note's last lines
         outer.addWidget(run_box)
         outer.addWidget(self.heatmap)
+        outer.addStretch(1)  # the spare height goes below the panels
         scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.NoFrame)
         scroll.setWidget(body)
         return scroll

@@ -103,13 +103,13 @@ class TilesDock(QDockWidget):
             counts.addWidget(self.total_labels[name], len(REASONS) + 1 + offset, 2)
 
         body = QWidget()
-        outer = QVBoxLayout(body)
-        outer.setAlignment(Qt.AlignTop)
+        outer = QVBoxLayout(body)  # a stretch below, not AlignTop, which ignores the wrapped labels' heights
         outer.addWidget(self.status)  # first: an error must be seen without scrolling
         outer.addLayout(form)
         outer.addWidget(self.fully_annotated)
         outer.addWidget(self.show_grid)
         outer.addLayout(counts)
+        outer.addStretch(1)
         scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.NoFrame)  # short screens: scroll, never squash
         scroll.setWidget(body)
         self.setWidget(scroll)

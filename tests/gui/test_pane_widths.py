@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from PyQt5.QtWidgets import QAbstractScrollArea, QDockWidget
+from PyQt5.QtWidgets import QAbstractScrollArea, QDockWidget, QMainWindow, QWidget
 
 from core.demo import DEMO_MODEL
 from gui.main_window import DOCK_MAX_PX, DOCK_MIN_PX, dock_width
@@ -59,6 +59,48 @@ def test_every_panel_fits_its_column_without_a_sideways_scroll(qtbot, make_windo
                 bar = area.horizontalScrollBar()
                 assert not bar.isVisible() or bar.maximum() == 0, (dock.objectName(), area.widget().minimumSizeHint())
         assert dock.width() <= dock_width(size[0]) + 2, (dock.objectName(), dock.width())
+
+
+def laid_out(parent: QWidget) -> list[QWidget]:
+    """The widgets ``parent``'s layout (and the layouts inside it) place, in order."""
+    found, layouts = [], [parent.layout()] if parent.layout() is not None else []
+    while layouts:
+        layout = layouts.pop()
+        for i in range(layout.count()):
+            item = layout.itemAt(i)
+            if item.widget() is not None:
+                found.append(item.widget())
+            elif item.layout() is not None:
+                layouts.append(item.layout())
+    return found
+
+
+def overlapping(root: QWidget) -> list[str]:
+    """Pairs of visible widgets placed by one layout whose rectangles cross: one drawn over the other."""
+    bad = []
+    for parent in [root] + root.findChildren(QWidget):
+        if not parent.isVisible() or isinstance(parent, QMainWindow):  # its docks are placed by hand
+            continue
+        kids = [k for k in laid_out(parent) if k.isVisible() and k.parentWidget() is parent]
+        for i, a in enumerate(kids):
+            bad += [f"{type(parent).__name__}: {type(a).__name__} {a.geometry().getRect()} over {type(b).__name__} "
+                    f"{b.geometry().getRect()}" for b in kids[i + 1:] if a.geometry().intersects(b.geometry())]
+    return bad
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_no_panel_draws_one_row_over_another(qtbot, make_window, open_view, synthetic_slide, size):
+    window = make_window(size)
+    open_view(window, synthetic_slide.slide_path)
+    window.prediction_dock.set_model(DEMO_MODEL)  # the demo model's note: a tall wrapped row in a form
+    for dock in window.findChildren(QDockWidget):
+        dock.show()
+        dock.raise_()
+        qtbot.waitUntil(dock.isVisible, timeout=3000)
+        qtbot.wait(20)  # one layout pass
+        assert not overlapping(dock), (dock.objectName(), overlapping(dock))
+    note, device = window.prediction_dock.model_note, window.prediction_dock.device
+    assert note.isVisible() and device.y() >= note.geometry().bottom()  # the row below starts below its last line
 
 
 def test_the_panels_are_tabs_down_the_side(qtbot, make_window, open_view, synthetic_slide):
