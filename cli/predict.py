@@ -122,7 +122,7 @@ def resolve_engine(args, info) -> str:
 
     chosen, why = choose_engine(args.engine, args.device, info, args.precision)
     if why:
-        note(why)
+        note(f"{why}; --engine mxnet to insist on MXNet, which then runs on the CPU")
     return chosen
 
 

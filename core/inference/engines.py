@@ -78,7 +78,7 @@ def choose_engine(engine: str, device: str, info, precision: str = "fp32") -> tu
         return "mxnet", None
     cc = ".".join(map(str, gpu.compute_capability))
     return "onnx", (f"{gpu.name} (compute capability {cc}) has no MXNet kernels: predicting with ONNX Runtime "
-                    "on it (model.onnx; --engine mxnet to insist on MXNet, which then runs on the CPU)")
+                    "on it (model.onnx)")
 
 
 def check_names(engine: str, precision: str) -> None:

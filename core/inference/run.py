@@ -15,7 +15,7 @@ from typing import Callable
 
 from core.errors import Cancelled
 from core.inference.predict import ProbabilityGrid, check_model, predict_slide, prediction_path
-from core.inference.engines import check_engine
+from core.inference.engines import check_engine, choose_engine
 from core.models.engine import engine as model_thread
 from core.tiles.tissue import TissueMask, detect_tissue
 
@@ -29,6 +29,15 @@ class TissueFound:
 
     key: tuple
     tissue: TissueMask
+
+
+@dataclass(frozen=True)
+class EngineChosen:
+    """A report of the run: the engine ``"auto"`` became, and why when it is not MXNet (for the window to say)."""
+
+    engine: str
+    precision: str
+    why: str | None
 
 
 def background_priority() -> None:
@@ -73,12 +82,15 @@ def run_prediction(reader, model_dir, device: str, slide_mpp, tissue: TissueMask
         Where a complete grid is saved (`core.inference.predict.prediction_path`); not saved without them.
     batch_size : int
     partial : callable, optional
-        Gets a `TissueFound`, then the empty `ProbabilityGrid`, then a `PartialResult` per batch.
+        Gets an `EngineChosen` when ``engine`` is ``"auto"``, a `TissueFound`, then the empty
+        `ProbabilityGrid`, then a `PartialResult` per batch.
     should_stop : callable
         Checked between steps; a stopped run is never saved.
     engine, precision : str
         How the network is computed (`core.inference.engines`): ``"mxnet"``/``"fp32"``, ``"mxnet"``/``"int8"``
-        or ``"onnx"``/``"fp32"``; a model without that variant is refused before any work.
+        or ``"onnx"``/``"fp32"``; a model without that variant is refused before any work. ``"auto"`` is made
+        definite once the model is read (`core.inference.engines.choose_engine`: ONNX Runtime on a GPU MXNet
+        has no kernels for, else MXNet) and reported as an `EngineChosen`.
 
     Returns
     -------
@@ -97,6 +109,9 @@ def run_prediction(reader, model_dir, device: str, slide_mpp, tissue: TissueMask
     model_thread().run(background_priority)
     mpp = tuple(slide_mpp) if slide_mpp else reader.mpp
     model = check_model(model_dir, mpp, reader.display_name)
+    if engine == "auto":
+        engine, why = choose_engine(engine, device, model.info, precision)
+        report(EngineChosen(engine, precision, why))
     check_engine(model.info, model.folder, engine, precision)
     if tissue is None:
         tissue = detect_tissue(reader, slide_mpp=mpp)
@@ -111,4 +126,4 @@ def run_prediction(reader, model_dir, device: str, slide_mpp, tissue: TissueMask
     return grid, path
 
 
-__all__ = ["run_prediction", "TissueFound", "background_priority", "BACKGROUND_NICE"]
+__all__ = ["run_prediction", "TissueFound", "EngineChosen", "background_priority", "BACKGROUND_NICE"]

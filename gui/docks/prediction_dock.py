@@ -23,7 +23,7 @@ from PyQt5.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, Q
 from core.demo import DEMO_MODEL_STATEMENT, is_demo_model
 from core.errors import BiopsiaError
 from core.inference.predict import PartialResult, ProbabilityGrid, load_latest_prediction
-from core.inference.run import TissueFound, run_prediction
+from core.inference.run import EngineChosen, TissueFound, run_prediction
 from core.models.folder import model_name
 from core.project.layout import MODELS_DIR
 from core.project.document import PredictionState
@@ -37,8 +37,9 @@ from gui.wrap_label import WrapLabel
 #: Milliseconds between two heatmap updates while a run reports batches.
 APPLY_MS = 100
 BROWSE = "__browse__"
-#: The Engine choices: words, then `core.inference.engines`' engine and precision.
-ENGINE_CHOICES = (("MXNet · FP32", "mxnet", "fp32"), ("MXNet · INT8 (oneDNN)", "mxnet", "int8"),
+#: The Engine choices: words, then `core.inference.engines`' engine and precision. "Automatic" is the CLI's
+#: ``--engine auto``: ONNX Runtime on a GPU MXNet has no kernels for (Hopper and newer), else MXNet FP32.
+ENGINE_CHOICES = (("Automatic", "auto", "fp32"), ("MXNet · FP32", "mxnet", "fp32"), ("MXNet · INT8 (oneDNN)", "mxnet", "int8"),
                   ("ONNX Runtime · FP32", "onnx", "fp32"))
 
 
@@ -55,6 +56,9 @@ def engine_availability(bundle: Path | None) -> list[str | None]:
         return [str(err)] * len(ENGINE_CHOICES)
     out = []
     for _words, engine, precision in ENGINE_CHOICES:
+        if engine == "auto":  # never refused: it falls back to MXNet FP32, which every model holds
+            out.append(None)
+            continue
         try:
             check_engine(info, folder, engine, precision)
             out.append(None)
@@ -139,8 +143,10 @@ class PredictionDock(QDockWidget):
         self.model.activated.connect(self._on_model_activated)
         self.device_picker = DevicePicker("Runs on")
         self.device, self.device_label = self.device_picker.combo, self.device_picker.label
-        self.engine = QComboBox(toolTip="How the network is computed: MXNet in FP32, MXNet in INT8 (the model's "
-                                        "quantized variant, biopsia quantize), or ONNX Runtime (its model.onnx)")
+        self.engine = QComboBox(toolTip="How the network is computed: Automatic (ONNX Runtime on a GPU that MXNet "
+                                        "has no kernels for, else MXNet FP32), MXNet in FP32, MXNet in INT8 (the "
+                                        "model's quantized variant, biopsia quantize), or ONNX Runtime (its "
+                                        "model.onnx)")
         for words, engine, precision in ENGINE_CHOICES:
             self.engine.addItem(words, (engine, precision))
         self.start_button = QPushButton(icon("predict"), "Predict slide", clicked=self.start)
@@ -154,6 +160,7 @@ class PredictionDock(QDockWidget):
         self.model_note.setText(DEMO_MODEL_STATEMENT)  # core.demo's: the card, CLI and window say one text
         self.model_note.hide()
         self._threshold_model: Path | None = None  # the model whose threshold the heatmap settings started at
+        self._engine_note: str | None = None  # why Automatic took ONNX Runtime in the current run
 
         self.heatmap = HeatmapSettings()
         self.heatmap.threshold_changed.connect(self.threshold_changed)
@@ -275,7 +282,7 @@ class PredictionDock(QDockWidget):
 
     def engine_choice(self) -> tuple[str, str]:
         """The Engine box's ``(engine, precision)``."""
-        return tuple(self.engine.currentData() or ("mxnet", "fp32"))
+        return tuple(self.engine.currentData() or ("auto", "fp32"))
 
     def _show_engines(self, path: Path | None) -> None:
         """Only the engines the model holds a variant for can be chosen; the others say how to add one."""
@@ -285,7 +292,7 @@ class PredictionDock(QDockWidget):
             item.setEnabled(why is None)
             item.setToolTip(why or "")
         if not items.item(self.engine.currentIndex()).isEnabled():
-            self.engine.setCurrentIndex(0)  # FP32 MXNet: every model has it
+            self.engine.setCurrentIndex(0)  # Automatic: MXNet FP32 at worst, which every model has
 
     def _show_model(self) -> None:
         """A newly chosen model: the threshold starts at the one it records, and the demo model says what it is."""
@@ -337,7 +344,7 @@ class PredictionDock(QDockWidget):
         worker.done.connect(lambda w=worker: self._on_done(w))
         view.destroyed.connect(worker.cancel)  # however the view goes, its run stops
         self.worker, self.run_view, self.updates, self._pending = worker, view, [], []
-        self._offscreen = None
+        self._offscreen = self._engine_note = None
         shown = doc.prediction.grid is not None and doc.prediction.grid.done.any()
         self._before = (doc.prediction.state, doc.prediction.message) if shown else None
         doc.prediction.state = PredictionState.RUNNING
@@ -359,6 +366,12 @@ class PredictionDock(QDockWidget):
         return not sip.isdeleted(self) and worker is self.worker and view is self.run_view
 
     def _on_report(self, worker, view, report) -> None:
+        if isinstance(report, EngineChosen):
+            if self._current(worker, view):
+                self._engine_note = report.why
+                if report.why:
+                    self.progress_label.setText(report.why)
+            return
         if isinstance(report, TissueFound):
             if not sip.isdeleted(view):
                 view.document.keep_tissue(report.key, report.tissue)
@@ -410,6 +423,8 @@ class PredictionDock(QDockWidget):
         state.grid, state.path, state.state = grid, path, PredictionState.DONE
         where = f"saved in the project ({path.name})" if path else "not saved (the slide is in no project)"
         state.message = f"Done: {int(grid.done.sum()):,} tiles in {_clock(grid.seconds)}, {where}."
+        if self._engine_note:  # Automatic took ONNX Runtime: say why (MXNet FP32 in Engine insists on MXNet)
+            state.message += f" {self._engine_note}; choose MXNet · FP32 in Engine to insist on MXNet."
         view.heatmap_layer.set_grid(grid)
         _set_progress(self.progress, 1, 1)
         self.progress_label.setText(f"{int(grid.done.sum()):,} tiles · {_clock(grid.seconds)}")

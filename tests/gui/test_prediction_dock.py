@@ -294,20 +294,31 @@ def test_the_demo_model_agrees_with_the_doctors_in_the_window(qtbot, window, sli
 
 
 def test_the_engine_box_offers_what_the_model_holds_and_onnx_runtime_predicts(qtbot, window, slide_pair,
-                                                                              small_model, tmp_path):
+                                                                              small_model, tmp_path, monkeypatch):
     synth = slide_pair[0]
     project, _ = make_project(tmp_path / "project", synth, small_model)  # trained: model.onnx made at the end
     view, dock = open_for_prediction(qtbot, window, project, synth.slide_path)
     items = dock.engine.model()
     offered = {dock.engine.itemText(i): items.item(i).isEnabled() for i in range(dock.engine.count())}
-    assert offered == {"MXNet · FP32": True, "MXNet · INT8 (oneDNN)": False, "ONNX Runtime · FP32": True}
-    assert "biopsia quantize" in items.item(1).toolTip()  # says how to add what is missing
-    dock.engine.setCurrentIndex(2)
+    assert offered == {"Automatic": True, "MXNet · FP32": True, "MXNet · INT8 (oneDNN)": False,
+                       "ONNX Runtime · FP32": True}
+    assert dock.engine_choice() == ("auto", "fp32")  # the CLI's --engine auto is the window's default too
+    assert "biopsia quantize" in items.item(2).toolTip()  # says how to add what is missing
+    dock.engine.setCurrentIndex(3)
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock)
     assert ended.args == ["finished"], dock.status.text()
     grid = view.document.prediction.grid
     assert grid.complete and (grid.model["engine"], grid.model["precision"]) == ("onnx", "fp32")
+    # Automatic, where it finds a GPU MXNet has no kernels for: ONNX Runtime computes, and the panel says why
+    why = "NVIDIA H200 (compute capability 9.0) has no MXNet kernels: predicting with ONNX Runtime on it"
+    monkeypatch.setattr(run, "choose_engine", lambda engine, device, info, precision: ("onnx", why))
+    dock.engine.setCurrentIndex(0)
+    with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
+        start(qtbot, dock)
+    assert ended.args == ["finished"], dock.status.text()
+    assert view.document.prediction.grid.model["engine"] == "onnx"
+    assert why in dock.status.text() and "MXNet · FP32 in Engine" in dock.status.text()
     # a model without model.onnx: ONNX Runtime cannot be chosen, and the box falls back to MXNet FP32
     bare = tmp_path / "bare"
     shutil.copytree(small_model, bare)
@@ -317,5 +328,7 @@ def test_the_engine_box_offers_what_the_model_holds_and_onnx_runtime_predicts(qt
     (bare / "model.json").write_text(json.dumps(doc))
     (bare / "model.onnx").unlink()
     dock.set_model(bare)
-    assert not items.item(2).isEnabled() and "biopsia export-onnx" in items.item(2).toolTip()
-    assert dock.engine_choice() == ("mxnet", "fp32")
+    dock.engine.setCurrentIndex(3)
+    dock.set_model(bare)
+    assert not items.item(3).isEnabled() and "biopsia export-onnx" in items.item(3).toolTip()
+    assert dock.engine_choice() == ("auto", "fp32")  # falls back to Automatic: MXNet FP32 at worst

@@ -83,6 +83,30 @@ def test_a_run_checks_its_model_once_before_reading_a_pixel(slide_pair, small_mo
         assert len(checks) == 2
 
 
+
+def test_an_automatic_engine_is_made_definite_and_reported_before_any_tile(slide_pair, small_model, monkeypatch):
+    reports = []
+
+    def partial(report):
+        reports.append(report)
+        if isinstance(report, PartialResult):
+            stop.append(True)
+
+    stop = []
+    with open_slide(slide_pair[0].slide_path) as reader:  # no GPU here: MXNet, and nothing to explain
+        grid, _ = run.run_prediction(reader, small_model, "cpu", None, None, ("key",), batch_size=8,
+                                     partial=partial, should_stop=lambda: bool(stop), engine="auto")
+        assert reports[0] == run.EngineChosen("mxnet", "fp32", None)
+        assert "engine" not in grid.model  # MXNet FP32, as a run asked for by name records it
+        # where the choice falls on ONNX Runtime, the run computes with it and says why, first of all
+        why = "NVIDIA H200 (compute capability 9.0) has no MXNet kernels"
+        monkeypatch.setattr(run, "choose_engine", lambda engine, device, info, precision: ("onnx", why))
+        reports.clear(), stop.clear()
+        grid, _ = run.run_prediction(reader, small_model, "cpu", None, None, ("key",), batch_size=8,
+                                     partial=partial, should_stop=lambda: bool(stop), engine="auto")
+        assert reports[0] == run.EngineChosen("onnx", "fp32", why)
+        assert (grid.model["engine"], grid.model["precision"]) == ("onnx", "fp32") and grid.done.any()
+
 # -- the window: documents owned, read by the docks, dropped on close -------------------------------------
 def test_the_docks_read_the_views_document(qtbot, window, open_view, slide_pair):
     view = open_view(window, slide_pair[0].slide_path)
