@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from PyQt5 import sip
 from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QFont
 from PyQt5.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.annotations.proposals import is_draft
@@ -23,7 +24,8 @@ from gui.worker import Worker
 
 #: Quiet time (ms) after an edit or a threshold drag before measuring again.
 DEBOUNCE_MS = 400
-COLUMNS = ("Core", "Length", "Tumour", "%", "Network", "Net %")  # narrow: the panel is a quarter of the window
+#: Narrow: the panel is a quarter of the window. Each "%" is of the length to its left (marks, then network).
+COLUMNS = ("#", "Length", "Tumour", "%", "Network", "%")
 TIPS = ("Cores (tissue fragments) top to bottom, as read", "The core's length along its centre line (mm)",
         "Tumour length (mm) from the first to the last Tumour mark along the core (ISUP: foci as one span)",
         "Percentage of the core's length involved, from the marks",
@@ -199,7 +201,14 @@ class CoresTable(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        font = QFont(self.table.font())  # a little smaller than the panel's: six columns in a 300 px panel
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 2))
+        self.table.setFont(font)
+        self.table.horizontalHeader().setFont(font)
+        self.table.horizontalHeader().setMinimumSectionSize(8)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.setMaximumHeight(200)
         self.table.itemClicked.connect(self._on_clicked)
         layout = QVBoxLayout(self)

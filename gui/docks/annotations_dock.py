@@ -50,7 +50,7 @@ class AnnotationsDock(QDockWidget):
         self.class_checks: dict[str, QCheckBox] = {}
         self._checks_row = QGridLayout()  # two classes a row: the panel stays narrow, the slide gets the room
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setHorizontalHeaderLabels([c.replace(" (", "\n(") for c in COLUMNS])  # units below: narrow
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)

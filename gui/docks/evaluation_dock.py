@@ -89,32 +89,46 @@ class EvaluationDock(QDockWidget):
     # -- building -----------------------------------------------------------------------------
     def _build_slide_tab(self) -> QWidget:
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
-        self.table = QTableWidget(5, 5)
+        # The study's 2x2 table, screening test (rows) against true diagnosis (columns), sized for a 300 px panel:
+        # the row axis's name stands in the corner over two lines, the count columns are headed "Neg." and
+        # "Pos." (the words in their tooltips), and the table's text is a little smaller than the panel's, so
+        # that five-digit counts keep all their digits at 1280 x 800 and six-digit ones in a wider panel.
+        self.table = QTableWidget(5, 4)
         self.table.horizontalHeader().hide()
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionMode(QTableWidget.NoSelection)
         self.table.setFocusPolicy(Qt.NoFocus)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the columns share the width given
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        font = QFont(self.table.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 2))
+        self.table.setFont(font)
+        self.table.horizontalHeader().setMinimumSectionSize(8)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        for col in (0, 1):  # the row labels as wide as their words, the counts share the rest
-            self.table.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)  # as wide as its words
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.setFixedHeight(5 * 28 + 4)
-        bold = QFont()
+        bold = QFont(font)
         bold.setBold(True)
-        for row, col, text, span in ((0, 2, "True diagnosis", (1, 2)), (1, 2, "Negative", None),
-                                     (1, 3, "Positive", None), (1, 4, "Total", None), (2, 0, "Screening\ntest", (2, 1)),
-                                     (2, 1, "Negative", None), (3, 1, "Positive", None), (4, 1, "Total", None)):
+        for row, col, text, span, tip in (
+                (0, 0, "Screening\ntest", (2, 1), "The network's call at the threshold"),
+                (0, 1, "True diagnosis", (1, 3), "The doctors' marks"),
+                (1, 1, "Neg.", None, "Negative: no tumour in the doctors' marks"),
+                (1, 2, "Pos.", None, "Positive: tumour in the doctors' marks"), (1, 3, "Total", None, ""),
+                (2, 0, "Negative", None, "The network calls no tumour"),
+                (3, 0, "Positive", None, "The network calls tumour"), (4, 0, "Total", None, "")):
             item = QTableWidgetItem(text)
             item.setFont(bold)
-            item.setTextAlignment(Qt.AlignCenter)
+            item.setToolTip(tip)
+            item.setTextAlignment(Qt.AlignCenter if col > 0 or row < 2 else Qt.AlignLeft | Qt.AlignVCenter)
             self.table.setItem(row, col, item)
             if span:
                 self.table.setSpan(row, col, *span)
         self.cells: dict[str, QTableWidgetItem] = {}
-        for name, row, col, colour in (("tn", 2, 2, AGREE), ("fn", 2, 3, DISAGREE), ("neg_total", 2, 4, TOTAL),
-                                       ("fp", 3, 2, DISAGREE), ("tp", 3, 3, AGREE), ("pos_total", 3, 4, TOTAL),
-                                       ("neg_truth", 4, 2, TOTAL), ("pos_truth", 4, 3, TOTAL), ("total", 4, 4, TOTAL)):
+        for name, row, col, colour in (("tn", 2, 1, AGREE), ("fn", 2, 2, DISAGREE), ("neg_total", 2, 3, TOTAL),
+                                       ("fp", 3, 1, DISAGREE), ("tp", 3, 2, AGREE), ("pos_total", 3, 3, TOTAL),
+                                       ("neg_truth", 4, 1, TOTAL), ("pos_truth", 4, 2, TOTAL), ("total", 4, 3, TOTAL)):
             item = QTableWidgetItem("–")
             item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
             item.setBackground(QBrush(colour))

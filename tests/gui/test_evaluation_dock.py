@@ -20,7 +20,9 @@ from core.evaluation.compare import compare, summarise, truth_for_grid
 from core.inference.predict import ProbabilityGrid, predict_slide, prediction_path, saved_predictions
 from core.project.document import PredictionState
 from core.project.model import Project
+from gui.core_measures import CoresTable
 from gui.threshold_text import threshold_text
+from tests.gui.test_pane_widths import cut_texts
 from projects import marked_project
 
 WINDOW_SIZE = (1400, 1000)
@@ -57,6 +59,22 @@ def table_counts(dock) -> dict:
     return {name: int(item.text().replace(",", "")) for name, item in dock.cells.items()}
 
 
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_the_table_keeps_every_word_and_digit_in_a_narrow_panel(qtbot, make_window, project, slide_pair, size):
+    window = make_window(size)
+    _view, dock = open_evaluation(qtbot, window, project, slide_pair[0].slide_path)
+    table = dock.table
+    widest = "88,888" if size[0] < 1600 else "888,888"  # a whole slide's tiles: five digits, six on a wide screen
+    for item in dock.cells.values():
+        item.setText(widest)
+    qtbot.wait(20)
+    assert cut_texts(table) == []
+    # the per-core table under it: six columns, the network's included, none cut or scrolled off
+    cores = dock.findChildren(CoresTable)[0]
+    qtbot.waitUntil(lambda: cores.table.rowCount() > 0 and not cores.table.isColumnHidden(5), timeout=TIMEOUT)
+    qtbot.wait(20)
+    assert cut_texts(cores.table) == []
+
 def expected(view, grid, threshold):
     truth = truth_for_grid(grid, view.annotations.annotations(), fully_annotated=True)
     return compare(grid, truth, threshold)
@@ -74,9 +92,10 @@ def test_table_metrics_roc_and_target_threshold_follow_core(qtbot, window, proje
                                   "total": c.total}
     assert c.tp > 10 and c.tn > 10
     # the study's layout: screening test (rows) against true diagnosis (columns)
-    assert dock.table.item(0, 2).text() == "True diagnosis" and dock.table.item(2, 0).text() == "Screening\ntest"
-    assert [dock.table.item(1, col).text() for col in (2, 3, 4)] == ["Negative", "Positive", "Total"]
-    assert [dock.table.item(row, 1).text() for row in (2, 3, 4)] == ["Negative", "Positive", "Total"]
+    assert dock.table.item(0, 1).text() == "True diagnosis" and dock.table.item(0, 0).text() == "Screening\ntest"
+    assert [dock.table.item(1, col).text() for col in (1, 2, 3)] == ["Neg.", "Pos.", "Total"]
+    assert dock.table.item(1, 1).toolTip().startswith("Negative")
+    assert [dock.table.item(row, 0).text() for row in (2, 3, 4)] == ["Negative", "Positive", "Total"]
     for key, label in dock.metric_labels.items():
         assert label.text() == f"{getattr(want, key):.3f}", key
     assert want.auc > 0.9

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from PyQt5.QtWidgets import QAbstractScrollArea, QDockWidget, QMainWindow, QWidget
+from PyQt5.QtCore import Qt
+from PyQt5.QtGui import QFontMetrics
+from PyQt5.QtWidgets import QAbstractScrollArea, QDockWidget, QMainWindow, QStyle, QTableWidget, QWidget
 
 from core.demo import DEMO_MODEL
 from gui.main_window import DOCK_MAX_PX, DOCK_MIN_PX, dock_width
@@ -86,6 +88,35 @@ def overlapping(root: QWidget) -> list[str]:
             bad += [f"{type(parent).__name__}: {type(a).__name__} {a.geometry().getRect()} over {type(b).__name__} "
                     f"{b.geometry().getRect()}" for b in kids[i + 1:] if a.geometry().intersects(b.geometry())]
     return bad
+
+
+def cut_texts(table: QTableWidget) -> list[tuple[str, int, int]]:
+    """``(text, px needed, px given)`` of every header and cell whose text does not fit its (spanned) column, and
+    of the table itself when its columns run past what it shows (a sideways scroll)."""
+    cut = []
+    shown = [c for c in range(table.columnCount()) if not table.isColumnHidden(c)]
+    total = sum(table.columnWidth(c) for c in shown)
+    if total > table.viewport().width() + 1:
+        cut.append(("the columns", total, table.viewport().width()))
+    header = table.horizontalHeader()
+    for col in shown:
+        item = table.horizontalHeaderItem(col)
+        if item is not None and not header.isHidden():
+            margin = header.style().pixelMetric(QStyle.PM_HeaderMargin)
+            need = QFontMetrics(header.font()).horizontalAdvance(item.text()) + 2 * margin
+            if need > table.columnWidth(col):
+                cut.append((item.text(), need, table.columnWidth(col)))
+    for row in range(table.rowCount()):
+        for col in shown:
+            item = table.item(row, col)
+            if item is None or not item.text():
+                continue
+            width = sum(table.columnWidth(c) for c in range(col, col + table.columnSpan(row, col)))
+            font = item.font() if item.data(Qt.FontRole) is not None else table.font()  # the table's, unless set
+            need = max(QFontMetrics(font).horizontalAdvance(line) for line in item.text().split("\n")) + 6
+            if need > width:
+                cut.append((item.text(), need, width))  # drawn elided, "1..."
+    return cut
 
 
 @pytest.mark.parametrize("size", SIZES)
