@@ -187,6 +187,8 @@ class TrainingPanel(QDialog):
 
         self.curves = TrainingCurves()
         self.curves.batches_drawn.connect(self._show_batch_status)
+        self.curves.start(self.epochs.value())  # before a run: the epochs it will draw, in whole numbers
+        self.epochs.valueChanged.connect(lambda n: None if self.running or self.history else self.curves.start(n))
 
         self.best_box = BestEpochBox()
 

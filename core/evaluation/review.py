@@ -36,9 +36,11 @@ class ReviewItem:
     def reason(self) -> str:
         parts = []
         if self.disagreeing_tiles:
-            parts.append(f"{self.disagreeing_tiles} tiles disagree with the marks")
+            n = self.disagreeing_tiles
+            parts.append(f"{n} tile{'s' if n != 1 else ''} disagree{'s' if n == 1 else ''} with the marks")
         if self.uncertain_tiles:
-            parts.append(f"{self.uncertain_tiles} tiles near the threshold")
+            n = self.uncertain_tiles
+            parts.append(f"{n} tile{'s' if n != 1 else ''} near the threshold")
         return "; ".join(parts) or "worth a look"
 
 

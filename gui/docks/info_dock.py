@@ -38,11 +38,14 @@ class InfoDock(QDockWidget):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setColumnWidth(0, 150)
-        self.table.setTextElideMode(Qt.ElideRight)
-        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setColumnWidth(0, 130)
+        # a narrow panel wraps words onto more lines (rows grow to fit) and cuts a path in its middle, so that
+        # the resolution, the levels and the file's name stay readable; every value's tooltip is whole
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        self.table.setWordWrap(True)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.table.setWordWrap(False)
         self.setWidget(self.table)
 
     def show_info(self, info: SlideInfo | None, mpp=None, mpp_source=None) -> None:

@@ -46,7 +46,9 @@ class ReviewDock(QDockWidget):
         self._worker: Worker | None = None
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self.compute)
         self.caption = QLabel("No slide open.", wordWrap=True, styleSheet="color: #666")
-        self.list = QListWidget()
+        self.list = QListWidget(wordWrap=True)  # a narrow panel wraps the reasons rather than hiding their ends
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.list.setResizeMode(QListWidget.Adjust)
         self.list.itemActivated.connect(lambda item: self.show_item(self.items[self.list.row(item)]))
         self.list.itemClicked.connect(lambda item: self.show_item(self.items[self.list.row(item)]))
         body = QWidget()
@@ -109,7 +111,7 @@ class ReviewDock(QDockWidget):
         self.caption.setText(text)
         self.list.clear()
         for i, item in enumerate(self.items, start=1):
-            entry = QListWidgetItem(f"{i}. {item.reason} ({item.tiles} tiles)")
+            entry = QListWidgetItem(f"{i}. {item.reason} (of {item.tiles} tile{'s' if item.tiles != 1 else ''})")
             entry.setToolTip(f"score {item.score:g}")
             self.list.addItem(entry)
         self.listed.emit(self.items)

@@ -149,6 +149,9 @@ def test_the_review_list_steps_with_n_and_shift_n_each_region_filling_the_view(q
         review.compute()
     first_list = list(review.items)
     assert first_list and first_list[0].uncertain_tiles > 0  # the unsure region ranks first
+    entry = review.list.item(0)
+    assert entry.text().startswith(f"1. {first_list[0].reason} (of {first_list[0].tiles} tile")
+    assert review.list.wordWrap() and review.list.horizontalScrollBarPolicy() == Qt.ScrollBarAlwaysOff  # wraps
     window.activateWindow()
     view.setFocus()
     key(view, Qt.Key_N)

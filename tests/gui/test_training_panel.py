@@ -237,6 +237,18 @@ def test_default_roles_make_every_slide_a_train_slide(qtbot, window, slides, tmp
     assert "never chooses the best epoch" in panel.table.cellWidget(0, training_panel.ROLE).toolTip()
 
 
+
+def test_before_a_run_the_curves_show_the_epochs_it_will_draw(qtbot, window, slides, tmp_path):
+    project, ids = make_project(tmp_path / "project", slides)
+    window.use_project(project, open_slides=False)
+    window.actions["train"].trigger()
+    panel = window.training_panel
+    for epochs in (panel.epochs.value(), 25):
+        panel.epochs.setValue(epochs)
+        for plot in (panel.curves.loss_plot, panel.curves.metric_plot):
+            x0, x1 = plot.viewRange()[0]
+            assert x0 <= 0 < epochs <= x1 <= epochs * 1.1, (x0, x1)  # not a bare 0..1 with ticks at 0.2, 0.4...
+
 def test_a_run_needs_a_train_slide_and_a_plain_name(qtbot, window, slides, tmp_path):
     project, ids = make_project(tmp_path / "project", slides)
     panel = open_panel(qtbot, window, project, ids)

@@ -135,6 +135,10 @@ def test_the_review_list_ranks_doubt_and_disagreement_and_drops_what_was_reviewe
     later = review_queue(grid, 0.5, marks, reviewed=[box(1900, 0, 2700, 500)])
     assert [item.tiles for item in later] == [16, 4]
     assert [item.tiles for item in review_queue(grid, 0.5)] == [18, 4]
+    from dataclasses import replace  # one tile reads as one tile
+    one = replace(queue[1], disagreeing_tiles=1, uncertain_tiles=1)
+    assert one.reason == "1 tile disagrees with the marks; 1 tile near the threshold"
+    assert queue[1].reason == "16 tiles disagree with the marks"
 
 
 def test_drafts_label_no_tile_until_a_doctor_accepts_them():
