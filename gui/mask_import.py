@@ -149,7 +149,9 @@ class MaskImportDialog(QDialog):
                                                       "named are left out")
         self.downsample = QSpinBox(minimum=0, maximum=4096, value=0, specialValueText="from the sizes",
                                    toolTip="Level-0 pixels per mask pixel (a mask of the slide shrunk 16 times: 16)")
-        area = f"{min_area_l0_for(slide_mpp):,.0f} level-0 px²"
+        area = f"{min_area_l0_for(slide_mpp):,.0f} slide px²"
+        if slide_mpp:  # in the units a pathologist measures in, the pixels after them
+            area = f"{min_area_l0_for(slide_mpp) * slide_mpp[0] * slide_mpp[1]:,.0f} µm² ({area})"
         size = f" The slide is {l0_size[0]:,} x {l0_size[1]:,} px." if l0_size else ""
         note = QLabel(f"Marks smaller than {area} are dropped; holes are kept.{size}", wordWrap=True)
         note.setStyleSheet(MUTED_STYLE)

@@ -125,7 +125,17 @@ def choose_mask(qtbot, dialog, path: Path) -> None:
 
 
 def test_a_label_mask_becomes_marks_one_class_per_value(qtbot, panel, tmp_path):
+    from PyQt5.QtWidgets import QLabel
+
+    def smallest(dialog) -> str:
+        return next(label.text() for label in dialog.findChildren(QLabel) if "are dropped" in label.text())
+
     dialog = open_mask_dialog(qtbot, panel)
+    assert "smaller than 400 slide px² are dropped" in smallest(dialog)  # a region of no stated µm/px: pixels
+    dialog.close()
+    type_into(qtbot, panel.mpp_edit(panel.ids[0]), "0.5")
+    dialog = open_mask_dialog(qtbot, panel)
+    assert "smaller than 100 µm² (400 slide px²) are dropped" in smallest(dialog)  # in µm², the pixels after
     choose_mask(qtbot, dialog, label_mask(tmp_path / "labels.png"))
     assert dialog.summary_label.text().startswith("128 x 96 px, 8-bit; values 0 (")
     type_into(qtbot, dialog.map_edit, "1=Tumour,2=Benign")
