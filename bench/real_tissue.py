@@ -109,15 +109,22 @@ def camelyon_sources(slide_mpp: float) -> list[SlideSource]:
     return sources
 
 
+def camelyon_plan(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float,
+                  cell_um: float | None = None):
+    """(sources, the dataset plan) of the regions, every tile in train: `camelyon_tiles` reads its tiles."""
+    sources = camelyon_sources(slide_mpp)
+    plan = plan_dataset(sources, TileSpec(tile_px, mpp), "random", 1.0, 0, None,
+                        {"tumour_min": tumour_min, "normal_max": normal_max}, cell_um=cell_um)
+    return sources, plan
+
+
 def camelyon_tiles(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float,
                    cell_um: float | None = None):
     """(tiles, groups = region index, note), labelled by the one labelling rule as ``biopsia dataset`` does.
 
     With ``cell_um`` each tile is labelled by its centre cell (``biopsia dataset --cell``,
     `core.tiles.planning.context_plan`)."""
-    sources = camelyon_sources(slide_mpp)
-    plan = plan_dataset(sources, TileSpec(tile_px, mpp), "random", 1.0, 0, None,
-                        {"tumour_min": tumour_min, "normal_max": normal_max}, cell_um=cell_um)
+    sources, plan = camelyon_plan(slide_mpp, tile_px, mpp, tumour_min, normal_max, cell_um)
     tiles = load_tiles(plan, None)
     reasons = {}
     for p in plan.plans:
@@ -246,6 +253,7 @@ def evaluate_splits(tiles: TileArrays, splits, work: Path, args, mpp, name: str,
             if method == "network":
                 got = run_network(train, val, test, work / f"{name}-{k}", args, mpp=mpp, cell_um=cell_um)
                 keep_history.setdefault(name, {})[k] = got.pop("history")
+                keep_history.setdefault(f"{name}-probs", {})[k] = got["probs"]
             else:
                 got = run_colour(train, val, test)
             log(f"{name} {method} split {k + 1}/{len(splits)}: test AUC "
@@ -379,6 +387,40 @@ def draw_curves(runs: dict, path: Path, title: str) -> None:
     cv2.imwrite(str(path), np.vstack([top, np.hstack(panels)]))
 
 
+def draw_calls(path: Path, sources, plan, test: np.ndarray, probs: np.ndarray, title: str) -> None:
+    """The test regions of one fold: the mask's outline (green), each labelled tile's box (red: Tumour, blue:
+    Non-tumour) and the network's probability in it, four regions to a row (a PNG, not for the repository:
+    it holds the shared images' pixels)."""
+    chosen = plan.index[test]
+    region = plan.slide[test]
+    panels = []
+    for g in np.unique(region):
+        source = sources[int(g)]
+        image = cv2.imread(str(source.path))
+        grey = read_label_mask(CAMELYON / "masks" / source.path.name)
+        outline, _ = cv2.findContours((grey > MASK_THRESHOLD).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(image, outline, -1, (0, 200, 0), 2)
+        tile_plan = plan.plans[int(g)]
+        side = int(tile_plan.tile_l0)
+        for j, prob in zip(chosen[region == g], probs[region == g]):
+            x, y = int(tile_plan.l0_x[j]), int(tile_plan.l0_y[j])
+            colour = (0, 0, 230) if tile_plan.label[j] == 1 else (230, 0, 0)
+            cv2.rectangle(image, (x + 2, y + 2), (x + side - 3, y + side - 3), colour, 1)
+            for ink, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+                cv2.putText(image, f"{prob:.2f}", (x + side // 8, y + side // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.45 * side / 64, ink, width, cv2.LINE_AA)
+        cv2.putText(image, source.name, (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 230, 230), 2, cv2.LINE_AA)
+        panels.append(image)
+    while len(panels) % 4:
+        panels.append(np.full_like(panels[0], 255))
+    rows = [np.hstack(panels[i:i + 4]) for i in range(0, len(panels), 4)]
+    sheet = np.vstack(rows)
+    top = np.full((34, sheet.shape[1], 3), 255, np.uint8)
+    cv2.putText(top, title, (10, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([top, sheet]))
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> int:
@@ -409,6 +451,8 @@ def main() -> int:
     parser.add_argument("--curves", type=Path, help="PNG of the loss and validation curves (first camelyon fold)")
     parser.add_argument("--curve-archs", default="cnn,resnet18")
     parser.add_argument("--demo", action="store_true", help="also measure the bundled demo model")
+    parser.add_argument("--look", type=Path, help="PNG of the first camelyon fold's test regions: mask outline, "
+                                                  "tile labels and the network's probabilities (not to commit)")
     args = parser.parse_args()
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     args.camelyon_cell = args.camelyon_cell or None
@@ -448,6 +492,14 @@ def main() -> int:
                 report["camelyon"] = {"data": note, **evaluate_splits(tiles, splits, work, args, args.camelyon_mpp,
                                                                       "camelyon", histories, cell_tiles,
                                                                       args.camelyon_cell)}
+                if args.look:
+                    sources, plan = camelyon_plan(args.camelyon_slide_mpp, args.camelyon_tile, args.camelyon_mpp,
+                                                  args.tumour_min, args.normal_max, args.camelyon_cell)
+                    auc = report["camelyon"]["network"]["per_split"][0]["auc"]
+                    draw_calls(args.look, sources, plan, splits[0][2], histories["camelyon-probs"][0],
+                               f"camelyon-mini, fold 1 of {args.folds}: the network's tumour probability per test "
+                               f"tile (red box: Tumour, blue: Non-tumour; green: mask outline); AUC {auc:.3f}")
+                    report["camelyon"]["look"] = str(args.look)
                 if args.curves:
                     runs = {}
                     for arch in args.curve_archs.split(","):
