@@ -206,8 +206,8 @@ class CoresTable(QWidget):
         self.table.setFont(font)
         self.table.horizontalHeader().setFont(font)
         self.table.horizontalHeader().setMinimumSectionSize(8)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # no giant last column
+        self.table.horizontalHeader().setStretchLastSection(False)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.setMaximumHeight(200)
         self.table.itemClicked.connect(self._on_clicked)
