@@ -496,14 +496,17 @@ def default_threshold(info: ModelInfo) -> tuple[float, str]:
     return float(info.threshold), "model"
 
 
-def describe_threshold(info: ModelInfo, given: float | None = None) -> str:
-    """One line saying which threshold applies and where it came from (``given`` is a user's ``--threshold``)."""
+def describe_threshold(info: ModelInfo, given: float | None = None,
+                       how_to_choose: str = "give --threshold to choose") -> str:
+    """One line saying which threshold applies and where it came from (``given`` is a user's ``--threshold``).
+
+    ``how_to_choose`` ends the line of a model that records none: the command line's words by default."""
     if given is not None:
         return f"threshold {format_threshold(given)} (given)"
     value, source = default_threshold(info)
     if source != "model":
         return f"threshold {format_threshold(value)}: the model records none (the demo model, or trained before " \
-               "Biopsia chose thresholds); give --threshold to choose"
+               f"Biopsia chose thresholds); {how_to_choose}"
     record = info.thresholds or {}
     chosen = record.get("chosen")
     if chosen is None or record.get(chosen) != info.threshold:

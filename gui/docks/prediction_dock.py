@@ -103,7 +103,7 @@ def model_threshold(bundle: Path) -> tuple[float, str]:
     except BiopsiaError as err:
         return 0.5, f"0.5: the model cannot be read ({err})"
     value, _source = bundles.default_threshold(info)
-    return value, bundles.describe_threshold(info)
+    return value, bundles.describe_threshold(info, how_to_choose="drag the slider or type one to choose")
 
 
 class PredictionDock(QDockWidget):

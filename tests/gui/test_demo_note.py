@@ -22,6 +22,8 @@ def test_the_demo_model_note_is_core_demos_statement_wrapped_inside_the_dock(qtb
     qtbot.waitUntil(lambda: note.isVisible() and note.height() >= note.heightForWidth(note.width()) - 2,
                     timeout=5000)
     assert note.text() == DEMO_MODEL_STATEMENT  # one text for the card, the CLI and the window
+    source = dock.heatmap.threshold_source.text()  # the window's words, not the command line's
+    assert "records none" in source and "drag the slider" in source and "--threshold" not in source
     assert note.wordWrap()
     metrics = QFontMetrics(note.font())
     lines = note.height() / metrics.lineSpacing()
