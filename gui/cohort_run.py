@@ -59,20 +59,30 @@ def output_root(project, model: Path) -> Path:
 
 
 def run_all(slides: list[CohortSlide], out_root: Path, model: Path, threshold: float, scheduler: str,
-            workers: int, tiff: bool = True, device: str = "auto", batch: int = 64, *,
-            partial: Callable[[tuple], None], should_stop: Callable[[], bool]):
+            workers: int, tiff: bool = True, device: str = "auto", batch: int = 64, engine: str = "mxnet",
+            precision: str = "fp32", *, partial: Callable[[tuple], None], should_stop: Callable[[], bool]):
     """Plan, connect and run (on a pool thread); reports ``partial((kind, ...))`` tuples as slides go.
 
-    Kinds: ``("planned", jobs, skipped)``, ``("cluster", ClusterInfo)``, ``("tiles", report)``,
-    ``("done", summary)``, ``("failed", name, message)``. Returns the `core.cohort.CohortResult`.
+    Kinds: ``("engine", why)`` (when ``engine`` ``"auto"`` took ONNX Runtime), ``("planned", jobs, skipped)``,
+    ``("cluster", ClusterInfo)``, ``("tiles", report)``, ``("done", summary)``, ``("failed", name, message)``.
+    ``engine`` and ``precision`` are the Prediction panel's; ``"auto"`` is decided by this computer's GPU
+    before the cluster starts, as ``biopsia predict`` does, and every worker is asked for the same. Returns
+    the `core.cohort.CohortResult`.
     """
     from core.cohort import CohortResult, PredictOptions, plan_cohort, run_cohort, unique_names
     from core.cohort.cluster import cohort_client
     from core.cohort.results import remove_leftovers
-    from core.models.bundle import resolve_bundle
+    from core.inference.engines import check_engine, choose_engine
+    from core.models.bundle import read_info, resolve_bundle
 
     model = resolve_bundle(model)
-    options = PredictOptions(threshold=threshold, device=device, tiff=tiff, batch=batch)
+    info = read_info(model)
+    engine, why = choose_engine(engine, device, info, precision)
+    if why:
+        partial(("engine", why))
+    check_engine(info, model, engine, precision)  # a variant the model lacks: refused before any slide
+    options = PredictOptions(threshold=threshold, device=device, engine=engine, precision=precision, tiff=tiff,
+                             batch=batch)
     plan = plan_cohort([s.path for s in slides], out_root, model, options)
     by_path = {os.path.abspath(s.path): s for s in slides}
     by_name = dict(zip(unique_names([s.path for s in slides]), slides))
@@ -135,6 +145,7 @@ class CohortRun(QObject):
         self.device = "auto"  # each worker takes its GPU if it has one
         self.batch = 64  # tiles per batch; a cancelled task stops between two
         self.report = ""  # the last run's closing words (also shown)
+        self.engine_note: str | None = None  # why the panel's Automatic engine took ONNX Runtime, if it did
         self.failed: list[tuple[str, str]] = []
         self.finished: list[str] = []
         self.dialog: QProgressDialog | None = None
@@ -187,14 +198,16 @@ class CohortRun(QObject):
         project = win.project or next((s.project for s in slides if s.project is not None), None) or win.working_project()
         scheduler, workers = win.prefs.cohort_scheduler, win.prefs.cohort_workers
         self.out_root = output_root(project, model)
+        engine, precision = win.prediction_dock.engine_choice()
         worker = Worker(run_all, slides, self.out_root, model, win.prediction_dock.threshold(), scheduler, workers,
-                        self.tiff, self.device, self.batch, pool=self._pool)
+                        self.tiff, self.device, self.batch, engine, precision, pool=self._pool)
         worker.partial.connect(lambda report, w=worker: self._on_report(w, report))
         worker.finished.connect(lambda result, w=worker: self._on_finished(w, result))
         worker.cancelled.connect(lambda w=worker: self._on_ended(w, "cancelled", "Cancelled: the slides that "
                                                                  "finished are kept, the others were not written."))
         worker.failed.connect(lambda err, w=worker: self._on_ended(w, "failed", str(err)))
         self.worker, self.failed, self.finished, self._jobs, self._tiles = worker, [], [], len(slides), {}
+        self.engine_note = None
         where = scheduler or f"a local cluster of {workers} worker processes"
         self.dialog = open_run_dialog(win, "Predict all slides", f"{len(slides)} slides on {where}: starting the "
                                       "cluster…", max(self._jobs, 1), self.cancel)
@@ -222,7 +235,10 @@ class CohortRun(QObject):
         if worker is not self.worker:
             return
         kind = report[0]
-        if kind == "planned":
+        if kind == "engine":
+            self.engine_note = report[1]
+            self._say(report[1])
+        elif kind == "planned":
             jobs, skipped = report[1], report[2]
             self._jobs = jobs
             for slide in skipped:
@@ -278,6 +294,8 @@ class CohortRun(QObject):
         if result.failed:
             text += "\n\n" + "\n".join(f"{name}: {message}" for name, message in result.failed)
         text += f"\n\nEach slide's outputs are in {self.out_root}."
+        if self.engine_note:
+            text += f"\n\n{self.engine_note}."
         self._on_ended(worker, "finished", text, failed=bool(result.failed))
 
     def _on_ended(self, worker, how: str, text: str, failed: bool | None = None) -> None:

@@ -15,6 +15,7 @@ from core.cohort import GRID_FILE
 from core.inference.predict import ProbabilityGrid, saved_predictions
 from core.project.document import PredictionState
 from core.project.model import Project
+from gui.cohort_run import CohortSlide
 from tests.core.cohort.dask_cluster import DEMO_MODEL, copy_slides, wait_until_idle
 
 #: Starting worker processes imports Biopsia and MXNet: on two busy cores that takes a while.
@@ -65,6 +66,40 @@ def test_the_cluster_setting_is_kept(window, monkeypatch):
     window.cohort_run.actions["cluster"].trigger()
     assert Preferences().cohort_scheduler == ""  # empty: a local cluster again
 
+
+
+def test_the_cluster_is_asked_for_the_prediction_panels_engine(qtbot, window, tmp_path, monkeypatch):
+    """Which engine each worker computes with, caught where the run is planned (no cluster starts)."""
+    import core.cohort
+    from core.cohort import CohortPlan
+    from core.inference import engines
+
+    asked = []
+
+    def plan_only(slides, out_root, model, options, force=False):
+        asked.append((options.engine, options.precision))
+        return CohortPlan(jobs=[], skipped=[])  # nothing to run: no cluster
+
+    monkeypatch.setattr(core.cohort, "plan_cohort", plan_only)
+    slide = tmp_path / "one.png"
+    slide.write_bytes(b"not read: the plan is caught first")
+    window.prediction_dock.set_model(DEMO_MODEL)
+    monkeypatch.setattr("gui.cohort_run.project_slides", lambda win: [CohortSlide(slide, None, None)])
+    run = window.cohort_run
+    dock = window.prediction_dock
+    for index, note in ((0, None), (3, None)):  # Automatic (no GPU here: MXNet), ONNX Runtime by name
+        dock.engine.setCurrentIndex(index)
+        with qtbot.waitSignal(run.ended, timeout=60_000) as ended:
+            run.actions["predict"].trigger()
+        assert ended.args == ["finished"] and run.engine_note is note
+    assert asked == [("mxnet", "fp32"), ("onnx", "fp32")]
+    # Automatic where this computer's GPU has no MXNet kernels: ONNX Runtime for every worker, said why
+    why = "NVIDIA H200 (compute capability 9.0) has no MXNet kernels: predicting with ONNX Runtime on it"
+    monkeypatch.setattr(engines, "choose_engine", lambda engine, device, info, precision: ("onnx", why))
+    dock.engine.setCurrentIndex(0)
+    with qtbot.waitSignal(run.ended, timeout=60_000):
+        run.actions["predict"].trigger()
+    assert asked[-1] == ("onnx", "fp32") and run.engine_note == why and why in run.report
 
 def test_all_slides_on_a_local_cluster_with_a_damaged_one(qtbot, make_window, cohort_slides, tmp_path):
     win, project = project_window(qtbot, make_window, tmp_path, cohort_slides, damaged=True)
