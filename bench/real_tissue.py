@@ -29,7 +29,10 @@ The baseline is an L2-regularised logistic regression on per-tile 16-bin RGB and
 its threshold chosen the same way on the same validation tiles. Prints JSON: per set and method, AUC,
 sensitivity and specificity at the threshold, and seconds. ``--curves PNG`` also draws the loss and
 validation curves of one run of each of ``--curve-archs`` on the first camelyon fold; ``--demo`` measures
-the bundled demo model (trained on synthetic tissue) on both sets.
+the bundled demo model (trained on synthetic tissue) on both sets; ``--look PNG`` draws the first fold's
+test regions with their labels and the network's probabilities. Two variants of camelyon's training:
+``--camelyon-train-stride UM`` (overlapping training tiles) and ``--pretrain lung`` (every fold fine-tuned
+from a network trained on the lung patches at camelyon's tile size).
 
     .venv/bin/python bench/real_tissue.py --stain-augment hed --stain-normalise reinhard \
         --curves docs/images/real-tissue-curves.png --demo
@@ -110,21 +113,25 @@ def camelyon_sources(slide_mpp: float) -> list[SlideSource]:
 
 
 def camelyon_plan(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float,
-                  cell_um: float | None = None):
-    """(sources, the dataset plan) of the regions, every tile in train: `camelyon_tiles` reads its tiles."""
+                  cell_um: float | None = None, stride_um: float | None = None):
+    """(sources, the dataset plan) of the regions, every tile in train: `camelyon_tiles` reads its tiles.
+
+    ``stride_um``: a tile every that many µm (overlapping tiles) instead of one per tile side."""
     sources = camelyon_sources(slide_mpp)
-    plan = plan_dataset(sources, TileSpec(tile_px, mpp), "random", 1.0, 0, None,
-                        {"tumour_min": tumour_min, "normal_max": normal_max}, cell_um=cell_um)
+    labelling = {"tumour_min": tumour_min, "normal_max": normal_max}
+    if stride_um is not None:
+        labelling["stride"] = max(1, round(stride_um / slide_mpp))
+    plan = plan_dataset(sources, TileSpec(tile_px, mpp), "random", 1.0, 0, None, labelling, cell_um=cell_um)
     return sources, plan
 
 
 def camelyon_tiles(slide_mpp: float, tile_px: int, mpp: float, tumour_min: float, normal_max: float,
-                   cell_um: float | None = None):
+                   cell_um: float | None = None, stride_um: float | None = None):
     """(tiles, groups = region index, note), labelled by the one labelling rule as ``biopsia dataset`` does.
 
     With ``cell_um`` each tile is labelled by its centre cell (``biopsia dataset --cell``,
     `core.tiles.planning.context_plan`)."""
-    sources, plan = camelyon_plan(slide_mpp, tile_px, mpp, tumour_min, normal_max, cell_um)
+    sources, plan = camelyon_plan(slide_mpp, tile_px, mpp, tumour_min, normal_max, cell_um, stride_um)
     tiles = load_tiles(plan, None)
     reasons = {}
     for p in plan.plans:
@@ -202,7 +209,9 @@ def run_colour(train: TileArrays, val: TileArrays, test: TileArrays) -> dict:
 # ---------------------------------------------------------------- the network
 
 def run_network(train: TileArrays, val: TileArrays, test: TileArrays, out: Path, args, arch: str | None = None,
-                mpp: float | None = None, cell_um: float | None = None) -> dict:
+                mpp: float | None = None, cell_um: float | None = None, init_from: Path | None = None) -> dict:
+    """`core.models.train.train` as ``biopsia train`` runs it (from ``init_from``'s weights when given), then
+    the test tiles' probabilities and the model's threshold."""
     from core.models.bundle import default_threshold, read_info
     from core.models.testing import predict_tiles
     from core.models.train import train as train_network
@@ -214,6 +223,8 @@ def run_network(train: TileArrays, val: TileArrays, test: TileArrays, out: Path,
         extra["stain_normalise"] = args.stain_normalise
     if args.warmup is not None:
         extra["warmup_epochs"] = args.warmup
+    if init_from is not None:
+        extra["init_from"] = init_from
     result = train_network(train, val, out, arch=arch or args.arch, epochs=args.epochs, batch_size=args.batch,
                            lr=args.lr, seed=args.seed, device=args.device, mpp=mpp,
                            early_stopping_patience=args.patience, cell_um=cell_um, **extra)
@@ -236,12 +247,15 @@ def summary(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, secon
 
 
 def evaluate_splits(tiles: TileArrays, splits, work: Path, args, mpp, name: str, keep_history: dict,
-                    cell_tiles: TileArrays | None = None, cell_um: float | None = None) -> dict:
+                    cell_tiles: TileArrays | None = None, cell_um: float | None = None,
+                    train_tiles: tuple | None = None, init_from: Path | None = None) -> dict:
     """Both methods over the splits ``[(train_mask, val_mask, test_mask), ...]``, pooled.
 
     ``cell_tiles`` (the same tiles cut to their labelled cell only) adds ``colour_cell_only``: the baseline on
     what the label describes, without the surroundings the network sees. The network's lead is over the
-    better of the colour baselines."""
+    better of the colour baselines. ``train_tiles`` ``(tiles, their groups, the groups of tiles)``: both
+    methods train on those of them whose group trains (overlapping tiles, say), and validate and test on
+    ``tiles`` as before. ``init_from``: the network starts from that model's weights."""
     results = {}
     methods = ("network", "colour") + (("colour_cell_only",) if cell_tiles is not None else ())
     for method in methods:
@@ -250,8 +264,12 @@ def evaluate_splits(tiles: TileArrays, splits, work: Path, args, mpp, name: str,
         source = cell_tiles if method == "colour_cell_only" else tiles
         for k, (tr, va, te) in enumerate(splits):
             train, val, test = subset(source, tr), subset(source, va), subset(source, te)
+            if train_tiles is not None and method != "colour_cell_only":
+                dense, dense_groups, groups = train_tiles
+                train = subset(dense, np.isin(dense_groups, np.unique(groups[tr])))
             if method == "network":
-                got = run_network(train, val, test, work / f"{name}-{k}", args, mpp=mpp, cell_um=cell_um)
+                got = run_network(train, val, test, work / f"{name}-{k}", args, mpp=mpp, cell_um=cell_um,
+                                  init_from=init_from)
                 keep_history.setdefault(name, {})[k] = got.pop("history")
                 keep_history.setdefault(f"{name}-probs", {})[k] = got["probs"]
             else:
@@ -295,6 +313,22 @@ def camelyon_splits(tiles: TileArrays, groups: np.ndarray, folds: int, seed: int
         val[~test] = group_pick(tiles.labels[~test], groups[~test], VAL_SHARE, np.random.default_rng((seed, k)))
         out.append((~test & ~val, val, test))
     return out
+
+
+def pretrain_on_lung(work: Path, args) -> Path:
+    """The network trained on the lung patches cut to camelyon's tile size and µm/px (70 % of the groups train,
+    the rest validate): the bundle the camelyon folds start from."""
+    from core.models.train import train as train_network
+
+    lung, groups, _ = lung_tiles(work, args.lung_patch_mpp, args.camelyon_tile, args.camelyon_mpp)
+    val = group_pick(lung.labels, groups, 0.3, np.random.default_rng(args.seed))
+    extra = {k: v for k, v in (("stain_augment", args.stain_augment), ("stain_normalise", args.stain_normalise))
+             if v}
+    result = train_network(subset(lung, ~val), subset(lung, val), work / "lung-parent", arch=args.arch,
+                           epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
+                           device=args.device, mpp=args.camelyon_mpp, early_stopping_patience=args.patience, **extra)
+    log(f"pretrained on {len(lung)} lung tiles: best epoch {result.best_epoch + 1}")
+    return result.bundle
 
 
 # ---------------------------------------------------------------- the demo model and the curves
@@ -446,6 +480,12 @@ def main() -> int:
     parser.add_argument("--camelyon-cell", type=float, default=None,
                         help="µm: label each tile by its centre cell of this side (dataset --cell; e.g. 64 with "
                              "--camelyon-mpp 2); the colour baseline is then also run on the cells alone")
+    parser.add_argument("--camelyon-train-stride", type=float, default=None,
+                        help="µm: train on overlapping tiles, one every this many µm of the training regions "
+                             "(validation and test tiles stay on the grid)")
+    parser.add_argument("--pretrain", choices=("lung",), default=None,
+                        help="camelyon: first train the network on the lung patches at camelyon's tile size and "
+                             "µm/px, and fine-tune every fold from it (train's init_from, as retrain does)")
     parser.add_argument("--tumour-min", type=float, default=0.9)
     parser.add_argument("--normal-max", type=float, default=0.1)
     parser.add_argument("--curves", type=Path, help="PNG of the loss and validation curves (first camelyon fold)")
@@ -487,11 +527,25 @@ def main() -> int:
                                                                 args.camelyon_slide_mpp, args.tumour_min,
                                                                 args.normal_max)
                     assert np.array_equal(cell_tiles.labels, tiles.labels) and np.array_equal(cell_groups, groups)
+                train_tiles = None
+                if args.camelyon_train_stride:
+                    if args.camelyon_cell is not None:
+                        parser.error("--camelyon-train-stride and --camelyon-cell do not go together")
+                    dense, dense_groups, _ = camelyon_tiles(args.camelyon_slide_mpp, args.camelyon_tile,
+                                                            args.camelyon_mpp, args.tumour_min, args.normal_max,
+                                                            stride_um=args.camelyon_train_stride)
+                    train_tiles = (dense, dense_groups, groups)
+                    note["train_stride_um"], note["train_tiles"] = args.camelyon_train_stride, len(dense)
                 note["read_seconds"] = round(time.perf_counter() - start, 1)
+                parent = None
+                if args.pretrain == "lung":
+                    start = time.perf_counter()
+                    parent = pretrain_on_lung(work, args)
+                    note["pretrained_on_lung_seconds"] = round(time.perf_counter() - start, 1)
                 splits = camelyon_splits(tiles, groups, args.folds, args.seed)
                 report["camelyon"] = {"data": note, **evaluate_splits(tiles, splits, work, args, args.camelyon_mpp,
                                                                       "camelyon", histories, cell_tiles,
-                                                                      args.camelyon_cell)}
+                                                                      args.camelyon_cell, train_tiles, parent)}
                 if args.look:
                     sources, plan = camelyon_plan(args.camelyon_slide_mpp, args.camelyon_tile, args.camelyon_mpp,
                                                   args.tumour_min, args.normal_max, args.camelyon_cell)
