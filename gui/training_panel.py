@@ -45,6 +45,10 @@ MPP_TIP = ("Micrometres per pixel at full resolution: the file's, or the value e
            "to set it (kept as Slide ▸ Set resolution and --slide-mpp keep it)")
 USE, NAME, ROLE, FULL, MPP, MARKS, MASK, TILES = range(len(COLUMNS))
 SLIDES_TAB, PATCHES_TAB = 0, 1
+#: The Stain jitter box: words, then `core.tiles.stain`'s name (train's ``stain_augment``; light is its default).
+STAIN_AUGMENTS = (("light (mild RGB)", "light"), ("H&E densities (hed)", "hed"), ("none", "none"))
+#: The normalisation box: words, then train's ``stain_normalise``.
+STAIN_NORMALISERS = (("not", "none"), ("Reinhard", "reinhard"), ("Macenko", "macenko"))
 
 
 class TrainingPanel(QDialog):
@@ -142,6 +146,20 @@ class TrainingPanel(QDialog):
         tiles_row.addWidget(self.tile_px)
         tiles_row.addWidget(QLabel("at"))
         tiles_row.addWidget(self.tile_mpp, 1)
+        self.stain_augment = QComboBox(toolTip="How training tiles' colours are jittered: light (mild RGB), hed "
+                                               "(haematoxylin, eosin and DAB densities after colour deconvolution: "
+                                               "for real slides from more than one lab or scanner), or none")
+        for words, value in STAIN_AUGMENTS:
+            self.stain_augment.addItem(words, value)
+        self.stain_normalise = QComboBox(toolTip="A stain normalisation fitted on the training tiles, recorded in "
+                                                 "the model and applied to every tile it predicts: Reinhard "
+                                                 "(CIELAB mean and spread) or Macenko (stain vectors)")
+        for words, value in STAIN_NORMALISERS:
+            self.stain_normalise.addItem(words, value)
+        stain_row = QHBoxLayout()
+        stain_row.addWidget(self.stain_augment, 1)
+        stain_row.addWidget(QLabel("normalised"))
+        stain_row.addWidget(self.stain_normalise, 1)
         self.device_picker = DevicePicker("Trains on", can_change=lambda: not self.running)
         self.device, self.device_label = self.device_picker.combo, self.device_picker.label
         self.name = QLineEdit()
@@ -149,7 +167,8 @@ class TrainingPanel(QDialog):
         settings = QGroupBox("Settings")
         form = QFormLayout(settings)
         for label, field in (("Architecture", self.arch), ("Epochs", self.epochs), ("Batch size", self.batch_size),
-                             ("Learning rate", self.lr), ("Tiles", tiles_row), ("Device", self.device),
+                             ("Learning rate", self.lr), ("Tiles", tiles_row), ("Stain jitter", stain_row),
+                             ("Device", self.device),
                              ("", self.device_label), ("Model name", self.name)):
             form.addRow(label, field)
 
@@ -377,17 +396,19 @@ class TrainingPanel(QDialog):
     def make_job(self) -> TrainingJob:
         """The job the table and settings describe. Raises DatasetError when they do not make one."""
         job = new_job(self.project, self._choices(), self.name.text(),
-                      TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
-                      epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
-                      device=self.device.currentText())
+                      TileSpec(self.tile_px.value(), self.tile_mpp.value()), **self._settings())
         return job  # each slide's µm/px: core.project.mpp.resolve_mpp, when the job plans its tiles
 
     def make_patch_job(self):
         """The run on the Patch folder tab's folder. Raises DatasetError when it does not make one."""
         return self.patch_box.job(self.project, self.name.text(),
-                                  TileSpec(self.tile_px.value(), self.tile_mpp.value()), arch=self.arch.currentText(),
-                                  epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
-                                  device=self.device.currentText())
+                                  TileSpec(self.tile_px.value(), self.tile_mpp.value()), **self._settings())
+
+    def _settings(self) -> dict:
+        """The Settings box's values, as `TrainingJob` and `PatchJob` fields."""
+        return {"arch": self.arch.currentText(), "epochs": self.epochs.value(), "batch_size": self.batch_size.value(),
+                "lr": self.lr.value(), "device": self.device.currentText(),
+                "stain_augment": self.stain_augment.currentData(), "stain_normalise": self.stain_normalise.currentData()}
 
     def _on_source_changed(self, tab: int) -> None:
         if not self.running and self.result is None and self.error is None:

@@ -65,8 +65,9 @@ class TrainingJob:
     open_marks : dict, optional
         ``{slide id: marks}`` at hand (open in the window, or read already), used instead of their files
         (retraining only).
-    stain_normalise : str
-        Passed on to `core.models.train.train`.
+    stain_augment, stain_normalise : str
+        Passed on to `core.models.train.train` (the jitter of training tiles; the normalisation fitted on them,
+        recorded in the model and applied at every prediction).
 
     Each slide's µm/px is `core.project.mpp.resolve_mpp`'s (through `sources_from_project`).
     """
@@ -85,6 +86,7 @@ class TrainingJob:
     seed: int = 0
     init_from: Path | None = None
     open_marks: dict | None = None
+    stain_augment: str = "light"
     stain_normalise: str = "none"
 
 
@@ -163,7 +165,8 @@ def new_job(project, choices: dict, name: str, spec: TileSpec, **settings) -> Tr
         The model's folder name under the project's ``models`` folder.
     spec : TileSpec
     **settings
-        `TrainingJob` fields: ``arch``, ``epochs``, ``batch_size``, ``lr``, ``device``.
+        `TrainingJob` fields: ``arch``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``stain_augment``,
+        ``stain_normalise``.
 
     Raises
     ------
@@ -274,7 +277,7 @@ def run_job(job: TrainingJob, partial: Callable[[object], None], should_stop: Ca
     result = train(held.train, held.val, job.out_dir, arch=job.arch, epochs=job.epochs,
                    batch_size=job.batch_size, lr=job.lr, device=job.device, progress=partial,
                    should_stop=should_stop, mpp=job.spec.mpp, init_from=job.init_from,
-                   stain_normalise=job.stain_normalise)
+                   stain_augment=job.stain_augment, stain_normalise=job.stain_normalise)
     if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
         shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
     if result.bundle is not None and "test" in tiles and not should_stop():
@@ -302,7 +305,7 @@ class PatchJob:
         µm/px of the patches as stored, when given by the user (it wins over ``dataset.json``'s).
     val_ratio : float
         Share of the groups of near-copies held out for validation.
-    seed, arch, epochs, batch_size, lr, device
+    seed, arch, epochs, batch_size, lr, device, stain_augment, stain_normalise
         The split's seed; the rest passed on to `core.models.train.train`.
     """
 
@@ -317,6 +320,8 @@ class PatchJob:
     batch_size: int = 64
     lr: float = 1e-3
     device: str = "auto"
+    stain_augment: str = "light"
+    stain_normalise: str = "none"
 
 
 @dataclass
@@ -437,7 +442,8 @@ def run_patch_job(job: PatchJob, partial: Callable[[object], None], should_stop:
     partial(PatchesSplit(text, [] if patches.mpp else [NO_SCALE]))
     partial(Stage("Starting training", 0, 0))
     result = train(train_tiles, val_tiles, job.out_dir, arch=job.arch, epochs=job.epochs, batch_size=job.batch_size,
-                   lr=job.lr, device=job.device, progress=partial, should_stop=should_stop, mpp=patches.mpp)
+                   lr=job.lr, device=job.device, progress=partial, should_stop=should_stop, mpp=patches.mpp,
+                   stain_augment=job.stain_augment, stain_normalise=job.stain_normalise)
     if result.bundle is None and {p.name for p in job.out_dir.iterdir()} <= {"history.json"}:
         shutil.rmtree(job.out_dir, ignore_errors=True)  # cancelled before any epoch: nothing worth keeping
     partial(result)

@@ -284,11 +284,22 @@ def test_training_on_a_scaled_patch_folder_records_its_scale_and_threshold(qtbot
     panel.epochs.setValue(2)
     panel.batch_size.setValue(8)
     panel.device.setCurrentText("cpu")
+    # the stain settings a real cohort wants: H&E jitter, and a Reinhard normalisation the model keeps
+    from core.tiles.stain import STAIN_AUGMENTS, STAIN_NORMALISE
+    augments = [panel.stain_augment.itemData(i) for i in range(panel.stain_augment.count())]
+    normalisers = [panel.stain_normalise.itemData(i) for i in range(panel.stain_normalise.count())]
+    assert sorted(augments) == sorted(STAIN_AUGMENTS) and sorted(normalisers) == sorted(STAIN_NORMALISE)
+    assert (panel.stain_augment.currentData(), panel.stain_normalise.currentData()) == ("light", "none")  # train's
+    panel.stain_augment.setCurrentIndex(augments.index("hed"))
+    panel.stain_normalise.setCurrentIndex(normalisers.index("reinhard"))
     with qtbot.waitSignal(panel.run_ended, timeout=120_000) as ended:
         qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     assert ended.args == ["finished"], panel.error
     info = read_info(panel.result.bundle)
     assert info.mpp == 1.0 and info.tile_px == 32
+    assert info.stain["method"] == "reinhard"  # recorded, so every prediction normalises the same way
+    settings = json.loads((panel.result.bundle / "model.json").read_text())["training"]["settings"]
+    assert settings["stain_augment"] == "hed"
     assert "48 patches → 48 tiles of 32 px at 1 µm/px (patch scale from dataset.json)" in panel.split_text
     value, _ = default_threshold(info)
     label = panel.best_box.threshold_label
