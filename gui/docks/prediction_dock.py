@@ -39,8 +39,8 @@ APPLY_MS = 100
 BROWSE = "__browse__"
 #: The Engine choices: words, then `core.inference.engines`' engine and precision. "Automatic" is the CLI's
 #: ``--engine auto``: ONNX Runtime on a GPU MXNet has no kernels for (Hopper and newer), else MXNet FP32.
-ENGINE_CHOICES = (("Automatic", "auto", "fp32"), ("MXNet · FP32", "mxnet", "fp32"), ("MXNet · INT8 (oneDNN)", "mxnet", "int8"),
-                  ("ONNX Runtime · FP32", "onnx", "fp32"))
+ENGINE_CHOICES = (("Automatic", "auto", "fp32"), ("MXNet · FP32", "mxnet", "fp32"),
+                  ("MXNet · INT8 (oneDNN)", "mxnet", "int8"), ("ONNX Runtime · FP32", "onnx", "fp32"))
 
 
 def engine_availability(bundle: Path | None) -> list[str | None]:
@@ -185,8 +185,10 @@ class PredictionDock(QDockWidget):
         form.addRow(self.progress)
         form.addRow(self.progress_label)
         body = QWidget()
-        outer = QVBoxLayout(body)  # no AlignTop: an aligned layout takes its size hint and ignores height-for-width,
-        outer.addWidget(self.status)  # which laid the Device row over the demo model note's last lines
+        # no AlignTop: an aligned layout takes its size hint and ignores height-for-width, which laid the Device
+        # row over the demo model note's last lines
+        outer = QVBoxLayout(body)
+        outer.addWidget(self.status)
         outer.addWidget(run_box)
         outer.addWidget(self.heatmap)
         outer.addStretch(1)  # the spare height goes below the panels
