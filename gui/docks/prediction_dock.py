@@ -30,7 +30,7 @@ from core.project.document import PredictionState
 from gui.device_picker import DevicePicker
 from gui.docks.heatmap_settings import HeatmapSettings
 from gui.icons import icon
-from gui.style import WARNING_BOX_STYLE, error_html
+from gui.style import MUTED_STYLE, WARNING_BOX_STYLE, error_html
 from gui.worker import Worker
 from gui.wrap_label import WrapLabel
 
@@ -149,6 +149,13 @@ class PredictionDock(QDockWidget):
                                         "model.onnx)")
         for words, engine, precision in ENGINE_CHOICES:
             self.engine.addItem(words, (engine, precision))
+        self.engine.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)  # the list shows all
+        self.engine.setMinimumContentsLength(12)  # its longest entry made a narrow panel scroll sideways
+        # what Automatic takes here, when it is not MXNet: the device line above speaks for MXNet only
+        self.engine_label = WrapLabel(styleSheet=MUTED_STYLE)
+        self.engine_label.hide()
+        self.engine.currentIndexChanged.connect(lambda _i: self._show_automatic())
+        self.device.currentTextChanged.connect(lambda _t: self._show_automatic())
         self.start_button = QPushButton(icon("predict"), "Predict slide", clicked=self.start)
         self.cancel_button = QPushButton("Cancel", clicked=self.cancel,
                                          toolTip="Stop after the current batch; the partial heatmap stays, unsaved")
@@ -176,8 +183,9 @@ class PredictionDock(QDockWidget):
         form.addRow("Model", self.model)
         form.addRow(self.model_note)
         form.addRow("Device", self.device)
-        form.addRow("", self.device_label)
+        form.addRow(self.device_label)  # the whole row: "OMP_NUM_THREADS=" alone is wider than the field column
         form.addRow("Engine", self.engine)
+        form.addRow(self.engine_label)
         buttons = QHBoxLayout()
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.start_button, 1)
@@ -295,6 +303,23 @@ class PredictionDock(QDockWidget):
             item.setToolTip(why or "")
         if not items.item(self.engine.currentIndex()).isEnabled():
             self.engine.setCurrentIndex(0)  # Automatic: MXNet FP32 at worst, which every model has
+        self._show_automatic()
+
+    def _show_automatic(self) -> None:
+        """Under the Engine box, what Automatic takes for this model and device when it is ONNX Runtime."""
+        why = None
+        path = self.model_path()
+        if self.engine_choice()[0] == "auto" and path is not None:
+            from core.inference.engines import choose_engine
+            from core.models import bundle as bundles  # MXNet, as model_label: only once a model is chosen
+            try:
+                info = bundles.read_info(bundles.resolve_bundle(path), verify=False)
+            except BiopsiaError:
+                info = None
+            if info is not None:
+                _engine, why = choose_engine("auto", self.device.currentText(), info)
+        self.engine_label.setText(f"Automatic: {why}" if why else "")
+        self.engine_label.setVisible(bool(why))
 
     def _show_model(self) -> None:
         """A newly chosen model: the threshold starts at the one it records, and the demo model says what it is."""

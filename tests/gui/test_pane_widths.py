@@ -63,6 +63,25 @@ def test_every_panel_fits_its_column_without_a_sideways_scroll(qtbot, make_windo
         assert dock.width() <= dock_width(size[0]) + 2, (dock.objectName(), dock.width())
 
 
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_prediction_panel_fits_with_every_note_shown_and_no_slide(qtbot, make_window, monkeypatch, size):
+    from core.inference import engines
+
+    why = "NVIDIA H200 (compute capability 9.0) has no MXNet kernels: predicting with ONNX Runtime on it (model.onnx)"
+    monkeypatch.setattr(engines, "choose_engine", lambda engine, device, info, precision="fp32": ("onnx", why))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # "OMP_NUM_THREADS=unset": the longest device line
+    window = make_window(size)
+    window.actions["predict"].trigger()
+    dock = window.prediction_dock
+    dock.set_model(DEMO_MODEL)  # its note, and Automatic's
+    qtbot.waitUntil(lambda: dock.engine_label.isVisible() and dock.model_note.isVisible(), timeout=3000)
+    qtbot.wait(20)
+    area = dock.widget()
+    bar = area.horizontalScrollBar()
+    assert not bar.isVisible() or bar.maximum() == 0, area.widget().minimumSizeHint()
+    assert not overlapping(dock), overlapping(dock)
+
 def laid_out(parent: QWidget) -> list[QWidget]:
     """The widgets ``parent``'s layout (and the layouts inside it) place, in order."""
     found, layouts = [], [parent.layout()] if parent.layout() is not None else []

@@ -310,15 +310,24 @@ def test_the_engine_box_offers_what_the_model_holds_and_onnx_runtime_predicts(qt
     assert ended.args == ["finished"], dock.status.text()
     grid = view.document.prediction.grid
     assert grid.complete and (grid.model["engine"], grid.model["precision"]) == ("onnx", "fp32")
-    # Automatic, where it finds a GPU MXNet has no kernels for: ONNX Runtime computes, and the panel says why
+    # Automatic, where it finds a GPU MXNet has no kernels for: ONNX Runtime computes, and the panel says why,
+    # under the Engine box before the run (the device line speaks for MXNet) and in the run's last line
+    from core.inference import engines
+
     why = "NVIDIA H200 (compute capability 9.0) has no MXNet kernels: predicting with ONNX Runtime on it"
+    assert not dock.engine_label.isVisible()  # no GPU here: Automatic is MXNet, nothing to add
     monkeypatch.setattr(run, "choose_engine", lambda engine, device, info, precision: ("onnx", why))
+    monkeypatch.setattr(engines, "choose_engine", lambda engine, device, info, precision="fp32": ("onnx", why))
     dock.engine.setCurrentIndex(0)
+    assert dock.engine_label.isVisible() and dock.engine_label.text() == f"Automatic: {why}"
     with qtbot.waitSignal(dock.run_ended, timeout=TIMEOUT) as ended:
         start(qtbot, dock)
     assert ended.args == ["finished"], dock.status.text()
     assert view.document.prediction.grid.model["engine"] == "onnx"
     assert why in dock.status.text() and "MXNet · FP32 in Engine" in dock.status.text()
+    dock.engine.setCurrentIndex(1)  # MXNet by name: nothing to say under the box
+    assert not dock.engine_label.isVisible()
+    monkeypatch.undo()
     # a model without model.onnx: ONNX Runtime cannot be chosen, and the box falls back to MXNet FP32
     bare = tmp_path / "bare"
     shutil.copytree(small_model, bare)
