@@ -11,7 +11,7 @@ from typing import Callable
 
 from PyQt5 import sip
 from PyQt5.QtCore import Qt, pyqtSignal
-from PyQt5.QtGui import QBrush, QColor, QFont
+from PyQt5.QtGui import QBrush, QColor, QFont, QFontMetrics
 from PyQt5.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -56,8 +56,10 @@ class ProjectSummary(QWidget):
         self.summary_table = QTableWidget(len(SUMMARY_ROWS), 0)  # slides as columns: a narrow dock shows them all
         self.summary_table.setVerticalHeaderLabels(SUMMARY_ROWS)
         self.summary_table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.summary_table.horizontalHeader().setStretchLastSection(True)
+        # each column as wide as its numbers, not its slide's name (cut in the middle, whole in the tooltip):
+        # sized to the names, one slide's column pushed its numbers out of a 300 px panel
+        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
+        self.summary_table.horizontalHeader().setTextElideMode(Qt.ElideMiddle)
         self.summary_button = QPushButton("Compare all slides", clicked=self.compute_summary)
         self.csv_button = QPushButton("CSV…", enabled=False, clicked=lambda: self._export_dialog("csv"),
                                       toolTip="Export the table as CSV")
@@ -102,10 +104,13 @@ class ProjectSummary(QWidget):
         bold = QFont()
         bold.setBold(True)
         self.summary_table.setColumnCount(len(rows))
-        self.summary_table.setHorizontalHeaderLabels([row["slide"] for row in rows])
+        has_total = bool(summary and summary.get("total"))
+        self.summary_table.setHorizontalHeaderLabels(
+            [("Total" if has_total and c == len(rows) - 1 else row["slide"]) for c, row in enumerate(rows)])
         for c, row in enumerate(rows):
-            total = c == len(rows) - 1 and bool(summary.get("total"))
-            self.summary_table.horizontalHeaderItem(c).setToolTip(row["slide"])
+            total = has_total and c == len(rows) - 1
+            self.summary_table.horizontalHeaderItem(c).setToolTip(
+                "All slides: their tiles summed" if total else row["slide"])
             for r, key in enumerate(CSV_COLUMNS[1:]):
                 value = row.get(key)
                 text = "–" if value is None else f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
@@ -115,6 +120,10 @@ class ProjectSummary(QWidget):
                     item.setFont(bold)
                     item.setBackground(QBrush(TOTAL))
                 self.summary_table.setItem(r, c, item)
+            metrics = QFontMetrics(bold if total else self.summary_table.font())
+            widest = max([metrics.horizontalAdvance(self.summary_table.item(r, c).text())
+                          for r in range(self.summary_table.rowCount())] + [metrics.horizontalAdvance("0.000")])
+            self.summary_table.setColumnWidth(c, widest + 16)
         if err is not None:
             message = str(err) if isinstance(err, BiopsiaError) else f"Unexpected error: {err!r}"
             self.summary_status.setText(error_html(message))

@@ -145,7 +145,10 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     want = summarise(comparisons, 0.5)
     table = dock.all_slides.summary_table  # one column per slide, the sum last; rows as core.evaluation.compare.CSV_COLUMNS
     assert table.columnCount() == 3
-    assert [table.horizontalHeaderItem(c).text() for c in range(3)] == [c.name for c in comparisons] + ["all slides"]
+    assert [table.horizontalHeaderItem(c).text() for c in range(3)] == [c.name for c in comparisons] + ["Total"]
+    cut = [t for t in cut_texts(table) if t[0] not in [c.name for c in comparisons] + ["the columns"]]
+    assert cut == []  # every number whole, in a column as wide as its numbers (a long slide name is cut)
+    assert table.columnViewportPosition(1) + table.columnWidth(1) <= table.viewport().width()  # seen unscrolled
     assert table.verticalHeaderItem(0).text() == "Tiles" and table.verticalHeaderItem(11).text() == "AUC"
     assert [int(table.item(0, c).text().replace(",", "")) for c in range(3)] == \
         [c.metrics.counts.total for c in comparisons] + [want["total"]["n"]]
