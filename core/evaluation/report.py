@@ -168,15 +168,17 @@ def _image_tag(rgb: np.ndarray, alt: str, side: int = IMAGE_SIDE) -> str:
 
 
 def _confusion_table(row: dict) -> str:
+    """The study's 2x2 table, counts with thousands separators as the window shows them."""
     tn, fp, fn, tp = row["tn"], row["fp"], row["fn"], row["tp"]
     return (
         "<table><tr><th></th><th></th><th colspan=2>True diagnosis</th><th></th></tr>"
         "<tr><th></th><th></th><th>Negative</th><th>Positive</th><th>Total</th></tr>"
-        f"<tr><th rowspan=2>Screening test</th><th>Negative</th><td class='num ok'>{tn}</td>"
-        f"<td class='num bad'>{fn}</td><td class=num>{tn + fn}</td></tr>"
-        f"<tr><th>Positive</th><td class='num bad'>{fp}</td><td class='num ok'>{tp}</td><td class=num>{fp + tp}</td></tr>"
-        f"<tr><th></th><th>Total</th><td class=num>{tn + fp}</td><td class=num>{fn + tp}</td>"
-        f"<td class=num>{tn + fp + fn + tp}</td></tr></table>")
+        f"<tr><th rowspan=2>Screening test</th><th>Negative</th><td class='num ok'>{tn:,}</td>"
+        f"<td class='num bad'>{fn:,}</td><td class=num>{tn + fn:,}</td></tr>"
+        f"<tr><th>Positive</th><td class='num bad'>{fp:,}</td><td class='num ok'>{tp:,}</td>"
+        f"<td class=num>{fp + tp:,}</td></tr>"
+        f"<tr><th></th><th>Total</th><td class=num>{tn + fp:,}</td><td class=num>{fn + tp:,}</td>"
+        f"<td class=num>{tn + fp + fn + tp:,}</td></tr></table>")
 
 
 def _metrics_table(row: dict) -> str:
@@ -202,7 +204,7 @@ def report_html(slides: list[ReportSlide], total: dict | None, threshold: float,
         parts.append(f"<h2>All slides ({len(slides)}), summed</h2>{_confusion_table(total)}{_metrics_table(total)}")
     head = "".join(f"<th>{label}</th>" for _, label in METRICS)
     rows = "".join(
-        f"<tr><td><a href='#{_anchor(i)}'>{html.escape(s.row['slide'])}</a></td><td class=num>{s.row['n']}</td>"
+        f"<tr><td><a href='#{_anchor(i)}'>{html.escape(s.row['slide'])}</a></td><td class=num>{s.row['n']:,}</td>"
         + "".join(f"<td class=num>{_fmt(s.row.get(k))}</td>" for k, _ in METRICS)
         + f"<td class=num>{_max_involved(s.cores, 'marks')}</td><td class=num>{_max_involved(s.cores, 'network')}</td>"
         + "</tr>" for i, s in enumerate(slides))

@@ -66,7 +66,7 @@ def test_evaluate_against_the_marks_beside_the_slide(predicted, small_model, tmp
     # the table first, each slide linked to its section after it (a cohort reads from the table down)
     assert report.index("<h2>Slides</h2>") < report.index("<a href='#slide-1'>pair29</a>") < \
         report.index("<h2 id='slide-1'>pair29</h2>")
-    assert f"<td class='num ok'>{total['tp']}</td>" in report
+    assert f"<td class='num ok'>{total['tp']:,}</td>" in report
     assert f"Model <b>{small_model.parent.name}</b>" in report
     # the slide's cores, from the marks and the network, and the legend with the threshold's marker
     assert "<th>Tumour mm (marks)</th>" in report and "<th>Involved (network)</th>" in report

@@ -168,7 +168,7 @@ def test_all_slides_summed_and_exported(qtbot, window, project, slide_pair, tmp_
     qtbot.waitUntil(lambda: "Report written to" in dock.all_slides.summary_status.text(), timeout=TIMEOUT)
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/jpeg;base64,") == 2 and "All slides (2), summed" in report
-    assert f"<td class='num ok'>{want['total']['tp']}</td>" in report
+    assert f"<td class='num ok'>{want['total']['tp']:,}</td>" in report
     assert "Report written to" in dock.all_slides.summary_status.text()
 
 
