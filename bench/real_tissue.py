@@ -32,7 +32,8 @@ validation curves of one run of each of ``--curve-archs`` on the first camelyon 
 the bundled demo model (trained on synthetic tissue) on both sets; ``--look PNG`` draws the first fold's
 test regions with their labels and the network's probabilities. Two variants of camelyon's training:
 ``--camelyon-train-stride UM`` (overlapping training tiles) and ``--pretrain lung`` (every fold fine-tuned
-from a network trained on the lung patches at camelyon's tile size).
+from a network trained on the lung patches at camelyon's tile size); and of the network, ``--seeds N`` (an
+ensemble of N) and ``--platt`` (each split's network rescaled on its validation tiles before pooling).
 
     .venv/bin/python bench/real_tissue.py --stain-augment hed --stain-normalise reinhard \
         --curves docs/images/real-tissue-curves.png --demo
@@ -211,7 +212,13 @@ def run_colour(train: TileArrays, val: TileArrays, test: TileArrays) -> dict:
 def run_network(train: TileArrays, val: TileArrays, test: TileArrays, out: Path, args, arch: str | None = None,
                 mpp: float | None = None, cell_um: float | None = None, init_from: Path | None = None) -> dict:
     """`core.models.train.train` as ``biopsia train`` runs it (from ``init_from``'s weights when given), then
-    the test tiles' probabilities and the model's threshold."""
+    the test tiles' probabilities and the model's threshold.
+
+    With ``args.seeds`` above 1, that many networks (seeds ``args.seed`` on) are trained and their logits
+    averaged. With ``args.platt``, the (averaged) logits are rescaled by a logistic fit on the validation tiles
+    (Platt scaling), so that the splits' models speak on one scale when their test tiles are pooled. Either
+    way the threshold is then chosen on the validation tiles as training chooses one
+    (`core.models.thresholds.choose_thresholds`); otherwise it is the model's own."""
     from core.models.bundle import default_threshold, read_info
     from core.models.testing import predict_tiles
     from core.models.train import train as train_network
@@ -225,13 +232,47 @@ def run_network(train: TileArrays, val: TileArrays, test: TileArrays, out: Path,
         extra["warmup_epochs"] = args.warmup
     if init_from is not None:
         extra["init_from"] = init_from
-    result = train_network(train, val, out, arch=arch or args.arch, epochs=args.epochs, batch_size=args.batch,
-                           lr=args.lr, seed=args.seed, device=args.device, mpp=mpp,
-                           early_stopping_patience=args.patience, cell_um=cell_um, **extra)
-    probs, _ = predict_tiles(result.bundle, test, args.device)
-    threshold, source = default_threshold(read_info(result.bundle))
-    return {"probs": probs[:, 1], "threshold": threshold, "threshold_source": source,
-            "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run, "history": result.history}
+    seeds = max(1, args.seeds)
+    runs = [train_network(train, val, out / f"seed-{args.seed + k}" if seeds > 1 else out, arch=arch or args.arch,
+                          epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed + k,
+                          device=args.device, mpp=mpp, early_stopping_patience=args.patience, cell_um=cell_um,
+                          **extra) for k in range(seeds)]
+    done = {"best_epoch": [r.best_epoch + 1 for r in runs], "epochs_run": [r.epochs_run for r in runs],
+            "history": runs[0].history}
+    if seeds == 1 and not args.platt:
+        probs, _ = predict_tiles(runs[0].bundle, test, args.device)
+        threshold, source = default_threshold(read_info(runs[0].bundle))
+        return {"probs": probs[:, 1], "threshold": threshold, "threshold_source": source, **done,
+                "best_epoch": runs[0].best_epoch + 1, "epochs_run": runs[0].epochs_run}
+
+    def logit(tiles: TileArrays) -> np.ndarray:  # the runs' mean logit
+        found = []
+        for r in runs:
+            p = np.clip(predict_tiles(r.bundle, tiles, args.device)[0][:, 1], 1e-7, 1 - 1e-7)
+            found.append(np.log(p / (1 - p)))
+        return np.mean(found, axis=0)
+
+    val_logit, test_logit = logit(val), logit(test)
+    scale, shift = platt_fit(val_logit, val.labels) if args.platt else (1.0, 0.0)
+    val_p = 1 / (1 + np.exp(-(scale * val_logit + shift)))
+    chosen = choose_thresholds(val.labels, val_p)
+    how = (f"the {seeds} seeds' mean" if seeds > 1 else "the network") + (", Platt-scaled" if args.platt else "")
+    return {"probs": 1 / (1 + np.exp(-(scale * test_logit + shift))),
+            "threshold": chosen[chosen["chosen"]] if chosen else 0.5, "threshold_source": f"{how}, on validation",
+            **done}
+
+
+def platt_fit(logit: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` of the logistic ``1 / (1 + exp(-(a * logit + b)))`` that best fits ``labels`` (cross-entropy)."""
+    y = labels.astype(np.float64)
+
+    def loss(w):
+        s = w[0] * logit + w[1]
+        p = 1 / (1 + np.exp(-s))
+        return np.mean(np.logaddexp(0, s) - y * s), np.array([np.mean((p - y) * logit), np.mean(p - y)])
+
+    a, b = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B").x
+    return float(a), float(b)
 
 
 def summary(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, seconds: float) -> dict:
@@ -469,6 +510,10 @@ def main() -> int:
     parser.add_argument("--stain-augment", default=None, help="hed, light or none (default: train's)")
     parser.add_argument("--stain-normalise", default=None, help="none, reinhard or macenko (default: train's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="networks per split (seeds --seed on), their logits averaged: an ensemble")
+    parser.add_argument("--platt", action="store_true",
+                        help="rescale each split's network on its validation tiles (Platt scaling) before pooling")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--folds", type=int, default=4, help="camelyon: folds of regions")
     parser.add_argument("--lung-patch-mpp", type=float, default=0.5)
@@ -500,7 +545,7 @@ def main() -> int:
     report = {"benchmark": "real_tissue", "arch": args.arch, "epochs": args.epochs, "lr": args.lr,
               "warmup_epochs": "train's default" if args.warmup is None else args.warmup, "stain_augment":
               args.stain_augment or "train's default", "stain_normalise": args.stain_normalise or "train's default",
-              "cpu_threads": os.environ.get("OMP_NUM_THREADS")}
+              "seeds": args.seeds, "platt": args.platt, "cpu_threads": os.environ.get("OMP_NUM_THREADS")}
     histories: dict = {}
     with tempfile.TemporaryDirectory(prefix="biopsia-real-") as tmp:
         work = Path(tmp)
