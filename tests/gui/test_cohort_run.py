@@ -95,7 +95,7 @@ def test_the_cluster_is_asked_for_the_prediction_panels_engine(qtbot, window, tm
     assert asked == [("mxnet", "fp32"), ("onnx", "fp32")]
     # Automatic where this computer's GPU has no MXNet kernels: ONNX Runtime for every worker, said why
     why = "NVIDIA H200 (compute capability 9.0) has no MXNet kernels: predicting with ONNX Runtime on it"
-    monkeypatch.setattr(engines, "choose_engine", lambda engine, device, info, precision: ("onnx", why))
+    monkeypatch.setattr(engines, "choose_engine", lambda engine, device, info, precision="fp32": ("onnx", why))
     dock.engine.setCurrentIndex(0)
     with qtbot.waitSignal(run.ended, timeout=60_000):
         run.actions["predict"].trigger()
