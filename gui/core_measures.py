@@ -14,12 +14,12 @@ from dataclasses import replace
 
 from PyQt5 import sip
 from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
-from PyQt5.QtGui import QFont
 from PyQt5.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.annotations.proposals import is_draft
 from core.errors import BiopsiaError, Cancelled
 from core.evaluation.measure import measure_cores, tumour_of_grid, tumour_of_marks
+from gui.narrow_table import narrow_table
 from gui.worker import Worker
 
 #: Quiet time (ms) after an edit or a threshold drag before measuring again.
@@ -201,14 +201,9 @@ class CoresTable(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        font = QFont(self.table.font())  # a little smaller than the panel's: six columns in a 300 px panel
-        font.setPointSizeF(max(7.0, font.pointSizeF() - 2))
-        self.table.setFont(font)
-        self.table.horizontalHeader().setFont(font)
-        self.table.horizontalHeader().setMinimumSectionSize(8)
+        narrow_table(self.table)  # six columns in a 300 px panel
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # no giant last column
         self.table.horizontalHeader().setStretchLastSection(False)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.setMaximumHeight(200)
         self.table.itemClicked.connect(self._on_clicked)
         layout = QVBoxLayout(self)

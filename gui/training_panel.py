@@ -23,6 +23,7 @@ from core.errors import BiopsiaError, DatasetError
 from core.project.layout import MODELS_DIR
 from core.project.mpp import SlideMpp, remember_mpp, resolve_mpp
 from core.tiles.grid import TileSpec
+from core.tiles.stain import DEFAULT_STAIN_AUGMENT
 from core.models.reports import ARCH_NAMES, ProgressEvent, TrainResult  # no MXNet: the panel opens at once
 from core.models.training_job import (OnTestSlides, PatchesSplit, Planned, Stage, TrainingJob, Validation,
                                       best_so_far, default_model_name, new_job, run_job, run_patch_job)
@@ -151,6 +152,7 @@ class TrainingPanel(QDialog):
                                                "for real slides from more than one lab or scanner), or none")
         for words, value in STAIN_AUGMENTS:
             self.stain_augment.addItem(words, value)
+        self.stain_augment.setCurrentIndex(self.stain_augment.findData(DEFAULT_STAIN_AUGMENT))  # train's default
         self.stain_normalise = QComboBox(toolTip="A stain normalisation fitted on the training tiles, recorded in "
                                                  "the model and applied to every tile it predicts: Reinhard "
                                                  "(CIELAB mean and spread) or Macenko (stain vectors)")

@@ -35,8 +35,8 @@ from core.models.loading import normalise
 from core.models.thresholds import DEFAULT_TARGET_SENSITIVITY, choose_thresholds
 from core.models.zoo import build
 from core.tiles.arrays import TileArrays
-from core.tiles.stain import (STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter, light_jitter,
-                              read_reference)
+from core.tiles.stain import (DEFAULT_STAIN_AUGMENT, STAIN_AUGMENTS, STAIN_NORMALISE, StainNormaliser, hed_jitter,
+                              light_jitter, read_reference)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ PREFETCH = 3
 SAMPLING = ("shuffle", "balanced")
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, stain: str = "light") -> np.ndarray:
+def augment(images: np.ndarray, rng: np.random.Generator, stain: str = DEFAULT_STAIN_AUGMENT) -> np.ndarray:
     """Random flips, 90-degree rotations and stain jitter of a batch (uint8 in, out).
 
     ``stain`` is ``"hed"`` (`core.tiles.stain.hed_jitter`: each tile's haematoxylin, eosin and DAB
@@ -79,7 +79,7 @@ def train(train_data: TileArrays, val_data: TileArrays, out_dir, arch: str = "cn
           device: str = "auto", class_weighting: bool = True, augment: bool = True,
           early_stopping_patience: int | None = 5, progress: Callable | None = None,
           should_stop: Callable | None = None, resume: bool = False, mpp: float | None = None,
-          stain_augment: str = "light", stain_normalise: str = "none", stain_reference=None,
+          stain_augment: str = DEFAULT_STAIN_AUGMENT, stain_normalise: str = "none", stain_reference=None,
           lr_schedule: str = "cosine", target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
           sampling: str = "shuffle", warmup_epochs: float | None = None, cell_um: float | None = None,
           init_from=None, onnx: bool = True, int8: bool = False) -> TrainResult:
@@ -354,7 +354,7 @@ def _load_parent_weights(net, parent: Parent, ctx, tile_px: int) -> None:
 
 
 def _batches(data: TileArrays, order: np.ndarray, batch_size: int, seed: int, epoch: int, do_augment: bool,
-             mean: np.ndarray, std: np.ndarray, pool: ThreadPoolExecutor, stain: str = "light"):
+             mean: np.ndarray, std: np.ndarray, pool: ThreadPoolExecutor, stain: str = DEFAULT_STAIN_AUGMENT):
     """Yield (x, y) numpy batches, prepared by ``pool`` up to `PREFETCH` batches ahead."""
     starts = range(0, order.size, batch_size)
 
@@ -480,7 +480,7 @@ def _run_training(train_data, val_data, out_dir: Path, s: dict, device, mpp, pro
             order = _balanced_order(train_data.labels, n_classes, rng) if balanced else rng.permutation(len(train_data))
             running, seen = 0.0, 0
             for b, (x, y) in enumerate(_batches(train_data, order, s["batch_size"], s["seed"], epoch,
-                                                s["augment"], mean, std, pool, s.get("stain_augment", "light"))):
+                                                s["augment"], mean, std, pool, s.get("stain_augment", DEFAULT_STAIN_AUGMENT))):
                 if should_stop is not None and should_stop():
                     cancelled = True
                     break

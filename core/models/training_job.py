@@ -33,6 +33,7 @@ from core.models.engine import describe_device, engine, parse_device
 from core.project.layout import MODELS_DIR  # a project's trained models: <project>/models/<name>
 from core.tiles.arrays import IMAGE_SUFFIXES
 from core.tiles.grid import TileSpec
+from core.tiles.stain import DEFAULT_STAIN_AUGMENT
 
 NO_SCALE = ("No scale: the patches are used at their own size and the model records no µm/px, so it can be "
             "tested on patches but cannot predict slides. Give the patches' µm/px to train a model for slides.")
@@ -86,7 +87,7 @@ class TrainingJob:
     seed: int = 0
     init_from: Path | None = None
     open_marks: dict | None = None
-    stain_augment: str = "light"
+    stain_augment: str = DEFAULT_STAIN_AUGMENT
     stain_normalise: str = "none"
 
 
@@ -320,7 +321,7 @@ class PatchJob:
     batch_size: int = 64
     lr: float = 1e-3
     device: str = "auto"
-    stain_augment: str = "light"
+    stain_augment: str = DEFAULT_STAIN_AUGMENT
     stain_normalise: str = "none"
 
 

@@ -40,6 +40,8 @@ _FLOOR = 1e-6  # scikit-image's floor on I / 255 before the logarithm
 _OD_LUT = (-np.log(np.maximum(np.arange(256) / 255.0, _FLOOR))).astype(np.float32)  # uint8 → optical density
 
 STAIN_AUGMENTS = ("hed", "light", "none")
+#: The stain jitter of training tiles unless another is asked for (``train``, the training panel, its jobs).
+DEFAULT_STAIN_AUGMENT = "light"
 STAIN_NORMALISE = ("none", "reinhard", "macenko")
 METHODS = ("reinhard", "macenko")
 HED_SIGMA, HED_BIAS = 0.05, 0.05  # Tellez et al. 2019 "HED light": alpha in 1 +- 0.05, beta in +- 0.05 OD

@@ -27,6 +27,7 @@ from core.evaluation.slide import Evaluation, evaluate, truth_key
 from core.metrics import BinaryMetrics
 from core.project.document import PredictionState
 from gui.docks.evaluation_summary import ProjectSummary
+from gui.narrow_table import narrow_table
 from gui.plot_style import make_plot
 from gui.style import ACCENT, ERROR_STYLE, GREY, INK, MUTED_STYLE
 from gui.threshold_text import threshold_text
@@ -99,12 +100,8 @@ class EvaluationDock(QDockWidget):
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionMode(QTableWidget.NoSelection)
         self.table.setFocusPolicy(Qt.NoFocus)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the columns share the width given
+        font = narrow_table(self.table)  # the columns share the width given
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        font = QFont(self.table.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() - 2))
-        self.table.setFont(font)
-        self.table.horizontalHeader().setMinimumSectionSize(8)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)  # as wide as its words
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.Stretch)
